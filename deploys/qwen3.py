@@ -1,0 +1,10 @@
+"""Qwen3-30B TP4 on NPUs 0-3 of an Atlas 800T A2 (seed 004).
+
+    pyinfra inventories/a2.py deploys/qwen3.py
+"""
+
+from roles.serve import serve
+
+WORKLOADS = ["qwen3"]
+
+serve(WORKLOADS)

@@ -1,0 +1,1 @@
+"""pyinfra facts: each gathers everything one role needs in one round trip."""

@@ -1,0 +1,168 @@
+"""Pure parsers for what hosts print: npu-smi, nvidia-smi, version files, os-release.
+
+Kept apart from the pyinfra fact classes so they are tested directly against real outputs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Chip:
+    npu: int  # NPU (card) id as npu-smi prints it
+    chip: int  # chip index on that card
+    logic_id: int  # the id the runtime and /dev/davinciN use
+    name: str
+    health: str
+    bus_id: str
+    hbm_used_mb: int | None
+    hbm_total_mb: int | None
+
+
+@dataclass(frozen=True)
+class NpuSmiInfo:
+    version: str | None
+    family: str  # "A2" (second header "Chip") or "A3" ("Chip  Phy-ID")
+    chips: tuple[Chip, ...]
+    processes: tuple[tuple[int, int, int, str, int], ...] = field(default_factory=tuple)  # npu, chip, pid, name, MB
+
+    def by_logic_id(self) -> dict[int, Chip]:
+        return {c.logic_id: c for c in self.chips}
+
+
+_CELL = re.compile(r"\s*\|\s*")
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in _CELL.split(line.strip().strip("|"))]
+
+
+def parse_npu_smi_info(text: str) -> NpuSmiInfo:
+    """Parse `npu-smi info` (A2, A3 and 910B4 layouts; tolerant of collapsed whitespace).
+
+    Each chip is two rows: `| NPU Name | Health | Power Temp Hugepages |` then
+    `| Chip [Phy-ID] | Bus-Id | AICore Memory-Usage HBM-Usage |`. On A3 the runtime id is the
+    Phy-ID column; on A2 it is the NPU id (one chip per card).
+    """
+    lines = text.splitlines()
+    version = None
+    family = "A2"
+    chips: list[Chip] = []
+    processes: list[tuple[int, int, int, str, int]] = []
+    in_process_table = False
+    pending: list[str] | None = None
+    for line in lines:
+        stripped = line.strip()
+        match = re.search(r"npu-smi\s+(\S+)\s+Version:\s*(\S+)", stripped)
+        if match:
+            version = match.group(2)
+            continue
+        if not stripped.startswith("|"):
+            continue
+        cells = _cells(stripped)
+        head = cells[0].split()
+        if head[:2] == ["Chip", "Phy-ID"]:
+            family = "A3"
+            continue
+        if head[:1] in (["NPU"], ["Chip"]):
+            in_process_table = in_process_table or (head[:2] == ["NPU", "Chip"])
+            continue
+        if in_process_table:
+            if stripped.startswith("| No running processes"):
+                continue
+            if len(cells) >= 4 and len(head) == 2 and all(h.isdigit() for h in head) and cells[1].isdigit():
+                processes.append((int(head[0]), int(head[1]), int(cells[1]), cells[2],
+                                  int(cells[3]) if cells[3].isdigit() else 0))
+            continue
+        if pending is None:
+            if len(head) >= 2 and head[0].isdigit() and len(cells) >= 3:
+                pending = cells
+            continue
+        first, second = pending, cells
+        pending = None
+        npu_id = int(first[0].split()[0])
+        name = " ".join(first[0].split()[1:])
+        chip_head = second[0].split()
+        chip_index = int(chip_head[0]) if chip_head and chip_head[0].isdigit() else 0
+        phy_id = int(chip_head[1]) if len(chip_head) > 1 and chip_head[1].isdigit() else None
+        used, total = _hbm(second[2] if len(second) > 2 else "")
+        logic = phy_id if phy_id is not None else npu_id
+        chips.append(Chip(npu=npu_id, chip=chip_index, logic_id=logic, name=name, health=first[1],
+                          bus_id=second[1] if len(second) > 1 else "", hbm_used_mb=used, hbm_total_mb=total))
+    if not chips:
+        raise ValueError("npu-smi info printed no NPU rows")
+    return NpuSmiInfo(version=version, family=family, chips=tuple(chips), processes=tuple(processes))
+
+
+def _hbm(cell: str) -> tuple[int | None, int | None]:
+    # "0 0 / 0 3379 / 65536": the last "used / total" pair is HBM.
+    pairs = re.findall(r"(\d+)\s*/\s*(\d+)", cell)
+    if not pairs:
+        return None, None
+    used, total = pairs[-1]
+    return int(used), int(total)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    memory_total_mib: int
+    memory_used_mib: int
+    bus_id: str
+
+
+def parse_nvidia_smi_csv(text: str) -> tuple[tuple[Gpu, ...], str | None]:
+    """Parse `nvidia-smi --query-gpu=index,name,memory.total,memory.used,pci.bus_id,driver_version
+    --format=csv,noheader,nounits`."""
+    gpus, driver = [], None
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 6 or not parts[0].isdigit():
+            continue
+        gpus.append(Gpu(int(parts[0]), parts[1], int(float(parts[2])), int(float(parts[3])), parts[4]))
+        driver = parts[5]
+    return tuple(gpus), driver
+
+
+def parse_key_values(text: str, separator: str = "=") -> dict[str, str]:
+    """`Version=24.1.rc1` / `version=8.5.1` / os-release style files (quotes stripped)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        if separator not in line or line.lstrip().startswith("#"):
+            continue
+        key, _, value = line.partition(separator)
+        values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+_VERSION_TOKEN = re.compile(r"(\d+)|([A-Za-z]+)")
+
+
+def version_key(version: str) -> tuple:
+    """Order Ascend and pip style versions: 7.0.RC1 < 7.0.0 < 8.5.0 < 8.5.1 < 25.5.1; 0.17.0rc1 < 0.17.0.
+
+    Release candidates sort before the release they lead to; other letters are ignored.
+    """
+    key: list[tuple[int, int]] = []
+    pending_rc = False
+    for number, word in _VERSION_TOKEN.findall(version):
+        if word:
+            pending_rc = word.lower() in ("rc", "alpha", "a", "beta", "b", "dev")
+            continue
+        if pending_rc:
+            key.append((-1, int(number)))
+            pending_rc = False
+        else:
+            key.append((0, int(number)))
+    return tuple(key)
+
+
+def version_at_least(found: str, needed: str) -> bool:
+    """Compare padded with zeros, so 7.0 == 7.0.0 and 7.0.RC1 < 7.0.0."""
+    a, b = version_key(found), version_key(needed)
+    width = max(len(a), len(b))
+    pad = ((0, 0),)
+    return a + pad * (width - len(a)) >= b + pad * (width - len(b))

@@ -1,0 +1,59 @@
+"""Host preparation: readiness gate, jemalloc, fleetserve's helper scripts on the host."""
+
+from __future__ import annotations
+
+import hashlib
+from io import BytesIO
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
+
+from fleetserve.facts.fleet import FileDigests, HostReport, PathsExist
+from fleetserve.operations import fail_command
+from fleetserve.readiness import Expectations, check_host
+
+
+@operation(is_idempotent=True)
+def ready(expect: Expectations, paths: list[str], model_dirs: list[str]):
+    """Fail the host, changing nothing, when any requirement is unmet; otherwise a no-op."""
+    report = host.get_fact(HostReport, vendor=expect.vendor, paths=paths, model_dirs=model_dirs)
+    problems = check_host(report, expect)
+    if problems:
+        yield fail_command(f"fleetserve preflight: {host.name} is not ready ({expect.hardware_label}):", problems)
+    else:
+        host.noop(f"ready: {len(report.get('accelerators', []))} accelerators, driver "
+                  f"{report.get('driver_version') or '-'}, toolkit {report.get('toolkit_version') or '-'}")
+
+
+@operation(is_idempotent=True)
+def jemalloc(family: str, package: str, library: str):
+    """Install jemalloc with the distro's package manager unless its .so.2 is already there."""
+    if library in host.get_fact(PathsExist, paths=[library]):
+        host.noop(f"jemalloc present at {library}")
+        return
+    if family == "debian":
+        yield StringCommand("DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+                            "--no-install-recommends", QuoteString(package),
+                            "||", "{", "apt-get", "update", "-q", "&&", "DEBIAN_FRONTEND=noninteractive",
+                            "apt-get", "install", "-y", "-q", "--no-install-recommends", QuoteString(package), ";", "}")
+    else:
+        yield StringCommand("if command -v dnf >/dev/null; then dnf install -y", QuoteString(package),
+                            "; else yum install -y", QuoteString(package), "; fi")
+    # The package must really provide the path the container will preload (gpustack #5660).
+    yield StringCommand("test", "-e", QuoteString(library), "||", "{", "echo",
+                        QuoteString(f"jemalloc: {package} installed but {library} is missing"), ">&2;", "exit 1;", "}")
+
+
+@operation(is_idempotent=True)
+def files_present(directory: str, files: dict[str, bytes]):
+    """Keep fleetserve's helper scripts in `directory` (uploaded only when their sha256 differs)."""
+    paths = {f"{directory}/{name}": content for name, content in sorted(files.items())}
+    digests = host.get_fact(FileDigests, paths=sorted(paths))
+    stale = [p for p, content in paths.items() if digests.get(p) != hashlib.sha256(content).hexdigest()]
+    if not stale:
+        host.noop(f"{len(paths)} helper files up to date in {directory}")
+        return
+    yield StringCommand("mkdir", "-p", QuoteString(directory))
+    for path in stale:
+        yield FileUploadCommand(BytesIO(paths[path]), path)
+    yield StringCommand("chmod", "644", *[QuoteString(p) for p in stale])

@@ -1,0 +1,73 @@
+"""The serving image: load from an archive or pull (with mirrors and digest pinning)."""
+
+from __future__ import annotations
+
+import os
+
+from pyinfra import host
+from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
+
+from fleetserve.facts.fleet import FileSizes, ImageState
+
+
+def _has_digest(state: dict | None, digest: str | None) -> bool:
+    if state is None:
+        return False
+    return digest is None or any(d.endswith("@" + digest) for d in state.get("repo_digests", []))
+
+
+@operation(is_idempotent=True)
+def loaded(ref: str, archive: str, remote_dir: str, sha256: str | None = None, keep_archive: bool = False):
+    """Make `ref` exist by `docker load` of a local archive. The archive is copied only when the
+    image is absent (never re-copy 12 GB on a converged host), checked, loaded, and removed."""
+    if host.get_fact(ImageState, ref=ref) is not None:
+        host.noop(f"image {ref} present")
+        return
+    remote = f"{remote_dir}/{os.path.basename(archive)}"
+    yield StringCommand("mkdir", "-p", QuoteString(remote_dir))
+    # An archive left by an interrupted run is reused when its size matches (sha256 is checked below).
+    if host.get_fact(FileSizes, paths=[remote]).get(remote) != os.path.getsize(archive):
+        yield FileUploadCommand(archive, remote)
+    if sha256:
+        yield StringCommand(
+            "echo", QuoteString(f"{sha256}  {remote}"), "|", "sha256sum", "-c", "--quiet", "-",
+            "||", "{", "echo", QuoteString(f"image archive {remote}: sha256 does not match {sha256}; removed it"),
+            ">&2;", "rm", "-f", QuoteString(remote), ";", "exit", "1;", "}")
+    yield StringCommand("docker", "load", "-i", QuoteString(remote))
+    yield StringCommand("docker", "image", "inspect", QuoteString(ref), ">/dev/null", "2>&1", "||", "{",
+                        "echo", QuoteString(f"{remote} loaded, but it does not contain {ref}; images now:"), ">&2;",
+                        "docker", "images", ">&2;", "exit", "1;", "}")
+    if not keep_archive:
+        yield StringCommand("rm", "-f", QuoteString(remote))
+
+
+@operation(is_idempotent=True)
+def pulled(ref: str, sources: list[str], digest: str | None = None):
+    """Make `ref` exist by pulling from `sources` in order (mirrors first), pinned to `digest` when
+    given, then tagging as `ref` so the unit always names one reference."""
+    state = host.get_fact(ImageState, ref=ref)
+    if _has_digest(state, digest):
+        host.noop(f"image {ref} present" + (f" at {digest}" if digest else ""))
+        return
+    candidates = [f"{s.split('@')[0]}@{digest}" if digest else s for s in sources]
+    yield StringCommand(
+        "ok=;", "for src in", *[QuoteString(c) for c in candidates], ";", "do", "if", "docker", "pull", '"$src";', "then",
+        "docker", "tag", '"$src"', QuoteString(ref), "&&", "ok=1", "&&", "break;", "fi;", "done;",
+        '[ -n "$ok" ]', "||", "{", "echo", QuoteString(f"could not pull {ref} from any of: {', '.join(candidates)}"),
+        ">&2;", "exit", "1;", "}")
+    if digest:
+        yield StringCommand(
+            "docker", "image", "inspect", "--format", QuoteString("{{json .RepoDigests}}"), QuoteString(ref),
+            "|", "grep", "-q", QuoteString("@" + digest), "||", "{", "echo",
+            QuoteString(f"{ref} was pulled but its digest is not {digest}"), ">&2;", "exit", "1;", "}")
+
+
+def pull_sources(ref: str, mirrors: tuple[str, ...] | list[str]) -> list[str]:
+    """Mirror prefixes replace the registry part of `ref`: m.daocloud.io/quay.io + quay.io/a/b:t ->
+    m.daocloud.io/quay.io/a/b:t. Docker Hub refs (no registry host) get `docker.io` as registry."""
+    first, _, rest = ref.partition("/")
+    has_registry = bool(rest) and ("." in first or ":" in first or first == "localhost")
+    path = rest if has_registry else ref
+    if not has_registry and "/" not in ref:
+        path = "library/" + ref
+    return [f"{m.rstrip('/')}/{path}" for m in mirrors] + [ref]

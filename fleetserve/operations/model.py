@@ -1,0 +1,126 @@
+"""Model weights: download with the real hub client inside the serving image into a staging
+directory, verify, publish atomically; then check the serve flags against config.json."""
+
+from __future__ import annotations
+
+import posixpath
+
+from pyinfra import host
+from pyinfra.api import QuoteString, StringCommand, operation
+
+from fleetserve.facts.fleet import ModelState
+from fleetserve.operations import fail_command
+
+HUB_DEFAULT_ENDPOINTS = {"hf": "https://huggingface.co", "modelscope": "https://www.modelscope.cn"}
+
+
+def staging_dir(host_dir: str) -> str:
+    """A hidden sibling on the same filesystem, so publishing is a rename; kept across failed
+    attempts so an interrupted download resumes."""
+    return posixpath.join(posixpath.dirname(host_dir), "." + posixpath.basename(host_dir) + ".fleetserve-partial")
+
+
+def marker_matches(marker: dict | None, hub: str, repo_id: str, revision: str, include: list[str]) -> bool:
+    return bool(marker) and all(
+        marker.get(k) == v for k, v in
+        {"hub": hub, "repo_id": repo_id, "revision": revision, "include": sorted(include)}.items())
+
+
+def config_problems(config: dict | None, max_model_len: int | None, tensor_parallel_size: int) -> list[str]:
+    """What vLLM would refuse after a long load, caught before (re)starting the service."""
+    if config is None:
+        return ["config.json is missing from the model directory"]
+    if "_unreadable" in config:
+        return ["config.json is not valid JSON"]
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    get = lambda key: config.get(key, text.get(key))  # noqa: E731  (multimodal configs nest it)
+    problems = []
+    positions = get("max_position_embeddings")
+    rope_scaling = get("rope_scaling")
+    if max_model_len and positions and max_model_len > positions and not rope_scaling:
+        problems.append(f"--max-model-len {max_model_len} exceeds the model's max_position_embeddings {positions} "
+                        f"and config.json configures no rope_scaling")
+    heads = get("num_attention_heads")
+    if heads and heads % tensor_parallel_size:
+        problems.append(f"--tensor-parallel-size {tensor_parallel_size} does not divide the model's "
+                        f"{heads} attention heads")
+    return problems
+
+
+def _image_call(image: str, entrypoint: str, program: str, args: list, mounts: list[str], env: dict[str, str],
+                env_file: str | None) -> StringCommand:
+    bits: list[object] = ["docker", "run", "--rm", "--net=host"]
+    for mount in mounts:
+        bits += ["-v", QuoteString(mount)]
+    for key, value in env.items():
+        bits += ["-e", QuoteString(f"{key}={value}")]
+    if env_file:
+        bits += ["--env-file", QuoteString(env_file)]
+    if entrypoint == "vllm-serve":
+        bits += ["--entrypoint", program, QuoteString(image)]
+    else:
+        bits += [QuoteString(image), program]
+    return StringCommand(*bits, *args)
+
+
+@operation(is_idempotent=True)
+def weights(hub: str, repo_id: str, revision: str, host_dir: str, image: str, entrypoint: str,
+            include: list[str] | None = None, endpoint: str | None = None, token_env_file: str | None = None,
+            verify_script: str = "/usr/local/lib/fleetserve/verify_model.py", verify_sha256: bool = True,
+            attempts: int = 3, max_model_len: int | None = None, tensor_parallel_size: int = 1):
+    """Verified weights at host_dir for (hub, repo, revision, include): a no-op, with no network,
+    when the verified marker says so. Otherwise download into staging with the real client,
+    verify against the hub's listing, and publish by rename. Then check config.json vs flags."""
+    include = list(include or [])
+    state = host.get_fact(ModelState, host_dir=host_dir)
+    if marker_matches(state["marker"], hub, repo_id, revision, include):
+        problems = config_problems(state["config"], max_model_len, tensor_parallel_size)
+        if problems:
+            yield fail_command(f"fleetserve model: {host_dir} does not fit the serve flags:", problems)
+        else:
+            host.noop(f"{hub}:{repo_id}@{revision} verified at {host_dir}")
+        return
+
+    stage = staging_dir(host_dir)
+    endpoint = endpoint or HUB_DEFAULT_ENDPOINTS[hub]
+    env = {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1"} if hub == "hf" else {
+        "MODELSCOPE_DOMAIN": endpoint.split("://", 1)[-1], "MODELSCOPE_ENDPOINT": endpoint}
+    if hub == "hf":
+        program = "hf"
+        args: list[object] = ["download", QuoteString(repo_id), "--revision", QuoteString(revision),
+                              "--local-dir", QuoteString(stage)]
+        if include:
+            args += ["--include", *[QuoteString(p) for p in include]]
+    else:
+        program = "modelscope"
+        args = ["download", "--model", QuoteString(repo_id), "--revision", QuoteString(revision),
+                "--local_dir", QuoteString(stage)]
+        if include:
+            args += ["--include", *[QuoteString(p) for p in include]]
+    download = _image_call(image, entrypoint, program, args, [f"{stage}:{stage}"], env, token_env_file)
+
+    yield StringCommand("mkdir", "-p", QuoteString(stage))
+    # Retried in place: the clients resume partial files left in the staging directory.
+    yield StringCommand("ok=;", "for attempt in", *[str(i) for i in range(1, attempts + 1)], ";", "do",
+                        "if", download, ";", "then", "ok=1;", "break;", "fi;", "sleep", "3;", "done;",
+                        '[ -n "$ok" ]', "||", "{", "echo",
+                        QuoteString(f"download of {hub}:{repo_id}@{revision} failed {attempts} times; partial files "
+                                    f"kept in {stage} for the next run to resume"), ">&2;", "exit", "1;", "}")
+    verify_args: list[object] = [verify_script, QuoteString(stage), "--hub", hub, "--repo", QuoteString(repo_id),
+                                 "--revision", QuoteString(revision), "--endpoint", QuoteString(endpoint)]
+    for pattern in include:
+        verify_args += ["--include", QuoteString(pattern)]
+    if not verify_sha256:
+        verify_args.append("--no-sha256")
+    yield _image_call(image, entrypoint, "python3", verify_args,
+                      [f"{stage}:{stage}", f"{verify_script}:{verify_script}:ro"], env, token_env_file)
+    # Publish: the old copy (if any) moves aside only once the new one is verified.
+    old = f"{host_dir}.fleetserve-old"
+    yield StringCommand("rm", "-rf", QuoteString(old), "&&", "{", "[", "!", "-e", QuoteString(host_dir), "]", "||",
+                        "mv", QuoteString(host_dir), QuoteString(old), ";", "}", "&&", "mv", QuoteString(stage),
+                        QuoteString(host_dir), "&&", "rm", "-rf", QuoteString(old))
+    if host.state.is_executing:
+        problems = config_problems(host.get_fact(ModelState, host_dir=host_dir)["config"], max_model_len,
+                                   tensor_parallel_size)
+        if problems:
+            yield fail_command(f"fleetserve model: {host_dir} does not fit the serve flags:", problems)

@@ -1,0 +1,80 @@
+"""Offline render: every file a deploy would write and the full container command, per host,
+without connecting to any host. Uses the same planner and builder as the deploy."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+from typing import Any
+
+from fleetserve.builder import masked_env_text, service_files, shell_command
+from fleetserve.plan import HostPlan, plan_inventory
+
+
+class RenderError(Exception):
+    pass
+
+
+def deploy_workloads(deploy_file: str | Path) -> list[str]:
+    """The WORKLOADS list a deploy file declares, read without executing it."""
+    path = Path(deploy_file)
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError) as exc:
+        raise RenderError(f"cannot read deploy file {path}: {exc}") from None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "WORKLOADS" for t in node.targets):
+            value = ast.literal_eval(node.value)
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return value
+    raise RenderError(f"{path} declares no WORKLOADS = [...] list (fleetserve deploys name their workloads)")
+
+
+def load_inventory_hosts(inventory_file: str | Path, override_data: dict[str, Any] | None = None
+                         ) -> list[tuple[str, dict[str, Any]]]:
+    """Hosts and their merged data (groups, group_data/, --data), loaded the way the pyinfra CLI does."""
+    from pyinfra.api import State
+    from pyinfra.context import ctx_state
+    from pyinfra_cli.inventory import make_inventory
+
+    path = Path(inventory_file)
+    if not path.is_file():
+        raise RenderError(f"inventory file {path} not found")
+    cwd = os.getcwd()
+    # pyinfra executes inventory files inside a state context; a throwaway one connects nothing.
+    with ctx_state.use(State()):
+        inventory = make_inventory(str(path), override_data=override_data or {}, cwd=cwd)
+        return [(host.name, host.data.dict()) for host in inventory]
+
+
+def render_host(plan: HostPlan) -> str:
+    out = [f"### host {plan.host} ({plan.hardware.label})"]
+    for warning in plan.warnings:
+        out.append(f"# warning: {warning}")
+    if plan.skipped_workloads:
+        out.append(f"# not assigned here: {', '.join(plan.skipped_workloads)}")
+    if not plan.services:
+        out.append("# no services for this deploy on this host")
+    for instance in plan.services:
+        files = service_files(instance, instance.member(plan.host), plan.settings)
+        out.append(f"\n## service {instance.spec.name} (workload {instance.workload}): {instance.spec.api_name} "
+                   f"on port {instance.spec.port}")
+        out.append(f"\n# --- {files.unit_path}\n{files.unit_text.rstrip()}")
+        if files.env_path and files.env_text is not None:
+            out.append(f"\n# --- {files.env_path} (mode 0600, values masked)\n{masked_env_text(files.env_text).rstrip()}")
+        out.append(f"\n# --- container command\n{shell_command(files.argv, files.image_at)}")
+    return "\n".join(out) + "\n"
+
+
+def render(inventory_file: str, deploy_file: str, host: str | None = None,
+           override_data: dict[str, Any] | None = None) -> str:
+    workloads = deploy_workloads(deploy_file)
+    hosts = load_inventory_hosts(inventory_file, override_data)
+    if host is not None:
+        names = [name for name, _ in hosts]
+        if host not in names:
+            raise RenderError(f"host {host!r} is not in {inventory_file} (hosts: {', '.join(names)})")
+    # Validate the whole inventory (as the deploy does), then show the requested host(s).
+    plans = plan_inventory(hosts, workloads, check_local_files=False, require_secrets=False)
+    return "\n".join(render_host(p) for p in plans if host is None or p.host == host)

@@ -1,0 +1,549 @@
+"""The sandbox's stand-in serving image, built without any registry.
+
+A Debian bookworm ``minbase`` root filesystem with python3 (debootstrapped once, cached under
+CACHE_DIR/rootfs), plus the real hub clients (``huggingface_hub`` -> ``hf``, ``modelscope`` ->
+``modelscope``) pip-installed into its ``/usr/local/lib/python3.X/dist-packages``, plus the stand-in
+``/usr/local/bin/vllm`` and ``vllm_cli.py`` on its import path. The tree is imported into podman
+twice:
+
+* ``localhost/fleetserve/vllm-standin:ascend`` -- like the vllm-ascend images: no entrypoint,
+  ``CMD ["/bin/bash"]``; the unit runs ``docker run ... IMAGE vllm serve MODEL ...`` and the hub
+  clients run as ``docker run ... IMAGE hf download ...``;
+* ``localhost/fleetserve/vllm-standin:openai`` -- like vllm/vllm-openai: ``ENTRYPOINT ["vllm",
+  "serve"]``; the unit passes only ``MODEL --flags``; hub clients need ``--entrypoint hf``.
+
+Each image is saved as a docker-archive tarball in CACHE_DIR/images with a ``.sha256`` beside it.
+A build is redone only when its inputs change (stand-in sources, client versions, recipe).
+
+Every podman call goes through :func:`podman`, which keeps podman's configuration and storage under
+the sandbox state dir (CACHE_DIR/podman) instead of the host-wide locations.
+
+CLI: ``python -m fleetserve.sandbox.image build [--force]`` | ``push TAG [--registry R] [--name N]``
+| ``podman ARGS...`` (podman with the sandbox's storage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from fleetserve.sandbox.paths import CACHE_DIR, REGISTRY
+
+HF_HUB_VERSION = "2.4.0"
+MODELSCOPE_VERSION = "1.40.2"
+SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "ca-certificates")
+# Bump when the way the image is put together changes (forces a rebuild).
+RECIPE_VERSION = "1"
+
+IMAGE_REPO = "localhost/fleetserve/vllm-standin"
+FLAVOURS = ("ascend", "openai")
+
+PODMAN_DIR = CACHE_DIR / "podman"
+IMAGES_DIR = CACHE_DIR / "images"
+ROOTFS_DIR = CACHE_DIR / "rootfs"
+BUILD_DIR = CACHE_DIR / "build"
+MANIFEST = IMAGES_DIR / "vllm-standin.json"
+
+STANDIN_VLLM = Path(__file__).resolve().parent / "standin" / "vllm"
+VLLM_CLI = Path(__file__).resolve().parents[1] / "vllm_cli.py"
+
+# command -> Debian package the build needs on the host
+HOST_PACKAGES = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
+
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+CONTAINERS_CONF = """\
+# fleetserve sandbox podman configuration (written by fleetserve.sandbox.image)
+[containers]
+# the VM lacks CAP_SYS_RESOURCE: podman's default RLIMIT_NOFILE/NPROC raise fails with EPERM
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+# host networking: netavark never creates bridges, nft rules or turns on ip_forward
+netns = "host"
+
+[engine]
+# crun refuses hybrid cgroups ("cgroups in hybrid mode not supported"); runc works
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{events}"
+image_copy_tmp_dir = "{tmp}"
+"""
+
+STORAGE_CONF = """\
+# fleetserve sandbox container storage (written by fleetserve.sandbox.image)
+[storage]
+driver = "overlay"
+graphroot = "{root}"
+runroot = "{runroot}"
+"""
+
+
+class ImageBuildError(RuntimeError):
+    pass
+
+
+def _say(message: str) -> None:
+    print(f"[image] {message}", flush=True)
+
+
+def _run(cmd: Sequence[str], *, env: dict | None = None, capture: bool = False, check: bool = True,
+         quiet: bool = False) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(cmd), env=env, text=True,
+                          stdout=subprocess.PIPE if (capture or quiet) else None,
+                          stderr=subprocess.PIPE if (capture or quiet) else None)
+    if check and proc.returncode != 0:
+        detail = ((proc.stderr or "") + (proc.stdout or "")).strip()[-4000:] if (capture or quiet) else ""
+        raise ImageBuildError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{detail}")
+    return proc
+
+
+# ------------------------------------------------------------------------------------------------
+# Host packages
+# ------------------------------------------------------------------------------------------------
+
+
+def _dpkg_installed(package: str) -> bool:
+    proc = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return proc.returncode == 0 and proc.stdout.strip().endswith("install ok installed")
+
+
+def ensure_host_packages(packages: dict[str, str] | None = None) -> list[str]:
+    """apt-install whatever the image build needs and the host lacks; returns what was installed."""
+    packages = HOST_PACKAGES if packages is None else packages
+    missing = sorted({pkg for cmd, pkg in packages.items()
+                      if shutil.which(cmd) is None and not _dpkg_installed(pkg)})
+    if not missing:
+        return []
+    if os.geteuid() != 0:
+        raise ImageBuildError(f"host packages missing ({', '.join(missing)}) and not root to install them")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _say(f"installing host packages: {' '.join(missing)}")
+    _run(["apt-get", "update", "-q"], env=env, quiet=True)
+    _run(["apt-get", "install", "-y", "-q", *missing], env=env, quiet=True)
+    return missing
+
+
+# ------------------------------------------------------------------------------------------------
+# podman with the sandbox's own configuration and storage
+# ------------------------------------------------------------------------------------------------
+
+
+def podman_env() -> dict[str, str]:
+    """Environment for podman: CONTAINERS_CONF / CONTAINERS_STORAGE_CONF under CACHE_DIR/podman."""
+    conf = PODMAN_DIR / "containers.conf"
+    storage = PODMAN_DIR / "storage.conf"
+    tmp = PODMAN_DIR / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    wanted_conf = CONTAINERS_CONF.format(events=PODMAN_DIR / "events.log", tmp=tmp)
+    wanted_storage = STORAGE_CONF.format(root=PODMAN_DIR / "root", runroot=PODMAN_DIR / "runroot")
+    for path, text in ((conf, wanted_conf), (storage, wanted_storage)):
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+    env = dict(os.environ)
+    env["CONTAINERS_CONF"] = str(conf)
+    env["CONTAINERS_STORAGE_CONF"] = str(storage)
+    env["TMPDIR"] = str(tmp)
+    return env
+
+
+def podman_command(*args: str) -> list[str]:
+    """argv for podman using the sandbox storage (pair it with :func:`podman_env`)."""
+    return ["podman", "--root", str(PODMAN_DIR / "root"), "--runroot", str(PODMAN_DIR / "runroot"),
+            "--tmpdir", str(PODMAN_DIR / "libpod-tmp"), "--storage-driver", "overlay", *args]
+
+
+def podman(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
+    """Run podman with the sandbox's containers.conf, storage.conf, --root and --runroot."""
+    return _run(podman_command(*args), env=podman_env(), capture=capture, check=check)
+
+
+# ------------------------------------------------------------------------------------------------
+# Base root filesystem (debootstrap, cached)
+# ------------------------------------------------------------------------------------------------
+
+
+def _host_mirror() -> str:
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    if sources.exists():
+        for line in sources.read_text().splitlines():
+            if line.startswith("URIs:"):
+                uris = line.split()[1:]
+                for uri in uris:
+                    if "security" not in uri:
+                        return uri
+    legacy = Path("/etc/apt/sources.list")
+    if legacy.exists():
+        for line in legacy.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "deb" and "security" not in parts[1]:
+                return parts[2] if parts[1].startswith("[") else parts[1]
+    return "http://deb.debian.org/debian"
+
+
+def _host_arch() -> str:
+    return _run(["dpkg", "--print-architecture"], capture=True).stdout.strip()
+
+
+def _base_key() -> str:
+    spec = {"suite": SUITE, "variant": "minbase", "packages": sorted(BASE_PACKAGES), "arch": _host_arch(),
+            "slim": 1}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+_SLIM_PATHS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "usr/share/lintian",
+               "var/cache/apt", "var/lib/apt/lists", "var/log")
+
+
+def _slim(root: Path) -> None:
+    """Drop docs, translations, apt caches and logs (the latter carry the mirror's name)."""
+    for rel in _SLIM_PATHS:
+        path = root / rel
+        if path.is_dir():
+            for child in path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+    (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+    (root / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+    for old in (root / "var/cache/debconf").glob("*-old"):
+        old.unlink()
+    for rel in ("etc/apt/sources.list", "etc/hostname"):
+        with contextlib.suppress(FileNotFoundError):
+            (root / rel).unlink()
+    resolv = root / "etc/resolv.conf"
+    if resolv.exists() or resolv.is_symlink():
+        resolv.unlink()
+        resolv.write_text("")
+    for pycache in (root / "usr/lib").glob("python3*/**/__pycache__"):
+        shutil.rmtree(pycache, ignore_errors=True)
+
+
+def ensure_base_rootfs() -> Path:
+    """The cached bookworm minbase + python3 tree; debootstrapped on first use only."""
+    key = _base_key()
+    target = ROOTFS_DIR / f"{SUITE}-minbase-{key}"
+    marker = target / ".fleetserve-base.json"
+    if marker.exists():
+        _say(f"base rootfs: reusing {target}")
+        return target
+    ROOTFS_DIR.mkdir(parents=True, exist_ok=True)
+    staging = ROOTFS_DIR / f".staging-{key}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    mirror = _host_mirror()
+    _say(f"base rootfs: debootstrap --variant=minbase {SUITE} (+{','.join(BASE_PACKAGES)}), takes about a minute")
+    started = time.monotonic()
+    proc = _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(staging),
+                 mirror], check=False, capture=True)
+    if proc.returncode != 0:
+        log_tail = ""
+        debootstrap_log = staging / "debootstrap/debootstrap.log"
+        if debootstrap_log.exists():
+            log_tail = debootstrap_log.read_text(errors="replace")[-3000:]
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ImageBuildError(f"debootstrap failed ({proc.returncode}):\n{(proc.stderr or '')[-3000:]}\n{log_tail}")
+    _slim(staging)
+    python = sorted(p.name for p in (staging / "usr/bin").glob("python3.*") if re.fullmatch(r"python3\.\d+", p.name))
+    info = {"suite": SUITE, "packages": list(BASE_PACKAGES), "arch": _host_arch(), "python": python[-1],
+            "seconds": round(time.monotonic() - started, 1)}
+    (staging / ".fleetserve-base.json").write_text(json.dumps(info, indent=1) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    _say(f"base rootfs: built {target} in {info['seconds']} s")
+    return target
+
+
+def _base_python(base: Path) -> str:
+    return json.loads((base / ".fleetserve-base.json").read_text())["python"]  # e.g. python3.11
+
+
+# ------------------------------------------------------------------------------------------------
+# The image
+# ------------------------------------------------------------------------------------------------
+
+
+def image_tag(flavour: str) -> str:
+    if flavour not in FLAVOURS:
+        raise ValueError(f"unknown flavour {flavour!r}: {FLAVOURS}")
+    return f"{IMAGE_REPO}:{flavour}"
+
+
+def tarball_path(flavour: str) -> Path:
+    return IMAGES_DIR / f"vllm-standin-{flavour}.tar"
+
+
+def _changes(flavour: str, digest: str) -> list[str]:
+    common = [f"ENV PATH={IMAGE_PATH}", "ENV LANG=C.UTF-8", "WORKDIR /",
+              f"LABEL org.opencontainers.image.title=fleetserve-vllm-standin fleetserve.standin.inputs={digest}"]
+    if flavour == "ascend":
+        return [*common, "ENV FLEETSERVE_STANDIN_PLATFORMS=ascend", 'CMD ["/bin/bash"]']
+    return [*common, "ENV FLEETSERVE_STANDIN_PLATFORMS=cuda", "ENV VLLM_USAGE_SOURCE=production-docker-image",
+            'ENTRYPOINT ["vllm", "serve"]']
+
+
+def build_inputs() -> dict:
+    """What the images are made of; their digest decides whether a rebuild is due."""
+    return {
+        "recipe": RECIPE_VERSION,
+        "suite": SUITE,
+        "base_packages": list(BASE_PACKAGES),
+        "huggingface_hub": HF_HUB_VERSION,
+        "modelscope": MODELSCOPE_VERSION,
+        "vllm_sha256": hashlib.sha256(STANDIN_VLLM.read_bytes()).hexdigest(),
+        "vllm_cli_sha256": hashlib.sha256(VLLM_CLI.read_bytes()).hexdigest(),
+        "changes": {f: _changes(f, "") for f in FLAVOURS},
+        "arch": _host_arch(),
+    }
+
+
+def _digest(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _pip_platforms(arch: str) -> list[str]:
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(36, 16, -1)]
+    return [*tags, f"manylinux2014_{machine}"] + ([f"manylinux2010_{machine}", f"manylinux1_{machine}"]
+                                                   if machine == "x86_64" else [])
+
+
+def _install_hub_clients(tree: Path, python: str, arch: str) -> None:
+    site = tree / "usr/local/lib" / python / "dist-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    version = python.removeprefix("python")  # '3.11'
+    cmd = [sys.executable, "-m", "pip", "install", "--target", str(site), "--no-compile",
+           "--disable-pip-version-check", "--no-warn-script-location", "--only-binary=:all:",
+           "--implementation", "cp", "--python-version", version, "--abi", f"cp{version.replace('.', '')}"]
+    for platform in _pip_platforms(arch):
+        cmd += ["--platform", platform]
+    cmd += [f"huggingface_hub=={HF_HUB_VERSION}", f"modelscope=={MODELSCOPE_VERSION}"]
+    _say(f"pip: huggingface_hub=={HF_HUB_VERSION} modelscope=={MODELSCOPE_VERSION} -> {site.relative_to(tree)}")
+    _run(cmd, quiet=True)
+    # pip --target writes console scripts with the host interpreter's shebang: write our own
+    shutil.rmtree(site / "bin", ignore_errors=True)
+    bindir = tree / "usr/local/bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    scripts = {}
+    for entry_points in site.glob("*.dist-info/entry_points.txt"):
+        section = None
+        for raw in entry_points.read_text().splitlines():
+            line = raw.strip()
+            if line.startswith("["):
+                section = line.strip("[]")
+            elif section == "console_scripts" and "=" in line:
+                name, target = (part.strip() for part in line.split("=", 1))
+                scripts[name] = target.split()[0]
+    for name, target in sorted(scripts.items()):
+        module, _, attr = target.partition(":")
+        call = attr or "main"
+        script = bindir / name
+        script.write_text(
+            f"#!/usr/bin/{python}\n"
+            "import sys\n"
+            f"from {module} import {call.split('.')[0]}\n"
+            "if __name__ == '__main__':\n"
+            f"    sys.argv[0] = {name!r}\n"
+            f"    sys.exit({call}())\n"
+        )
+        script.chmod(0o755)
+    for required in ("hf", "modelscope"):
+        if required not in scripts:
+            raise ImageBuildError(f"console script {required!r} not found after pip install")
+
+
+def _assemble(base: Path, work: Path) -> Path:
+    """Hard-link copy of the base plus hub clients and the stand-in; returns the tree."""
+    tree = work / "rootfs"
+    _run(["cp", "-al", str(base), str(tree)])
+    (tree / ".fleetserve-base.json").unlink()
+    python = _base_python(base)
+    _install_hub_clients(tree, python, _host_arch())
+    site = tree / "usr/local/lib" / python / "dist-packages"
+    shutil.copyfile(VLLM_CLI, site / "vllm_cli.py")
+    (site / "vllm_cli.py").chmod(0o644)
+    vllm = tree / "usr/local/bin/vllm"
+    shutil.copyfile(STANDIN_VLLM, vllm)
+    vllm.chmod(0o755)
+    return tree
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    IMAGES_DIR.mkdir(parents=True, exist_ok=True)
+    with open(IMAGES_DIR / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _image_id(tag: str) -> str | None:
+    proc = podman("image", "inspect", "--format", "{{.Id}}", tag, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _reusable(digest: str) -> dict | None:
+    if not MANIFEST.exists():
+        return None
+    try:
+        manifest = json.loads(MANIFEST.read_text())
+    except ValueError:
+        return None
+    if manifest.get("inputs_digest") != digest:
+        return None
+    result = {}
+    for flavour in FLAVOURS:
+        tag = image_tag(flavour)
+        entry = manifest.get("images", {}).get(tag)
+        tar = tarball_path(flavour)
+        sha_file = tar.with_name(tar.name + ".sha256")
+        if not entry or not tar.exists() or not sha_file.exists():
+            return None
+        recorded = sha_file.read_text().split()[0]
+        if recorded != entry["sha256"] or _file_sha256(tar) != recorded:
+            return None
+        result[tag] = dict(entry)
+    return result
+
+
+def _save(flavour: str, tag: str) -> dict:
+    tar = tarball_path(flavour)
+    tmp = tar.with_name(tar.name + ".partial")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    podman("save", "--format", "docker-archive", "-o", str(tmp), tag)
+    tmp.rename(tar)
+    sha = _file_sha256(tar)
+    tar.with_name(tar.name + ".sha256").write_text(f"{sha}  {tar.name}\n")
+    return {"tarball": str(tar), "sha256": sha, "image_id": _image_id(tag), "bytes": tar.stat().st_size}
+
+
+def build_images(force: bool = False) -> dict:
+    """Build (or reuse) both stand-in images and their tarballs.
+
+    Returns ``{tag: {"tarball", "sha256", "image_id", "bytes", "reused"}}``.
+    """
+    started = time.monotonic()
+    ensure_host_packages()
+    inputs = build_inputs()
+    digest = _digest(inputs)
+    with _locked():
+        if not force:
+            reused = _reusable(digest)
+            if reused is not None:
+                for tag, entry in reused.items():
+                    image_id = _image_id(tag)
+                    if image_id != entry["image_id"]:
+                        _say(f"{tag}: not in podman storage, loading {entry['tarball']}")
+                        podman("load", "-i", entry["tarball"])
+                        image_id = _image_id(tag)
+                        if image_id != entry["image_id"]:
+                            podman("tag", image_id or entry["image_id"], tag, check=False)
+                    entry["reused"] = True
+                    _say(f"{tag}: up to date (inputs {digest[:12]}), reusing {entry['tarball']} "
+                         f"({entry['bytes'] / 2**20:.0f} MiB, sha256 {entry['sha256'][:12]})")
+                _say(f"done in {time.monotonic() - started:.1f} s (nothing to build)")
+                return reused
+
+        base = ensure_base_rootfs()
+        BUILD_DIR.mkdir(parents=True, exist_ok=True)
+        work = BUILD_DIR / f"vllm-standin-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        try:
+            tree = _assemble(base, work)
+            rootfs_tar = work / "rootfs.tar"
+            _say("packing the root filesystem")
+            _run(["tar", "--numeric-owner", "--xattrs", "--exclude=./dev/*", "--exclude=./proc/*",
+                  "--exclude=./sys/*", "-C", str(tree), "-cf", str(rootfs_tar), "."])
+            result = {}
+            for flavour in FLAVOURS:
+                tag = image_tag(flavour)
+                podman("rmi", "-f", tag, check=False)
+                cmd = ["import", "--message", f"fleetserve vllm stand-in ({flavour})"]
+                for change in _changes(flavour, digest):
+                    cmd += ["--change", change]
+                podman(*cmd, str(rootfs_tar), tag)
+                entry = _save(flavour, tag)
+                entry["reused"] = False
+                result[tag] = entry
+                _say(f"{tag}: built {entry['tarball']} ({entry['bytes'] / 2**20:.0f} MiB, "
+                     f"sha256 {entry['sha256'][:12]}, id {(entry['image_id'] or '')[:12]})")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        podman("image", "prune", "-f", check=False)
+        manifest = {"inputs_digest": digest, "inputs": inputs, "built_at": int(time.time()),
+                    "images": {tag: {k: v for k, v in entry.items() if k != "reused"}
+                               for tag, entry in result.items()}}
+        MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+        _say(f"done in {time.monotonic() - started:.1f} s")
+        return result
+
+
+def push_image(tag: str, registry: str = REGISTRY, name: str | None = None, tls_verify: bool = False) -> str:
+    """Push a built image to a (plain-HTTP) registry with the sandbox's podman; returns the pushed ref.
+
+    ``tag`` is a full tag or a flavour ('ascend', 'openai'); ``name`` defaults to the tag's path
+    without ``localhost/`` (``fleetserve/vllm-standin:ascend``).
+    """
+    ref = image_tag(tag) if tag in FLAVOURS else tag
+    if _image_id(ref) is None:
+        raise ImageBuildError(f"{ref} is not in the sandbox's podman storage; run build_images() first")
+    name = name or ref.removeprefix("localhost/")
+    dest = f"{registry.rstrip('/')}/{name}"
+    podman("push", f"--tls-verify={'true' if tls_verify else 'false'}", ref, f"docker://{dest}")
+    _say(f"pushed {ref} -> {dest}")
+    return dest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fleetserve.sandbox.image",
+                                     description="Build and push the sandbox's stand-in vLLM serving images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="build both images and their tarballs (reused when up to date)")
+    build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
+    push = sub.add_parser("push", help="push an image to a registry (plain HTTP)")
+    push.add_argument("tag", help="ascend, openai or a full tag")
+    push.add_argument("--registry", default=REGISTRY)
+    push.add_argument("--name", default=None)
+    pod = sub.add_parser("podman", help="run podman with the sandbox's storage and configuration")
+    pod.add_argument("args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            result = build_images(force=args.force)
+            print(json.dumps(result, indent=1))
+        elif args.command == "push":
+            print(push_image(args.tag, registry=args.registry, name=args.name))
+        else:
+            return subprocess.run(podman_command(*args.args), env=podman_env()).returncode
+    except ImageBuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
