@@ -185,6 +185,13 @@ class ServiceFiles:
     image_at: int  # index of the image reference in argv
 
 
+def created_mount_dirs(instance: ServiceInstance) -> list[str]:
+    """Host directories of the catalog's extra mounts that the service role may create; driver
+    paths under /usr and /etc must already exist (preflight checks them)."""
+    sources = [m.split(":")[0] for m in instance.spec.mounts]
+    return [s for s in sources if not s.startswith(("/usr/", "/etc/", "/dev/"))]
+
+
 def service_manifest(instance: ServiceInstance, member: Member) -> dict:
     """What other deploys need to know about this service on the host (devices, port)."""
     return {"service": instance.spec.name, "workload": instance.workload, "devices": list(member.devices),

@@ -208,6 +208,11 @@ class ServiceSpec(StrictModel):
             raise ValueError("must be lowercase letters, digits, . _ - (max 63), starting with a letter or digit")
         return value
 
+    @field_validator("served_model_name", "host")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return _no_control_chars(value, "value") if value is not None else None
+
     @field_validator("devices")
     @classmethod
     def _devices(cls, value: tuple[int, ...]) -> tuple[int, ...]:
@@ -366,10 +371,15 @@ def apply_overrides(service: dict[str, Any], overrides: dict[str, Any] | None) -
     return merged
 
 
-def format_validation_error(error: ValidationError, where: str) -> str:
+def format_validation_error(error: ValidationError, where: str, service_names: list[str] | None = None) -> str:
     lines = []
     for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"])
+        loc = list(item["loc"])
+        if service_names and len(loc) >= 2 and loc[0] == "services" and isinstance(loc[1], int) \
+                and loc[1] < len(service_names):
+            loc = [f"service {service_names[loc[1]]}"] + loc[2:]
+        location = ".".join(str(part) for part in loc).replace(".", ": ", 1) if loc and str(loc[0]).startswith(
+            "service ") else ".".join(str(part) for part in loc)
         value = item.get("input")
         shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
         lines.append(f"{where}: {location}: {item['msg']}{shown}")
@@ -394,5 +404,6 @@ def parse_variant(document: dict[str, Any], hardware_kind: str, overrides: dict[
         try:
             return Variant.model_validate(raw)
         except ValidationError as exc:
-            raise CatalogError(format_validation_error(exc, where)) from None
+            names = [str(s.get("name")) for s in raw["services"]]
+            raise CatalogError(format_validation_error(exc, where, names)) from None
     return None

@@ -7,16 +7,9 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.hiddenvalue import HiddenValue
 
-from fleetserve.builder import CONFIG_DIR, VERIFIED_MARKER, service_files
+from fleetserve.builder import CONFIG_DIR, VERIFIED_MARKER, created_mount_dirs, service_files
 from fleetserve.operations import service as service_ops
 from fleetserve.plan import HostPlan
-
-
-def _created_mount_dirs(instance) -> list[str]:
-    """Host directories of the catalog's extra mounts that the service may create (driver paths
-    under /usr and /etc must already exist: preflight checks them)."""
-    sources = [m.split(":")[0] for m in instance.spec.mounts]
-    return [s for s in sources if not s.startswith(("/usr/", "/etc/", "/dev/"))]
 
 
 @deploy("fleetserve service")
@@ -30,5 +23,5 @@ def service(plan: HostPlan) -> None:
             applied_path=f"{CONFIG_DIR}/{spec.name}.applied.json", image_ref=spec.image.ref,
             marker_path=f"{spec.model.host_dir}/{VERIFIED_MARKER}", env_path=files.env_path,
             env_text=HiddenValue(files.env_text) if files.env_text is not None else None,
-            mount_dirs=_created_mount_dirs(instance),
+            mount_dirs=created_mount_dirs(instance),
         )

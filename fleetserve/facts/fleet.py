@@ -255,8 +255,9 @@ class ServiceState(FactBase):
     """What the service's restart decision depends on, in one round trip."""
 
     def command(self, unit: str, unit_path: str, env_path: str, applied_path: str, image_ref: str,
-                marker_path: str) -> str:
+                marker_path: str, dirs: list[str] | None = None) -> str:
         return "; ".join([
+            "echo @@dirs; for p in " + " ".join(_q(d) for d in dirs or []) + "; do [ -d \"$p\" ] && echo \"$p\"; done",
             f"echo \"@@unit $(sha256sum {_q(unit_path)} 2>/dev/null | cut -d' ' -f1)\"",
             f"echo \"@@env $(sha256sum {_q(env_path)} 2>/dev/null | cut -d' ' -f1)"
             f" $(stat -c %a {_q(env_path)} 2>/dev/null)\"",
@@ -280,6 +281,7 @@ class ServiceState(FactBase):
             "image_id": first("image") or None,
             "marker_sha256": first("marker") or None,
             "applied": _json_or_none(sections.get("applied")),
+            "dirs": [line.strip() for line in sections.get("dirs", []) if line.strip()],
         }
 
 

@@ -30,7 +30,8 @@ def container_unit(unit: str, unit_path: str, unit_text: str, config_dir: str, a
     """Install the unit (and its 0600 secrets file), enable it, and (re)start it only when what it
     depends on changed since it was last started: unit, secrets, image id or verified model."""
     state = host.get_fact(ServiceState, unit=unit, unit_path=unit_path, env_path=env_path or "/nonexistent",
-                          applied_path=applied_path, image_ref=image_ref, marker_path=marker_path)
+                          applied_path=applied_path, image_ref=image_ref, marker_path=marker_path,
+                          dirs=mount_dirs or [])
     secret = env_text.unmask() if env_text is not None else None
     unit_changed = state["unit_sha256"] != _sha(unit_text)
 
@@ -38,8 +39,9 @@ def container_unit(unit: str, unit_path: str, unit_text: str, config_dir: str, a
     if state["applied"] is None and state["env_sha256"] is None:
         yield StringCommand("mkdir", "-p", "-m", "700", QuoteString(config_dir), "&&", "chmod", "700",
                             QuoteString(config_dir))
-    for directory in mount_dirs or []:
-        yield StringCommand("[", "-e", QuoteString(directory), "]", "||", "mkdir", "-p", QuoteString(directory))
+    missing_dirs = [d for d in mount_dirs or [] if d not in state["dirs"]]
+    if missing_dirs:
+        yield StringCommand("mkdir", "-p", *[QuoteString(d) for d in missing_dirs])
     if unit_changed:
         yield FileUploadCommand(BytesIO(unit_text.encode()), unit_path)
         yield StringCommand("chmod", "644", QuoteString(unit_path), "&&", "systemctl", "daemon-reload")

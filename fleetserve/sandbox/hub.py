@@ -31,7 +31,7 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -75,7 +75,6 @@ class Repo:
     tokens: tuple[str, ...]
     published_at: float
     root: Path  # directory holding the file contents
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self, revision: str | None) -> bool:
         return revision is None or revision in self.branches or revision == self.commit
@@ -421,7 +420,7 @@ class Stats:
 # HTTP
 # ----------------------------------------------------------------------------------------------------------------
 class HubError(Exception):
-    """An error answer; `style` picks the body/headers format the calling client understands."""
+    """An error answer, rendered in the style of the API called (HF headers + JSON, or ModelScope's envelope)."""
 
     def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -436,7 +435,7 @@ def _iso(ts: float) -> str:
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """(start, end inclusive) for a single `bytes=` range; None to serve the whole file; HubError(416) if unsatisfiable."""
+    """(start, end inclusive) of a single `bytes=` range; None: serve the whole file; HubError(416): unsatisfiable."""
     if not header:
         return None
     m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)

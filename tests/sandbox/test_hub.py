@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import logging
 import os
 import re
 import struct
@@ -32,7 +33,8 @@ MiB = 1024 * 1024
 CLIENT = "127.0.0.1"
 
 pytestmark = pytest.mark.skipif(
-    not (os.path.exists(HF) and os.path.exists(MS)), reason="needs the hf and modelscope CLIs (pip install -e '.[test]')"
+    not (os.path.exists(HF) and os.path.exists(MS)),
+    reason="needs the hf and modelscope CLIs (pip install -e '.[test]')",
 )
 
 
@@ -60,7 +62,9 @@ def hub(tmp_path_factory, tiny, big):
     publish_dir(data, GATED, tiny, access="gated", tokens=[TOKEN])
     publish_dir(data, PRIVATE, tiny, access="private", tokens=[TOKEN])
     publish_dir(data, BIG, big)
-    server = HubServer(data, "127.0.0.1", 0).start()
+    # Log through `logging` (shown with --log-level=INFO): the server logs from its own threads, after answering,
+    # so writing to stderr directly could land outside pytest's capture.
+    server = HubServer(data, "127.0.0.1", 0, log=logging.getLogger("fleetserve.sandbox.hub").info).start()
     yield server
     server.stop()
 
@@ -490,6 +494,14 @@ def test_hf_does_not_notice_corrupt_bytes(hub, tiny, tmp_path):
     # The hub still advertises the true hash: that is what fleetserve's verifier compares against.
     assert tree(hub)[SHARD1]["lfs"]["oid"] == hashlib.sha256(good).hexdigest() != hashlib.sha256(got).hexdigest()
     assert (dest / SHARD_NAMES[1]).read_bytes() == (tiny / SHARD_NAMES[1]).read_bytes()
+
+    # A plain re-run does not repair it: the local-dir metadata says "this commit", so hf does not even ask.
+    hub.reset()
+    _ok(hf(hub, tmp_path / "home", REPO, "--include", "*.safetensors", "--local-dir", str(dest)))
+    assert (dest / SHARD1).read_bytes() == got and stats(hub)["files"] == {}
+    # --force-download does.
+    _ok(hf(hub, tmp_path / "home", REPO, "--include", SHARD1, "--local-dir", str(dest), "--force-download"))
+    assert (dest / SHARD1).read_bytes() == good
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,112 @@
+"""Whole deploys through pyinfra's @fake connector: real facts parsing, real operation logic, real
+`_if`/two-phase behaviour, no hosts. Responses are scripted per host by command substring."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.connect import connect_all
+from pyinfra.api.deploy import add_deploy
+from pyinfra.api.operations import run_ops
+from pyinfra.context import ctx_state
+
+from fleetserve import PROJECT_ROOT
+from fleetserve.builder import VERIFIED_MARKER, created_mount_dirs, service_files
+from fleetserve.facts.parsers import parse_npu_smi_info
+from fleetserve.hostos import jemalloc_library
+from fleetserve.operations.service import desired_applied
+from fleetserve.plan import HostPlan
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NPU_SMI = {
+    "atlas-800-a3": "a3-16die.txt",
+    "atlas-800-a2": "a2-8x910b3.txt",
+    "ascend-910b4": "910b4-seed001.txt",
+}
+
+
+def host_report(kind: str, *, npu_smi: str | None = None, driver: str = "25.5.1", toolkit: str | None = "8.5.1",
+                arch: str = "aarch64", os_id: str = "ubuntu", free_kb: int = 10**10, verified_dirs=(),
+                model_dirs=(), paths=(), installed=()) -> list[str]:
+    """HostReport output for a ready host of this kind (override pieces to make it unready)."""
+    lines = [f"@@vendor {'nvidia' if kind.startswith('nvidia') else 'ascend'}", "@@arch", arch,
+             "@@os", f"ID={os_id}", 'PRETTY_NAME="Ubuntu 22.04.4 LTS"', "@@engine", "Docker version 28.2.2",
+             "engine-ok", "@@devices"]
+    if kind.startswith("nvidia"):
+        lines += [f"nvidia{i}" for i in range(4)] + ["nvidia-uvm", "nvidiactl"]
+    else:
+        text = npu_smi if npu_smi is not None else (FIXTURES / "npu-smi" / NPU_SMI[kind]).read_text()
+        ids = [c.logic_id for c in parse_npu_smi_info(text).chips] if text.strip() else []
+        lines += [f"davinci{i}" for i in ids] + ["davinci_manager", "devmm_svm", "hisi_hdc"]
+    lines += ["@@paths", *paths, "@@disk"]
+    lines += [f"{d} {free_kb} {'yes' if d in verified_dirs else 'no'}" for d in model_dirs]
+    lines += ["@@installed", *[json.dumps(i) for i in installed]]
+    if kind.startswith("nvidia"):
+        lines += ["@@smi"] + [f"{i}, NVIDIA GB200, 189471, 0, 0000000{8 + i}:01:00.0, 580.82.07" for i in range(4)]
+        lines += ["@@smi-rc 0", "@@cdi", "/etc/cdi/nvidia.yaml"]
+    else:
+        lines += ["@@driver", f"Version={driver}", "@@toolkit"] + ([f"version={toolkit}"] if toolkit else [])
+        lines += ["@@smi", *text.splitlines(), "@@smi-rc 0"]
+    return lines
+
+
+def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32) -> dict[str, Any]:
+    """Responses of a host where everything the plan wants is already in place."""
+    from fleetserve.readiness import expectations_for
+
+    expect = expectations_for(plan)
+    responses: dict[str, Any] = {
+        "@@vendor": host_report(plan.hardware.kind, model_dirs=sorted(expect.model_needs_kb),
+                                verified_dirs=set(expect.model_needs_kb), paths=expect.paths),
+    }
+    if plan.settings.jemalloc_path:
+        responses[f"for p in {plan.settings.jemalloc_path};"] = [plan.settings.jemalloc_path]
+    lib = "/usr/local/lib/fleetserve"
+    digests = []
+    for name in ("verify-endpoint.sh", "verify_api.py", "verify_model.py"):
+        digests.append(f"{lib}/{name} {hashlib.sha256((PROJECT_ROOT / 'files' / name).read_bytes()).hexdigest()}")
+    responses["sha256sum \"$p\" 2>/dev/null | cut -d' ' -f1)\"; done"] = digests
+    for instance in plan.services:
+        spec = instance.spec
+        files = service_files(instance, instance.member(plan.host), plan.settings)
+        marker = {"hub": spec.model.hub, "repo_id": spec.model.repo_id, "revision": spec.model.effective_revision,
+                  "include": sorted(spec.model.include)}
+        config = {"max_position_embeddings": 262144, "num_attention_heads": 16}
+        marker_sha = "cd" * 32
+        applied = desired_applied(files.unit_text, files.env_text, image_id, marker_sha)
+        unit_sha = hashlib.sha256(files.unit_text.encode()).hexdigest()
+        env_sha = hashlib.sha256(files.env_text.encode()).hexdigest() if files.env_text else ""
+        responses[f"docker image inspect --format '{{{{.Id}}}} {{{{json .RepoDigests}}}}' {spec.image.ref}"] = \
+            [f"{image_id} []"]
+        responses[f"cat {spec.model.host_dir}/{VERIFIED_MARKER}"] = \
+            ["@@marker", json.dumps(marker), "@@config", json.dumps(config)]
+        mount_dirs = created_mount_dirs(instance)
+        responses[f"@@unit $(sha256sum {files.unit_path}"] = ["@@dirs", *mount_dirs,
+            f"@@unit {unit_sha}", f"@@env {env_sha} 600" if env_sha else "@@env ", "@@active active",
+            "@@enabled enabled", f"@@image {image_id}", f"@@marker {marker_sha}", "@@applied",
+            json.dumps(applied, sort_keys=True)]
+        responses[f"verify-endpoint.sh {spec.port} "] = ["@@result ok api", "@@answer", "{}"]
+    return responses
+
+
+def run_fake_deploy(hosts: list[tuple[str, dict]], deploy: Callable, *args, check_for_changes: bool = True,
+                    ) -> tuple[State, dict[str, list[str]]]:
+    """Connect, prepare and execute `deploy(*args)` on @fake hosts; return the state and, per host,
+    every command the connector received."""
+    inventory = Inventory(([(f"@fake/{name}", {"fake_delay": 0, "fake_delay_jitter": 0, **data})
+                            for name, data in hosts], {}))
+    state = State(inventory, Config(FAIL_PERCENT=None), check_for_changes=check_for_changes)
+    with ctx_state.use(state):
+        connect_all(state)
+        add_deploy(state, deploy, *args)
+        run_ops(state)
+    commands = {host.name: list(host.connector.executed_commands) for host in inventory}
+    return state, commands
+
+
+def jemalloc_for(arch: str = "aarch64", family: str = "debian") -> str:
+    return jemalloc_library(family, arch)

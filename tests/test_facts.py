@@ -1,0 +1,139 @@
+"""Each fact: the command it sends, and what it makes of real-format output (present and absent)."""
+
+import json
+import subprocess
+
+from fleetserve.facts.fleet import (
+    EndpointCheck,
+    FileDigests,
+    FileModes,
+    FileSizes,
+    HostReport,
+    ImageState,
+    ModelState,
+    PathsExist,
+    ServiceState,
+    split_sections,
+)
+from tests.fakefleet import host_report
+
+A2_PATHS = ["/usr/local/dcmi", "/usr/local/bin/npu-smi"]
+
+
+def test_host_report_ascend_ready():
+    report = HostReport().process(host_report(
+        "atlas-800-a2", model_dirs=["/data/models/Qwen3-30B"], paths=A2_PATHS, driver="24.1.rc2", toolkit="8.0.RC3"))
+    assert report["arch"] == "aarch64" and report["os_id"] == "ubuntu"
+    assert report["engine"].startswith("Docker version") and report["engine_ok"]
+    assert report["driver_version"] == "24.1.rc2" and report["toolkit_version"] == "8.0.RC3"
+    assert [a["id"] for a in report["accelerators"]] == list(range(8))
+    assert "davinci7" in report["devices"] and "hisi_hdc" in report["devices"]
+    assert report["disk"] == {"/data/models/Qwen3-30B": {"free_kb": 10**10, "verified": False}}
+    assert report["paths"] == sorted(A2_PATHS)
+
+
+def test_host_report_without_npu_smi_or_toolkit():
+    lines = host_report("atlas-800-a3", toolkit=None)
+    lines = lines[: lines.index("@@smi")] + ["@@smi-rc missing"]
+    report = HostReport().process(lines)
+    assert report["smi_error"] == "not installed" and report["accelerators"] == []
+    assert report["toolkit_version"] is None
+
+
+def test_host_report_npu_smi_failing():
+    lines = host_report("atlas-800-a2")
+    lines = lines[: lines.index("@@smi")] + ["@@smi", "dcmi module initialize failed. ret is -8005", "@@smi-rc 255"]
+    report = HostReport().process(lines)
+    assert report["smi_error"].startswith("exited 255: dcmi module initialize failed")
+
+
+def test_host_report_nvidia():
+    report = HostReport().process(host_report("nvidia-gb200x4"))
+    assert [a["id"] for a in report["accelerators"]] == [0, 1, 2, 3]
+    assert report["driver_version"] == "580.82.07" and report["cdi_specs"] == ["/etc/cdi/nvidia.yaml"]
+
+
+def test_host_report_installed_manifests():
+    manifest = {"service": "qwen3-vl-8b", "workload": "qwen3-vl", "devices": [0], "port": 8000}
+    report = HostReport().process(host_report("atlas-800-a2", installed=[manifest]))
+    assert report["installed"] == [manifest]
+
+
+def test_host_report_command_is_one_round_trip_and_vendor_specific():
+    ascend = HostReport().command("ascend", ["/usr/local/dcmi"], ["/data/models/x"])
+    nvidia = HostReport().command("nvidia", [], [])
+    assert "npu-smi info" in ascend and "nvidia-smi" not in ascend
+    assert "nvidia-smi --query-gpu" in nvidia and "npu-smi" not in nvidia
+
+
+def test_host_report_command_runs_in_a_real_shell():
+    # Real sh on this machine: it must exit 0 and produce every section even with nothing installed.
+    result = subprocess.run(["sh", "-c", HostReport().command("ascend", ["/nonexistent"], ["/tmp/fs-x/y"])],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    sections = split_sections(result.stdout.splitlines())
+    assert {"vendor", "arch", "os", "engine", "devices", "paths", "disk", "driver", "toolkit"} <= set(sections)
+    assert sections["disk"][0].startswith("/tmp/fs-x/y ")
+
+
+def test_image_state_present_and_absent():
+    assert ImageState().process([]) is None
+    state = ImageState().process(['sha256:abc ["quay.io/ascend/vllm-ascend@sha256:def"]'])
+    assert state == {"id": "sha256:abc", "repo_digests": ["quay.io/ascend/vllm-ascend@sha256:def"]}
+    assert "'{{.Id}} {{json .RepoDigests}}' vllm-ascend:qwen3_5-v0-a3" in ImageState().command("vllm-ascend:qwen3_5-v0-a3")
+
+
+def test_model_state():
+    marker = {"hub": "hf", "repo_id": "Qwen/Qwen3.5-2B-Base", "revision": "main", "include": []}
+    state = ModelState().process(["@@marker", json.dumps(marker), "", "@@config", '{"num_attention_heads": 16}'])
+    assert state == {"marker": marker, "config": {"num_attention_heads": 16}}
+    assert ModelState().process(["@@marker", "", "@@config"]) == {"marker": None, "config": None}
+    assert ModelState().process(["@@marker", "{trunc", "@@config"])["marker"] == {"_unreadable": "{trunc"}
+
+
+def test_service_state():
+    applied = {"unit": "u", "env": None, "image": "sha256:1", "model": "m"}
+    state = ServiceState().process(["@@dirs", "/data", "@@unit abc", "@@env def 600", "@@active active",
+                                    "@@enabled enabled", "@@image sha256:1", "@@marker m", "@@applied",
+                                    json.dumps(applied)])
+    assert state == {"unit_sha256": "abc", "env_sha256": "def", "env_mode": "600", "active": "active",
+                     "enabled": "enabled", "image_id": "sha256:1", "marker_sha256": "m", "applied": applied,
+                     "dirs": ["/data"]}
+    fresh = ServiceState().process(["@@dirs", "@@unit ", "@@env  ", "@@active inactive", "@@enabled ",
+                                    "@@image ", "@@marker ", "@@applied", ""])
+    assert fresh["unit_sha256"] is None and fresh["applied"] is None and fresh["enabled"] == "unknown"
+    assert fresh["env_sha256"] is None and fresh["image_id"] is None and fresh["dirs"] == []
+
+
+def test_small_file_facts():
+    assert PathsExist().process(["/a", ""]) == ["/a"]
+    assert FileSizes().process(["123 /var/cache/x.tar"]) == {"/var/cache/x.tar": 123}
+    assert FileDigests().process(["/a abc", "/b "]) == {"/a": "abc", "/b": None}
+    assert FileModes().process(["/etc/fleetserve 700 ", "/etc/fleetserve/x.env 600 abc"]) == {
+        "/etc/fleetserve": ("700", ""), "/etc/fleetserve/x.env": ("600", "abc")}
+
+
+def test_file_facts_in_a_real_shell(tmp_path):
+    (tmp_path / "f").write_bytes(b"hello")
+    present, absent = str(tmp_path / "f"), str(tmp_path / "missing")
+    run = lambda cmd: subprocess.run(["sh", "-c", cmd], capture_output=True, text=True).stdout.splitlines()  # noqa
+    assert PathsExist().process(run(PathsExist().command([present, absent]))) == [present]
+    assert FileSizes().process(run(FileSizes().command([present, absent]))) == {present: 5}
+    digests = FileDigests().process(run(FileDigests().command([present, absent])))
+    assert digests[present].startswith("2cf24dba") and digests[absent] is None
+
+
+def test_endpoint_check_results():
+    ok = EndpointCheck().process(["@@result ok api", "@@answer", '{"chat": "Paris"}'])
+    assert ok["ok"] and ok["answer"] == '{"chat": "Paris"}'
+    bad = EndpointCheck().process(["@@result fail health", "@@detail", "crashed", "@@journal", "Error: x"])
+    assert not bad["ok"] and bad["stage"] == "health" and bad["journal"] == "Error: x"
+
+
+def test_endpoint_check_quotes_a_hostile_model_name():
+    hostile = "qwen; touch /tmp/fleetserve-pwned $(id) `id` 'x\" \\"
+    command = EndpointCheck().command(8000, hostile, "fleetserve-x.service", "fleetserve-x", 30)
+    # Replace the script by printf: a real shell must hand the name over as one literal argument.
+    probe = command.replace("sh /usr/local/lib/fleetserve/verify-endpoint.sh", "printf '%s\\n'")
+    out = subprocess.run(["sh", "-c", probe], capture_output=True, text=True).stdout.splitlines()
+    assert out == ["8000", hostile, "fleetserve-x.service", "fleetserve-x", "30"]
