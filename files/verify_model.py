@@ -8,7 +8,9 @@ Checks, against the hub's own file listing: every expected file is present with 
 its sha256 matches where the hub gives one (HF LFS oid, ModelScope Sha256); every shard named in
 model.safetensors.index.json's weight_map exists; each safetensors file is exactly
 8 + header length + end of its last tensor (catches truncation). On success writes
-.fleetserve-verified.json into DIR; otherwise exits 1 listing every problem.
+.fleetserve-verified.json into DIR; otherwise exits 1 listing every problem, after deleting each bad
+file and the hub client's record of it, so the next download attempt fetches it again (hf would
+otherwise trust its metadata and keep the corrupt copy).
 """
 
 from __future__ import annotations
@@ -106,6 +108,16 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
+def discard(directory: str, path: str) -> None:
+    """Remove a bad file and hf's download record of it (modelscope re-checks on its own)."""
+    for victim in (os.path.join(directory, path),
+                   os.path.join(directory, ".cache", "huggingface", "download", path + ".metadata")):
+        try:
+            os.remove(victim)
+        except FileNotFoundError:
+            pass
+
+
 def included(path: str, patterns: list[str]) -> bool:
     return not patterns or any(fnmatch.fnmatch(path, p) for p in patterns)
 
@@ -142,19 +154,19 @@ def main(argv: list[str]) -> int:
             continue
         size = os.path.getsize(local)
         total += size
+        problem = None
         if meta.get("size") is not None and size != meta["size"]:
-            problems.append(f"{path}: {size} bytes, the hub lists {meta['size']}")
-            continue
-        if path.endswith(".safetensors"):
+            problem = f"{size} bytes, the hub lists {meta['size']}"
+        elif path.endswith(".safetensors"):
             problem = safetensors_problem(local)
-            if problem:
-                problems.append(f"{path}: {problem}")
-                continue
-        if meta.get("sha256") and not args.no_sha256:
+        if problem is None and meta.get("sha256") and not args.no_sha256:
             actual = sha256_of(local)
             checked_sha += 1
             if actual != meta["sha256"]:
-                problems.append(f"{path}: sha256 {actual} does not match the hub's {meta['sha256']}")
+                problem = f"sha256 {actual} does not match the hub's {meta['sha256']}"
+        if problem:
+            problems.append(f"{path}: {problem} (deleted; the next attempt downloads it again)")
+            discard(args.dir, path)
     index_path = os.path.join(args.dir, "model.safetensors.index.json")
     if os.path.isfile(index_path):
         try:

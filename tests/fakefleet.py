@@ -93,19 +93,59 @@ def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32) -
     return responses
 
 
+class Recorder:
+    """Uploads seen by the fake connector (it accepts them silently), as (host, path, content)."""
+
+    def __init__(self):
+        self.uploads: list[tuple[str, str, bytes]] = []
+
+    def __enter__(self):
+        from pyinfra.connectors.fake import FakeConnector
+
+        self._original = FakeConnector.put_file
+        recorder = self
+
+        def put_file(connector, filename_or_io, remote_filename, *args, **kwargs):
+            if hasattr(filename_or_io, "read"):
+                content = filename_or_io.read()
+                filename_or_io.seek(0)
+            else:
+                content = Path(filename_or_io).read_bytes()
+            recorder.uploads.append((connector.host.name, remote_filename,
+                                     content if isinstance(content, bytes) else content.encode()))
+            connector.executed_commands.append(f"<upload {remote_filename}>")
+            return True
+
+        FakeConnector.put_file = put_file
+        return self
+
+    def __exit__(self, *exc):
+        from pyinfra.connectors.fake import FakeConnector
+
+        FakeConnector.put_file = self._original
+
+
 def run_fake_deploy(hosts: list[tuple[str, dict]], deploy: Callable, *args, check_for_changes: bool = True,
                     ) -> tuple[State, dict[str, list[str]]]:
     """Connect, prepare and execute `deploy(*args)` on @fake hosts; return the state and, per host,
-    every command the connector received."""
+    every command the connector received (uploads appear as `<upload PATH>`)."""
     inventory = Inventory(([(f"@fake/{name}", {"fake_delay": 0, "fake_delay_jitter": 0, **data})
                             for name, data in hosts], {}))
     state = State(inventory, Config(FAIL_PERCENT=None), check_for_changes=check_for_changes)
-    with ctx_state.use(state):
+    with ctx_state.use(state), Recorder() as recorder:
         connect_all(state)
         add_deploy(state, deploy, *args)
         run_ops(state)
+    state.fake_uploads = recorder.uploads
     commands = {host.name: list(host.connector.executed_commands) for host in inventory}
     return state, commands
+
+
+def run_op(op: Callable, responses: dict[str, Any] | None = None, **kwargs) -> tuple[list[str], State]:
+    """Run one operation (no change detection pass, as with `pyinfra -y`) on one fake host."""
+    state, commands = run_fake_deploy([("h", {"fake_responses": responses or {}})], lambda: op(**kwargs),
+                                      check_for_changes=False)
+    return commands["@fake/h"], state
 
 
 def jemalloc_for(arch: str = "aarch64", family: str = "debian") -> str:

@@ -18,6 +18,14 @@ CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
 VERIFY_SCRIPT = "/usr/local/lib/fleetserve/verify-endpoint.sh"
 
 
+class Fact(FactBase):
+    """pyinfra hands `default()` instead of calling `process` when a command prints nothing; ours
+    mean the same by empty output as by any other ("no paths exist", "no marker"), so they agree."""
+
+    def default(self):  # type: ignore[override]
+        return self.process([])
+
+
 def split_sections(lines: list[str]) -> dict[str, list[str]]:
     """Output written as `@@name [value]` headers followed by lines -> {name: [value?, lines...]}."""
     sections: dict[str, list[str]] = {}
@@ -38,7 +46,7 @@ def _q(value: str) -> str:
     return shlex.quote(value)
 
 
-class HostReport(FactBase):
+class HostReport(Fact):
     """Everything preflight checks, in one round trip: platform, engine, driver, toolkit, accelerator
     status, device nodes, required paths, free disk (and model readiness) per model directory."""
 
@@ -154,7 +162,7 @@ def parse_host_report(sections: dict[str, list[str]]) -> dict[str, Any]:
     return report
 
 
-class PathsExist(FactBase):
+class PathsExist(Fact):
     """Which of the given paths exist."""
 
     def command(self, paths: list[str]) -> str:
@@ -164,7 +172,7 @@ class PathsExist(FactBase):
         return [line.strip() for line in output if line.strip()]
 
 
-class FileSizes(FactBase):
+class FileSizes(Fact):
     """Sizes in bytes of the given paths that exist."""
 
     def command(self, paths: list[str]) -> str:
@@ -179,7 +187,7 @@ class FileSizes(FactBase):
         return sizes
 
 
-class FileDigests(FactBase):
+class FileDigests(Fact):
     """sha256 of each given path (None when absent)."""
 
     def command(self, paths: list[str]) -> str:
@@ -193,7 +201,7 @@ class FileDigests(FactBase):
         return digests
 
 
-class FileModes(FactBase):
+class FileModes(Fact):
     """(octal mode, sha256) of each given path that exists; directories get an empty digest."""
 
     def command(self, paths: list[str]) -> str:
@@ -209,7 +217,7 @@ class FileModes(FactBase):
         return modes
 
 
-class ImageState(FactBase):
+class ImageState(Fact):
     """The local image for a reference: id and repo digests, or None when absent."""
 
     def command(self, ref: str) -> str:
@@ -228,7 +236,7 @@ class ImageState(FactBase):
         return {"id": image_id, "repo_digests": repo_digests or []}
 
 
-class ModelState(FactBase):
+class ModelState(Fact):
     """The verified-weights marker and config.json of a model directory (None when absent)."""
 
     def command(self, host_dir: str) -> str:
@@ -251,7 +259,7 @@ def _json_or_none(lines: list[str] | None) -> Any:
         return {"_unreadable": text[:200]}
 
 
-class ServiceState(FactBase):
+class ServiceState(Fact):
     """What the service's restart decision depends on, in one round trip."""
 
     def command(self, unit: str, unit_path: str, env_path: str, applied_path: str, image_ref: str,
@@ -285,7 +293,7 @@ class ServiceState(FactBase):
         }
 
 
-class EndpointCheck(FactBase):
+class EndpointCheck(Fact):
     """Waits for the service to be healthy and answers like seed 001's checks: /health, /v1/models
     lists the served name, one completion and one chat answer. Reads the API key inside the
     container (checks run there), so no secret is ever part of this command."""

@@ -49,7 +49,7 @@ def pulled(ref: str, sources: list[str], digest: str | None = None):
     if _has_digest(state, digest):
         host.noop(f"image {ref} present" + (f" at {digest}" if digest else ""))
         return
-    candidates = [f"{s.split('@')[0]}@{digest}" if digest else s for s in sources]
+    candidates = [f"{_repository(s)}@{digest}" if digest else s for s in sources]
     yield StringCommand(
         "ok=;", "for src in", *[QuoteString(c) for c in candidates], ";", "do", "if", "docker", "pull", '"$src";', "then",
         "docker", "tag", '"$src"', QuoteString(ref), "&&", "ok=1", "&&", "break;", "fi;", "done;",
@@ -60,6 +60,14 @@ def pulled(ref: str, sources: list[str], digest: str | None = None):
             "docker", "image", "inspect", "--format", QuoteString("{{json .RepoDigests}}"), QuoteString(ref),
             "|", "grep", "-q", QuoteString("@" + digest), "||", "{", "echo",
             QuoteString(f"{ref} was pulled but its digest is not {digest}"), ">&2;", "exit", "1;", "}")
+
+
+def _repository(ref: str) -> str:
+    """registry/name:tag[@digest] -> registry/name (a port's colon comes before the last slash)."""
+    name = ref.split("@")[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
 
 
 def pull_sources(ref: str, mirrors: tuple[str, ...] | list[str]) -> list[str]:

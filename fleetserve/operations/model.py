@@ -83,8 +83,9 @@ def weights(hub: str, repo_id: str, revision: str, host_dir: str, image: str, en
 
     stage = staging_dir(host_dir)
     endpoint = endpoint or HUB_DEFAULT_ENDPOINTS[hub]
-    env = {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1"} if hub == "hf" else {
-        "MODELSCOPE_DOMAIN": endpoint.split("://", 1)[-1], "MODELSCOPE_ENDPOINT": endpoint}
+    # The clients only talk to the endpoint: no telemetry, no update checks against PyPI.
+    env = {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1"} \
+        if hub == "hf" else {"MODELSCOPE_ENDPOINT": endpoint, "MODELSCOPE_DOWNLOAD_INTRA_CLOUD": "false"}
     if hub == "hf":
         program = "hf"
         args: list[object] = ["download", QuoteString(repo_id), "--revision", QuoteString(revision),
@@ -99,21 +100,23 @@ def weights(hub: str, repo_id: str, revision: str, host_dir: str, image: str, en
             args += ["--include", *[QuoteString(p) for p in include]]
     download = _image_call(image, entrypoint, program, args, [f"{stage}:{stage}"], env, token_env_file)
 
-    yield StringCommand("mkdir", "-p", QuoteString(stage))
-    # Retried in place: the clients resume partial files left in the staging directory.
-    yield StringCommand("ok=;", "for attempt in", *[str(i) for i in range(1, attempts + 1)], ";", "do",
-                        "if", download, ";", "then", "ok=1;", "break;", "fi;", "sleep", "3;", "done;",
-                        '[ -n "$ok" ]', "||", "{", "echo",
-                        QuoteString(f"download of {hub}:{repo_id}@{revision} failed {attempts} times; partial files "
-                                    f"kept in {stage} for the next run to resume"), ">&2;", "exit", "1;", "}")
     verify_args: list[object] = [verify_script, QuoteString(stage), "--hub", hub, "--repo", QuoteString(repo_id),
                                  "--revision", QuoteString(revision), "--endpoint", QuoteString(endpoint)]
     for pattern in include:
         verify_args += ["--include", QuoteString(pattern)]
     if not verify_sha256:
         verify_args.append("--no-sha256")
-    yield _image_call(image, entrypoint, "python3", verify_args,
-                      [f"{stage}:{stage}", f"{verify_script}:{verify_script}:ro"], env, token_env_file)
+    verify = _image_call(image, entrypoint, "python3", verify_args,
+                         [f"{stage}:{stage}", f"{verify_script}:{verify_script}:ro"], env, token_env_file)
+
+    yield StringCommand("mkdir", "-p", QuoteString(stage))
+    # Download and verify as a pair, retried: the clients skip files already complete in staging,
+    # and the verifier deletes any file that fails, so each attempt fetches only what is missing.
+    yield StringCommand("ok=;", "for attempt in", *[str(i) for i in range(1, attempts + 1)], ";", "do",
+                        "if", download, "&&", verify, ";", "then", "ok=1;", "break;", "fi;", "sleep", "3;", "done;",
+                        '[ -n "$ok" ]', "||", "{", "echo",
+                        QuoteString(f"download of {hub}:{repo_id}@{revision} failed {attempts} times; files already "
+                                    f"complete stay in {stage} for the next run"), ">&2;", "exit", "1;", "}")
     # Publish: the old copy (if any) moves aside only once the new one is verified.
     old = f"{host_dir}.fleetserve-old"
     yield StringCommand("rm", "-rf", QuoteString(old), "&&", "{", "[", "!", "-e", QuoteString(host_dir), "]", "||",

@@ -45,14 +45,17 @@ def container_unit(unit: str, unit_path: str, unit_text: str, config_dir: str, a
     if unit_changed:
         yield FileUploadCommand(BytesIO(unit_text.encode()), unit_path)
         yield StringCommand("chmod", "644", QuoteString(unit_path), "&&", "systemctl", "daemon-reload")
-    if env_path and (state["env_sha256"] != _sha(secret) or state["env_mode"] != "600"):
+    env_changed = bool(env_path) and (state["env_sha256"] != _sha(secret) or state["env_mode"] != "600")
+    if env_changed:
         yield FileUploadCommand(BytesIO((secret or "").encode()), env_path)
         yield StringCommand("chmod", "600", QuoteString(env_path))
     if state["enabled"] != "enabled":
         yield StringCommand("systemctl", "enable", QuoteString(unit))
 
     desired = desired_applied(unit_text, secret, state["image_id"], state["marker_sha256"])
-    if state["applied"] != desired or state["active"] != "active":
+    # Rewriting the unit or secrets means the running process may not match them (a hand edit, a
+    # crash between writing and restarting): restart whenever anything was rewritten.
+    if unit_changed or env_changed or state["applied"] != desired or state["active"] != "active":
         yield StringCommand("systemctl", "restart", QuoteString(unit))
         record = json.dumps(desired, sort_keys=True)
         yield StringCommand("printf", "%s", QuoteString(record), ">", QuoteString(applied_path + ".tmp"), "&&",

@@ -228,9 +228,7 @@ def _teardown() -> dict:
         cg_left = cgroups.remove(None)
         for line in _sandbox_mounts():
             run(["umount", "-l", line], check=False)
-        for name in names:
-            for sub in ("propagate", "unix-export", "incoming"):
-                shutil.rmtree(f"/run/systemd/nspawn/{sub}/{name}", ignore_errors=True)
+        _clean_nspawn_run_dirs(names)
         if C.LOGS_DIR.is_dir():
             shutil.rmtree(C.LAST_LOGS_DIR, ignore_errors=True)
             shutil.copytree(C.LOGS_DIR, C.LAST_LOGS_DIR)
@@ -243,6 +241,27 @@ def _teardown() -> dict:
         "cgroups_left": [str(p) for p in cg_left],
         "timings": sw.as_dict(),
     }
+
+
+NSPAWN_RUN = Path("/run/systemd/nspawn")
+
+
+def _clean_nspawn_run_dirs(names: list[str]) -> None:
+    """nspawn leaves /run/systemd/nspawn/{propagate,locks,...}[/<machine>] behind; drop ours and any
+    directory that is empty afterwards (never files: a lock file in use belongs to someone else)."""
+    for name in names:
+        for sub in ("propagate", "unix-export", "incoming"):
+            shutil.rmtree(NSPAWN_RUN / sub / name, ignore_errors=True)
+    if NSPAWN_RUN.is_dir():
+        for d in sorted((p for p in NSPAWN_RUN.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        try:
+            NSPAWN_RUN.rmdir()
+        except OSError:
+            pass
 
 
 def down() -> dict:
@@ -263,16 +282,21 @@ def _sandbox_mounts() -> list[str]:
         if len(parts) < 2:
             continue
         mp = parts[1].replace("\\040", " ")
-        if mp.startswith(str(paths.STATE_DIR) + "/") or mp.startswith(f"/run/netns/{C.NETNS_PREFIX}"):
+        if (
+            mp.startswith(str(paths.RUN_DIR) + "/")
+            or mp.startswith(str(C.ROOTFS_DIR) + "/")
+            or mp.startswith(f"/run/netns/{C.NETNS_PREFIX}")
+        ):
             out.append(mp)
     return sorted(out, key=len, reverse=True)
 
 
 def _sandbox_processes() -> list[str]:
-    """Processes that belong to the sandbox: in its cgroups, or started with its paths/modules."""
+    """Processes that belong to the sandbox: in its cgroups, or running from its run dir (node
+    launchers, nspawn, the registry's config). Other users of STATE_DIR/cache are not ours."""
     me = os.getpid()
     found = {pid for pid in cgroups.pids(None) if pid != me}
-    markers = (str(paths.STATE_DIR).encode(), b"fleetserve.sandbox.aptproxy", b"fleetserve.sandbox.hub")
+    marker = (str(paths.RUN_DIR) + "/").encode()
     for p in Path("/proc").iterdir():
         if not p.name.isdigit() or int(p.name) == me:
             continue
@@ -280,7 +304,7 @@ def _sandbox_processes() -> list[str]:
             cmd = (p / "cmdline").read_bytes()
         except OSError:
             continue
-        if any(m in cmd for m in markers) and b"pytest" not in cmd:
+        if marker in cmd:
             found.add(int(p.name))
     out = []
     for pid in sorted(found):
@@ -376,3 +400,4 @@ def build_rootfs(force: bool = False) -> float:
                 proxy.stop()
             if fresh_network:
                 net.bridge_down()
+            cgroups.remove(None)  # only empty cgroup directories go

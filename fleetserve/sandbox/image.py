@@ -1,7 +1,7 @@
 """The sandbox's stand-in serving image, built without any registry.
 
 A Debian bookworm ``minbase`` root filesystem with python3 (debootstrapped once, cached under
-CACHE_DIR/rootfs), plus the real hub clients (``huggingface_hub`` -> ``hf``, ``modelscope`` ->
+CACHE_DIR/standin-base), plus the real hub clients (``huggingface_hub`` -> ``hf``, ``modelscope`` ->
 ``modelscope``) pip-installed into its ``/usr/local/lib/python3.X/dist-packages``, plus the stand-in
 ``/usr/local/bin/vllm`` and ``vllm_cli.py`` on its import path. The tree is imported into podman
 twice:
@@ -52,8 +52,9 @@ FLAVOURS = ("ascend", "openai")
 
 PODMAN_DIR = CACHE_DIR / "podman"
 IMAGES_DIR = CACHE_DIR / "images"
-ROOTFS_DIR = CACHE_DIR / "rootfs"
-BUILD_DIR = CACHE_DIR / "build"
+# (CACHE_DIR/rootfs and CACHE_DIR/build belong to the sandbox's node root filesystem)
+ROOTFS_DIR = CACHE_DIR / "standin-base"
+BUILD_DIR = CACHE_DIR / "standin-build"
 MANIFEST = IMAGES_DIR / "vllm-standin.json"
 
 STANDIN_VLLM = Path(__file__).resolve().parent / "standin" / "vllm"

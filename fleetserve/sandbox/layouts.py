@@ -110,6 +110,13 @@ def get_layout(name: str | None = None, nodes: int | None = None) -> Layout:
     raise ValueError(f"unknown layout {name!r} (known: {', '.join(LAYOUTS)}, or nodesN)")
 
 
+def custom_layout(name: str, specs: list[NodeSpec], description: str = "") -> Layout:
+    """A layout from NodeSpecs (indexes are assigned 1..N in order)."""
+    lay = Layout(name, description or f"{len(specs)} custom nodes", _numbered(list(specs)))
+    validate(lay)
+    return lay
+
+
 def validate(layout: Layout) -> None:
     names = [n.name for n in layout.nodes]
     if len(set(names)) != len(names):

@@ -73,6 +73,12 @@ def ssh_argv(address: str, *command: str, connect_timeout: int = 5) -> list[str]
     ]
 
 
+def scp_argv(src: str, dest: str) -> list[str]:
+    """scp with the same pinned-key options; prefix the remote side with `root@<address>:`."""
+    opts = ssh_argv("x")[1:-1]  # everything between "ssh" and the destination
+    return ["scp", "-q", *opts, src, dest]
+
+
 def ssh(address: str, command: str, timeout: float = 30.0, check: bool = False) -> subprocess.CompletedProcess:
     return run(ssh_argv(address, command), check=check, timeout=timeout)
 

@@ -49,6 +49,9 @@ pids_limit = 0
 default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 # host networking by default: netavark never creates bridges, nft rules or turns on ip_forward
 netns = "host"
+# no cgroup for conmon: the node's cgroup2 view has no controllers to enable, and podman would warn
+# "Failed to add conmon to cgroupfs sandbox cgroup ... cgroup.subtree_control: invalid argument"
+cgroups = "no-conmon"
 
 [engine]
 # crun refuses the hybrid cgroup layout; runc works
