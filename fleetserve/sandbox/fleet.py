@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fleetserve.sandbox import aptsources, cgroups, net, nodes, paths, registry, rootfs, services
 from fleetserve.sandbox import constants as C
-from fleetserve.sandbox.layouts import Layout, NodeSpec, validate
+from fleetserve.sandbox.layouts import Layout, validate
 from fleetserve.sandbox.services import Service
 from fleetserve.sandbox.system import (
     SandboxError,

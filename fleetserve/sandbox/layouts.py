@@ -118,6 +118,8 @@ def custom_layout(name: str, specs: list[NodeSpec], description: str = "") -> La
 
 
 def validate(layout: Layout) -> None:
+    if not layout.nodes:
+        raise ValueError(f"layout {layout.name}: no nodes")
     names = [n.name for n in layout.nodes]
     if len(set(names)) != len(names):
         raise ValueError(f"layout {layout.name}: duplicate node names")
@@ -127,4 +129,5 @@ def validate(layout: Layout) -> None:
     if sorted(idx) != list(range(1, len(idx) + 1)):
         raise ValueError(f"layout {layout.name}: node indexes must be 1..N")
     for n in layout.nodes:
-        assert n.kind in KINDS
+        if n.kind not in KINDS:
+            raise ValueError(f"layout {layout.name}: unknown kind {n.kind!r}")

@@ -462,6 +462,22 @@ def test_sigint_and_sigterm_during_startup_exit_zero(ascend_root, model_dir):
     assert server.stop(signal.SIGINT, timeout=5) == 0
 
 
+def test_port_bound_before_loading(ascend_root, model_dir, serve):
+    # clients that connect while the weights load wait in the listen queue, as with vLLM
+    server = Server(["serve", str(model_dir)], ascend_root, FLEETSERVE_STANDIN_LOAD_SECONDS="1.5")
+    try:
+        server.wait_for("Ascend driver version")
+        started = time.monotonic()
+        assert server.request("GET", "/health")[0] == 200
+        assert time.monotonic() - started > 0.5
+        # a second server on the same port fails straight away
+        busy = run_once(["serve", str(model_dir), "--host", "127.0.0.1", "--port", str(server.port)], ascend_root)
+        assert busy.returncode == 1 and "Address already in use" in busy.stderr
+        assert "EngineCore" not in busy.stdout  # before any engine work
+    finally:
+        assert server.stop() == 0
+
+
 def test_headless_runs_no_api_server(ascend_root, model_dir):
     server = Server(["serve", str(model_dir), "--headless", "--data-parallel-size", "4",
                      "--data-parallel-size-local", "2", "--data-parallel-start-rank", "2",

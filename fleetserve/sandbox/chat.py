@@ -1,0 +1,65 @@
+"""Ask every service of the sandbox fleet one chat question and print who answered what.
+
+    python -m fleetserve.sandbox.chat [--timeout 10]
+
+Talks only to the sandbox nodes' own addresses (the fleet's bridge network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from rich.console import Console
+from rich.table import Table
+
+from fleetserve import PROJECT_ROOT
+from fleetserve.catalog import load_catalog
+from fleetserve.plan import plan_inventory
+from fleetserve.render import load_inventory_hosts
+
+
+def ask(address: str, port: int, model: str, api_key: str | None, timeout: float) -> tuple[bool, str, float]:
+    body = json.dumps({"model": model, "max_tokens": 32,
+                       "messages": [{"role": "user", "content": "What is the capital of France?"}]}).encode()
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(f"http://{address}:{port}/v1/chat/completions", data=body, headers=headers)
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())["choices"][0]["message"]["content"]
+            return True, answer, time.monotonic() - started
+    except (OSError, ValueError, KeyError, urllib.error.HTTPError) as exc:
+        return False, str(exc), time.monotonic() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--timeout", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    hosts = load_inventory_hosts(PROJECT_ROOT / "inventories" / "sandbox.py")
+    table = Table(title="sandbox fleet: one chat request per service")
+    for column in ("host", "service", "model", "endpoint", "answer", "ms"):
+        table.add_column(column)
+    failures = 0
+    for name, data in hosts:
+        plans = plan_inventory([(name, data)], data.get("workloads") or list(load_catalog()), check_local_files=False)
+        for instance in plans[0].services:
+            spec = instance.spec
+            key = data.get(spec.api_key_key) if spec.api_key_key else None
+            ok, answer, seconds = ask(data["ssh_hostname"], spec.port, spec.api_name, key, args.timeout)
+            failures += not ok
+            table.add_row(name, spec.name, spec.api_name, f"{data['ssh_hostname']}:{spec.port}",
+                          answer if ok else f"[red]{answer}[/red]", f"{seconds * 1000:.0f}")
+    Console().print(table)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

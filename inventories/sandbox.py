@@ -1,0 +1,70 @@
+"""The local sandbox fleet as an inventory (`fleetserve sandbox up` writes its fleet.json).
+
+Every seed value stays; only two things are swapped so the fleet runs on one machine:
+- the model source: the sandbox hub's tiny model (same hub protocol as the catalog entry);
+- the image: the stand-in serving image (loaded from its archive where the seed loads a tarball,
+  pulled from the sandbox registry where the seed pulls).
+Nodes are x86_64 Debian; host keys are pinned in the fleet's known_hosts.
+"""
+
+import json
+import os
+
+from fleetserve.catalog import deep_merge, load_catalog
+from fleetserve.sandbox.paths import FLEET_FILE
+
+try:
+    _fleet = json.loads(FLEET_FILE.read_text())
+except FileNotFoundError:
+    raise SystemExit(f"no sandbox fleet ({FLEET_FILE} is missing): run `fleetserve sandbox up` first") from None
+
+_TINY_REPO = "fleetserve/tiny-qwen"
+_images = _fleet["images"]  # flavour -> {ref, tarball, sha256, registry_ref}
+
+
+def _overrides() -> dict:
+    """Per catalog service: the tiny model from the sandbox hub and the stand-in image."""
+    overrides = {}
+    for document in load_catalog().values():
+        for variant in document["variants"]:
+            openai = any(kind.startswith("nvidia") for kind in variant["hardware"])
+            image = _images["openai" if openai else "ascend"]
+            for service in variant["services"]:
+                if service["image"]["source"] == "load":
+                    swapped = {"ref": image["ref"], "tarball": image["tarball"], "sha256": image["sha256"]}
+                else:
+                    swapped = {"ref": image["registry_ref"], "mirrors": [], "digest": None}
+                overrides[service["name"]] = {
+                    "image": swapped,
+                    "model": {"repo_id": _TINY_REPO, "revision": None, "endpoint": _fleet["hub_url"], "size_gb": 0.05},
+                }
+    # Extra per-run changes on top (the e2e tests use it; `--data service_overrides=...` would
+    # replace the swap above instead of adding to it).
+    extra = json.loads(os.environ.get("FLEETSERVE_SANDBOX_OVERRIDES") or "{}")
+    return deep_merge(overrides, extra)
+
+
+_common = {
+    "ssh_user": "root",
+    "ssh_key": _fleet["ssh_key"],
+    "ssh_known_hosts_file": _fleet["known_hosts"],
+    "ssh_strict_host_key_checking": "yes",
+    "ssh_look_for_keys": False,
+    "ssh_allow_agent": False,
+    "arch": "x86_64",
+    "service_overrides": _overrides(),
+    "verify_timeout_s": 120,
+    "qwen35_api_key": "sandbox-api-key",  # the GB200 service's key (a sandbox value, not a secret)
+}
+
+sandbox_nodes = [
+    (node["name"], {
+        **_common,
+        "ssh_hostname": node["address"],
+        "hardware": node["kind"],
+        "workloads": node["workloads"],
+        "distro_family": "rhel" if node.get("distro") in ("rhel", "openeuler", "rocky") else "debian",
+        **({"npu_ids": node["npu_ids"]} if node.get("npu_ids") else {}),
+    })
+    for node in _fleet["nodes"]
+]
