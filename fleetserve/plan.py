@@ -280,8 +280,9 @@ def _check_flags(host: str, instances: list[ServiceInstance]) -> list[str]:
 
     errors = []
     for instance in instances:
-        for problem in validate_serve_flags(vllm_serve_args(instance)):
-            errors.append(f"host {host}: service {instance.spec.name}: vllm serve: {problem}")
+        platform = "ascend" if instance.hardware.vendor == "ascend" else "cuda"
+        for problem in validate_serve_flags(vllm_serve_args(instance), platform=platform):
+            errors.append(f"host {host}: service {instance.spec.name}: {problem}")
     return errors
 
 

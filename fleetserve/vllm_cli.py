@@ -789,9 +789,16 @@ class ServeArgs:
 
     @property
     def world_size_local(self) -> int:
-        """Devices this node needs: TP x PP x local DP replicas."""
-        return (self.values["tensor_parallel_size"] * self.values["pipeline_parallel_size"]
-                * self.data_parallel_size_local_effective)
+        """Devices this node needs: TP x PP x local DP replicas (its share of them with --nnodes > 1)."""
+        v = self.values
+        per_replica = v["tensor_parallel_size"] * v["pipeline_parallel_size"]
+        if v["nnodes"] > 1:
+            local_world = per_replica * v["data_parallel_size"] // v["nnodes"]
+            if per_replica >= local_world:  # one replica spans several nodes
+                return local_world
+            local = v.get("data_parallel_size_local") or max(local_world // per_replica, 1)
+            return local * per_replica
+        return per_replica * self.data_parallel_size_local_effective
 
     def non_default(self) -> dict[str, Any]:
         """The options the command line set, as vLLM logs them ('non-default args')."""

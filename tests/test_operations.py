@@ -183,13 +183,17 @@ def test_verified_weights_that_do_not_fit_the_flags_fail_the_host():
                                                                   "num_attention_heads": 6}),
                          **{**MODEL_ARGS, "tensor_parallel_size": 4})
     (failing,) = changes(commands, "echo @@marker")
-    assert "--max-model-len 32768 exceeds the model" in failing and "max_position_embeddings 8192" in failing
+    assert "--max-model-len 32768 exceeds the 8192 positions the model supports" in failing
     assert "--tensor-parallel-size 4 does not divide the model" in failing and "6 attention heads" in failing
 
 
 def test_rope_scaling_allows_a_longer_context():
-    assert model_ops.config_problems({"max_position_embeddings": 32768, "rope_scaling": {"type": "yarn"},
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    assert model_ops.config_problems({"max_position_embeddings": 32768, "rope_scaling": yarn,
                                       "num_attention_heads": 32}, 131072, 4) == []
+    assert "exceeds the 131072 positions the model supports: max_position_embeddings 32768 (x4.0 rope scaling)" in \
+        model_ops.config_problems({"max_position_embeddings": 32768, "rope_scaling": yarn,
+                                   "num_attention_heads": 32}, 262144, 4)[0]
     assert model_ops.config_problems({"text_config": {"max_position_embeddings": 16384, "num_attention_heads": 32}},
                                      30000, 2)[0].startswith("--max-model-len 30000 exceeds")
 

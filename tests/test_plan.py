@@ -107,7 +107,7 @@ def test_unknown_override_names_and_bad_shapes():
 
 def test_flags_vllm_would_refuse_fail_before_any_host():
     message = error_of({**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"enable-magic": True}}}}, ["qwen3"])
-    assert "service qwen3-30b: vllm serve: vllm serve: error: unrecognized arguments: --enable-magic" in message
+    assert "service qwen3-30b: vllm serve: error: unrecognized arguments: --enable-magic" in message
     message = error_of({**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"dtype": "bf17"}}}}, ["qwen3"])
     assert "argument --dtype: invalid choice: 'bf17'" in message
     typed = error_of({**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"port": 9}}}}, ["qwen3"])

@@ -114,6 +114,17 @@ def test_defaults_and_explicit_tracking():
     assert b.non_default() == {"model_tag": "/m", "port": 8000}
 
 
+def test_devices_needed_on_this_node():
+    assert parse_serve_args(["/m", "-tp", "2", "-pp", "2"]).world_size_local == 4
+    assert parse_serve_args(["/m", "-tp", "2", "-dp", "4"]).world_size_local == 8  # local DP defaults to DP
+    assert parse_serve_args(["/m", "-tp", "2", "-dp", "4", "-dpl", "2", "--headless",
+                             "-dpr", "2"]).world_size_local == 4
+    # --nnodes: each node holds its share of the world
+    assert parse_serve_args(["/m", "-tp", "16", "--nnodes", "2", "--node-rank", "1"]).world_size_local == 8
+    assert parse_serve_args(["/m", "-tp", "8", "-dp", "4", "--nnodes", "2"]).world_size_local == 16
+    assert "world_size=6 must be divisible by nnodes=4" in str(refusal(["/m", "-tp", "6", "--nnodes", "4"]))
+
+
 def test_leading_program_words_are_optional():
     for argv in (["vllm", "serve", "/m", "-tp", "2"], ["serve", "/m", "-tp", "2"], ["/m", "-tp", "2"],
                  ["/usr/local/bin/vllm", "serve", "/m", "--tensor-parallel-size=2"]):

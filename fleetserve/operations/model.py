@@ -36,10 +36,16 @@ def config_problems(config: dict | None, max_model_len: int | None, tensor_paral
     get = lambda key: config.get(key, text.get(key))  # noqa: E731  (multimodal configs nest it)
     problems = []
     positions = get("max_position_embeddings")
-    rope_scaling = get("rope_scaling")
-    if max_model_len and positions and max_model_len > positions and not rope_scaling:
-        problems.append(f"--max-model-len {max_model_len} exceeds the model's max_position_embeddings {positions} "
-                        f"and config.json configures no rope_scaling")
+    rope_scaling = get("rope_scaling") if isinstance(get("rope_scaling"), dict) else None
+    allowed = positions
+    if positions and rope_scaling and rope_scaling.get("factor"):
+        # As vLLM derives it: scaled from the original window (yarn) or the configured one.
+        base = rope_scaling.get("original_max_position_embeddings") or positions
+        allowed = max(positions, int(base * float(rope_scaling["factor"])))
+    if max_model_len and allowed and max_model_len > allowed:
+        scaled = f" (x{rope_scaling['factor']} rope scaling)" if allowed != positions else " and no rope_scaling"
+        problems.append(f"--max-model-len {max_model_len} exceeds the {allowed} positions the model supports: "
+                        f"max_position_embeddings {positions}{scaled}")
     heads = get("num_attention_heads")
     if heads and heads % tensor_parallel_size:
         problems.append(f"--tensor-parallel-size {tensor_parallel_size} does not divide the model's "

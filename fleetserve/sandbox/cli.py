@@ -22,7 +22,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
         layout = get_layout(args.layout, args.nodes)
     except ValueError as exc:
         raise SandboxError(str(exc)) from exc
-    report = fleet.up(layout, boot_timeout=args.timeout, rebuild=args.rebuild, with_hub=not args.no_hub)
+    report = fleet.up(
+        layout, boot_timeout=args.timeout, rebuild=args.rebuild, with_hub=not args.no_hub, with_images=not args.no_images
+    )
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -36,6 +38,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     if report["rootfs_built_seconds"]:
         print(f"rootfs built in {report['rootfs_built_seconds']:.0f} s")
     print(f"hub: {report['hub']}")
+    if report.get("images"):
+        print("images: " + ", ".join(f"{k} -> {v['registry_ref']}" for k, v in report["images"].items()))
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
     from fleetserve.sandbox import paths
 
@@ -89,6 +93,9 @@ def add_sandbox_commands(subparsers: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument("--timeout", type=float, default=C.BOOT_TIMEOUT, help="seconds to wait for the nodes")
     p.add_argument("--rebuild", action="store_true", help="rebuild the cached node rootfs first")
     p.add_argument("--no-hub", action="store_true", help="do not start the local model hub")
+    p.add_argument(
+        "--no-images", action="store_true", help="do not build/push the stand-in serving images (fleet.json gets no `images`)"
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(sandbox_func=_cmd_up)
 

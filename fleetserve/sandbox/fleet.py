@@ -10,6 +10,8 @@ Everything is bounded in time and every failure surfaces as a one-sentence Sandb
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.util
 import json
 import os
@@ -19,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fleetserve.sandbox import aptsources, cgroups, net, nodes, paths, registry, rootfs, services
+from fleetserve.sandbox import aptsources, cgroups, hardware_sim, net, nodes, paths, registry, rootfs, services
 from fleetserve.sandbox import constants as C
 from fleetserve.sandbox.layouts import Layout, validate
 from fleetserve.sandbox.services import Service
@@ -36,6 +38,7 @@ from fleetserve.sandbox.system import (
 
 HUB_MODULE = "fleetserve.sandbox.hub"
 HUB_START_TIMEOUT = 120.0
+IMAGE_MODULE = "fleetserve.sandbox.image"  # the stand-in serving images (built and cached there)
 
 
 # --- host services --------------------------------------------------------------------------
@@ -70,6 +73,37 @@ def hub_service() -> Service:
     return Service("hub", argv, paths.HOST_IP, paths.HUB_PORT)
 
 
+def images_available() -> bool:
+    try:
+        return importlib.util.find_spec(IMAGE_MODULE) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def publish_images() -> dict:
+    """Build (or reuse) the stand-in serving images and push them to the sandbox registry.
+
+    Returns fleet.json's `images`: {flavour: {"ref", "tarball", "sha256", "registry_ref"}}."""
+    mod = importlib.import_module(IMAGE_MODULE)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # keep `up --json` parseable
+            built = mod.build_images()
+            out = {}
+            for flavour in mod.FLAVOURS:
+                tag = mod.image_tag(flavour)
+                entry = built[tag]
+                out[flavour] = {
+                    "ref": tag,
+                    "tarball": entry["tarball"],
+                    "sha256": entry["sha256"],
+                    "registry_ref": mod.push_image(flavour, registry=paths.REGISTRY),
+                }
+    except Exception as exc:  # the image module's own errors, podman failures, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SandboxError(f"Building or pushing the stand-in serving images failed: {first}") from exc
+    return out
+
+
 def _service_handles() -> list[Service]:
     """Handles for status/stop (argv unused)."""
     return [
@@ -82,8 +116,8 @@ def _service_handles() -> list[Service]:
 # --- fleet file -----------------------------------------------------------------------------
 
 
-def fleet_document(layout: Layout) -> dict:
-    return {
+def fleet_document(layout: Layout, images: dict | None = None) -> dict:
+    doc = {
         "nodes": [
             {
                 "name": n.name,
@@ -92,6 +126,7 @@ def fleet_document(layout: Layout) -> dict:
                 "workloads": list(n.workloads),
                 "distro": n.distro,
                 "index": n.index,
+                "npu_ids": hardware_sim.kind(n.kind).device_ids,
             }
             for n in layout.nodes
         ],
@@ -103,6 +138,9 @@ def fleet_document(layout: Layout) -> dict:
         "apt_proxy": f"http://{paths.HOST_IP}:{paths.APT_PROXY_PORT}",
         "layout": layout.name,
     }
+    if images is not None:
+        doc["images"] = images
+    return doc
 
 
 def load_fleet() -> dict | None:
@@ -121,7 +159,14 @@ def _write_json(path: Path, doc: dict) -> None:
 # --- up -------------------------------------------------------------------------------------
 
 
-def up(layout: Layout, *, boot_timeout: float = C.BOOT_TIMEOUT, rebuild: bool = False, with_hub: bool = True) -> dict:
+def up(
+    layout: Layout,
+    *,
+    boot_timeout: float = C.BOOT_TIMEOUT,
+    rebuild: bool = False,
+    with_hub: bool = True,
+    with_images: bool = True,
+) -> dict:
     """Bring the fleet up (replacing any earlier one). Returns a report with timings."""
     validate(layout)
     check_host_supported()
@@ -154,12 +199,27 @@ def up(layout: Layout, *, boot_timeout: float = C.BOOT_TIMEOUT, rebuild: bool = 
             with ThreadPoolExecutor(max_workers=min(8, len(specs))) as pool:
                 lines = list(pool.map(lambda s: nodes.prepare(s, specs, apt, pub), specs))
             C.KNOWN_HOSTS.write_text("".join(lines))
+        images_job = None
+        image_pool = ThreadPoolExecutor(max_workers=1)
+        if with_images and images_available():
+            t_images = time.monotonic()
+            images_job = image_pool.submit(publish_images)  # runs while the nodes boot
         with sw.step("boot_nodes"):
             started: dict[str, float] = {}
             for s in specs:
                 nodes.start(s)
                 started[s.name] = time.monotonic()
             ready = nodes.wait_all(specs, started, boot_timeout)
+        images = None
+        if images_job is not None:
+            with sw.step("images_wait"):
+                try:
+                    images = images_job.result()
+                finally:
+                    image_pool.shutdown()
+            sw.marks.append(("images_total", time.monotonic() - t_images))
+        else:
+            image_pool.shutdown()
         hub_state = "absent"
         if hub is not None:
             with sw.step("hub"):
@@ -179,7 +239,8 @@ def up(layout: Layout, *, boot_timeout: float = C.BOOT_TIMEOUT, rebuild: bool = 
                 f"{len(bad)} of {len(ready)} nodes did not come up ({detail}); logs in {C.LOGS_DIR}, "
                 "run `fleetserve sandbox down` to clean up."
             )
-        _write_json(paths.FLEET_FILE, fleet_document(layout))
+        _write_json(paths.FLEET_FILE, fleet_document(layout, images))
+        report["images"] = images
         return report
 
 

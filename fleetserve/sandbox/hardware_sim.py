@@ -54,6 +54,14 @@ class Kind:
     def device_count(self) -> int:
         return self.gpu_count if self.vendor == "nvidia" else len(self.npu_ids) * self.chips_per_npu
 
+    @property
+    def device_ids(self) -> list[int]:
+        """Accelerator ids as the serving side counts them: davinci numbers (chip logic ids) on
+        Ascend -- 0..15 on A3, 3 alone on the seed-001 910B4 -- and GPU indexes on NVIDIA."""
+        if self.vendor == "nvidia":
+            return list(range(self.gpu_count))
+        return [n * self.chips_per_npu + c for n in self.npu_ids for c in range(self.chips_per_npu)]
+
 
 KINDS: dict[str, Kind] = {
     k.name: k

@@ -263,6 +263,10 @@ def ensure_base_rootfs() -> Path:
     (staging / ".fleetserve-base.json").write_text(json.dumps(info, indent=1) + "\n")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
+    for stale in ROOTFS_DIR.iterdir():  # bases of older recipes, interrupted stagings
+        if stale != target and stale.is_dir() and (stale.name.startswith(".staging-")
+                                                   or stale.name.startswith(f"{SUITE}-minbase-")):
+            shutil.rmtree(stale, ignore_errors=True)
     _say(f"base rootfs: built {target} in {info['seconds']} s")
     return target
 

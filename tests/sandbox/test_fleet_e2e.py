@@ -56,7 +56,7 @@ def up_report():
         if any(n.get("ssh") for n in fleet.status()["nodes"]):
             pytest.skip("a sandbox fleet is already up; set FLEETSERVE_SANDBOX_E2E_TAKEOVER=1 to replace it")
     forward_before = Path("/proc/sys/net/ipv4/ip_forward").read_text()
-    report = fleet.up(layouts.custom_layout("e2e", SPECS))
+    report = fleet.up(layouts.custom_layout("e2e", SPECS), with_images=False)  # images: not this module's subject
     report["ip_forward_before"] = forward_before
     yield report
     if paths.RUN_DIR.exists():

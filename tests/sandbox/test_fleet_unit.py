@@ -108,8 +108,13 @@ def test_fleet_document_schema():
     assert doc["hub_url"] == paths.HUB_URL and doc["registry"] == paths.REGISTRY
     assert doc["known_hosts"] == str(paths.RUN_DIR / "known_hosts")
     for n in doc["nodes"]:
-        assert {"name", "kind", "address", "workloads", "distro"} <= set(n)
+        assert {"name", "kind", "address", "workloads", "distro", "npu_ids"} <= set(n)
         assert isinstance(n["workloads"], list)
+    ids = {n["name"]: n["npu_ids"] for n in doc["nodes"]}
+    assert ids["sbx-910b4-01"] == [3] and ids["sbx-a3-01"] == list(range(16))
+    assert ids["sbx-a2-01"] == list(range(8)) and ids["sbx-gb200-01"] == [0, 1, 2, 3]
+    assert "images" not in doc
+    assert fleet_document(layouts.get_layout("bench4"), {"ascend": {}})["images"] == {"ascend": {}}
     json.dumps(doc)
 
 

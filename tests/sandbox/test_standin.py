@@ -298,6 +298,14 @@ def test_refuses_tp_beyond_devices(ascend_root, model_dir):
     assert proc.returncode == 1 and "Invalid device ID. ASCEND_RT_VISIBLE_DEVICES=0,3" in proc.stderr
 
 
+def test_multinode_tp_needs_only_this_nodes_share(ascend_root, model_dir, serve):
+    server = serve([str(model_dir), "-tp", "4", "--nnodes", "2", "--node-rank", "0", "--master-addr", "127.0.0.1"],
+                   ascend_root)
+    assert "using 2" in server.output
+    proc = run_once(["serve", str(model_dir), "-tp", "8", "--nnodes", "2"], ascend_root)
+    assert "please ensure that world_size (4) is less than than max local gpu count (2)" in proc.stderr
+
+
 def test_refuses_container_without_accelerator(tmp_path, model_dir):
     proc = run_once(["serve", str(model_dir)], make_root(tmp_path, platform="none"))
     assert proc.returncode == 1 and "RuntimeError: Failed to infer device type" in proc.stderr
