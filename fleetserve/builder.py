@@ -185,11 +185,12 @@ class ServiceFiles:
     image_at: int  # index of the image reference in argv
 
 
-def created_mount_dirs(instance: ServiceInstance) -> list[str]:
-    """Host directories of the catalog's extra mounts that the service role may create; driver
-    paths under /usr and /etc must already exist (preflight checks them)."""
-    sources = [m.split(":")[0] for m in instance.spec.mounts]
-    return [s for s in sources if not s.startswith(("/usr/", "/etc/", "/dev/"))]
+def created_mount_dirs(instance: ServiceInstance, settings: HostSettings) -> list[str]:
+    """Host directories the container mounts that the service role creates when missing (podman,
+    unlike docker, refuses a missing -v source). Driver pieces under /usr and /etc must already be
+    there: preflight checks them."""
+    sources = [mount.split(":")[0].rstrip("/") for mount in _mounts(instance, settings)]
+    return list(dict.fromkeys(s for s in sources if not s.startswith(("/usr/", "/etc/", "/dev/"))))
 
 
 def service_manifest(instance: ServiceInstance, member: Member) -> dict:

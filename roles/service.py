@@ -23,5 +23,5 @@ def service(plan: HostPlan) -> None:
             applied_path=f"{CONFIG_DIR}/{spec.name}.applied.json", image_ref=spec.image.ref,
             marker_path=f"{spec.model.host_dir}/{VERIFIED_MARKER}", env_path=files.env_path,
             env_text=HiddenValue(files.env_text) if files.env_text is not None else None,
-            mount_dirs=created_mount_dirs(instance),
+            mount_dirs=created_mount_dirs(instance, plan.settings),
         )

@@ -84,7 +84,7 @@ def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32) -
             [f"{image_id} []"]
         responses[f"cat {spec.model.host_dir}/{VERIFIED_MARKER}"] = \
             ["@@marker", json.dumps(marker), "@@config", json.dumps(config)]
-        mount_dirs = created_mount_dirs(instance)
+        mount_dirs = created_mount_dirs(instance, plan.settings)
         responses[f"@@unit $(sha256sum {files.unit_path}"] = ["@@dirs", *mount_dirs,
             f"@@unit {unit_sha}", f"@@env {env_sha} 600" if env_sha else "@@env ", "@@active active",
             "@@enabled enabled", f"@@image {image_id}", f"@@marker {marker_sha}", "@@applied",

@@ -11,6 +11,7 @@ Everything is bounded in time and every failure surfaces as a one-sentence Sandb
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import importlib.util
 import json
@@ -313,6 +314,16 @@ def _clean_nspawn_run_dirs(names: list[str]) -> None:
     for name in names:
         for sub in ("propagate", "unix-export", "incoming"):
             shutil.rmtree(NSPAWN_RUN / sub / name, ignore_errors=True)
+    # an nspawn killed with SIGKILL leaves its directory lock (locks/inode-DEV:INO); a lock nobody
+    # holds any more is stale, whoever made it
+    for lock in sorted((NSPAWN_RUN / "locks").glob("inode-*")) if (NSPAWN_RUN / "locks").is_dir() else []:
+        try:
+            with open(lock, "r+b") as fh:
+                # nspawn holds it with an OFD byte-range lock, which a POSIX lockf() test sees
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock.unlink()
+        except OSError:
+            pass
     if NSPAWN_RUN.is_dir():
         for d in sorted((p for p in NSPAWN_RUN.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
             try:
@@ -439,7 +450,8 @@ def format_status(doc: dict) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     rf = doc.get("rootfs", {})
     lines.append("")
-    lines.append(f"rootfs: {rf.get('path')} ({'current' if rf.get('current') else 'missing or outdated'}, recipe {rf.get('recipe')})")
+    state = "current" if rf.get("current") else "missing or outdated"
+    lines.append(f"rootfs: {rf.get('path')} ({state}, recipe {rf.get('recipe')})")
     return "\n".join(lines)
 
 

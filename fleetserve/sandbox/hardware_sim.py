@@ -11,7 +11,6 @@ char 1:3 like /dev/null, made at every boot by a oneshot unit because nspawn giv
 
 from __future__ import annotations
 
-import copy
 import json
 import platform
 from dataclasses import dataclass
@@ -522,7 +521,3 @@ def write_node_files(root: Path, files: list[NodeFile]) -> None:
         else:
             dest.write_text(f.content or "")
         dest.chmod(f.mode)
-
-
-def state_copy(state: dict) -> dict:
-    return copy.deepcopy(state)

@@ -89,10 +89,8 @@ def numbered_layout(n: int) -> Layout:
     """`up --nodes N`: N nodes sbx-01..sbx-NN cycling through the kinds."""
     if not 1 <= n <= C.MAX_NODES:
         raise ValueError(f"--nodes must be between 1 and {C.MAX_NODES}")
-    nodes = [
-        NodeSpec(f"sbx-{i:02d}", CYCLE_KINDS[(i - 1) % len(CYCLE_KINDS)], _CYCLE_WORKLOADS[CYCLE_KINDS[(i - 1) % len(CYCLE_KINDS)]])
-        for i in range(1, n + 1)
-    ]
+    kinds = [CYCLE_KINDS[(i - 1) % len(CYCLE_KINDS)] for i in range(1, n + 1)]
+    nodes = [NodeSpec(f"sbx-{i:02d}", k, _CYCLE_WORKLOADS[k]) for i, k in enumerate(kinds, start=1)]
     return Layout(f"nodes{n}", f"{n} nodes cycling {', '.join(CYCLE_KINDS)}", _numbered(nodes))
 
 

@@ -69,7 +69,8 @@ def image_tar(tmp_path_factory):
 
 
 def load_image(name: str, tar: Path) -> None:
-    proc = subprocess.run(nodes.scp_argv(str(tar), f"root@{addr(name)}:/var/tmp/busybox.tar"), capture_output=True, text=True, timeout=60)
+    argv = nodes.scp_argv(str(tar), f"root@{addr(name)}:/var/tmp/busybox.tar")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     ok(name, "docker load -q -i /var/tmp/busybox.tar")
 
@@ -99,7 +100,10 @@ def test_wrong_host_key_is_refused(up_report, tmp_path):
     swapped = tmp_path / "known_hosts"
     first, second = lines[0].split(" ", 1), lines[1].split(" ", 1)
     swapped.write_text(f"{first[0]} {second[1]}\n")  # node 1's name with node 2's key
-    argv = [a if not a.startswith("UserKnownHostsFile=") else f"UserKnownHostsFile={swapped}" for a in nodes.ssh_argv(addr(SPECS[0].name), "true")]
+    argv = [
+        f"UserKnownHostsFile={swapped}" if a.startswith("UserKnownHostsFile=") else a
+        for a in nodes.ssh_argv(addr(SPECS[0].name), "true")
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 255 and "Host key verification failed" in proc.stderr
 
@@ -143,9 +147,8 @@ def test_simulated_nvidia_hardware(up_report):
     assert len(ok("sbx-e2e-gb200", "nvidia-smi -L").splitlines()) == 4
     csv = ok("sbx-e2e-gb200", "nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits")
     assert csv.splitlines()[3] == "3, NVIDIA GB200, 189471"
-    assert ok("sbx-e2e-gb200", "ls /dev/nvidia*").split() == [
-        "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia0", "/dev/nvidia1", "/dev/nvidia2", "/dev/nvidia3", "/dev/nvidiactl",
-    ]  # fmt: skip
+    gpus = [f"/dev/nvidia{i}" for i in range(4)]
+    assert ok("sbx-e2e-gb200", "ls /dev/nvidia*").split() == ["/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", *gpus, "/dev/nvidiactl"]
 
 
 def test_containers_get_simulated_devices(up_report, image_tar):
@@ -157,7 +160,8 @@ def test_containers_get_simulated_devices(up_report, image_tar):
         f"{IMAGE} sh -c 'ls /dev/davinci* /dev/hisi_hdc && ls /usr/local/Ascend/driver/lib64/driver'",
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["/dev/davinci0", "/dev/davinci_manager", "/dev/hisi_hdc", "libascend_hal.so", "libdrvdsmi_host.so"]
+    seen = proc.stdout.split()
+    assert seen == ["/dev/davinci0", "/dev/davinci_manager", "/dev/hisi_hdc", "libascend_hal.so", "libdrvdsmi_host.so"]
     assert "level=warning" not in proc.stderr, proc.stderr
     load_image("sbx-e2e-gb200", image_tar)
     cdi = ok("sbx-e2e-gb200", f"docker run --rm --device nvidia.com/gpu=1 {IMAGE} sh -c 'ls /dev/nvidia*'").split()
@@ -189,7 +193,8 @@ def test_nodes_reach_only_the_sandbox_subnet(up_report):
     name = "sbx-e2e-910b4"
     assert "default" not in ok(name, "ip -4 route")
     assert ssh(name, "curl -s -m 3 http://1.1.1.1/").returncode != 0
-    denied = ok(name, f"curl -s -o /dev/null -w '%{{http_code}}' -m 5 -x http://{paths.HOST_IP}:{paths.APT_PROXY_PORT} http://example.com/")
+    proxy = f"http://{paths.HOST_IP}:{paths.APT_PROXY_PORT}"
+    denied = ok(name, f"curl -s -o /dev/null -w '%{{http_code}}' -m 5 -x {proxy} http://example.com/")
     assert denied == "403"
     assert ok(name, f"ping -c 1 -W 2 {addr('sbx-e2e-a3')} >/dev/null && echo peer-ok").strip() == "peer-ok"
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == up_report["ip_forward_before"]
