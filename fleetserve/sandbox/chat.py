@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             failures += not ok
             table.add_row(name, spec.name, spec.api_name, f"{data['ssh_hostname']}:{spec.port}",
                           answer if ok else f"[red]{answer}[/red]", f"{seconds * 1000:.0f}")
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     return 1 if failures else 0
 
 

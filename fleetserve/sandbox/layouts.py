@@ -49,9 +49,12 @@ _DEFAULT = [
     NodeSpec("sbx-a3-01", "atlas-800-a3", ("qwen3.5",)),
     NodeSpec("sbx-910b4-01", "ascend-910b4", ("qwen3.5",)),
     NodeSpec("sbx-gb200-01", "nvidia-gb200x4", ("qwen3.5",)),
+    # Seed 003 needs no CANN on the host (it is in the image): this node stays driver-only.
     NodeSpec("sbx-a2-vl-01", "atlas-800-a2", ("qwen3-vl",)),
-    NodeSpec("sbx-a2-01", "atlas-800-a2", ("qwen3",)),
-    NodeSpec("sbx-a2-sick-01", "atlas-800-a2", ("qwen3",), faults=(Fault(npu=2, chip=0, health="Alarm"),)),
+    # Seed 004's host has CANN >= 7.0.RC1 installed; the sick twin differs only by NPU 2's health.
+    NodeSpec("sbx-a2-01", "atlas-800-a2", ("qwen3",), toolkit="8.0.RC3"),
+    NodeSpec("sbx-a2-sick-01", "atlas-800-a2", ("qwen3",), toolkit="8.0.RC3",
+             faults=(Fault(npu=2, chip=0, health="Alarm"),)),
 ]
 
 _BENCH_KINDS = ("atlas-800-a3", "ascend-910b4", "nvidia-gb200x4")
