@@ -438,10 +438,10 @@ WantedBy=sysinit.target
 """
     return [
         NodeFile("/etc/fleetserve-sim/devices.conf", conf),
-        NodeFile("/etc/systemd/system/fleetserve-sim-devices.service", unit),
+        NodeFile("/etc/systemd/system/sandbox-sim-devices.service", unit),
         NodeFile(
-            "/etc/systemd/system/sysinit.target.wants/fleetserve-sim-devices.service",
-            link="/etc/systemd/system/fleetserve-sim-devices.service",
+            "/etc/systemd/system/sysinit.target.wants/sandbox-sim-devices.service",
+            link="/etc/systemd/system/sandbox-sim-devices.service",
         ),
     ]
 

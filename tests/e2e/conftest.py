@@ -1,4 +1,4 @@
-"""End-to-end fixtures: a sandbox fleet for the whole session (real nspawn hosts, real SSH, real
+"""End-to-end fixtures: a sandbox fleet for this package's tests (real nspawn hosts, real SSH, real
 systemd, podman as docker, real apt through the proxy), brought up by the real CLI and torn down
 even when tests fail. Traffic goes only to the fleet's own bridge addresses."""
 
@@ -72,8 +72,9 @@ class Fleet:
     def pyinfra(self, deploy: str, *extra: str, overrides: dict | None = None,
                 timeout: int = 900) -> subprocess.CompletedProcess:
         env = {**os.environ, "FLEETSERVE_SANDBOX_OVERRIDES": json.dumps(overrides or {})}
+        # pyinfra reports on stderr: merge it, so .stdout holds the whole run.
         return subprocess.run([str(VENV_BIN / "pyinfra"), "-y", "inventories/sandbox.py", deploy, *extra], cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout, env=env)
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, env=env)
 
     def hub(self, path: str, body: object | None = None, method: str | None = None) -> object:
         data = None if body is None else json.dumps(body).encode()
@@ -91,7 +92,8 @@ def changes_in(output: str) -> tuple[int, int]:
     return number(match.group(2)), number(match.group(3))
 
 
-@pytest.fixture(scope="session")
+# Package scope: the fleet is gone before other e2e modules (which bring their own) run.
+@pytest.fixture(scope="package")
 def fleet():
     up = fleetserve("sandbox", "up", "--layout", "default")
     try:

@@ -355,7 +355,7 @@ def test_ascend_node_files(tmp_path):
     assert "version=8.5.1" in info.read_text().splitlines()
     conf = (root / "etc/fleetserve-sim/devices.conf").read_text()
     assert "c /dev/davinci15 0666 root root - 1:3" in conf and "/dev/hisi_hdc" in conf
-    assert (root / "etc/systemd/system/sysinit.target.wants/fleetserve-sim-devices.service").is_symlink()
+    assert (root / "etc/systemd/system/sysinit.target.wants/sandbox-sim-devices.service").is_symlink()
     assert "address_15=192.168.15.11" in (root / "etc/hccn.conf").read_text()
 
 
