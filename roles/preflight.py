@@ -40,3 +40,32 @@ def readiness_row(plan: HostPlan) -> dict:
         "services": ", ".join(i.spec.name for i in plan.services) or "-",
         "problems": problems,
     }
+
+
+@deploy("fleetserve readiness report")
+def readiness_report(workloads: list[str]) -> None:
+    """Preflight only: gather every host's report (read-only), print one rich table for the fleet
+    once the last host has reported, and fail the hosts that are not ready. Changes nothing."""
+    from roles.common import host_plan
+
+    plan = host_plan(workloads)
+    rows = host.state.__dict__.setdefault("_fleetserve_readiness", {})
+    rows[plan.host] = readiness_row(plan)
+    if len(rows) == len(list(host.state.inventory.get_active_hosts())):
+        print_readiness_table(list(rows.values()))
+    if plan.services:
+        preflight(plan)
+
+
+def print_readiness_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="fleetserve readiness")
+    for column in ("host", "hardware", "driver", "CANN", "accelerators", "services", "status"):
+        table.add_column(column)
+    for row in sorted(rows, key=lambda r: r["host"]):
+        status = "[green]ready[/green]" if not row["problems"] else "[red]" + "\n".join(row["problems"]) + "[/red]"
+        table.add_row(row["host"], row["hardware"], row["driver"], row["toolkit"], row["accelerators"],
+                      row["services"], status)
+    Console(stderr=True, width=None if Console(stderr=True).is_terminal else 200).print(table)
