@@ -83,9 +83,8 @@ def secret_env_names(instance: ServiceInstance) -> list[str]:
     return ["VLLM_API_KEY"] if instance.spec.api_key_key else []
 
 
-def env_file_text(instances: list[ServiceInstance] | ServiceInstance, settings: HostSettings) -> str:
+def env_file_text(instance: ServiceInstance, settings: HostSettings) -> str:
     """The EnvironmentFile (mode 0600): secrets only, read by systemd and passed by name to docker."""
-    instance = instances if isinstance(instances, ServiceInstance) else instances[0]
     lines = ["# fleetserve: secrets for " + instance.spec.unit_name + " (mode 0600; never in the unit)"]
     if instance.spec.api_key_key:
         lines.append(f"VLLM_API_KEY={_env_file_value(settings.secrets[instance.spec.api_key_key])}")

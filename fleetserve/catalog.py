@@ -372,17 +372,18 @@ def apply_overrides(service: dict[str, Any], overrides: dict[str, Any] | None) -
 
 
 def format_validation_error(error: ValidationError, where: str, service_names: list[str] | None = None) -> str:
+    """pydantic errors as `where: service NAME: field.path: message (got value)` lines."""
     lines = []
     for item in error.errors():
-        loc = list(item["loc"])
-        if service_names and len(loc) >= 2 and loc[0] == "services" and isinstance(loc[1], int) \
-                and loc[1] < len(service_names):
-            loc = [f"service {service_names[loc[1]]}"] + loc[2:]
-        location = ".".join(str(part) for part in loc).replace(".", ": ", 1) if loc and str(loc[0]).startswith(
-            "service ") else ".".join(str(part) for part in loc)
+        loc = [str(part) for part in item["loc"]]
+        prefix = where
+        if service_names and len(loc) >= 2 and loc[0] == "services" and loc[1].isdigit() \
+                and int(loc[1]) < len(service_names):
+            prefix = f"{where}: service {service_names[int(loc[1])]}"
+            loc = loc[2:]
         value = item.get("input")
         shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
-        lines.append(f"{where}: {location}: {item['msg']}{shown}")
+        lines.append(f"{prefix}: {'.'.join(loc)}: {item['msg']}{shown}")
     return "\n".join(lines)
 
 

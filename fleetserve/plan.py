@@ -14,7 +14,7 @@ from typing import Any
 
 from fleetserve import PROJECT_ROOT
 from fleetserve.catalog import CatalogError, ServiceSpec, load_catalog, parse_variant
-from fleetserve.hardware import HardwareProfile, get_profile
+from fleetserve.hardware import HardwareProfile, get_profile, known_kinds
 from fleetserve.hostos import ARCHES, DISTRO_FAMILIES, jemalloc_library
 
 # Host data keys fleetserve reads, with their defaults (documented in docs/inventory.md).
@@ -118,7 +118,7 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str],
 
     kind = get("hardware")
     if not kind:
-        raise PlanError(f"host {name}: hardware: missing (allowed: {', '.join(_kinds())})")
+        raise PlanError(f"host {name}: hardware: missing (allowed: {', '.join(known_kinds())})")
     try:
         hardware = get_profile(str(kind))
     except KeyError as exc:
@@ -221,12 +221,6 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str],
                             image_tarball=tarball, secrets=secrets)
     return HostPlan(host=name, hardware=hardware, settings=settings, services=tuple(instances),
                     skipped_workloads=skipped, warnings=tuple(warnings))
-
-
-def _kinds() -> list[str]:
-    from fleetserve.hardware import known_kinds
-
-    return known_kinds()
 
 
 def _check_service(svc: str, spec: ServiceSpec, hardware: HardwareProfile, host_ids: tuple[int, ...],

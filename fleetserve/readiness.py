@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetserve.facts.parsers import version_at_least
-from fleetserve.hardware import ASCEND_DRIVER_MOUNTS, ASCEND_HCCN_TOOL
+from fleetserve.hardware import ASCEND_DRIVER_MOUNTS
 from fleetserve.hostos import family_from_os_release
 from fleetserve.plan import HostPlan
 
@@ -28,9 +28,6 @@ class Expectations:
     cann_min: str | None = None
     own_services: tuple[str, ...] = ()
     ports: dict[int, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
 
 
 def _max_version(versions: list[str | None]) -> str | None:
@@ -58,14 +55,10 @@ def expectations_for(plan: HostPlan, clash_services: tuple[str, ...] = ()) -> Ex
             source = mount.split(":")[0]
             if source.startswith(("/usr/", "/etc/")):  # driver pieces must already be there
                 paths.append(source)
-    nodes: list[str] = []
     if hardware.vendor == "ascend":
         paths = list(ASCEND_DRIVER_MOUNTS) + paths
-        nodes = [hardware.device_node(d).removeprefix("/dev/") for d in sorted(devices)]
-        nodes += [c.removeprefix("/dev/") for c in hardware.control_devices]
-    else:
-        nodes = [hardware.device_node(d).removeprefix("/dev/") for d in sorted(devices)]
-        nodes += [c.removeprefix("/dev/") for c in hardware.control_devices]
+    nodes = [hardware.device_node(d).removeprefix("/dev/") for d in sorted(devices)]
+    nodes += [c.removeprefix("/dev/") for c in hardware.control_devices]
     return Expectations(
         vendor=hardware.vendor,
         hardware_label=hardware.label,

@@ -73,7 +73,7 @@ def test_fresh_ready_host_gets_everything(name, data, workload, image_store):
     assert "<upload /usr/local/lib/fleetserve/verify_model.py>" in text
     image = plan.services[0].spec.image
     assert (f"docker load -i /var/cache/fleetserve/images/{image.tarball}" in text if image.source == "load"
-            else f"docker pull \"$src\"" in text)
+            else "docker pull \"$src\"" in text)
     for instance in plan.services:
         spec = instance.spec
         assert f"<upload /etc/systemd/system/{spec.unit_name}>" in text

@@ -3,7 +3,6 @@ independent commands (ssh, docker inspect, HTTP from the controller, the hub's c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import urllib.error
 import urllib.request
