@@ -1,10 +1,12 @@
 #!/bin/sh
-# fleetserve: is a vLLM service up and answering? Usage: verify-endpoint.sh PORT MODEL UNIT CONTAINER TIMEOUT
+# fleetserve: is a vLLM service up and answering?
+# Usage: verify-endpoint.sh PORT MODEL UNIT CONTAINER TIMEOUT [ENV_FILE]
 # Prints @@result ok|fail <stage>, then @@detail / @@journal / @@answer sections; always exits 0 (the
 # caller decides). Waits for /health while the unit runs, fails early when the unit crashes, then
-# checks /v1/models, one completion and one chat answer from inside the container (python3 and the
-# API key are there; nothing secret is ever on this command line).
-port=$1 model=$2 unit=$3 container=$4 timeout=$5
+# checks /v1/models, one completion and one chat answer with verify_api.py: by the host's python3
+# (stdlib only; the API key is read from the unit's 0600 EnvironmentFile, never a command line),
+# or inside the serving container when the host has no python3.
+port=$1 model=$2 unit=$3 container=$4 timeout=$5 envfile=${6:-}
 here=$(dirname "$0")
 fail() {
   echo "@@result fail $1"; echo "@@detail"; printf '%s\n' "$2"
@@ -22,5 +24,9 @@ while :; do
   [ $(( $(date +%s) - start )) -ge "$timeout" ] && fail health "/health did not answer 200 within ${timeout}s (last HTTP code $code)"
   sleep 1
 done
-out=$(docker exec -i "$container" python3 - "$port" "$model" < "$here/verify_api.py" 2>&1) || fail api "$out"
+if command -v python3 >/dev/null 2>&1; then
+  out=$(python3 "$here/verify_api.py" "$port" "$model" "$envfile" 2>&1) || fail api "$out"
+else
+  out=$(docker exec -i "$container" python3 - "$port" "$model" < "$here/verify_api.py" 2>&1) || fail api "$out"
+fi
 echo "@@result ok api"; echo "@@answer"; printf '%s\n' "$out"

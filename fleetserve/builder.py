@@ -79,6 +79,11 @@ def container_env(instance: ServiceInstance, settings: HostSettings) -> list[tup
     return env
 
 
+def env_file_path(instance: ServiceInstance) -> str | None:
+    """The unit's EnvironmentFile (secrets only), when the service has any."""
+    return f"{CONFIG_DIR}/{instance.spec.name}.env" if secret_env_names(instance) else None
+
+
 def secret_env_names(instance: ServiceInstance) -> list[str]:
     return ["VLLM_API_KEY"] if instance.spec.api_key_key else []
 
@@ -92,8 +97,11 @@ def env_file_text(instance: ServiceInstance, settings: HostSettings) -> str:
 
 
 def _env_file_value(value: str) -> str:
-    # systemd EnvironmentFile: double quotes with backslash escapes keep the value literal.
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+    # Double quotes with \\ \" \$ \` escapes: systemd's EnvironmentFile and a POSIX shell sourcing
+    # the file both read back exactly `value`, and neither expands nor executes anything in it.
+    for char in ("\\", '"', "$", "`"):
+        value = value.replace(char, "\\" + char)
+    return '"' + value + '"'
 
 
 def _mounts(instance: ServiceInstance, settings: HostSettings) -> list[str]:
@@ -209,7 +217,7 @@ def service_files(instance: ServiceInstance, member: Member, settings: HostSetti
     spec = instance.spec
     argv = container_run_argv(instance, member, settings)
     image_at = argv.index(spec.image.ref)
-    env_path = f"{CONFIG_DIR}/{spec.name}.env" if secret_env_names(instance) else None
+    env_path = env_file_path(instance)
     unit = _jinja.get_template("vllm-service.j2").render(
         spec=spec,
         instance=instance,

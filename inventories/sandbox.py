@@ -54,7 +54,8 @@ _common = {
     "arch": "x86_64",
     "service_overrides": _overrides(),
     "verify_timeout_s": 120,
-    "qwen35_api_key": "sandbox-api-key",  # the GB200 service's key (a sandbox value, not a secret)
+    # The GB200 service's key: a sandbox value, not a secret (the e2e tests try a hostile one).
+    "qwen35_api_key": os.environ.get("FLEETSERVE_SANDBOX_API_KEY", "sandbox-api-key"),
 }
 
 sandbox_nodes = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 
+from fleetserve.builder import env_file_path
 from fleetserve.operations import service as service_ops
 from fleetserve.plan import HostPlan
 
@@ -23,5 +24,6 @@ def verify(plan: HostPlan) -> None:
         service_ops.endpoint_answers(
             name=f"{spec.api_name} answers on port {spec.port}", port=spec.port, model=spec.api_name,
             unit=spec.unit_name, container=spec.container_name,
+            env_path=env_file_path(instance),
             timeout_s=int(override) if override is not None else spec.start_timeout_s,
         )

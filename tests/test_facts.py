@@ -132,8 +132,9 @@ def test_endpoint_check_results():
 
 def test_endpoint_check_quotes_a_hostile_model_name():
     hostile = "qwen; touch /tmp/fleetserve-pwned $(id) `id` 'x\" \\"
-    command = EndpointCheck().command(8000, hostile, "fleetserve-x.service", "fleetserve-x", 30)
+    command = EndpointCheck().command(8000, hostile, "fleetserve-x.service", "fleetserve-x", 30,
+                                      "/etc/fleetserve/x.env")
     # Replace the script by printf: a real shell must hand the name over as one literal argument.
     probe = command.replace("sh /usr/local/lib/fleetserve/verify-endpoint.sh", "printf '%s\\n'")
     out = subprocess.run(["sh", "-c", probe], capture_output=True, text=True).stdout.splitlines()
-    assert out == ["8000", hostile, "fleetserve-x.service", "fleetserve-x", "30"]
+    assert out == ["8000", hostile, "fleetserve-x.service", "fleetserve-x", "30", "/etc/fleetserve/x.env"]

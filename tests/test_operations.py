@@ -317,7 +317,7 @@ VERIFY = "sh /usr/local/lib/fleetserve/verify-endpoint.sh"
 def test_answering_endpoint_is_a_noop():
     commands, _ = run_op(service_ops.endpoint_answers, {VERIFY: ["@@result ok api", "@@answer", "{}"]}, port=8000,
                          model="qwen3.5", unit="fleetserve-x.service", container="fleetserve-x", timeout_s=60)
-    assert commands == [f"{VERIFY} 8000 qwen3.5 fleetserve-x.service fleetserve-x 60"]
+    assert commands == [f"{VERIFY} 8000 qwen3.5 fleetserve-x.service fleetserve-x 60 ''"]
 
 
 def test_failing_endpoint_fails_with_response_and_journal():
@@ -334,4 +334,4 @@ def test_verify_does_not_probe_while_preparing():
     state, commands = run_fake_deploy([("h", {})], lambda: service_ops.endpoint_answers(
         port=8000, model="m", unit="u", container="c", timeout_s=5), check_for_changes=True)
     # one round trip, at execution (none in the change-detection pass, when nothing was started yet)
-    assert [c for c in commands["@fake/h"] if c.startswith(VERIFY)] == [f"{VERIFY} 8000 m u c 5"]
+    assert [c for c in commands["@fake/h"] if c.startswith(VERIFY)] == [f"{VERIFY} 8000 m u c 5 ''"]

@@ -295,14 +295,15 @@ class ServiceState(Fact):
 
 class EndpointCheck(Fact):
     """Waits for the service to be healthy and answers like seed 001's checks: /health, /v1/models
-    lists the served name, one completion and one chat answer. Reads the API key inside the
-    container (checks run there), so no secret is ever part of this command."""
+    lists the served name, one completion and one chat answer. The API key is read on the host
+    from the unit's EnvironmentFile (given by path), so no secret is ever part of this command."""
 
     shell_executable = "sh"
 
-    def command(self, port: int, model: str, unit: str, container: str, timeout_s: int) -> str:
+    def command(self, port: int, model: str, unit: str, container: str, timeout_s: int,
+                env_path: str | None = None) -> str:
         return " ".join(["sh", VERIFY_SCRIPT, str(int(port)), _q(model), _q(unit), _q(container),
-                         str(int(timeout_s))])
+                         str(int(timeout_s)), _q(env_path or "")])
 
     def process(self, output: list[str]) -> dict[str, Any]:
         sections = split_sections(output)

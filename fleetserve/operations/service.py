@@ -65,14 +65,14 @@ def container_unit(unit: str, unit_path: str, unit_text: str, config_dir: str, a
 
 
 @operation(is_idempotent=True)
-def endpoint_answers(port: int, model: str, unit: str, container: str, timeout_s: int):
+def endpoint_answers(port: int, model: str, unit: str, container: str, timeout_s: int, env_path: str | None = None):
     """Fail the host, with the response and the journal's last lines, unless the service answers
     /health, lists `model` in /v1/models and answers one completion and one chat request."""
     if not host.state.is_executing:
         host.noop(f"{model} on port {port} is checked when the deploy runs")
         return
     result = host.get_fact(EndpointCheck, port=port, model=model, unit=unit, container=container,
-                           timeout_s=timeout_s)
+                           timeout_s=timeout_s, env_path=env_path)
     if result["ok"]:
         host.noop(f"{model} answered on port {port}")
         return

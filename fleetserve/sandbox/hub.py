@@ -381,7 +381,24 @@ class Faults:
 class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # Requests still being served (their counters not yet final): a snapshot waits for them,
+        # so a client that has read a whole answer always finds it counted.
+        self._busy = threading.Condition()
+        self._inflight = 0
         self.reset()
+
+    def begin(self) -> None:
+        with self._busy:
+            self._inflight += 1
+
+    def end(self) -> None:
+        with self._busy:
+            self._inflight -= 1
+            self._busy.notify_all()
+
+    def settled(self, timeout: float = 5.0) -> None:
+        with self._busy:
+            self._busy.wait_for(lambda: self._inflight == 0, timeout=timeout)
 
     def reset(self) -> None:
         with getattr(self, "_lock", threading.Lock()):
@@ -513,6 +530,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._headers_sent = False
         self._style = "hf"
         started = time.monotonic()
+        counted = not self.path.startswith("/_sandbox/")  # the control plane is not hub traffic
+        if counted:
+            self.hub.stats.begin()
         try:
             body = self._read_body()
             url = urlsplit(self.path)
@@ -531,8 +551,9 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self.close_connection = True
         finally:
-            if not self.path.startswith("/_sandbox/"):  # the control plane is not hub traffic
+            if counted:
                 self.hub.stats.request(self.client, self._sent)
+                self.hub.stats.end()
             rng = self.headers.get("Range") if self.headers is not None else None
             self.hub.log(
                 f"{self.client} {method} {self.path} {self._status} {self._sent}B "
@@ -988,6 +1009,7 @@ class _Handler(BaseHTTPRequestHandler):
         if what == "health" and method in ("GET", "HEAD"):
             return self._send_json(200, {"ok": True})
         if what == "stats" and method in ("GET", "HEAD"):
+            hub.stats.settled()
             return self._send_json(200, hub.stats.snapshot())
         if what == "reset" and method == "POST":
             hub.reset()
@@ -1074,6 +1096,7 @@ class HubServer:
         return self.faults.add(spec)
 
     def snapshot(self) -> dict[str, Any]:
+        self.stats.settled()
         return self.stats.snapshot()
 
     def serve_forever(self) -> None:

@@ -69,9 +69,9 @@ class Fleet:
             raise AssertionError(f"ssh {node} {command!r} failed ({result.returncode}): {result.stderr}{result.stdout}")
         return result
 
-    def pyinfra(self, deploy: str, *extra: str, overrides: dict | None = None,
+    def pyinfra(self, deploy: str, *extra: str, overrides: dict | None = None, env: dict | None = None,
                 timeout: int = 900) -> subprocess.CompletedProcess:
-        env = {**os.environ, "FLEETSERVE_SANDBOX_OVERRIDES": json.dumps(overrides or {})}
+        env = {**os.environ, "FLEETSERVE_SANDBOX_OVERRIDES": json.dumps(overrides or {}), **(env or {})}
         # pyinfra reports on stderr: merge it, so .stdout holds the whole run.
         return subprocess.run([str(VENV_BIN / "pyinfra"), "-y", "inventories/sandbox.py", deploy, *extra], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, env=env)

@@ -80,6 +80,22 @@ def test_qwen35_converges_on_a3_910b4_gb200_and_a_rerun_changes_nothing(fleet):
     assert changes_in(second.stdout) == (0, 0)
 
 
+def test_a_hostile_api_key_survives_systemd_docker_and_vllm_literally(fleet):
+    hostile = 'k3y "q" $HOME `touch /tmp/fleetserve-pwned` \\ end;'
+    node = "sbx-gb200-01"
+    result = fleet.pyinfra("deploys/qwen35.py", "--limit", node, env={"FLEETSERVE_SANDBOX_API_KEY": hostile})
+    assert result.returncode == 0, result.stdout[-4000:]  # verify (on the host) answered with that key
+    assert hostile not in result.stdout
+    assert_serving(fleet, node, "qwen35-397b", 8000, "qwen3.5", api_key=hostile)
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        chat(fleet.nodes[node].address, 8000, "qwen3.5", api_key="sandbox-api-key")
+    assert denied.value.code == 401
+    assert fleet.ssh(node, "ls /tmp/fleetserve-pwned", check=False).returncode != 0
+    restored = fleet.pyinfra("deploys/qwen35.py", "--limit", node)
+    assert restored.returncode == 0
+    assert_serving(fleet, node, "qwen35-397b", 8000, "qwen3.5", api_key="sandbox-api-key")
+
+
 def test_qwen3_vl_runs_two_services_on_disjoint_npus_and_ports(fleet):
     result = fleet.pyinfra("deploys/qwen3_vl.py")
     assert result.returncode == 0, result.stdout[-8000:]
