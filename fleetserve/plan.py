@@ -285,10 +285,23 @@ def plan_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]], workloads: It
                    require_secrets: bool = True) -> list[HostPlan]:
     """Plan every host; raise one PlanError with all problems of all hosts."""
     workloads = list(workloads)
+    hosts = list(hosts)
     plans, errors = [], []
+    catalogs: dict[Any, Mapping[str, Any]] = {}  # loaded once per catalog_dir, not once per host
     for name, data in hosts:
+        if catalog is None:
+            directory = data.get("catalog_dir")
+            if directory not in catalogs:
+                try:
+                    catalogs[directory] = load_catalog(directory)
+                except CatalogError as exc:
+                    errors.append(f"host {name}: catalog_dir: {exc}")
+                    continue
+            host_catalog = catalogs[directory]
+        else:
+            host_catalog = catalog
         try:
-            plans.append(plan_host(name, data, workloads, catalog, check_local_files, require_secrets))
+            plans.append(plan_host(name, data, workloads, host_catalog, check_local_files, require_secrets))
         except CatalogError as exc:
             errors.append(str(exc))
     if errors:
