@@ -21,6 +21,7 @@ from fleetserve import PROJECT_ROOT
 from fleetserve.catalog import load_catalog
 from fleetserve.plan import plan_inventory
 from fleetserve.render import load_inventory_hosts
+from fleetserve.sandbox.paths import FLEET_FILE
 
 
 def ask(address: str, port: int, model: str, api_key: str | None, timeout: float) -> tuple[bool, str, float]:
@@ -48,15 +49,22 @@ def main(argv: list[str] | None = None) -> int:
     for column in ("host", "service", "model", "endpoint", "answer", "ms"):
         table.add_column(column)
     failures = 0
+    faults = {n["name"]: n.get("faults") or [] for n in json.loads(FLEET_FILE.read_text())["nodes"]}
     for name, data in hosts:
         plans = plan_inventory([(name, data)], data.get("workloads") or list(load_catalog()), check_local_files=False)
         for instance in plans[0].services:
             spec = instance.spec
             key = data.get(spec.api_key_key) if spec.api_key_key else None
+            endpoint = f"{data['ssh_hostname']}:{spec.port}"
+            if faults.get(name):
+                # Preflight refused this node on purpose (a simulated chip fault): nothing to ask.
+                table.add_row(name, spec.name, spec.api_name, endpoint,
+                              f"[yellow]not deployed: simulated fault ({'; '.join(faults[name])})[/yellow]", "-")
+                continue
             ok, answer, seconds = ask(data["ssh_hostname"], spec.port, spec.api_name, key, args.timeout)
             failures += not ok
-            table.add_row(name, spec.name, spec.api_name, f"{data['ssh_hostname']}:{spec.port}",
-                          answer if ok else f"[red]{answer}[/red]", f"{seconds * 1000:.0f}")
+            table.add_row(name, spec.name, spec.api_name, endpoint, answer if ok else f"[red]{answer}[/red]",
+                          f"{seconds * 1000:.0f}")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     return 1 if failures else 0
 

@@ -128,6 +128,9 @@ def fleet_document(layout: Layout, images: dict | None = None) -> dict:
                 "distro": n.distro,
                 "index": n.index,
                 "npu_ids": hardware_sim.kind(n.kind).device_ids,
+                # Simulated hardware faults preset by the layout (e.g. a chip in Alarm): the node
+                # is expected to fail preflight.
+                "faults": [f"NPU {f.npu} chip {f.chip}: {f.health}" for f in n.faults],
             }
             for n in layout.nodes
         ],
