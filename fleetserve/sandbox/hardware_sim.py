@@ -395,7 +395,7 @@ def _toolkit_files(state: dict) -> list[NodeFile]:
         NodeFile(
             "/usr/local/Ascend/ascend-toolkit/set_env.sh",
             "# simulated CANN toolkit environment (fleetserve sandbox)\n"
-            f"export ASCEND_TOOLKIT_HOME=/usr/local/Ascend/ascend-toolkit/latest\n"
+            "export ASCEND_TOOLKIT_HOME=/usr/local/Ascend/ascend-toolkit/latest\n"
             "export ASCEND_HOME_PATH=$ASCEND_TOOLKIT_HOME\n",
             0o755,
         ),

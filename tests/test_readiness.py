@@ -1,0 +1,63 @@
+"""Preflight logic (pure): expectations from a plan, and one line per unmet requirement."""
+
+from fleetserve.facts.fleet import HostReport
+from fleetserve.plan import plan_host
+from fleetserve.readiness import check_host, expectations_for
+from tests.fakefleet import host_report
+
+QWEN3 = {"hardware": "atlas-800-a2", "workloads": ["qwen3"]}
+
+
+def _report(**kwargs):
+    plan = plan_host("a2-01", QWEN3, ["qwen3"], check_local_files=False)
+    expect = expectations_for(plan)
+    lines = host_report("atlas-800-a2", paths=expect.paths, model_dirs=sorted(expect.model_needs_kb),
+                        toolkit="8.0.RC3", **kwargs)
+    return HostReport().process(lines), expect
+
+
+def test_expectations_follow_the_plan():
+    plan = plan_host("a2-01", QWEN3, ["qwen3"], check_local_files=False)
+    expect = expectations_for(plan)
+    assert expect.devices == {0: "qwen3-30b", 1: "qwen3-30b", 2: "qwen3-30b", 3: "qwen3-30b"}
+    assert expect.device_nodes[:4] == ("davinci0", "davinci1", "davinci2", "davinci3")
+    assert "/usr/local/Ascend/driver/lib64" in expect.paths and expect.cann_min == "7.0.RC1"
+    assert expect.model_needs_kb == {"/data/models/Qwen3-30B": int(61 * 1.1 * 1024 * 1024)}
+
+
+def test_a_ready_host_has_no_problems():
+    report, expect = _report()
+    assert check_host(report, expect) == []
+
+
+def test_devices_and_ports_held_by_another_installed_service_are_reported():
+    foreign = {"service": "qwen3-vl-8b", "workload": "qwen3-vl", "devices": [0], "port": 8000}
+    report, expect = _report(installed=[foreign])
+    assert check_host(report, expect) == [
+        "device 0 is held by installed service qwen3-vl-8b (workload qwen3-vl); service qwen3-30b needs it",
+        "port 8000 is used by installed service qwen3-vl-8b; service qwen3-30b needs it"]
+    # The service's own earlier installation is not a clash.
+    own = {"service": "qwen3-30b", "workload": "qwen3", "devices": [0, 1, 2, 3], "port": 8000}
+    report, expect = _report(installed=[own])
+    assert check_host(report, expect) == []
+
+
+def test_platform_mismatches_are_named():
+    report, expect = _report(arch="x86_64", os_id="openEuler")
+    problems = check_host(report, expect)
+    assert "arch is x86_64, the inventory says aarch64 (set arch in host data)" in problems
+    assert any(p.startswith("OS is ") and "(rhel family), the inventory says debian" in p for p in problems)
+
+
+def test_missing_engine_and_devices_are_named():
+    report, expect = _report()
+    report = {**report, "engine": None, "devices": ["davinci0", "hisi_hdc"]}
+    problems = check_host(report, expect)
+    assert "container engine: `docker` not found (install docker, or podman with podman-docker)" in problems
+    assert ("device nodes missing: /dev/davinci1, /dev/davinci2, /dev/davinci3, /dev/davinci_manager, "
+            "/dev/devmm_svm") in problems
+
+
+def test_verified_weights_need_no_free_space():
+    report, expect = _report(free_kb=1, verified_dirs={"/data/models/Qwen3-30B"})
+    assert check_host(report, expect) == []
