@@ -29,6 +29,10 @@ class Expectations:
     own_services: tuple[str, ...] = ()
     ports: dict[int, str] = field(default_factory=dict)
 
+    def report_args(self) -> dict[str, Any]:
+        """Arguments of the HostReport fact that covers these expectations."""
+        return {"vendor": self.vendor, "paths": list(self.paths), "model_dirs": sorted(self.model_needs_kb)}
+
 
 def _max_version(versions: list[str | None]) -> str | None:
     found = [v for v in versions if v]

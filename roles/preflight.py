@@ -12,23 +12,16 @@ from fleetserve.plan import HostPlan
 from fleetserve.readiness import check_host, expectations_for
 
 
-def _report_args(plan: HostPlan) -> dict:
-    expect = expectations_for(plan)
-    return {"vendor": expect.vendor, "paths": list(expect.paths), "model_dirs": sorted(expect.model_needs_kb)}
-
-
 @deploy("fleetserve preflight")
 def preflight(plan: HostPlan) -> None:
-    args = _report_args(plan)
-    host_ops.ready(name="Host is ready (driver, accelerators, devices, engine, disk)",
-                   expect=expectations_for(plan), paths=args["paths"], model_dirs=args["model_dirs"])
+    host_ops.ready(name="Host is ready (driver, accelerators, devices, engine, disk)", expect=expectations_for(plan))
 
 
 def readiness_row(plan: HostPlan) -> dict:
     """Gather the host report now (read-only) and summarise it for the fleet table."""
-    args = _report_args(plan)
-    report = host.get_fact(HostReport, **args)
-    problems = check_host(report, expectations_for(plan))
+    expect = expectations_for(plan)
+    report = host.get_fact(HostReport, **expect.report_args())
+    problems = check_host(report, expect)
     accelerators = report.get("accelerators", [])
     healthy = sum(1 for a in accelerators if a.get("health") == "OK")
     return {

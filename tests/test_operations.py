@@ -34,8 +34,7 @@ A2_EXPECT = Expectations(vendor="ascend", hardware_label="Atlas 800 / 800T A2 (8
 
 
 def _ready(lines):
-    return run_op(host_ops.ready, {"@@vendor": lines}, expect=A2_EXPECT, paths=list(A2_EXPECT.paths),
-                  model_dirs=sorted(A2_EXPECT.model_needs_kb))
+    return run_op(host_ops.ready, {"@@vendor": lines}, expect=A2_EXPECT)
 
 
 def test_ready_host_is_a_noop():

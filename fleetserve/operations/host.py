@@ -14,9 +14,9 @@ from fleetserve.readiness import Expectations, check_host
 
 
 @operation(is_idempotent=True)
-def ready(expect: Expectations, paths: list[str], model_dirs: list[str]):
+def ready(expect: Expectations):
     """Fail the host, changing nothing, when any requirement is unmet; otherwise a no-op."""
-    report = host.get_fact(HostReport, vendor=expect.vendor, paths=paths, model_dirs=model_dirs)
+    report = host.get_fact(HostReport, **expect.report_args())
     problems = check_host(report, expect)
     if problems:
         yield fail_command(f"fleetserve preflight: {host.name} is not ready ({expect.hardware_label}):", problems)
