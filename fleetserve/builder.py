@@ -192,12 +192,17 @@ class ServiceFiles:
     image_at: int  # index of the image reference in argv
 
 
+def provided_by_the_system(path: str) -> bool:
+    """Mount sources under /usr, /etc and /dev are the driver's and the OS's: preflight requires
+    them; fleetserve never creates them."""
+    return path.startswith(("/usr/", "/etc/", "/dev/"))
+
+
 def created_mount_dirs(instance: ServiceInstance, settings: HostSettings) -> list[str]:
     """Host directories the container mounts that the service role creates when missing (podman,
-    unlike docker, refuses a missing -v source). Driver pieces under /usr and /etc must already be
-    there: preflight checks them."""
+    unlike docker, refuses a missing -v source)."""
     sources = [mount.split(":")[0].rstrip("/") for mount in _mounts(instance, settings)]
-    return list(dict.fromkeys(s for s in sources if not s.startswith(("/usr/", "/etc/", "/dev/"))))
+    return list(dict.fromkeys(s for s in sources if not provided_by_the_system(s)))
 
 
 def service_manifest(instance: ServiceInstance, member: Member) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleetserve.builder import provided_by_the_system
 from fleetserve.facts.parsers import version_at_least
 from fleetserve.hardware import ASCEND_DRIVER_MOUNTS
 from fleetserve.hostos import family_from_os_release
@@ -57,7 +58,7 @@ def expectations_for(plan: HostPlan, clash_services: tuple[str, ...] = ()) -> Ex
         needs[spec.model.host_dir] = int(spec.model.size_gb * spec.requires.free_disk_factor * 1024 * 1024)
         for mount in spec.mounts:
             source = mount.split(":")[0]
-            if source.startswith(("/usr/", "/etc/")):  # driver pieces must already be there
+            if provided_by_the_system(source):  # driver pieces must already be there
                 paths.append(source)
     if hardware.vendor == "ascend":
         paths = list(ASCEND_DRIVER_MOUNTS) + paths

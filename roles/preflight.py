@@ -10,6 +10,7 @@ from fleetserve.facts.fleet import HostReport
 from fleetserve.operations import host as host_ops
 from fleetserve.plan import HostPlan
 from fleetserve.readiness import check_host, expectations_for
+from roles.common import host_plan
 
 
 @deploy("fleetserve preflight")
@@ -39,8 +40,6 @@ def readiness_row(plan: HostPlan) -> dict:
 def readiness_report(workloads: list[str]) -> None:
     """Preflight only: gather every host's report (read-only), print one rich table for the fleet
     once the last host has reported, and fail the hosts that are not ready. Changes nothing."""
-    from roles.common import host_plan
-
     plan = host_plan(workloads)
     rows = host.state.__dict__.setdefault("_fleetserve_readiness", {})
     rows[plan.host] = readiness_row(plan)
@@ -61,4 +60,7 @@ def print_readiness_table(rows: list[dict]) -> None:
         status = "[green]ready[/green]" if not row["problems"] else "[red]" + "\n".join(row["problems"]) + "[/red]"
         table.add_row(row["host"], row["hardware"], row["driver"], row["toolkit"], row["accelerators"],
                       row["services"], status)
-    Console(stderr=True, width=None if Console(stderr=True).is_terminal else 200).print(table)
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console.width = 200  # logs and CI: wide enough for one problem per line
+    console.print(table)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
-import importlib.util
 import json
 import os
 import shutil
@@ -56,13 +55,6 @@ def apt_proxy_service(apt: aptsources.AptConfig | None = None) -> Service:
     return Service("aptproxy", argv, paths.HOST_IP, paths.APT_PROXY_PORT)
 
 
-def hub_available() -> bool:
-    try:
-        return importlib.util.find_spec(HUB_MODULE) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def hub_service() -> Service:
     argv = [
         sys.executable, "-m", HUB_MODULE,
@@ -72,13 +64,6 @@ def hub_service() -> Service:
         "--seed-tiny-model",
     ]  # fmt: skip
     return Service("hub", argv, paths.HOST_IP, paths.HUB_PORT)
-
-
-def images_available() -> bool:
-    try:
-        return importlib.util.find_spec(IMAGE_MODULE) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def publish_images() -> dict:
@@ -192,7 +177,7 @@ def up(
         hub = None
         with sw.step("registry"):
             registry.service().start()
-            if with_hub and hub_available():
+            if with_hub:
                 hub = hub_service()
                 # start now, check later: it may take a while to seed its model
                 services.spawn(hub.name, hub.argv, cgroup=hub.cgroup, log_file=hub.log_file)
@@ -205,7 +190,7 @@ def up(
             C.KNOWN_HOSTS.write_text("".join(lines))
         images_job = None
         image_pool = ThreadPoolExecutor(max_workers=1)
-        if with_images and images_available():
+        if with_images:
             t_images = time.monotonic()
             images_job = image_pool.submit(publish_images)  # runs while the nodes boot
         with sw.step("boot_nodes"):
