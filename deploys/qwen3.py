@@ -1,4 +1,4 @@
-"""Qwen3-30B TP4 on NPUs 0-3 of an Atlas 800T A2 (seed 004).
+"""Qwen3-30B TP4 on NPUs 0-3 of an Atlas 800T A2 (the vLLM-Ascend Qwen3 practical guide).
 
     pyinfra inventories/a2.py deploys/qwen3.py
 """

@@ -1,4 +1,4 @@
-"""Qwen3.5 (seeds 000, 001, 002): 27B on Atlas 800 A3, 2B-Base on a 910B4, 397B GPTQ-Int4 on 4x GB200.
+"""Qwen3.5: 27B on Atlas 800 A3, 2B-Base on a 910B4, 397B GPTQ-Int4 on 4x GB200 or 8x H100.
 
     pyinfra inventories/a3.py deploys/qwen35.py
 """

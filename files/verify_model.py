@@ -1,6 +1,6 @@
 """fleetserve: verify downloaded weights before they are published (runs inside the serving image, stdlib only).
 
-usage: verify_model.py DIR --hub hf|modelscope --repo ORG/NAME --revision REV --endpoint URL
+usage: verify_model.py DIR --marker NAME --hub hf|modelscope --repo ORG/NAME --revision REV --endpoint URL
                        [--include PATTERN ...] [--no-sha256]
 Token: HF_TOKEN or MODELSCOPE_API_TOKEN from the environment.
 
@@ -8,7 +8,7 @@ Checks, against the hub's own file listing: every expected file is present with 
 its sha256 matches where the hub gives one (HF LFS oid, ModelScope Sha256); every shard named in
 model.safetensors.index.json's weight_map exists; each safetensors file is exactly
 8 + header length + end of its last tensor (catches truncation). On success writes
-.fleetserve-verified.json into DIR; otherwise exits 1 listing every problem, after deleting each bad
+the marker file (--marker, named by fleetserve.hostpaths) into DIR; otherwise exits 1 listing every problem, after deleting each bad
 file and the hub client's record of it, so the next download attempt fetches it again (hf would
 otherwise trust its metadata and keep the corrupt copy).
 """
@@ -26,7 +26,6 @@ import sys
 import urllib.parse
 import urllib.request
 
-MARKER = ".fleetserve-verified.json"
 SKIP_PREFIXES = (".cache/", "._____temp/", ".git/")
 
 
@@ -125,6 +124,7 @@ def included(path: str, patterns: list[str]) -> bool:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("dir")
+    parser.add_argument("--marker", required=True, help="file name of the verified marker written into DIR")
     parser.add_argument("--hub", choices=("hf", "modelscope"), required=True)
     parser.add_argument("--repo", required=True)
     parser.add_argument("--revision", required=True)
@@ -190,9 +190,9 @@ def main(argv: list[str]) -> int:
         "include": sorted(args.include), "files": len(expected), "bytes": total, "sha256_checked": checked_sha,
         "verified_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    with open(os.path.join(args.dir, MARKER + ".tmp"), "w", encoding="utf-8") as handle:
+    with open(os.path.join(args.dir, args.marker + ".tmp"), "w", encoding="utf-8") as handle:
         json.dump(marker, handle, sort_keys=True)
-    os.replace(os.path.join(args.dir, MARKER + ".tmp"), os.path.join(args.dir, MARKER))
+    os.replace(os.path.join(args.dir, args.marker + ".tmp"), os.path.join(args.dir, args.marker))
     print(f"verify: {args.repo}@{args.revision}: {len(expected)} files, {total} bytes, "
           f"{checked_sha} sha256 checked: OK")
     return 0

@@ -1,11 +1,15 @@
-"""The `fleetserve` command: offline render, and the sandbox fleet."""
+"""The `fleetserve` command: offline render, plus the commands installed plug-ins add (the sandbox)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import entry_points
 
-from fleetserve.catalog import CatalogError
+from fleetserve.types import FleetserveError
+
+# Installed distributions add commands here: each entry point is called with the subparsers.
+PLUGIN_GROUP = "fleetserve.cli"
 
 
 def _parse_data(items: list[str]) -> dict:
@@ -32,12 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     render_cmd.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
                             help="override host data, as pyinfra's --data (JSON values allowed)")
 
-    try:
-        from fleetserve.sandbox import cli as sandbox_cli
-    except ImportError:  # the sandbox is optional tooling
-        sandbox_cli = None
-    if sandbox_cli is not None:
-        sandbox_cli.add_sandbox_commands(commands)
+    for plugin in entry_points(group=PLUGIN_GROUP):
+        plugin.load()(commands)
 
     args = parser.parse_args(argv)
     if args.command == "render":
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             sys.stdout.write(render(args.inventory, args.deploy, host=args.host, override_data=_parse_data(args.data)))
-        except (CatalogError, RenderError) as exc:
+        except (FleetserveError, RenderError) as exc:
             print(f"fleetserve render: {exc}", file=sys.stderr)
             return 2
         return 0

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-DistroFamily = Literal["debian", "rhel"]
-DISTRO_FAMILIES: tuple[str, ...] = ("debian", "rhel")
-ARCHES: tuple[str, ...] = ("aarch64", "x86_64")
-
 # os-release ID / ID_LIKE words -> family. openEuler, Kylin and EulerOS ship dnf/yum and /usr/lib64.
 _FAMILY_WORDS = {
     "debian": "debian", "ubuntu": "debian",

@@ -1,179 +1,145 @@
-"""From inventory host data and the catalog to validated service instances, before any host is touched.
+"""From inventory host data and the catalog to a validated plan, before any host is touched.
 
-`plan_inventory` checks every host and collects every problem (naming host, key, value and what
-is allowed) so an operator fixes them all in one go. A service instance is (members, devices per
-member, port, rank layout) so services that span nodes fit the same shape later.
+`plan_inventory` checks every host and collects every problem, each naming the host, the key, the
+value and what is allowed, so an operator fixes them all in one go. Everything a run uses is
+validated here (role tunables included); roles only read the plan.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fleetserve import PROJECT_ROOT
-from fleetserve.catalog import CatalogError, ServiceSpec, load_catalog, parse_variant
-from fleetserve.hardware import HardwareProfile, get_profile, known_kinds
-from fleetserve.hostos import ARCHES, DISTRO_FAMILIES, jemalloc_library
+from pydantic import ValidationError
 
-# Host data keys fleetserve reads, with their defaults (documented in docs/inventory.md).
-HOST_DATA_DEFAULTS: dict[str, Any] = {
-    "hardware": None,  # required: a kind from fleetserve.hardware
-    "workloads": None,  # workloads this host serves; None = any deploy may place its services here
-    "npu_ids": None,  # device ids the host has (default: the hardware kind's)
-    "unhealthy_devices": [],  # ids an operator has taken out of service
-    "arch": "aarch64",  # Kunpeng / Grace; preflight checks the host agrees
-    "distro_family": "debian",  # debian (Ubuntu) or rhel (openEuler, Kylin); preflight checks
-    "service_overrides": {},  # {"*" | service name: {service fields}}
-    "image_store": str(PROJECT_ROOT / "images"),  # controller dir holding image tarballs
-    "jemalloc": True,  # preload jemalloc in the serving container
-    "catalog_dir": None,  # default: the repo's catalog/
-}
-
-
-@dataclass(frozen=True)
-class Member:
-    """One host's part of a service instance."""
-
-    host: str
-    address: str
-    devices: tuple[int, ...]
-    rank: int = 0  # node rank in the group; 0 is the head
-
-
-@dataclass(frozen=True)
-class HostSettings:
-    """Per-host facts of the inventory that shape the container command."""
-
-    arch: str
-    distro_family: str
-    jemalloc_path: str | None
-    image_tarball: str | None  # controller path of the image archive (load)
-    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+from fleetserve.catalog import (
+    did_you_mean,
+    format_validation_error,
+    load_catalog,
+    parse_variant,
+    secret_keys,
+    select_variant,
+    service_names,
+    unknown_override_keys,
+)
+from fleetserve.hardware import get_kind, known_kinds
+from fleetserve.hostos import jemalloc_library, jemalloc_package
+from fleetserve.serveargs import refusals, serve_args
+from fleetserve.types import (
+    Catalog,
+    CatalogError,
+    FleetserveError,
+    HardwareKind,
+    HostData,
+    HostPlan,
+    Member,
+    PlanError,
+    ServiceInstance,
+    ServiceSpec,
+)
 
 
-@dataclass(frozen=True)
-class ServiceInstance:
-    workload: str
-    spec: ServiceSpec
-    hardware: HardwareProfile
-    members: tuple[Member, ...]
+@cache
+def pyinfra_keys() -> frozenset[str]:
+    """Host data keys pyinfra itself reads: its connectors' data and its global arguments (asked of
+    pyinfra, so a new pyinfra key is never refused)."""
+    from pyinfra.api.arguments import all_global_arguments
+    from pyinfra.api.connectors import get_all_connectors
 
-    @property
-    def head(self) -> Member:
-        return self.members[0]
-
-    def member(self, host: str) -> Member:
-        return next(m for m in self.members if m.host == host)
-
-    @property
-    def entrypoint(self) -> str:
-        return self.spec.image.entrypoint or self.hardware.entrypoint
-
-
-@dataclass(frozen=True)
-class HostPlan:
-    host: str
-    hardware: HardwareProfile
-    settings: HostSettings
-    services: tuple[ServiceInstance, ...]
-    skipped_workloads: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-
-
-class PlanError(CatalogError):
-    """Raised with every problem found across the inventory, one per line."""
+    keys = {name for name, _ in all_global_arguments() if name.startswith("_")}
+    for connector in get_all_connectors().values():
+        keys.update(getattr(connector, "data_meta", {}) or {})
+    return frozenset(keys)
 
 
 def _host_address(name: str, data: Mapping[str, Any]) -> str:
     return str(data.get("ssh_hostname") or name)
 
 
-def _int_list(value: Any, key: str, host: str, errors: list[str]) -> tuple[int, ...] | None:
-    if value is None:
+def _host_data(name: str, data: Mapping[str, Any], catalog: Catalog, errors: list[str]) -> HostData | None:
+    """The host's fleetserve keys, typed; unknown keys refused with a guess."""
+    allowed = set(HostData.model_fields) | pyinfra_keys() | secret_keys(catalog)
+    for key in sorted(set(data) - allowed):
+        errors.append(f"host {name}: {key}: not a key fleetserve or pyinfra reads{did_you_mean(key, allowed)} "
+                      f"(host data keys: docs/inventory.md)")
+    if not data.get("hardware"):
+        errors.append(f"host {name}: hardware: missing (allowed: {', '.join(known_kinds())})")
         return None
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        errors.append(f"host {host}: {key}: must be a list of integers (got {value!r})")
+    ours = {k: v for k, v in data.items() if k in HostData.model_fields}
+    try:
+        return HostData.model_validate(ours)
+    except ValidationError as exc:
+        errors.append(format_validation_error(exc, f"host {name}"))
         return None
-    return tuple(value)
 
 
-def _known_service_names(catalog: Mapping[str, Any]) -> set[str]:
-    return {str(s.get("name")) for doc in catalog.values() for v in doc.get("variants") or []
-            for s in v.get("services") or []}
+def _check_overrides(name: str, overrides: dict[str, Any], catalog: Catalog, errors: list[str]) -> None:
+    known = service_names(catalog)
+    for service, layer in overrides.items():
+        where = f"host {name}: service_overrides[{service!r}]"
+        if service != "*" and service not in known:
+            errors.append(f"{where}: no catalog service has this name{did_you_mean(service, known)} "
+                          f"(catalog services: {', '.join(sorted(known))}; '*' means all)")
+        for key in unknown_override_keys(layer):
+            errors.append(f"{where}: {key}: not a service field")
 
 
-def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str],
-              catalog: Mapping[str, Any] | None = None, check_local_files: bool = True,
-              require_secrets: bool = True) -> HostPlan:
+def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], catalog: Catalog | None = None,
+              preview: bool = False) -> HostPlan:
     """Validate one host for the given workloads; raise PlanError listing every problem.
 
-    check_local_files / require_secrets are off for offline previews (render): a missing image
-    archive or secret becomes a warning and the secret a placeholder."""
+    `catalog` defaults to the built-in entries plus the host's `catalog_dir`. `preview` (offline
+    render): a missing image archive or secret becomes a warning and the secret a placeholder."""
+    if catalog is None:
+        catalog = load_catalog(data.get("catalog_dir"))
     errors: list[str] = []
     warnings: list[str] = []
-    catalog = catalog if catalog is not None else load_catalog(data.get("catalog_dir"))
-    get = lambda key: data.get(key, HOST_DATA_DEFAULTS.get(key))  # noqa: E731
-
-    kind = get("hardware")
-    if not kind:
-        raise PlanError(f"host {name}: hardware: missing (allowed: {', '.join(known_kinds())})")
+    settings = _host_data(name, data, catalog, errors)
+    if settings is None:
+        raise PlanError("\n".join(errors))
     try:
-        hardware = get_profile(str(kind))
+        hardware = get_kind(settings.hardware)
     except KeyError as exc:
-        raise PlanError(f"host {name}: hardware: {exc.args[0]}") from None
+        raise PlanError("\n".join([*errors, f"host {name}: hardware: {exc.args[0]}"])) from None
+    _check_overrides(name, settings.service_overrides, catalog, errors)
 
-    arch, family = get("arch"), get("distro_family")
-    if arch not in ARCHES:
-        errors.append(f"host {name}: arch: {arch!r} is not supported (allowed: {', '.join(ARCHES)})")
-    if family not in DISTRO_FAMILIES:
-        errors.append(f"host {name}: distro_family: {family!r} is not supported (allowed: {', '.join(DISTRO_FAMILIES)})")
-
-    host_ids = _int_list(get("npu_ids"), "npu_ids", name, errors) or hardware.device_ids
-    unhealthy = set(_int_list(get("unhealthy_devices"), "unhealthy_devices", name, errors) or ())
-    overrides = get("service_overrides") or {}
-    if not isinstance(overrides, dict):
-        errors.append(f"host {name}: service_overrides: must be a mapping of service name or '*' to fields")
-        overrides = {}
-    unknown = set(overrides) - {"*"} - _known_service_names(catalog)
-    if unknown:
-        errors.append(f"host {name}: service_overrides: unknown service(s) {', '.join(sorted(unknown))} "
-                      f"(catalog services: {', '.join(sorted(_known_service_names(catalog)))}; '*' means all)")
-
-    assigned = get("workloads")
-    if assigned is not None and (not isinstance(assigned, (list, tuple)) or
-                                 not all(isinstance(w, str) for w in assigned)):
-        errors.append(f"host {name}: workloads: must be a list of workload names (got {assigned!r})")
-        assigned = None
+    assigned = settings.workloads
     for workload in assigned or ():
         if workload not in catalog:
-            errors.append(f"host {name}: workloads: unknown workload {workload!r} (catalog has: {', '.join(sorted(catalog))})")
-
+            errors.append(f"host {name}: workloads: unknown workload {workload!r}{did_you_mean(workload, catalog)} "
+                          f"(catalog has: {', '.join(sorted(catalog))})")
     requested = list(workloads)
     for workload in requested:
         if workload not in catalog:
-            errors.append(f"deploy: unknown workload {workload!r} (catalog has: {', '.join(sorted(catalog))})")
+            errors.append(f"deploy: unknown workload {workload!r}{did_you_mean(workload, catalog)} "
+                          f"(catalog has: {', '.join(sorted(catalog))})")
     active = [w for w in requested if w in catalog and (assigned is None or w in assigned)]
     skipped = tuple(w for w in requested if w in catalog and w not in active)
     # Device and port clashes are checked across every workload the host is assigned, not only
     # the ones deployed now, so two deploys never fight over one NPU or port.
     clash_scope = list(dict.fromkeys(active + [w for w in (assigned or ()) if w in catalog]))
+    host_ids = settings.npu_ids or hardware.device_ids
+    unhealthy = set(settings.unhealthy_devices)
 
     instances: list[ServiceInstance] = []
     owners_by_device: dict[int, str] = {}
     owners_by_port: dict[int, str] = {}
     names: set[str] = set()
     for workload in clash_scope:
+        entry = catalog[workload]
         where = f"host {name}: workload {workload}"
+        raw = select_variant(entry, hardware.kind)
+        if raw is None:
+            fits = sorted({k for v in entry.document["variants"] for k in v["hardware"]})
+            errors.append(f"{where}: no variant for hardware {hardware.kind} (catalog has variants for: "
+                          f"{', '.join(fits)})")
+            continue
         try:
-            variant = parse_variant(catalog[workload], hardware.kind, overrides, where)
+            variant = parse_variant(entry, raw, settings.service_overrides, where)
         except CatalogError as exc:
             errors.append(str(exc))
-            continue
-        if variant is None:
-            fits = sorted({k for v in catalog[workload].get("variants") or [] for k in v.get("hardware") or []})
-            errors.append(f"{where}: no variant for hardware {hardware.kind} (catalog has variants for: {', '.join(fits)})")
             continue
         for spec in variant.services:
             svc = f"{where}: service {spec.name}"
@@ -183,17 +149,32 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str],
             names.add(spec.name)
             for device in spec.devices:
                 if device in owners_by_device:
-                    errors.append(f"{svc}: devices: NPU {device} is also given to service {owners_by_device[device]} "
-                                  f"(each device belongs to one service)")
+                    errors.append(f"{svc}: devices: {hardware.accelerator_word} {device} is also given to service "
+                                  f"{owners_by_device[device]} (each device belongs to one service)")
                 owners_by_device.setdefault(device, spec.name)
             if spec.port in owners_by_port:
                 errors.append(f"{svc}: port: {spec.port} is also used by service {owners_by_port[spec.port]} "
                               f"(ports must be distinct per host)")
             owners_by_port.setdefault(spec.port, spec.name)
-            if workload in active:
-                member = Member(host=name, address=_host_address(name, data), devices=spec.devices)
-                instances.append(ServiceInstance(workload, spec, hardware, (member,)))
+            if workload not in active:
+                continue
+            args = serve_args(spec)
+            errors.extend(f"{svc}: {problem}" for problem in refusals(args, hardware.vllm_platform))
+            archive = _image_archive(spec, settings.image_store, svc, warnings if preview else errors)
+            member = Member(host=name, address=_host_address(name, data), devices=spec.devices)
+            instances.append(ServiceInstance(workload, spec, hardware, (member,), args, archive, variant.follows))
 
+    secrets = _secrets(name, data, instances, preview, errors, warnings)
+    if errors:
+        raise PlanError("\n".join(dict.fromkeys(errors)))
+    jemalloc_path = jemalloc_library(settings.distro_family, settings.arch) if settings.jemalloc else None
+    return HostPlan(host=name, hardware=hardware, data=settings, services=tuple(instances),
+                    jemalloc_path=jemalloc_path, jemalloc_package=jemalloc_package(settings.distro_family),
+                    secrets=secrets, skipped_workloads=skipped, warnings=tuple(warnings))
+
+
+def _secrets(name: str, data: Mapping[str, Any], instances: list[ServiceInstance], preview: bool,
+             errors: list[str], warnings: list[str]) -> dict[str, str]:
     secrets: dict[str, str] = {}
     for instance in instances:
         spec = instance.spec
@@ -201,7 +182,7 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str],
             if not key:
                 continue
             value = data.get(key)
-            if (not isinstance(value, str) or not value) and not require_secrets:
+            if (not isinstance(value, str) or not value) and preview:
                 warnings.append(f"service {spec.name}: {key} (the {purpose}) is not set; shown as a placeholder")
                 secrets[key] = f"<unset {key}>"
             elif not isinstance(value, str) or not value:
@@ -211,25 +192,17 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str],
                 errors.append(f"host {name}: service {spec.name}: {key}: the {purpose} contains a newline or NUL")
             else:
                 secrets[key] = value
-
-    tarball = _image_tarball(instances, get("image_store"), name, errors if check_local_files else warnings)
-    jemalloc_path = jemalloc_library(family, arch) if get("jemalloc") and arch in ARCHES and family in DISTRO_FAMILIES else None
-    errors.extend(_check_flags(name, instances))
-    if errors:
-        raise PlanError("\n".join(dict.fromkeys(errors)))
-    settings = HostSettings(arch=arch, distro_family=family, jemalloc_path=jemalloc_path,
-                            image_tarball=tarball, secrets=secrets)
-    return HostPlan(host=name, hardware=hardware, settings=settings, services=tuple(instances),
-                    skipped_workloads=skipped, warnings=tuple(warnings))
+    return secrets
 
 
-def _check_service(svc: str, spec: ServiceSpec, hardware: HardwareProfile, host_ids: tuple[int, ...],
+def _check_service(svc: str, spec: ServiceSpec, hardware: HardwareKind, host_ids: tuple[int, ...],
                    unhealthy: set[int]) -> list[str]:
     errors = []
+    word = hardware.accelerator_word
     outside = [d for d in spec.devices if d not in host_ids]
     if outside:
-        errors.append(f"{svc}: devices: {outside} out of range ({hardware.kind} host has "
-                      f"{hardware.smi} ids {hardware.describe_ids(host_ids)})")
+        errors.append(f"{svc}: devices: {outside} out of range ({hardware.kind} host has {word} ids "
+                      f"{hardware.describe_ids(host_ids)})")
     sick = sorted(set(spec.devices) & unhealthy)
     if sick:
         errors.append(f"{svc}: devices: {sick} are marked unhealthy in unhealthy_devices")
@@ -244,65 +217,55 @@ def _check_service(svc: str, spec: ServiceSpec, hardware: HardwareProfile, host_
     healthy = len([d for d in host_ids if d not in unhealthy])
     if needed > healthy and needed <= len(host_ids):
         errors.append(f"{svc}: {sizes} needs {needed} devices but only {healthy} are healthy")
-    if spec.device_mode == "privileged" and hardware.vendor != "ascend":
-        errors.append(f"{svc}: device_mode: 'privileged' is for Ascend hosts (allowed on {hardware.kind}: mount)")
-    if hardware.vendor == "ascend" and spec.device_mode == "mount" and hardware.visible_devices_env in spec.env:
+    if spec.device_mode == "privileged" and hardware.device_syntax != "device-nodes":
+        errors.append(f"{svc}: device_mode: 'privileged' is for hosts given device nodes (allowed on "
+                      f"{hardware.kind}: mount)")
+    if hardware.device_syntax == "device-nodes" and spec.device_mode == "mount" \
+            and hardware.visible_devices_env in spec.env:
         errors.append(f"{svc}: env: {hardware.visible_devices_env} must not be set with device_mode 'mount': the "
                       f"container sees only its mounted devices (vllm-ascend PR #12959); list them in devices")
     return errors
 
 
-def _image_tarball(instances: list[ServiceInstance], image_store: Any, host: str, problems: list[str]) -> str | None:
-    """The controller path of the image archive; a missing file goes to `problems`."""
-    tarballs = {i.spec.image.tarball for i in instances if i.spec.image.source == "load"}
-    if not tarballs:
+def _image_archive(spec: ServiceSpec, image_store: str, svc: str, problems: list[str]) -> str | None:
+    """The controller path of the service's image archive; a missing file goes to `problems`."""
+    if spec.image.source != "load" or not spec.image.tarball:
         return None
-    path = None
-    for tarball in sorted(t for t in tarballs if t):
-        candidate = Path(tarball) if Path(tarball).is_absolute() else Path(str(image_store)) / tarball
-        path = str(candidate)
-        if not candidate.is_file():
-            problems.append(f"host {host}: image tarball {candidate} does not exist on this controller "
-                          f"(put it there or set image_store / service_overrides image.tarball)")
-    return path
-
-
-def _check_flags(host: str, instances: list[ServiceInstance]) -> list[str]:
-    """Refuse flags vLLM would refuse, before a 10-minute failed start."""
-    from fleetserve.builder import vllm_serve_args
-    from fleetserve.vllm_cli import validate_serve_flags
-
-    errors = []
-    for instance in instances:
-        platform = "ascend" if instance.hardware.vendor == "ascend" else "cuda"
-        for problem in validate_serve_flags(vllm_serve_args(instance), platform=platform):
-            errors.append(f"host {host}: service {instance.spec.name}: {problem}")
-    return errors
+    tarball = Path(spec.image.tarball)
+    path = tarball if tarball.is_absolute() else Path(image_store).expanduser().absolute() / tarball
+    if not path.is_file():
+        problems.append(f"{svc}: image.tarball: {path} does not exist on this controller "
+                        f"(put it there or set image_store / service_overrides image.tarball)")
+    return str(path)
 
 
 def plan_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]], workloads: Iterable[str],
-                   catalog: Mapping[str, Any] | None = None, check_local_files: bool = True,
-                   require_secrets: bool = True) -> list[HostPlan]:
+                   catalog: Catalog | None = None, preview: bool = False) -> list[HostPlan]:
     """Plan every host; raise one PlanError with all problems of all hosts."""
     workloads = list(workloads)
     hosts = list(hosts)
+    if not hosts:
+        raise PlanError("the inventory has no hosts")
     plans, errors = [], []
-    catalogs: dict[Any, Mapping[str, Any]] = {}  # loaded once per catalog_dir, not once per host
+    catalogs: dict[Any, Catalog] = {}  # loaded once per catalog_dir, not once per host
     for name, data in hosts:
-        if catalog is None:
+        host_catalog = catalog
+        if host_catalog is None:
             directory = data.get("catalog_dir")
-            if directory not in catalogs:
+            key = str(directory) if directory is not None else None
+            if key not in catalogs:
                 try:
-                    catalogs[directory] = load_catalog(directory)
+                    catalogs[key] = load_catalog(directory)
                 except CatalogError as exc:
-                    errors.append(f"host {name}: catalog_dir: {exc}")
+                    errors.append(f"host {name}: {exc}")
                     continue
-            host_catalog = catalogs[directory]
-        else:
-            host_catalog = catalog
+                except TypeError:
+                    errors.append(f"host {name}: catalog_dir: must be a directory path (got {directory!r})")
+                    continue
+            host_catalog = catalogs[key]
         try:
-            plans.append(plan_host(name, data, workloads, host_catalog, check_local_files, require_secrets))
-        except CatalogError as exc:
+            plans.append(plan_host(name, data, workloads, host_catalog, preview))
+        except FleetserveError as exc:
             errors.append(str(exc))
     if errors:
         raise PlanError("\n".join(errors))

@@ -3,52 +3,27 @@ unmet requirement. Nothing here talks to a host."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from fleetserve.builder import provided_by_the_system
+from fleetserve import hostpaths
 from fleetserve.facts.parsers import version_at_least
-from fleetserve.hardware import ASCEND_DRIVER_MOUNTS
 from fleetserve.hostos import family_from_os_release
-from fleetserve.plan import HostPlan
-
-
-@dataclass(frozen=True)
-class Expectations:
-    """What a host must offer for its planned services (derived from the plan, pure data)."""
-
-    vendor: str
-    hardware_label: str
-    arch: str
-    distro_family: str
-    devices: dict[int, str]  # device id -> service that needs it
-    device_nodes: tuple[str, ...]
-    paths: tuple[str, ...]
-    model_needs_kb: dict[str, int]  # host_dir -> free KB needed if not yet verified
-    driver_min: str | None = None
-    cann_min: str | None = None
-    own_services: tuple[str, ...] = ()
-    ports: dict[int, str] = field(default_factory=dict)
-
-    def report_args(self) -> dict[str, Any]:
-        """Arguments of the HostReport fact that covers these expectations."""
-        return {"vendor": self.vendor, "paths": list(self.paths), "model_dirs": sorted(self.model_needs_kb)}
+from fleetserve.types import Expectations, HardwareKind, HostPlan
 
 
 def _max_version(versions: list[str | None]) -> str | None:
-    found = [v for v in versions if v]
     best = None
-    for version in found:
+    for version in (v for v in versions if v):
         if best is None or version_at_least(version, best):
             best = version
     return best
 
 
-def expectations_for(plan: HostPlan, clash_services: tuple[str, ...] = ()) -> Expectations:
+def expectations_for(plan: HostPlan) -> Expectations:
     hardware = plan.hardware
     devices: dict[int, str] = {}
     ports: dict[int, str] = {}
-    paths: list[str] = []
+    paths: list[str] = [m.host for m in hardware.driver_mounts]
     needs: dict[str, int] = {}
     for instance in plan.services:
         spec = instance.spec
@@ -56,33 +31,43 @@ def expectations_for(plan: HostPlan, clash_services: tuple[str, ...] = ()) -> Ex
             devices[device] = spec.name
         ports[spec.port] = spec.name
         needs[spec.model.host_dir] = int(spec.model.size_gb * spec.requires.free_disk_factor * 1024 * 1024)
-        for mount in spec.mounts:
-            source = mount.split(":")[0]
-            if provided_by_the_system(source):  # driver pieces must already be there
-                paths.append(source)
-    if hardware.vendor == "ascend":
-        paths = list(ASCEND_DRIVER_MOUNTS) + paths
-    nodes = [hardware.device_node(d).removeprefix("/dev/") for d in sorted(devices)]
-    nodes += [c.removeprefix("/dev/") for c in hardware.control_devices]
+        # Driver pieces a catalog entry mounts must already be there.
+        paths += [m.host for m in spec.extra_mounts() if hostpaths.provided_by_the_system(m.host)]
+    nodes = [hardware.device_path(d) for d in sorted(devices)] + list(hardware.control_devices)
     return Expectations(
-        vendor=hardware.vendor,
-        hardware_label=hardware.label,
-        arch=plan.settings.arch,
-        distro_family=plan.settings.distro_family,
+        hardware=hardware,
+        arch=plan.data.arch,
+        distro_family=plan.data.distro_family,
         devices=devices,
-        device_nodes=tuple(nodes),
+        device_nodes=tuple(n.removeprefix("/dev/") for n in nodes),
         paths=tuple(dict.fromkeys(p.rstrip("/") or "/" for p in paths)),
         model_needs_kb=needs,
         driver_min=_max_version([i.spec.requires.driver for i in plan.services]),
         cann_min=_max_version([i.spec.requires.cann for i in plan.services]),
-        own_services=tuple(i.spec.name for i in plan.services) + clash_services,
+        own_services=tuple(i.name for i in plan.services),
         ports=ports,
     )
+
+
+def report_args(expect: Expectations) -> dict[str, Any]:
+    """Arguments of the HostReport fact that covers these expectations."""
+    hardware: HardwareKind = expect.hardware
+    return {
+        "smi_path": hardware.smi_path,
+        "smi_format": hardware.smi_format,
+        "device_prefixes": sorted({n.rstrip("0123456789") for n in expect.device_nodes}),
+        "paths": list(expect.paths),
+        "model_dirs": sorted(expect.model_needs_kb),
+        "driver_version_file": hardware.driver_version_file,
+        "toolkit_info_glob": hardware.toolkit_info_glob,
+        "cdi_dirs": list(hardware.cdi_dirs),
+    }
 
 
 def check_host(report: dict[str, Any], expect: Expectations) -> list[str]:
     """Every unmet requirement as one line: what is wrong, and what is needed."""
     problems: list[str] = []
+    hardware = expect.hardware
     if report.get("arch") and report["arch"] != expect.arch:
         problems.append(f"arch is {report['arch']}, the inventory says {expect.arch} (set arch in host data)")
     family = family_from_os_release(report.get("os_id", ""), report.get("os_id_like", ""))
@@ -94,20 +79,20 @@ def check_host(report: dict[str, Any], expect: Expectations) -> list[str]:
     elif not report.get("engine_ok"):
         problems.append(f"container engine: `{report['engine']}` is installed but cannot list images (is the daemon running?)")
 
-    smi = "npu-smi" if expect.vendor == "ascend" else "nvidia-smi"
+    smi = hardware.smi_path.rsplit("/", 1)[-1]
+    word = hardware.accelerator_word
     if report.get("smi_error"):
         problems.append(f"{smi}: {report['smi_error']} (the driver must be installed and working)")
     else:
         seen = {a["id"]: a for a in report.get("accelerators", [])}
         for device, service in sorted(expect.devices.items()):
             chip = seen.get(device)
-            what = "NPU" if expect.vendor == "ascend" else "GPU"
             if chip is None:
-                problems.append(f"{what} {device}: not listed by {smi} (shows {sorted(seen) or 'none'}); "
+                problems.append(f"{word} {device}: not listed by {smi} (shows {sorted(seen) or 'none'}); "
                                 f"service {service} needs it")
             elif chip.get("health") != "OK":
                 where = f" (NPU {chip.get('npu')} chip {chip.get('chip')}, {chip.get('bus_id')})" if "npu" in chip else ""
-                problems.append(f"{what} {device}{where}: health is {chip['health']}; service {service} needs it OK")
+                problems.append(f"{word} {device}{where}: health is {chip['health']}; service {service} needs it OK")
 
     present = set(report.get("devices", []))
     missing_nodes = [n for n in expect.device_nodes if n not in present]
@@ -120,13 +105,14 @@ def check_host(report: dict[str, Any], expect: Expectations) -> list[str]:
     driver = report.get("driver_version")
     if expect.driver_min:
         if not driver:
-            problems.append(f"driver version unknown (no version.info / driver_version); need >= {expect.driver_min}")
+            source = hardware.driver_version_file or smi
+            problems.append(f"driver version unknown (nothing in {source}); need >= {expect.driver_min}")
         elif not version_at_least(driver, expect.driver_min):
             problems.append(f"driver {driver} is older than the {expect.driver_min} the services need")
     toolkit = report.get("toolkit_version")
     if expect.cann_min:
         if not toolkit:
-            problems.append(f"CANN toolkit not installed (ascend_toolkit_install.info); need >= {expect.cann_min}")
+            problems.append(f"CANN toolkit not installed ({hardware.toolkit_info_glob}); need >= {expect.cann_min}")
         elif not version_at_least(toolkit, expect.cann_min):
             problems.append(f"CANN toolkit {toolkit} is older than the {expect.cann_min} the services need")
 

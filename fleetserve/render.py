@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from fleetserve.builder import masked_env_text, service_files, shell_command
-from fleetserve.plan import HostPlan, plan_inventory
+from fleetserve.plan import plan_inventory
+from fleetserve.types import HostPlan
 
 
 class RenderError(Exception):
@@ -57,13 +58,15 @@ def render_host(plan: HostPlan) -> str:
     if not plan.services:
         out.append("# no services for this deploy on this host")
     for instance in plan.services:
-        files = service_files(instance, instance.member(plan.host), plan.settings)
-        out.append(f"\n## service {instance.spec.name} (workload {instance.workload}): {instance.spec.api_name} "
+        files = service_files(instance, instance.member(plan.host), plan)
+        out.append(f"\n## service {instance.name} (workload {instance.workload}): {instance.spec.api_name} "
                    f"on port {instance.spec.port}")
+        if instance.follows:
+            out.append(f"# follows: {instance.follows}")
         out.append(f"\n# --- {files.unit_path}\n{files.unit_text.rstrip()}")
         if files.env_path and files.env_text is not None:
             out.append(f"\n# --- {files.env_path} (mode 0600, values masked)\n{masked_env_text(files.env_text).rstrip()}")
-        out.append(f"\n# --- container command\n{shell_command(files.argv, files.image_at)}")
+        out.append(f"\n# --- container command\n{shell_command(list(files.argv), files.image_at)}")
     return "\n".join(out) + "\n"
 
 
@@ -76,5 +79,5 @@ def render(inventory_file: str, deploy_file: str, host: str | None = None,
         if host not in names:
             raise RenderError(f"host {host!r} is not in {inventory_file} (hosts: {', '.join(names)})")
     # Validate the whole inventory (as the deploy does), then show the requested host(s).
-    plans = plan_inventory(hosts, workloads, check_local_files=False, require_secrets=False)
+    plans = plan_inventory(hosts, workloads, preview=True)
     return "\n".join(render_host(p) for p in plans if host is None or p.host == host)

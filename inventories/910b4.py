@@ -1,6 +1,6 @@
-"""A host with a single Ascend 910B4 for Qwen3.5-2B-Base (seed 001).
+"""A host with a single Ascend 910B4 for Qwen3.5-2B-Base (the ascend-model-verification report).
 
-The seed's host shows its 910B4 as NPU 3 in `npu-smi info`; list the ids your host shows in npu_ids.
+The report's host shows its 910B4 as NPU 3 in `npu-smi info`; list the ids your host shows in npu_ids.
 Adapt: replace the documentation address and pin the host key in ~/.ssh/known_hosts.
 """
 

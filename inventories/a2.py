@@ -1,5 +1,5 @@
-"""Atlas 800 / 800T A2 nodes: one serving the two Qwen-VL models (seed 003), one serving Qwen3-30B
-on NPUs 0-3 (seed 004). Each host lists the workloads it serves, so the deploys never collide.
+"""Atlas 800 / 800T A2 nodes: one serving the two Qwen-VL models (the vLLM-Ascend Qwen-VL-Dense
+tutorial), one serving Qwen3-30B on NPUs 0-3 (the vLLM-Ascend Qwen3 practical guide). Each host lists the workloads it serves, so the deploys never collide.
 
     pyinfra inventories/a2.py deploys/qwen3_vl.py
     pyinfra inventories/a2.py deploys/qwen3.py

@@ -1,8 +1,8 @@
-"""Atlas 800 A3 nodes for Qwen3.5-27B (seed 000).
+"""Atlas 800 A3 nodes for Qwen3.5-27B (the vLLM-Ascend Qwen3.5 tutorial, single node).
 
 Adapt: replace the documentation addresses (192.0.2.0/24) with your nodes, list each node's host
 key in ~/.ssh/known_hosts (`ssh-keyscan -t ed25519 HOST >> ~/.ssh/known_hosts`, then check the
-fingerprint), and put the seed's image archive in images/ (or set image_store).
+fingerprint), and put the tutorial's image archive (Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar) in images/ (or set image_store).
 """
 
 _ssh = {

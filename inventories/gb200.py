@@ -1,4 +1,4 @@
-"""NVIDIA GB200 x4 nodes for Qwen3.5-397B-A17B GPTQ-Int4 (seed 002).
+"""NVIDIA GB200 x4 nodes for Qwen3.5-397B-A17B GPTQ-Int4 (the Qwen3.5 selection + vLLM deployment write-up, there on Kubernetes).
 
 The API key comes from the controller's environment (never commit it):
     export FLEETSERVE_QWEN35_API_KEY=...      # pyinfra stops before touching any host if unset

@@ -1,5 +1,6 @@
 """pyinfra roles (`@deploy`): preflight -> jemalloc -> image -> model -> service -> verify.
 
-Each role reads the host's validated plan (roles.common.host_plan) and calls pure operations from
-fleetserve.operations. Tunables are the roles' data_defaults; host/group data or --data override them.
+Each role takes the host's validated plan (roles.common.host_plan) and calls pure operations from
+fleetserve.operations. Every tunable a role uses is a host data key validated by the planner, with
+its one default in fleetserve.types.HostData (table: docs/inventory.md).
 """

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from weakref import WeakKeyDictionary
+
 from pyinfra import host
+from pyinfra.api import State
 from pyinfra.api.exceptions import PyinfraError
 
-from fleetserve.plan import HostPlan, PlanError, plan_inventory
+from fleetserve.plan import plan_inventory
+from fleetserve.types import FleetserveError, HostPlan
+
+# One validated fleet plan per pyinfra run (State) and workload list; gone with the run.
+_PLANS: WeakKeyDictionary[State, tuple[tuple[str, ...], dict[str, HostPlan]]] = WeakKeyDictionary()
 
 
 class InvalidFleetData(PyinfraError):
@@ -17,13 +24,16 @@ def host_plan(workloads: list[str]) -> HostPlan:
     stops the run before any operation executes anywhere, with every problem listed."""
     state = host.state
     key = tuple(workloads)
-    cache = getattr(state, "_fleetserve_plans", None)
-    if cache is None or cache[0] != key:
+    cached = _PLANS.get(state)
+    if cached is None or cached[0] != key:
         hosts = [(h.name, h.data.dict()) for h in state.inventory]
         try:
             plans = plan_inventory(hosts, workloads)
-        except PlanError as exc:
+        except FleetserveError as exc:
             raise InvalidFleetData("invalid fleet data, no host was changed:\n" + str(exc)) from None
-        cache = (key, {plan.host: plan for plan in plans})
-        state._fleetserve_plans = cache
-    return cache[1][host.name]
+        if not any(plan.services for plan in plans):
+            raise InvalidFleetData(f"nothing to do: no host of this inventory serves {', '.join(workloads)} "
+                                   f"(each host's `workloads` names what it serves)")
+        cached = (key, {plan.host: plan for plan in plans})
+        _PLANS[state] = cached
+    return cached[1][host.name]

@@ -1,16 +1,21 @@
-"""Preflight: check the host can run its services; change nothing, fail the host with one line
-per unmet requirement."""
+"""Preflight role: check the host can run its services; change nothing, fail the host with one line
+per unmet requirement. Also the read-only readiness table of deploys/preflight.py."""
 
 from __future__ import annotations
 
+from weakref import WeakKeyDictionary
+
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import State, deploy
 
 from fleetserve.facts.fleet import HostReport
 from fleetserve.operations import host as host_ops
-from fleetserve.plan import HostPlan
-from fleetserve.readiness import check_host, expectations_for
+from fleetserve.readiness import check_host, expectations_for, report_args
+from fleetserve.types import HostPlan
 from roles.common import host_plan
+
+# Rows of the readiness table, per pyinfra run, until the last host has reported.
+_ROWS: WeakKeyDictionary[State, dict[str, dict]] = WeakKeyDictionary()
 
 
 @deploy("fleetserve preflight")
@@ -21,7 +26,7 @@ def preflight(plan: HostPlan) -> None:
 def readiness_row(plan: HostPlan) -> dict:
     """Gather the host report now (read-only) and summarise it for the fleet table."""
     expect = expectations_for(plan)
-    report = host.get_fact(HostReport, **expect.report_args())
+    report = host.get_fact(HostReport, **report_args(expect))
     problems = check_host(report, expect)
     accelerators = report.get("accelerators", [])
     healthy = sum(1 for a in accelerators if a.get("health") == "OK")
@@ -31,7 +36,7 @@ def readiness_row(plan: HostPlan) -> dict:
         "driver": report.get("driver_version") or "-",
         "toolkit": report.get("toolkit_version") or "-",
         "accelerators": f"{healthy}/{len(accelerators)} OK" if accelerators else "-",
-        "services": ", ".join(i.spec.name for i in plan.services) or "-",
+        "services": ", ".join(i.name for i in plan.services) or "-",
         "problems": problems,
     }
 
@@ -41,7 +46,7 @@ def readiness_report(workloads: list[str]) -> None:
     """Preflight only: gather every host's report (read-only), print one rich table for the fleet
     once the last host has reported, and fail the hosts that are not ready. Changes nothing."""
     plan = host_plan(workloads)
-    rows = host.state.__dict__.setdefault("_fleetserve_readiness", {})
+    rows = _ROWS.setdefault(host.state, {})
     rows[plan.host] = readiness_row(plan)
     if len(rows) == len(list(host.state.inventory.get_active_hosts())):
         print_readiness_table(list(rows.values()))

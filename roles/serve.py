@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 from pyinfra import host
 from pyinfra.api import deploy
 
-from fleetserve import PROJECT_ROOT
-from fleetserve.builder import LIB_DIR
+from fleetserve import hostpaths
 from fleetserve.operations import host as host_ops
 from roles.common import host_plan
 from roles.image import image
@@ -16,7 +17,11 @@ from roles.preflight import preflight
 from roles.service import service
 from roles.verify import verify
 
-HELPER_FILES = ("verify_model.py", "verify-endpoint.sh", "verify_api.py")
+
+def helper_files() -> dict[str, bytes]:
+    """The helper scripts as the installed package ships them."""
+    files = resources.files("fleetserve.files")
+    return {name: files.joinpath(name).read_bytes() for name in hostpaths.HELPER_FILES}
 
 
 @deploy("fleetserve serve")
@@ -24,12 +29,12 @@ def serve(workloads: list[str]) -> None:
     plan = host_plan(workloads)
     if not plan.services:
         host.noop(f"no services for {', '.join(workloads)} on this host "
-                  f"(its workloads: {', '.join(host.data.get('workloads') or []) or 'none'})")
+                  f"(its workloads: {', '.join(plan.data.workloads or []) or 'none'})")
         return
     preflight(plan)
     jemalloc(plan)
-    host_ops.files_present(name=f"Helper scripts in {LIB_DIR}", directory=LIB_DIR,
-                           files={n: (PROJECT_ROOT / "files" / n).read_bytes() for n in HELPER_FILES})
+    host_ops.files_present(name=f"Helper scripts in {hostpaths.LIB_DIR}", directory=hostpaths.LIB_DIR,
+                           files=helper_files())
     image(plan)
     model(plan)
     service(plan)

@@ -1,5 +1,5 @@
-"""Service: one systemd unit per service instance running the serving container; restarted only
-when its unit, secrets, image or verified model changed."""
+"""Service role: one systemd unit per service running the serving container; restarted only when
+its unit, secrets, image or verified model changed."""
 
 from __future__ import annotations
 
@@ -7,21 +7,22 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.hiddenvalue import HiddenValue
 
-from fleetserve.builder import CONFIG_DIR, VERIFIED_MARKER, created_mount_dirs, service_files
+from fleetserve import hostpaths
+from fleetserve.builder import created_mount_dirs, service_files
 from fleetserve.operations import service as service_ops
-from fleetserve.plan import HostPlan
+from fleetserve.types import HostPlan
 
 
 @deploy("fleetserve service")
 def service(plan: HostPlan) -> None:
     for instance in host.loop(plan.services):
         spec = instance.spec
-        files = service_files(instance, instance.member(plan.host), plan.settings)
+        files = service_files(instance, instance.member(plan.host), plan)
         service_ops.container_unit(
-            name=f"Unit {spec.unit_name} installed and running",
-            unit=spec.unit_name, unit_path=files.unit_path, unit_text=files.unit_text, config_dir=CONFIG_DIR,
-            applied_path=f"{CONFIG_DIR}/{spec.name}.applied.json", image_ref=spec.image.ref,
-            marker_path=f"{spec.model.host_dir}/{VERIFIED_MARKER}", env_path=files.env_path,
-            env_text=HiddenValue(files.env_text) if files.env_text is not None else None,
-            mount_dirs=created_mount_dirs(instance, plan.settings),
+            name=f"Unit {hostpaths.unit_name(spec.name)} installed and running",
+            unit=hostpaths.unit_name(spec.name), unit_path=files.unit_path, unit_text=files.unit_text,
+            config_dir=hostpaths.CONFIG_DIR, applied_path=hostpaths.applied_record(spec.name),
+            image_ref=spec.image.ref, marker_path=hostpaths.model_marker(spec.model.host_dir),
+            env_path=files.env_path, env_text=HiddenValue(files.env_text) if files.env_text is not None else None,
+            mount_dirs=created_mount_dirs(instance, plan),
         )

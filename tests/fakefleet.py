@@ -4,28 +4,36 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 from pathlib import Path
 from typing import Any, Callable
 
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.operations import run_ops
 from pyinfra.context import ctx_state
 
-from fleetserve import PROJECT_ROOT
-from fleetserve.builder import VERIFIED_MARKER, created_mount_dirs, service_files
-from fleetserve.facts.parsers import parse_npu_smi_info
+from importlib import resources
+
+from fleetserve import hostpaths
+from fleetserve.builder import created_mount_dirs, service_files
+from fleetserve.facts.parsers import parse_npu_smi_info, parse_nvidia_smi_csv
+from fleetserve.hardware import get_kind
 from fleetserve.hostos import jemalloc_library
 from fleetserve.operations.service import desired_applied
-from fleetserve.plan import HostPlan
+from fleetserve.types import HostPlan
 
 FIXTURES = Path(__file__).parent / "fixtures"
-NPU_SMI = {
-    "atlas-800-a3": "a3-16die.txt",
-    "atlas-800-a2": "a2-8x910b3.txt",
-    "ascend-910b4": "910b4-seed001.txt",
+# What each hardware kind's smi tool prints (captured or transcribed output; see the fixture READMEs).
+SMI_OUTPUT = {
+    "atlas-800-a3": "npu-smi/a3-16die.txt",
+    "atlas-800-a2": "npu-smi/a2-8x910b3.txt",
+    "ascend-910b4": "npu-smi/910b4-seed001.txt",
+    "nvidia-gb200x4": "nvidia-smi/gb200x4.csv",
+    "nvidia-h100x8": "nvidia-smi/h100x8.csv",
 }
 
 
@@ -33,24 +41,27 @@ def host_report(kind: str, *, npu_smi: str | None = None, driver: str = "25.5.1"
                 arch: str = "aarch64", os_id: str = "ubuntu", free_kb: int = 10**10, verified_dirs=(),
                 model_dirs=(), paths=(), installed=()) -> list[str]:
     """HostReport output for a ready host of this kind (override pieces to make it unready)."""
-    lines = [f"@@vendor {'nvidia' if kind.startswith('nvidia') else 'ascend'}", "@@arch", arch,
+    hardware = get_kind(kind)
+    text = npu_smi if npu_smi is not None else (FIXTURES / SMI_OUTPUT[hardware.kind]).read_text()
+    lines = [f"@@smi-format {hardware.smi_format}", "@@arch", arch,
              "@@os", f"ID={os_id}", 'PRETTY_NAME="Ubuntu 22.04.4 LTS"', "@@engine", "Docker version 28.2.2",
              "engine-ok", "@@devices"]
-    if kind.startswith("nvidia"):
-        lines += [f"nvidia{i}" for i in range(4)] + ["nvidia-uvm", "nvidiactl"]
+    if hardware.smi_format == "nvidia-smi-csv":
+        ids = [gpu.index for gpu in parse_nvidia_smi_csv(text)[0]]
     else:
-        text = npu_smi if npu_smi is not None else (FIXTURES / "npu-smi" / NPU_SMI[kind]).read_text()
         ids = [c.logic_id for c in parse_npu_smi_info(text).chips] if text.strip() else []
-        lines += [f"davinci{i}" for i in ids] + ["davinci_manager", "devmm_svm", "hisi_hdc"]
+    lines += [hardware.device_path(i).removeprefix("/dev/") for i in ids]
+    lines += [c.removeprefix("/dev/") for c in hardware.control_devices]
     lines += ["@@paths", *paths, "@@disk"]
     lines += [f"{d} {free_kb} {'yes' if d in verified_dirs else 'no'}" for d in model_dirs]
     lines += ["@@installed", *[json.dumps(i) for i in installed]]
-    if kind.startswith("nvidia"):
-        lines += ["@@smi"] + [f"{i}, NVIDIA GB200, 189471, 0, 0000000{8 + i}:01:00.0, 580.82.07" for i in range(4)]
-        lines += ["@@smi-rc 0", "@@cdi", "/etc/cdi/nvidia.yaml"]
-    else:
-        lines += ["@@driver", f"Version={driver}", "@@toolkit"] + ([f"version={toolkit}"] if toolkit else [])
-        lines += ["@@smi", *text.splitlines(), "@@smi-rc 0"]
+    if hardware.driver_version_file:
+        lines += ["@@driver", f"Version={driver}"]
+    if hardware.toolkit_info_glob:
+        lines += ["@@toolkit"] + ([f"version={toolkit}"] if toolkit else [])
+    lines += ["@@smi", *text.splitlines(), "@@smi-rc 0"]
+    if hardware.cdi_dirs:
+        lines += ["@@cdi", "/etc/cdi/nvidia.yaml"]
     return lines
 
 
@@ -60,19 +71,19 @@ def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32) -
 
     expect = expectations_for(plan)
     responses: dict[str, Any] = {
-        "@@vendor": host_report(plan.hardware.kind, model_dirs=sorted(expect.model_needs_kb),
+        "@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, model_dirs=sorted(expect.model_needs_kb),
                                 verified_dirs=set(expect.model_needs_kb), paths=expect.paths),
     }
-    if plan.settings.jemalloc_path:
-        responses[f"for p in {plan.settings.jemalloc_path};"] = [plan.settings.jemalloc_path]
+    if plan.jemalloc_path:
+        responses[f"for p in {plan.jemalloc_path};"] = [plan.jemalloc_path]
     lib = "/usr/local/lib/fleetserve"
     digests = []
     for name in ("verify-endpoint.sh", "verify_api.py", "verify_model.py"):
-        digests.append(f"{lib}/{name} {hashlib.sha256((PROJECT_ROOT / 'files' / name).read_bytes()).hexdigest()}")
+        digests.append(f"{lib}/{name} {hashlib.sha256(resources.files('fleetserve.files').joinpath(name).read_bytes()).hexdigest()}")
     responses["sha256sum \"$p\" 2>/dev/null | cut -d' ' -f1)\"; done"] = digests
     for instance in plan.services:
         spec = instance.spec
-        files = service_files(instance, instance.member(plan.host), plan.settings)
+        files = service_files(instance, instance.member(plan.host), plan)
         marker = {"hub": spec.model.hub, "repo_id": spec.model.repo_id, "revision": spec.model.effective_revision,
                   "include": sorted(spec.model.include)}
         config = {"max_position_embeddings": 262144, "num_attention_heads": 16}
@@ -82,15 +93,20 @@ def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32) -
         env_sha = hashlib.sha256(files.env_text.encode()).hexdigest() if files.env_text else ""
         responses[f"docker image inspect --format '{{{{.Id}}}} {{{{json .RepoDigests}}}}' {spec.image.ref}"] = \
             [f"{image_id} []"]
-        responses[f"cat {spec.model.host_dir}/{VERIFIED_MARKER}"] = \
+        responses[f"cat {hostpaths.model_marker(spec.model.host_dir)}"] = \
             ["@@marker", json.dumps(marker), "@@config", json.dumps(config)]
-        mount_dirs = created_mount_dirs(instance, plan.settings)
+        mount_dirs = created_mount_dirs(instance, plan)
         responses[f"@@unit $(sha256sum {files.unit_path}"] = ["@@dirs", *mount_dirs,
             f"@@unit {unit_sha}", f"@@env {env_sha} 600" if env_sha else "@@env ", "@@active active",
             "@@enabled enabled", f"@@image {image_id}", f"@@marker {marker_sha}", "@@applied",
             json.dumps(applied, sort_keys=True)]
         responses[f"verify-endpoint.sh {spec.port} "] = ["@@result ok api", "@@answer", "{}"]
     return responses
+
+
+# The fake connector answers every command with success; fleetserve's own failure command
+# (operations.fail_command: printf the reasons, exit 1) must fail the host as it does on a real one.
+FAILS = {re.compile(r"^printf '%s\\n' '(fleetserve|image archive|could not pull)"): {"success": False}}
 
 
 class Recorder:
@@ -129,13 +145,18 @@ def run_fake_deploy(hosts: list[tuple[str, dict]], deploy: Callable, *args, chec
                     ) -> tuple[State, dict[str, list[str]]]:
     """Connect, prepare and execute `deploy(*args)` on @fake hosts; return the state and, per host,
     every command the connector received (uploads appear as `<upload PATH>`)."""
-    inventory = Inventory(([(f"@fake/{name}", {"fake_delay": 0, "fake_delay_jitter": 0, **data})
+    inventory = Inventory(([(f"@fake/{name}", {"fake_delay": 0, "fake_delay_jitter": 0, **data,
+                                               "fake_responses": {**data.get("fake_responses", {}), **FAILS}})
                             for name, data in hosts], {}))
     state = State(inventory, Config(FAIL_PERCENT=None), check_for_changes=check_for_changes)
     with ctx_state.use(state), Recorder() as recorder:
         connect_all(state)
         add_deploy(state, deploy, *args)
-        run_ops(state)
+        try:
+            run_ops(state)
+        except PyinfraError as exc:  # every host failed: the tests read state.failed_hosts
+            if "No hosts remaining" not in str(exc):
+                raise
     state.fake_uploads = recorder.uploads
     commands = {host.name: list(host.connector.executed_commands) for host in inventory}
     return state, commands

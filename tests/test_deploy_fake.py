@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetserve import hostpaths
 from fleetserve.plan import plan_host
 from roles.common import InvalidFleetData
 from roles.serve import serve
@@ -21,6 +22,9 @@ SEED_HOSTS = [
     ("a3-01", {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"]}, "qwen3.5"),
     ("910b4-01", {"hardware": "ascend-910b4", "npu_ids": [3], "workloads": ["qwen3.5"]}, "qwen3.5"),
     ("gb200-01", {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "qwen35_api_key": "sk-test"}, "qwen3.5"),
+    # A kind added as data only (fleetserve/hardware.yaml + an nvidia-smi fixture): Docker's --gpus.
+    ("h100-01", {"hardware": "nvidia-h100x8", "arch": "x86_64", "workloads": ["qwen3.5"], "qwen35_api_key": "sk-test"},
+     "qwen3.5"),
     ("a2-vl-01", {"hardware": "atlas-800-a2", "workloads": ["qwen3-vl"]}, "qwen3-vl"),
     ("a2-01", {"hardware": "atlas-800-a2", "workloads": ["qwen3"]}, "qwen3"),
 ]
@@ -33,7 +37,7 @@ def image_store(tmp_path):
 
 
 def _fact_or_change(commands: list[str]) -> tuple[list[str], list[str]]:
-    fact_markers = ("echo '@@vendor", "for p in ", "docker image inspect --format '{{.Id}}", "echo @@marker",
+    fact_markers = ("echo '@@smi-format", "for p in ", "docker image inspect --format '{{.Id}}", "echo @@marker",
                     "echo @@dirs", "sh /usr/local/lib/fleetserve/verify-endpoint.sh")
     facts = [c for c in commands if c.startswith(fact_markers)]
     return facts, [c for c in commands if not c.startswith(fact_markers)]
@@ -59,7 +63,7 @@ def test_fresh_ready_host_gets_everything(name, data, workload, image_store):
     data = {**data, "image_store": image_store}
     plan = plan_host(f"@fake/{name}", data, [workload])
     expect_paths = __import__("fleetserve.readiness", fromlist=["x"]).expectations_for(plan)
-    ready_only = {"@@vendor": host_report(plan.hardware.kind, paths=expect_paths.paths,
+    ready_only = {"@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, paths=expect_paths.paths,
                                           model_dirs=sorted(expect_paths.model_needs_kb)),
                   "verify-endpoint.sh": ["@@result ok api"],
                   # after publishing, config.json is read again: a config that fits the flags
@@ -76,8 +80,8 @@ def test_fresh_ready_host_gets_everything(name, data, workload, image_store):
             else "docker pull \"$src\"" in text)
     for instance in plan.services:
         spec = instance.spec
-        assert f"<upload /etc/systemd/system/{spec.unit_name}>" in text
-        assert f"systemctl restart {spec.unit_name}" in text
+        assert f"<upload /etc/systemd/system/{hostpaths.unit_name(spec.name)}>" in text
+        assert f"systemctl restart {hostpaths.unit_name(spec.name)}" in text
         client = "hf" if spec.model.hub == "hf" else "modelscope"
         assert (f"--entrypoint {client} {spec.image.ref} download" if instance.entrypoint == "vllm-serve"
                 else f"{spec.image.ref} {client} download") in text
@@ -101,8 +105,8 @@ def test_unready_host_fails_preflight_unchanged_while_the_others_converge(image_
     data = {"hardware": "atlas-800-a2", "workloads": ["qwen3"], "image_store": image_store}
     plan = plan_host("@fake/a2-01", data, ["qwen3"])
     healthy = converged_responses(plan)
-    sick = {**healthy, "@@vendor": host_report("atlas-800-a2", npu_smi=sick_npu_smi, paths=healthy["@@vendor"][
-        healthy["@@vendor"].index("@@paths") + 1: healthy["@@vendor"].index("@@disk")])}
+    sick = {**healthy, "@@smi-format": host_report("atlas-800-a2", npu_smi=sick_npu_smi, paths=healthy["@@smi-format"][
+        healthy["@@smi-format"].index("@@paths") + 1: healthy["@@smi-format"].index("@@disk")])}
     state, commands = run_fake_deploy([("a2-01", {**data, "fake_responses": healthy}),
                                        ("a2-02", {**data, "fake_responses": {**sick, "printf '%s\\n'": {"success": False}}})],
                                       serve, ["qwen3"])

@@ -3,6 +3,9 @@
 import json
 import subprocess
 
+from fleetserve.hardware import get_kind
+from fleetserve.readiness import report_args
+from fleetserve.types import Expectations
 from fleetserve.facts.fleet import (
     EndpointCheck,
     FileDigests,
@@ -59,20 +62,28 @@ def test_host_report_installed_manifests():
     assert report["installed"] == [manifest]
 
 
-def test_host_report_command_is_one_round_trip_and_vendor_specific():
-    ascend = HostReport().command("ascend", ["/usr/local/dcmi"], ["/data/models/x"])
-    nvidia = HostReport().command("nvidia", [], [])
-    assert "npu-smi info" in ascend and "nvidia-smi" not in ascend
-    assert "nvidia-smi --query-gpu" in nvidia and "npu-smi" not in nvidia
+def _report_command(kind: str, paths: list[str], model_dirs: list[str]) -> str:
+    plan_like = Expectations(hardware=get_kind(kind), arch="aarch64", distro_family="debian", devices={0: "s"},
+                             device_nodes=("davinci0",), paths=tuple(paths),
+                             model_needs_kb={d: 1 for d in model_dirs})
+    return HostReport().command(**report_args(plan_like))
+
+
+def test_host_report_command_is_one_round_trip_and_hardware_specific():
+    ascend = _report_command("atlas-800-a2", ["/usr/local/dcmi"], ["/data/models/x"])
+    nvidia = _report_command("nvidia-gb200x4", [], [])
+    assert "/usr/local/bin/npu-smi info" in ascend and "nvidia-smi" not in ascend
+    assert "/usr/local/Ascend/driver/version.info" in ascend and "/etc/cdi" not in ascend
+    assert "nvidia-smi --query-gpu" in nvidia and "npu-smi" not in nvidia and "/etc/cdi" in nvidia
 
 
 def test_host_report_command_runs_in_a_real_shell():
     # Real sh on this machine: it must exit 0 and produce every section even with nothing installed.
-    result = subprocess.run(["sh", "-c", HostReport().command("ascend", ["/nonexistent"], ["/tmp/fs-x/y"])],
+    result = subprocess.run(["sh", "-c", _report_command("atlas-800-a2", ["/nonexistent"], ["/tmp/fs-x/y"])],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     sections = split_sections(result.stdout.splitlines())
-    assert {"vendor", "arch", "os", "engine", "devices", "paths", "disk", "driver", "toolkit"} <= set(sections)
+    assert {"smi-format", "arch", "os", "engine", "devices", "paths", "disk", "driver", "toolkit"} <= set(sections)
     assert sections["disk"][0].startswith("/tmp/fs-x/y ")
 
 

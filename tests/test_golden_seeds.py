@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetserve.builder import container_run_argv, vllm_serve_args
+from fleetserve.builder import container_run_argv
 from fleetserve.plan import plan_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,12 +92,12 @@ def rendered(inventory: str, workload: str, service: str, **data) -> tuple[list[
     namespace = runpy.run_path(str(ROOT / "inventories" / inventory))
     hosts = [(n, {**d, **data}) for k, v in namespace.items() if not k.startswith("_") and isinstance(v, list)
              for n, d in v]
-    plans = plan_inventory(hosts, [workload], check_local_files=False, require_secrets=False)
+    plans = plan_inventory(hosts, [workload], preview=True)
     instance = next(i for p in plans for i in p.services if i.spec.name == service)
     plan = next(p for p in plans if instance in p.services)
-    argv = container_run_argv(instance, instance.member(plan.host), plan.settings)
+    argv = container_run_argv(instance, instance.member(plan.host), plan)
     image_at = argv.index(instance.spec.image.ref)
-    return argv[:image_at], vllm_serve_args(instance)
+    return argv[:image_at], list(instance.serve_args)
 
 
 def test_seed_000_qwen35_27b_on_a3():

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetserve.builder import _env_file_value
+from fleetserve.builder import env_file_value
+from fleetserve.hostpaths import VERIFIED_MARKER
 from fleetserve.sandbox.hub import HubServer, seed_tiny_model
 from fleetserve.sandbox.tinymodel import write_tiny_model
 
@@ -45,7 +46,7 @@ def weights(tmp_path):
 
 
 def verify(directory: Path, hub, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(FILES / "verify_model.py"), str(directory), "--hub", extra[0] if extra
+    return subprocess.run([sys.executable, str(FILES / "verify_model.py"), str(directory), "--marker", VERIFIED_MARKER, "--hub", extra[0] if extra
                            else "hf", "--repo", REPO, "--revision", "main" if not extra or extra[0] == "hf" else "master",
                            "--endpoint", hub.url], capture_output=True, text=True, timeout=60)
 
@@ -95,7 +96,7 @@ def test_safetensors_header_check_catches_truncation_without_a_listing(weights):
 
 
 def test_an_unreachable_hub_is_a_clear_failure(weights):
-    result = subprocess.run([sys.executable, str(FILES / "verify_model.py"), str(weights), "--hub", "hf", "--repo", REPO,
+    result = subprocess.run([sys.executable, str(FILES / "verify_model.py"), str(weights), "--marker", VERIFIED_MARKER, "--hub", "hf", "--repo", REPO,
                              "--revision", "main", "--endpoint", "http://127.0.0.1:9"], capture_output=True, text=True)
     assert result.returncode == 1 and "cannot read the file listing" in result.stderr
 
@@ -103,7 +104,7 @@ def test_an_unreachable_hub_is_a_clear_failure(weights):
 @pytest.mark.parametrize("secret", ['plain', 'k3y "q" $HOME `id` \\ end', "a'b", "$$", "\\\\"])
 def test_api_key_is_read_back_exactly_as_written(tmp_path, secret):
     env_file = tmp_path / "x.env"
-    env_file.write_text(f"# comment\nVLLM_API_KEY={_env_file_value(secret)}\n")
+    env_file.write_text(f"# comment\nVLLM_API_KEY={env_file_value(secret)}\n")
     assert load("verify_api").api_key(str(env_file)) == secret
 
 
@@ -114,6 +115,6 @@ def test_systemd_reads_the_env_file_the_same_way(tmp_path):
         pytest.skip("no bash")
     secret = 'k3y "q" $HOME `id` \\ end'
     env_file = tmp_path / "x.env"
-    env_file.write_text(f"VLLM_API_KEY={_env_file_value(secret)}\n")
+    env_file.write_text(f"VLLM_API_KEY={env_file_value(secret)}\n")
     out = subprocess.run(["bash", "-c", f". {env_file}; printf %s \"$VLLM_API_KEY\""], capture_output=True, text=True)
     assert out.stdout == secret

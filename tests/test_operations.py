@@ -14,7 +14,8 @@ from fleetserve.operations import image as image_ops
 from fleetserve.operations import model as model_ops
 from fleetserve.operations import secrets as secret_ops
 from fleetserve.operations import service as service_ops
-from fleetserve.readiness import Expectations
+from fleetserve.hardware import get_kind
+from fleetserve.types import Expectations
 from tests.fakefleet import host_report, run_fake_deploy, run_op
 
 LIB = "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"
@@ -26,7 +27,7 @@ def changes(commands: list[str], *fact_prefixes: str) -> list[str]:
 
 # --- preflight gate ----------------------------------------------------------------------------
 
-A2_EXPECT = Expectations(vendor="ascend", hardware_label="Atlas 800 / 800T A2 (8 NPUs)", arch="aarch64",
+A2_EXPECT = Expectations(hardware=get_kind("atlas-800-a2"), arch="aarch64",
                          distro_family="debian", devices={0: "qwen3-30b", 1: "qwen3-30b", 2: "qwen3-30b", 3: "qwen3-30b"},
                          device_nodes=("davinci0", "davinci1", "davinci2", "davinci3", "davinci_manager"),
                          paths=("/usr/local/dcmi",), model_needs_kb={"/data/models/Qwen3-30B": 64 * 1024 * 1024},
@@ -34,13 +35,13 @@ A2_EXPECT = Expectations(vendor="ascend", hardware_label="Atlas 800 / 800T A2 (8
 
 
 def _ready(lines):
-    return run_op(host_ops.ready, {"@@vendor": lines}, expect=A2_EXPECT)
+    return run_op(host_ops.ready, {"@@smi-format": lines}, expect=A2_EXPECT)
 
 
 def test_ready_host_is_a_noop():
     commands, state = _ready(host_report("atlas-800-a2", driver="24.1.rc2", toolkit="8.0.RC3",
                                          paths=["/usr/local/dcmi"], model_dirs=["/data/models/Qwen3-30B"]))
-    assert changes(commands, "echo '@@vendor") == []
+    assert changes(commands, "echo '@@smi-format") == []
     assert not state.failed_hosts
 
 
@@ -50,11 +51,11 @@ def test_unready_host_fails_with_one_line_per_problem_and_changes_nothing():
     alarm = (Path(__file__).parent / "fixtures" / "npu-smi" / "a2-8x910b3-npu2-alarm.txt").read_text()
     commands, _ = _ready(host_report("atlas-800-a2", npu_smi=alarm, driver="23.0.3", toolkit=None, free_kb=1024,
                                      paths=[], model_dirs=["/data/models/Qwen3-30B"]))
-    (failing,) = changes(commands, "echo '@@vendor")
+    (failing,) = changes(commands, "echo '@@smi-format")
     assert failing.startswith("printf '%s\\n' 'fleetserve preflight: @fake/h is not ready (Atlas 800 / 800T A2 (8 NPUs)):'")
     assert "'  - NPU 2 (NPU 2 chip 0, 0000:81:00.0): health is Alarm; service qwen3-30b needs it OK'" in failing
     assert "'  - driver 23.0.3 is older than the 24.1.rc1 the services need'" in failing
-    assert "CANN toolkit not installed (ascend_toolkit_install.info); need >= 7.0.RC1" in failing
+    assert "CANN toolkit not installed (/usr/local/Ascend/ascend-toolkit/latest/*-linux/ascend_toolkit_install.info); need >= 7.0.RC1" in failing
     assert "driver files missing (the container mounts them): /usr/local/dcmi" in failing
     assert "disk: 0 GiB free for /data/models/Qwen3-30B, the model needs 64 GiB" in failing
     assert failing.endswith(">&2; exit 1")
@@ -163,7 +164,7 @@ def test_pull_tries_each_source_and_pins_the_digest():
 MARKER = {"hub": "hf", "repo_id": "Qwen/Qwen3.5-2B-Base", "revision": "main", "include": []}
 MODEL_ARGS = dict(hub="hf", repo_id="Qwen/Qwen3.5-2B-Base", revision="main", host_dir="/opt/atomgit/Qwen3.5-2B-Base",
                   image="quay.io/ascend/vllm-ascend:v0.18.0rc1", entrypoint="shell", max_model_len=32768,
-                  tensor_parallel_size=1)
+                  tensor_parallel_size=1, verify_script="/usr/local/lib/fleetserve/verify_model.py")
 
 
 def _model_state(marker, config):
@@ -209,7 +210,7 @@ def test_missing_weights_download_into_staging_verify_then_publish():
             f"-e HF_HUB_DISABLE_TELEMETRY=1 -e HF_HUB_DISABLE_UPDATE_CHECK=1 quay.io/ascend/vllm-ascend:v0.18.0rc1 "
             f"hf download Qwen/Qwen3.5-2B-Base --revision main --local-dir {stage} --include '*.json' "
             f"'*.safetensors'") in download
-    assert (f"quay.io/ascend/vllm-ascend:v0.18.0rc1 python3 /usr/local/lib/fleetserve/verify_model.py {stage} --hub hf "
+    assert (f"quay.io/ascend/vllm-ascend:v0.18.0rc1 python3 /usr/local/lib/fleetserve/verify_model.py {stage} --marker .fleetserve-verified.json --hub hf "
             f"--repo Qwen/Qwen3.5-2B-Base --revision main --endpoint https://hf-mirror.com --include '*.json' "
             f"--include '*.safetensors' ; then ok=1; break; fi; sleep 3; done;") in verify
     assert "files already complete stay in" in fetch

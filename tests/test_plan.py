@@ -17,7 +17,7 @@ A2_QWEN3 = {"hardware": "atlas-800-a2", "workloads": ["qwen3"]}
 
 def error_of(data: dict, workloads=("qwen3-vl",), host="a2-01") -> str:
     with pytest.raises(PlanError) as info:
-        plan_host(host, data, list(workloads), check_local_files=False)
+        plan_host(host, data, list(workloads))
     return str(info.value)
 
 
@@ -25,7 +25,7 @@ def test_valid_hosts_plan_their_services():
     plan = plan_host("a2-01", A2, ["qwen3-vl"])
     assert [(i.spec.name, i.spec.devices, i.spec.port) for i in plan.services] == [
         ("qwen3-vl-8b", (0,), 8000), ("qwen25-vl-32b", (1, 2), 8001)]
-    assert plan.settings.jemalloc_path == "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"
+    assert plan.jemalloc_path == "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"
 
 
 def test_unknown_and_missing_hardware():
@@ -36,7 +36,8 @@ def test_unknown_and_missing_hardware():
 
 
 def test_unknown_workloads():
-    assert "deploy: unknown workload 'qwen9' (catalog has: qwen3, qwen3-vl, qwen3.5)" in error_of(A2, ["qwen9"])
+    assert ("deploy: unknown workload 'qwen9' (did you mean 'qwen3'?) (catalog has: qwen3, qwen3-vl, qwen3.5)"
+            in error_of(A2, ["qwen9"]))
     assert "host a2-01: workloads: unknown workload 'llama' (catalog has:" in error_of({**A2, "workloads": ["llama"]})
 
 
@@ -48,7 +49,7 @@ def test_no_variant_for_the_hardware():
 def test_devices_out_of_range():
     message = error_of({**A2_QWEN3, "service_overrides": {"qwen3-30b": {"devices": [6, 7, 8, 9]}}}, ["qwen3"])
     assert ("host a2-01: workload qwen3: service qwen3-30b: devices: [8, 9] out of range (atlas-800-a2 host has "
-            "npu-smi ids 0-7)") in message
+            "NPU ids 0-7)") in message
 
 
 def test_devices_shared_by_two_services():
@@ -100,9 +101,11 @@ def test_model_source_without_repo_id_or_path():
 
 def test_unknown_override_names_and_bad_shapes():
     message = error_of({**A2, "service_overrides": {"qwen3-vl-80b": {"port": 9000}}})
-    assert "host a2-01: service_overrides: unknown service(s) qwen3-vl-80b (catalog services:" in message
-    assert "npu_ids: must be a list of integers (got '0-7')" in error_of({**A2, "npu_ids": "0-7"})
-    assert "arch: 'ppc64le' is not supported (allowed: aarch64, x86_64)" in error_of({**A2, "arch": "ppc64le"})
+    assert ("host a2-01: service_overrides['qwen3-vl-80b']: no catalog service has this name (did you mean "
+            "'qwen3-vl-8b'?) (catalog services:") in message
+    assert "host a2-01: npu_ids: Input should be a valid tuple (got '0-7')" in error_of({**A2, "npu_ids": "0-7"})
+    assert ("host a2-01: arch: Input should be 'aarch64' or 'x86_64' (got 'ppc64le')"
+            in error_of({**A2, "arch": "ppc64le"}))
 
 
 def test_flags_vllm_would_refuse_fail_before_any_host():
@@ -124,7 +127,7 @@ def test_missing_secret_is_named_and_never_shown():
 def test_every_host_problem_is_reported_at_once():
     with pytest.raises(PlanError) as info:
         plan_inventory([("a", {"hardware": "nope"}), ("b", {**A2, "service_overrides": {"qwen3-vl-8b": {"port": 0}}})],
-                       ["qwen3-vl"], check_local_files=False)
+                       ["qwen3-vl"], preview=True)
     text = str(info.value)
     assert "host a: hardware: unknown hardware kind 'nope'" in text
     assert "host b: workload qwen3-vl: service qwen3-vl-8b: port: Input should be greater than or equal to 1 (got 0)" in text
@@ -132,10 +135,10 @@ def test_every_host_problem_is_reported_at_once():
 
 def test_image_archive_must_exist_on_the_controller_for_a_deploy(tmp_path):
     data = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"], "image_store": str(tmp_path)}
-    with pytest.raises(PlanError, match=r"image tarball .*Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar does not exist"):
+    with pytest.raises(PlanError, match=r"image.tarball: .*Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar does not exist"):
         plan_host("a3-01", data, ["qwen3.5"])
     (tmp_path / "Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar").write_bytes(b"x")
-    assert plan_host("a3-01", data, ["qwen3.5"]).settings.image_tarball == str(tmp_path / "Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar")
+    assert plan_host("a3-01", data, ["qwen3.5"]).services[0].image_archive == str(tmp_path / "Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar")
 
 
 # --- values that could reach a shell or systemd -------------------------------------------------
@@ -152,7 +155,7 @@ def test_image_archive_must_exist_on_the_controller_for_a_deploy(tmp_path):
     ("image", {"ref": "vllm ascend:1"}, "must be an image reference"),
     ("mounts", ["/data:/data;id"], "paths may use letters"),
     ("shm_size", "1g --privileged", "must be a size like 1g"),
-    ("flags", {"--port": 1}, "must be written without dashes prefix"),
+    ("flags", {"--port": 1}, "must be written without the leading dashes"),
 ])
 def test_dangerous_values_are_rejected(field, value, needle):
     message = error_of({**A2, "service_overrides": {"qwen3-vl-8b": {field: value}}})
@@ -178,10 +181,10 @@ def test_hostile_but_allowed_values_are_quoted_in_the_unit_and_the_shell_renderi
     data = {**A2, "service_overrides": {"qwen3-vl-8b": {"served_model_name": hostile,
                                                           "env": {"NOTE": "a b;$(id)%n"},
                                                           "flags": {"chat-template": "{{ x }} ' \" $y"}}}}
-    plan = plan_host("a2-01", data, ["qwen3-vl"], check_local_files=False)
+    plan = plan_host("a2-01", data, ["qwen3-vl"], preview=True)
     instance = plan.services[0]
-    files = service_files(instance, instance.member("a2-01"), plan.settings)
-    argv = container_run_argv(instance, instance.member("a2-01"), plan.settings)
+    files = service_files(instance, instance.member("a2-01"), plan)
+    argv = container_run_argv(instance, instance.member("a2-01"), plan)
     assert _exec_start_words(files.unit_text) == argv
     assert hostile in argv and "NOTE=a b;$(id)%n" in argv
     # The shell rendering a human can paste is quoted for a POSIX shell.
@@ -197,7 +200,7 @@ def test_secrets_stay_out_of_the_unit_and_are_masked_in_previews():
     plan = plan_host("gb200-01", {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "qwen35_api_key": secret},
                      ["qwen3.5"])
     instance = plan.services[0]
-    files = service_files(instance, instance.member("gb200-01"), plan.settings)
+    files = service_files(instance, instance.member("gb200-01"), plan)
     assert secret not in files.unit_text and "k3y" not in files.unit_text
     assert "EnvironmentFile=/etc/fleetserve/qwen35-397b.env" in files.unit_text
     assert files.env_path == "/etc/fleetserve/qwen35-397b.env"

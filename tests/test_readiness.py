@@ -9,7 +9,7 @@ QWEN3 = {"hardware": "atlas-800-a2", "workloads": ["qwen3"]}
 
 
 def _report(**kwargs):
-    plan = plan_host("a2-01", QWEN3, ["qwen3"], check_local_files=False)
+    plan = plan_host("a2-01", QWEN3, ["qwen3"], preview=True)
     expect = expectations_for(plan)
     lines = host_report("atlas-800-a2", paths=expect.paths, model_dirs=sorted(expect.model_needs_kb),
                         toolkit="8.0.RC3", **kwargs)
@@ -17,7 +17,7 @@ def _report(**kwargs):
 
 
 def test_expectations_follow_the_plan():
-    plan = plan_host("a2-01", QWEN3, ["qwen3"], check_local_files=False)
+    plan = plan_host("a2-01", QWEN3, ["qwen3"], preview=True)
     expect = expectations_for(plan)
     assert expect.devices == {0: "qwen3-30b", 1: "qwen3-30b", 2: "qwen3-30b", 3: "qwen3-30b"}
     assert expect.device_nodes[:4] == ("davinci0", "davinci1", "davinci2", "davinci3")

@@ -9,14 +9,8 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
+from fleetserve import hostpaths
 from fleetserve.facts.parsers import parse_key_values, parse_npu_smi_info, parse_nvidia_smi_csv
-
-NPU_SMI = "/usr/local/bin/npu-smi"
-ASCEND_DRIVER_VERSION = "/usr/local/Ascend/driver/version.info"
-ASCEND_TOOLKIT_GLOB = "/usr/local/Ascend/ascend-toolkit/latest/*-linux/ascend_toolkit_install.info"
-CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
-VERIFY_SCRIPT = "/usr/local/lib/fleetserve/verify-endpoint.sh"
-
 
 class Fact(FactBase):
     """pyinfra hands `default()` instead of calling `process` when a command prints nothing; ours
@@ -48,44 +42,50 @@ def _q(value: str) -> str:
 
 class HostReport(Fact):
     """Everything preflight checks, in one round trip: platform, engine, driver, toolkit, accelerator
-    status, device nodes, required paths, free disk (and model readiness) per model directory."""
+    status, device nodes, required paths, free disk (and model readiness) per model directory. The
+    hardware-specific arguments come from the host's HardwareKind (fleetserve.readiness.report_args)."""
 
     shell_executable = "sh"
 
-    def command(self, vendor: str, paths: list[str], model_dirs: list[str]) -> str:
+    def command(self, smi_path: str, smi_format: str, device_prefixes: list[str], paths: list[str],
+                model_dirs: list[str], driver_version_file: str | None = None, toolkit_info_glob: str | None = None,
+                cdi_dirs: list[str] | None = None) -> str:
+        marker = hostpaths.VERIFIED_MARKER
         script = [
-            f"echo '@@vendor {vendor}'",
+            f"echo '@@smi-format {smi_format}'",
             "echo @@arch; uname -m",
             "echo @@os; cat /etc/os-release 2>/dev/null",
             "echo @@engine; if command -v docker >/dev/null 2>&1; then docker --version 2>&1 | head -1;"
             " docker image ls -q >/dev/null 2>&1 && echo engine-ok || echo engine-unreachable; else echo missing; fi",
-            "echo @@devices; ls -1 /dev 2>/dev/null | grep -E '^(davinci|devmm_svm|hisi_hdc|nvidia)' || true",
+            "echo @@devices; ls -1 /dev 2>/dev/null | grep -E " + _q("^(" + "|".join(device_prefixes) + ")")
+            + " || true",
             "echo @@paths; for p in " + " ".join(_q(p) for p in paths) + "; do [ -e \"$p\" ] && echo \"$p\"; done; true",
             # Free space where each model directory will live (its nearest existing parent), and
             # whether verified weights are already there (then no space is needed).
             "echo @@disk; for d in " + " ".join(_q(d) for d in model_dirs) + "; do p=$d;"
             " while [ ! -d \"$p\" ]; do p=$(dirname \"$p\"); done;"
             " a=$(df -Pk \"$p\" 2>/dev/null | awk 'NR==2{print $4}');"
-            " m=no; [ -f \"$d/.fleetserve-verified.json\" ] && m=yes; echo \"$d ${a:-0} $m\"; done; true",
+            f" m=no; [ -f \"$d/{marker}\" ] && m=yes; echo \"$d ${{a:-0}} $m\"; done; true",
             # What fleetserve already runs here (any workload): each unit carries a one-line manifest.
-            "echo @@installed; grep -h '^# fleetserve-manifest: ' /etc/systemd/system/fleetserve-*.service"
-            " 2>/dev/null | sed 's/^# fleetserve-manifest: //'; true",
+            f"echo @@installed; grep -h {_q('^' + hostpaths.MANIFEST_PREFIX)} {hostpaths.UNIT_GLOB}"
+            f" 2>/dev/null | sed {_q('s/^' + hostpaths.MANIFEST_PREFIX + '//')}; true",
         ]
-        if vendor == "ascend":
-            script += [
-                f"echo @@driver; cat {ASCEND_DRIVER_VERSION} 2>/dev/null; true",
-                f"echo @@toolkit; cat {ASCEND_TOOLKIT_GLOB} 2>/dev/null | head -20; true",
-                f"if [ -x {NPU_SMI} ]; then echo @@smi; {NPU_SMI} info 2>&1; echo \"@@smi-rc $?\";"
-                " else echo '@@smi-rc missing'; fi",
-            ]
+        if driver_version_file:
+            script.append(f"echo @@driver; cat {_q(driver_version_file)} 2>/dev/null; true")
+        if toolkit_info_glob:
+            script.append(f"echo @@toolkit; cat {toolkit_info_glob} 2>/dev/null | head -20; true")
+        if smi_format == "npu-smi-info":
+            smi = _q(smi_path)
+            script.append(f"if [ -x {smi} ]; then echo @@smi; {smi} info 2>&1; echo \"@@smi-rc $?\";"
+                          " else echo '@@smi-rc missing'; fi")
         else:
-            script += [
-                "if command -v nvidia-smi >/dev/null 2>&1; then echo @@smi; nvidia-smi"
-                " --query-gpu=index,name,memory.total,memory.used,pci.bus_id,driver_version"
-                " --format=csv,noheader,nounits 2>&1; echo \"@@smi-rc $?\"; else echo '@@smi-rc missing'; fi",
-                "echo @@cdi; for d in " + " ".join(CDI_DIRS) + "; do grep -ls 'nvidia.com/gpu' \"$d\"/*.yaml"
-                " \"$d\"/*.json 2>/dev/null; done; true",
-            ]
+            smi = _q(smi_path)
+            script.append(f"if command -v {smi} >/dev/null 2>&1; then echo @@smi; {smi}"
+                          " --query-gpu=index,name,memory.total,memory.used,pci.bus_id,driver_version"
+                          " --format=csv,noheader,nounits 2>&1; echo \"@@smi-rc $?\"; else echo '@@smi-rc missing'; fi")
+        if cdi_dirs:
+            script.append("echo @@cdi; for d in " + " ".join(_q(d) for d in cdi_dirs) + "; do grep -ls 'nvidia.com/gpu'"
+                          " \"$d\"/*.yaml \"$d\"/*.json 2>/dev/null; done; true")
         return "; ".join(script)
 
     def process(self, output: list[str]) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def parse_host_report(sections: dict[str, list[str]]) -> dict[str, Any]:
         report["smi_error"] = "not installed"
     elif rc != "0":
         report["smi_error"] = f"exited {rc}: " + " ".join(smi_text.split())[:200]
-    elif (sections.get("vendor") or [""])[0].strip() == "nvidia":
+    elif (sections.get("smi-format") or [""])[0].strip() == "nvidia-smi-csv":
         gpus, driver_version = parse_nvidia_smi_csv(smi_text)
         report["smi_ok"] = bool(gpus)
         report["driver_version"] = driver_version
@@ -241,7 +241,7 @@ class ModelState(Fact):
 
     def command(self, host_dir: str) -> str:
         d = _q(host_dir)
-        return (f"echo @@marker; cat {d}/.fleetserve-verified.json 2>/dev/null; echo;"
+        return (f"echo @@marker; cat {_q(hostpaths.model_marker(host_dir))} 2>/dev/null; echo;"
                 f" echo @@config; cat {d}/config.json 2>/dev/null; true")
 
     def process(self, output: list[str]) -> dict[str, Any]:
@@ -302,7 +302,7 @@ class EndpointCheck(Fact):
 
     def command(self, port: int, model: str, unit: str, container: str, timeout_s: int,
                 env_path: str | None = None) -> str:
-        return " ".join(["sh", VERIFY_SCRIPT, str(int(port)), _q(model), _q(unit), _q(container),
+        return " ".join(["sh", hostpaths.lib_file("verify-endpoint.sh"), str(int(port)), _q(model), _q(unit), _q(container),
                          str(int(timeout_s)), _q(env_path or "")])
 
     def process(self, output: list[str]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Host preparation: readiness gate, jemalloc, fleetserve's helper scripts on the host."""
+"""Host preparation operations: the readiness gate, jemalloc, fleetserve's helper scripts."""
 
 from __future__ import annotations
 
@@ -10,16 +10,27 @@ from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 
 from fleetserve.facts.fleet import FileDigests, HostReport, PathsExist
 from fleetserve.operations import fail_command
-from fleetserve.readiness import Expectations, check_host
+from fleetserve.readiness import check_host, report_args
+from fleetserve.types import Expectations
 
 
 @operation(is_idempotent=True)
 def ready(expect: Expectations):
-    """Fail the host, changing nothing, when any requirement is unmet; otherwise a no-op."""
-    report = host.get_fact(HostReport, **expect.report_args())
+    """
+    Fail the host, changing nothing, when any requirement of its services is unmet.
+
+    + expect: what the planned services need (``fleetserve.readiness.expectations_for(plan)``)
+
+    **Example:**
+
+    .. code:: python
+
+        ready(name="Host is ready", expect=expectations_for(plan))
+    """
+    report = host.get_fact(HostReport, **report_args(expect))
     problems = check_host(report, expect)
     if problems:
-        yield fail_command(f"fleetserve preflight: {host.name} is not ready ({expect.hardware_label}):", problems)
+        yield fail_command(f"fleetserve preflight: {host.name} is not ready ({expect.hardware.label}):", problems)
     else:
         host.noop(f"ready: {len(report.get('accelerators', []))} accelerators, driver "
                   f"{report.get('driver_version') or '-'}, toolkit {report.get('toolkit_version') or '-'}")
@@ -27,7 +38,20 @@ def ready(expect: Expectations):
 
 @operation(is_idempotent=True)
 def jemalloc(family: str, package: str, library: str):
-    """Install jemalloc with the distro's package manager unless its .so.2 is already there."""
+    """
+    Install jemalloc with the distro's package manager unless its ``.so.2`` is already there.
+
+    + family: ``debian`` (apt) or ``rhel`` (dnf, else yum)
+    + package: the distro's package name (``libjemalloc2``, ``jemalloc``)
+    + library: the ``.so.2`` path the container preloads; checked to exist after installing
+
+    **Example:**
+
+    .. code:: python
+
+        jemalloc(family="debian", package="libjemalloc2",
+                 library="/usr/lib/aarch64-linux-gnu/libjemalloc.so.2")
+    """
     if library in host.get_fact(PathsExist, paths=[library]):
         host.noop(f"jemalloc present at {library}")
         return
@@ -46,7 +70,19 @@ def jemalloc(family: str, package: str, library: str):
 
 @operation(is_idempotent=True)
 def files_present(directory: str, files: dict[str, bytes]):
-    """Keep fleetserve's helper scripts in `directory` (uploaded only when their sha256 differs)."""
+    """
+    Keep files in a directory, uploading only those whose sha256 differs.
+
+    + directory: the host directory (created when missing)
+    + files: file name -> content
+
+    **Example:**
+
+    .. code:: python
+
+        files_present(directory="/usr/local/lib/fleetserve",
+                      files={"verify_api.py": Path("files/verify_api.py").read_bytes()})
+    """
     paths = {f"{directory}/{name}": content for name, content in sorted(files.items())}
     digests = host.get_fact(FileDigests, paths=sorted(paths))
     stale = [p for p, content in paths.items() if digests.get(p) != hashlib.sha256(content).hexdigest()]

@@ -7,6 +7,7 @@ import os
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 
+from fleetserve import hostpaths
 from fleetserve.facts.fleet import FileSizes, ImageState
 
 
@@ -18,12 +19,28 @@ def _has_digest(state: dict | None, digest: str | None) -> bool:
 
 @operation(is_idempotent=True)
 def loaded(ref: str, archive: str, remote_dir: str, sha256: str | None = None, keep_archive: bool = False):
-    """Make `ref` exist by `docker load` of a local archive. The archive is copied only when the
-    image is absent (never re-copy 12 GB on a converged host), checked, loaded, and removed."""
+    """
+    Make an image exist by ``docker load`` of an archive from the controller. The archive is
+    copied only when the image is absent (never re-copy 12 GB on a converged host), checked,
+    loaded, and removed.
+
+    + ref: the repository:tag the archive must contain
+    + archive: the archive's path on the controller
+    + remote_dir: where the archive is copied on the host
+    + sha256: the archive's sha256, checked on the host before loading
+    + keep_archive: keep the copy on the host after loading
+
+    **Example:**
+
+    .. code:: python
+
+        loaded(ref="vllm-ascend:qwen3_5-v0-a3", archive="images/Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar",
+               remote_dir="/var/cache/fleetserve/images")
+    """
     if host.get_fact(ImageState, ref=ref) is not None:
         host.noop(f"image {ref} present")
         return
-    remote = f"{remote_dir}/{os.path.basename(archive)}"
+    remote = hostpaths.image_archive(remote_dir, archive)
     yield StringCommand("mkdir", "-p", QuoteString(remote_dir))
     # An archive left by an interrupted run is reused when its size matches (sha256 is checked below).
     if host.get_fact(FileSizes, paths=[remote]).get(remote) != os.path.getsize(archive):
@@ -43,8 +60,21 @@ def loaded(ref: str, archive: str, remote_dir: str, sha256: str | None = None, k
 
 @operation(is_idempotent=True)
 def pulled(ref: str, sources: list[str], digest: str | None = None):
-    """Make `ref` exist by pulling from `sources` in order (mirrors first), pinned to `digest` when
-    given, then tagging as `ref` so the unit always names one reference."""
+    """
+    Make an image exist by pulling it from the first source that answers, then tagging it as
+    ``ref`` so the unit always names one reference.
+
+    + ref: the reference the unit runs
+    + sources: references to try in order (mirrors first, ``pull_sources`` builds them)
+    + digest: ``sha256:...`` the image must have (pulled by digest, checked after)
+
+    **Example:**
+
+    .. code:: python
+
+        pulled(ref="quay.io/ascend/vllm-ascend:v0.18.0rc1",
+               sources=pull_sources("quay.io/ascend/vllm-ascend:v0.18.0rc1", ["m.daocloud.io/quay.io"]))
+    """
     state = host.get_fact(ImageState, ref=ref)
     if _has_digest(state, digest):
         host.noop(f"image {ref} present" + (f" at {digest}" if digest else ""))

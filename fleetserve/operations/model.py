@@ -3,21 +3,14 @@ directory, verify, publish atomically; then check the serve flags against config
 
 from __future__ import annotations
 
-import posixpath
-
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 
+from fleetserve import hostpaths
 from fleetserve.facts.fleet import ModelState
 from fleetserve.operations import fail_command
 
 HUB_DEFAULT_ENDPOINTS = {"hf": "https://huggingface.co", "modelscope": "https://www.modelscope.cn"}
-
-
-def staging_dir(host_dir: str) -> str:
-    """A hidden sibling on the same filesystem, so publishing is a rename; kept across failed
-    attempts so an interrupted download resumes."""
-    return posixpath.join(posixpath.dirname(host_dir), "." + posixpath.basename(host_dir) + ".fleetserve-partial")
 
 
 def marker_matches(marker: dict | None, hub: str, repo_id: str, revision: str, include: list[str]) -> bool:
@@ -70,13 +63,39 @@ def _image_call(image: str, entrypoint: str, program: str, args: list, mounts: l
 
 
 @operation(is_idempotent=True)
-def weights(hub: str, repo_id: str, revision: str, host_dir: str, image: str, entrypoint: str,
+def weights(hub: str, repo_id: str, revision: str, host_dir: str, image: str, entrypoint: str, verify_script: str,
             include: list[str] | None = None, endpoint: str | None = None, token_env_file: str | None = None,
-            verify_script: str = "/usr/local/lib/fleetserve/verify_model.py", verify_sha256: bool = True,
-            attempts: int = 3, max_model_len: int | None = None, tensor_parallel_size: int = 1):
-    """Verified weights at host_dir for (hub, repo, revision, include): a no-op, with no network,
-    when the verified marker says so. Otherwise download into staging with the real client,
-    verify against the hub's listing, and publish by rename. Then check config.json vs flags."""
+            verify_sha256: bool = True, attempts: int = 3, max_model_len: int | None = None,
+            tensor_parallel_size: int = 1):
+    """
+    Verified weights in a host directory: a no-op, with no network, when the verified marker
+    matches. Otherwise download into a staging directory with the hub's real client inside the
+    serving image, verify against the hub's listing, and publish by rename. Then check
+    config.json against the serve flags.
+
+    + hub: ``hf`` or ``modelscope``
+    + repo_id: org/name on the hub
+    + revision: branch, tag or commit
+    + host_dir: where the verified weights live on the host
+    + image: the serving image (it carries the hub clients)
+    + entrypoint: ``shell`` or ``vllm-serve`` (how to run another program in the image)
+    + verify_script: the verifier's path on the host (``fleetserve.hostpaths.lib_file("verify_model.py")``)
+    + include: download only files matching these patterns
+    + endpoint: the hub's URL (default: the public hub)
+    + token_env_file: a 0600 docker --env-file holding the hub token
+    + verify_sha256: hash every file the hub lists a sha256 for
+    + attempts: download+verify attempts in this run
+    + max_model_len: the service's ``--max-model-len``, checked against config.json
+    + tensor_parallel_size: the service's ``--tensor-parallel-size``, checked against the heads
+
+    **Example:**
+
+    .. code:: python
+
+        weights(hub="hf", repo_id="Qwen/Qwen3.5-2B-Base", revision="main", host_dir="/opt/atomgit/Qwen3.5-2B-Base",
+                image="quay.io/ascend/vllm-ascend:v0.18.0rc1", entrypoint="shell",
+                verify_script="/usr/local/lib/fleetserve/verify_model.py", max_model_len=32768)
+    """
     include = list(include or [])
     state = host.get_fact(ModelState, host_dir=host_dir)
     if marker_matches(state["marker"], hub, repo_id, revision, include):
@@ -87,7 +106,7 @@ def weights(hub: str, repo_id: str, revision: str, host_dir: str, image: str, en
             host.noop(f"{hub}:{repo_id}@{revision} verified at {host_dir}")
         return
 
-    stage = staging_dir(host_dir)
+    stage = hostpaths.staging_dir(host_dir)
     endpoint = endpoint or HUB_DEFAULT_ENDPOINTS[hub]
     # The clients only talk to the endpoint: no telemetry, no update checks against PyPI.
     env = {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1"} \
@@ -106,7 +125,8 @@ def weights(hub: str, repo_id: str, revision: str, host_dir: str, image: str, en
             args += ["--include", *[QuoteString(p) for p in include]]
     download = _image_call(image, entrypoint, program, args, [f"{stage}:{stage}"], env, token_env_file)
 
-    verify_args: list[object] = [verify_script, QuoteString(stage), "--hub", hub, "--repo", QuoteString(repo_id),
+    verify_args: list[object] = [verify_script, QuoteString(stage), "--marker", hostpaths.VERIFIED_MARKER,
+                                 "--hub", hub, "--repo", QuoteString(repo_id),
                                  "--revision", QuoteString(revision), "--endpoint", QuoteString(endpoint)]
     for pattern in include:
         verify_args += ["--include", QuoteString(pattern)]

@@ -27,8 +27,30 @@ def desired_applied(unit_text: str, env_text: str | None, image_id: str | None, 
 def container_unit(unit: str, unit_path: str, unit_text: str, config_dir: str, applied_path: str,
                    image_ref: str, marker_path: str, env_path: str | None = None,
                    env_text: HiddenValue | None = None, mount_dirs: list[str] | None = None):
-    """Install the unit (and its 0600 secrets file), enable it, and (re)start it only when what it
-    depends on changed since it was last started: unit, secrets, image id or verified model."""
+    """
+    Install a service's unit (and its 0600 secrets file), enable it, and (re)start it only when
+    what it depends on changed since it was last started: unit, secrets, image id or verified model.
+
+    + unit: the unit's name
+    + unit_path: where the unit file goes
+    + unit_text: the unit file (``fleetserve.builder.service_files``)
+    + config_dir: fleetserve's 0700 directory for secrets and records
+    + applied_path: the record of what the running service was started with
+    + image_ref: the image the unit runs (its id is part of the record)
+    + marker_path: the model's verified marker (its sha256 is part of the record)
+    + env_path: the unit's EnvironmentFile, when the service has secrets
+    + env_text: its content, wrapped in ``HiddenValue``
+    + mount_dirs: host directories the container mounts, created when missing
+
+    **Example:**
+
+    .. code:: python
+
+        container_unit(unit="fleetserve-qwen3-30b.service", unit_path="/etc/systemd/system/fleetserve-qwen3-30b.service",
+                       unit_text=files.unit_text, config_dir="/etc/fleetserve",
+                       applied_path="/etc/fleetserve/qwen3-30b.applied.json", image_ref="quay.io/ascend/vllm-ascend:v0.18.0rc1",
+                       marker_path="/data/models/Qwen3-30B/.fleetserve-verified.json")
+    """
     state = host.get_fact(ServiceState, unit=unit, unit_path=unit_path, env_path=env_path or "/nonexistent",
                           applied_path=applied_path, image_ref=image_ref, marker_path=marker_path,
                           dirs=mount_dirs or [])
@@ -66,8 +88,24 @@ def container_unit(unit: str, unit_path: str, unit_text: str, config_dir: str, a
 
 @operation(is_idempotent=True)
 def endpoint_answers(port: int, model: str, unit: str, container: str, timeout_s: int, env_path: str | None = None):
-    """Fail the host, with the response and the journal's last lines, unless the service answers
-    /health, lists `model` in /v1/models and answers one completion and one chat request."""
+    """
+    Fail the host, with the response and the journal's last lines, unless the service answers
+    /health, lists its model in /v1/models and answers one completion and one chat request.
+
+    + port: the service's port on the host
+    + model: the name clients ask for (``--served-model-name``)
+    + unit: the service's unit (its journal is shown on failure)
+    + container: the service's container (used when the host has no python3)
+    + timeout_s: how long to wait for /health while the model loads
+    + env_path: the unit's EnvironmentFile, read on the host for the API key
+
+    **Example:**
+
+    .. code:: python
+
+        endpoint_answers(port=8000, model="qwen3.5", unit="fleetserve-qwen35-2b-base.service",
+                         container="fleetserve-qwen35-2b-base", timeout_s=1800)
+    """
     if not host.state.is_executing:
         host.noop(f"{model} on port {port} is checked when the deploy runs")
         return

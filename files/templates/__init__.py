@@ -1,0 +1,1 @@
+"""The systemd unit template, shipped as fleetserve.files.templates."""

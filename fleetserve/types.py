@@ -1,0 +1,551 @@
+"""Every type fleetserve passes between its layers: hardware kinds, catalog entries, host data, the plan.
+
+Nothing here imports fleetserve: the planner fills these, the builder, roles and operations read
+them. Catalog entries and host data are pydantic models, so a wrong type or an unknown key is
+refused with the path of the value; the plan is frozen dataclasses of already-validated values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+
+
+class FleetserveError(ValueError):
+    """Invalid input; the message names where (host, file, key), the value and what is allowed."""
+
+
+class CatalogError(FleetserveError):
+    """A catalog entry (or an override of one) is invalid."""
+
+
+class PlanError(FleetserveError):
+    """The inventory cannot be planned; one problem per line, every host checked."""
+
+
+# --- hardware kinds (filled from fleetserve/hardware.yaml) -----------------------------------
+
+Vendor = Literal["ascend", "nvidia"]
+# How the image starts vLLM: vllm-ascend images end with CMD bash, so the unit runs `vllm serve`;
+# vllm/vllm-openai has ENTRYPOINT ["vllm", "serve"], so the unit passes only MODEL and flags.
+Entrypoint = Literal["shell", "vllm-serve"]
+# How `docker run` is given accelerators: one --device per device node, CDI names, or --gpus.
+DeviceSyntax = Literal["device-nodes", "cdi", "gpus"]
+SmiFormat = Literal["npu-smi-info", "nvidia-smi-csv"]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors; values are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BindMount(StrictModel):
+    host: str
+    container: str
+    read_only: bool = False
+
+    def docker_arg(self) -> str:
+        return f"{self.host}:{self.container}" + (":ro" if self.read_only else "")
+
+
+class MultiNodeNeeds(StrictModel):
+    """What every member of a service spanning nodes needs on top of a single-node service."""
+
+    mounts: tuple[BindMount, ...] = ()
+    # Environment variable -> which member attribute fills it (the node's own address or NIC).
+    member_env: dict[str, Literal["address", "nic"]] = Field(default_factory=dict)
+
+
+class HardwareKind(StrictModel):
+    """One kind of accelerator host: every fact fleetserve needs that differs between hardware."""
+
+    kind: str
+    label: str
+    vendor: Vendor
+    family: str
+    chip: str
+    device_ids: tuple[int, ...]
+    device_memory_mb: int
+    aliases: tuple[str, ...] = ()
+    accelerator_word: str  # what operators call one device: NPU or GPU
+    vllm_platform: Literal["ascend", "cuda"]
+    device_node: str  # device node path with {id}, e.g. /dev/davinci{id}
+    control_devices: tuple[str, ...] = ()
+    driver_mounts: tuple[BindMount, ...] = ()
+    cache_mount: BindMount | None = None  # a host cache every container of this kind shares
+    smi_path: str
+    smi_format: SmiFormat
+    driver_version_file: str | None = None  # else the smi tool reports the driver version
+    toolkit_info_glob: str | None = None
+    visible_devices_env: str
+    device_syntax: DeviceSyntax
+    cdi_device: str | None = None  # CDI device name with {id}, for device_syntax cdi
+    container_runtime: str | None = None  # docker --runtime, for device_syntax gpus
+    cdi_dirs: tuple[str, ...] = ()
+    entrypoint: Entrypoint
+    multi_node: MultiNodeNeeds = Field(default_factory=MultiNodeNeeds)
+
+    def device_path(self, device_id: int) -> str:
+        return self.device_node.format(id=device_id)
+
+    @model_validator(mode="after")
+    def _syntax_complete(self) -> HardwareKind:
+        if self.device_syntax == "cdi" and not self.cdi_device:
+            raise ValueError("device_syntax cdi needs cdi_device")
+        return self
+
+    def describe_ids(self, ids: tuple[int, ...] | list[int] | None = None) -> str:
+        ids = tuple(sorted(ids if ids is not None else self.device_ids))
+        if ids and ids == tuple(range(ids[0], ids[-1] + 1)) and len(ids) > 2:
+            return f"{ids[0]}-{ids[-1]}"
+        return ",".join(str(i) for i in ids)
+
+
+# --- catalog entries --------------------------------------------------------------------------
+
+# Names that end up in unit names, container names and paths: keep them boring.
+SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+SHM_SIZE = re.compile(r"^[0-9]+[bkmgBKMG]?$")  # --shm-size: digits and an optional unit
+# Characters that never belong in a path, image reference, repo id or env value we pass on.
+UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+HOST_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
+# Directories that hold more than one model's data: a model's host_dir must be below them.
+SHARED_TOP_DIRS = ("", "/root", "/root/.cache", "/data", "/opt", "/usr", "/var", "/etc", "/home", "/srv", "/mnt",
+                   "/tmp", "/raid")
+
+
+def no_control_chars(value: str, what: str) -> str:
+    if UNSAFE_CHARS.search(value):
+        raise ValueError(f"{what} must not contain control characters or newlines")
+    return value
+
+
+class ImageSpec(StrictModel):
+    """The serving image and where it comes from."""
+
+    ref: str = Field(description="repository:tag that must exist on the host, e.g. vllm-ascend:qwen3_5-v0-a3")
+    source: Literal["load", "pull"]
+    tarball: str | None = Field(None, description="load: image archive on the controller (relative to image_store)")
+    sha256: str | None = Field(None, description="load: sha256 of the archive, checked on the host before loading")
+    digest: str | None = Field(None, description="pull: sha256:... digest the pulled image must have")
+    mirrors: tuple[str, ...] = Field((), description="pull: registry mirrors tried in order before the ref itself")
+    entrypoint: Entrypoint | None = Field(None, description="how the image starts vllm; default from the hardware")
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", value):
+            raise ValueError("must be an image reference like registry/name:tag (letters, digits, . _ / : @ -)")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, value: str | None) -> str | None:
+        if value is not None and not SHA256_HEX.match(value):
+            raise ValueError("must be 64 lowercase hex characters")
+        return value
+
+    @field_validator("digest")
+    @classmethod
+    def _digest(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+            raise ValueError("must look like sha256:<64 hex>")
+        return value
+
+    @field_validator("mirrors")
+    @classmethod
+    def _mirrors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for mirror in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:/-]*", mirror):
+                raise ValueError(f"mirror {mirror!r} must be a registry host[/path] prefix")
+        return value
+
+    @model_validator(mode="after")
+    def _source_complete(self) -> ImageSpec:
+        if self.source == "load" and not self.tarball:
+            raise ValueError("source 'load' needs a tarball")
+        if self.source == "pull" and self.tarball:
+            raise ValueError("source 'pull' takes no tarball (use source 'load')")
+        if self.tarball is not None:
+            no_control_chars(self.tarball, "tarball")
+        return self
+
+
+class ModelSpec(StrictModel):
+    """Where the weights come from and where they live on the host."""
+
+    hub: Literal["hf", "modelscope"]
+    repo_id: str = Field(description="org/name on the hub")
+    revision: str | None = Field(None, description="branch, tag or commit; default main (hf) or master (modelscope)")
+    host_dir: str = Field(description="absolute directory on the host holding the verified weights")
+    container_dir: str | None = Field(None, description="path vllm serves inside the container; default host_dir")
+    include: tuple[str, ...] = Field((), description="download only files matching these patterns")
+    endpoint: str | None = Field(None, description="hub mirror, e.g. https://hf-mirror.com")
+    size_gb: float = Field(description="approximate size on disk, for the free-space check", gt=0, allow_inf_nan=False)
+    token_key: str | None = Field(None, description="host data key holding the hub token (secret)")
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError("must be org/name (letters, digits, . _ -)")
+        return value
+
+    @field_validator("revision")
+    @classmethod
+    def _revision(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]*", value):
+            raise ValueError("must be a branch, tag or commit (letters, digits, . _ / -)")
+        return value
+
+    @field_validator("host_dir", "container_dir")
+    @classmethod
+    def _abs(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not HOST_PATH.fullmatch(value) or "/../" in value + "/" or "/./" in value + "/":
+            raise ValueError("must be an absolute path of letters, digits and . _ / + -")
+        if value.rstrip("/") in SHARED_TOP_DIRS:
+            raise ValueError("must be a model's own directory, not a system or shared top directory")
+        return value.rstrip("/")
+
+    @field_validator("include")
+    @classmethod
+    def _include(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            if not re.fullmatch(r"[A-Za-z0-9._*?/\[\]-]+", pattern):
+                raise ValueError(f"pattern {pattern!r} may use letters, digits and . _ * ? / [ ] - only")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[A-Za-z0-9.:_-]+(/[A-Za-z0-9._/-]*)?", value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/") if value else value
+
+    @property
+    def effective_revision(self) -> str:
+        return self.revision or ("main" if self.hub == "hf" else "master")
+
+    @property
+    def serve_path(self) -> str:
+        return self.container_dir or self.host_dir
+
+
+class Requirements(StrictModel):
+    """Minimum host software the service needs (checked by preflight)."""
+
+    driver: str | None = Field(None, description="minimum Ascend driver (HDK) or NVIDIA driver version")
+    cann: str | None = Field(None, description="minimum CANN toolkit on the host, when the host must have one")
+    vllm_ascend: str | None = Field(None, description="minimum vllm-ascend release the image must carry (documented)")
+    free_disk_factor: float = Field(1.1, description="free space needed at the model dir = size_gb x this", ge=1,
+                                    allow_inf_nan=False)
+
+
+FlagValue = bool | int | float | str | dict | list | None
+
+# Flags that have typed fields (the builder emits them); catalog `flags` must not repeat them.
+TYPED_FLAGS = {
+    "served-model-name": "served_model_name",
+    "host": "host",
+    "port": "port",
+    "tensor-parallel-size": "tensor_parallel_size",
+    "pipeline-parallel-size": "pipeline_parallel_size",
+    "data-parallel-size": "data_parallel_size",
+    "max-model-len": "max_model_len",
+    "model": "model",
+}
+
+
+class ServiceSpec(StrictModel):
+    """One `vllm serve` instance: a catalog entry's service after overrides."""
+
+    name: str = Field(description="unit fleetserve-<name>.service and container fleetserve-<name>")
+    model: ModelSpec
+    image: ImageSpec
+    devices: tuple[int, ...] = Field(description="accelerator ids this service owns exclusively")
+    device_mode: Literal["mount", "privileged"] = Field(
+        "mount",
+        description="mount: the container is given only its own devices; privileged: --privileged plus the "
+                    "visible-devices variable (the Qwen3 on Atlas 800T A2 write-up's way)",
+    )
+    port: int = Field(8000, ge=1, le=65535)
+    host: str | None = Field(None, description="--host; unset leaves vLLM's default (all interfaces)")
+    served_model_name: str | None = None
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1)
+    max_model_len: int | None = Field(None, ge=1)
+    flags: dict[str, FlagValue] = Field(
+        default_factory=dict, description="further vllm serve flags in order: true = switch, false/null = omit"
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="container environment (not secrets)")
+    mounts: tuple[str, ...] = Field((), description="extra host:container[:ro] bind mounts")
+    shm_size: str | None = Field("1g", description="--shm-size (docker's 64 MB default crashes EngineCore)")
+    network: Literal["host", "bridge"] = "host"
+    api_key_key: str | None = Field(None, description="host data key holding the API key (passed as VLLM_API_KEY)")
+    requires: Requirements = Field(default_factory=Requirements)
+    start_timeout_s: int = Field(1800, ge=30, description="how long verify waits for /health (big models load slowly)")
+    stop_timeout_s: int = Field(120, ge=5)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not SAFE_NAME.match(value):
+            raise ValueError("must be lowercase letters, digits, . _ - (max 63), starting with a letter or digit")
+        return value
+
+    @field_validator("served_model_name", "host")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return no_control_chars(value, "value") if value is not None else None
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("must list at least one device id")
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a device twice: {list(value)}")
+        if any(d < 0 for d in value):
+            raise ValueError("device ids are >= 0")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"variable name {key!r} must be letters, digits and _")
+            if not isinstance(val, str):
+                raise ValueError(f"{key}: values must be strings (quote numbers in YAML)")
+            no_control_chars(val, key)
+            if re.search(r"(TOKEN|API_KEY|SECRET|PASSWORD)", key):
+                raise ValueError(f"{key} looks like a secret: give it through a *_key host data entry, not env")
+        return value
+
+    @field_validator("flags")
+    @classmethod
+    def _flags(cls, value: dict[str, FlagValue]) -> dict[str, FlagValue]:
+        for key, val in value.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*(\.[a-z0-9_-]+)*", key):
+                raise ValueError(f"flag {key!r} must be written without the leading dashes, e.g. max-num-seqs")
+            if key in TYPED_FLAGS:
+                raise ValueError(f"flag {key!r} has its own field ({TYPED_FLAGS[key]}); set that instead")
+            if isinstance(val, float) and not math.isfinite(val):
+                raise ValueError(f"flag {key!r}: {val} is not a number vLLM accepts")
+            if isinstance(val, str):
+                no_control_chars(val, key)
+        return value
+
+    @field_validator("mounts")
+    @classmethod
+    def _mounts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for mount in value:
+            parts = mount.split(":")
+            if len(parts) not in (2, 3) or not all(p.startswith("/") for p in parts[:2]):
+                raise ValueError(f"mount {mount!r} must be /host/path:/container/path[:ro]")
+            if len(parts) == 3 and parts[2] not in ("ro", "rw"):
+                raise ValueError(f"mount {mount!r}: mode must be ro or rw")
+            if not all(HOST_PATH.fullmatch(p) for p in parts[:2]):
+                raise ValueError(f"mount {mount!r}: paths may use letters, digits and . _ / + - only")
+        return value
+
+    @field_validator("shm_size")
+    @classmethod
+    def _shm(cls, value: str | None) -> str | None:
+        if value is not None and not SHM_SIZE.match(value):
+            raise ValueError("must be a size like 1g, 512m or 100g")
+        return value
+
+    @property
+    def world_size(self) -> int:
+        """Devices one host needs for this service (single node: TP x PP x DP)."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
+
+    @property
+    def api_name(self) -> str:
+        """The model name clients put in requests (what /v1/models lists)."""
+        return self.served_model_name or self.model.serve_path
+
+    def extra_mounts(self) -> tuple[BindMount, ...]:
+        mounts = []
+        for text in self.mounts:
+            host, container, *mode = text.split(":")
+            mounts.append(BindMount(host=host, container=container, read_only=mode == ["ro"]))
+        return tuple(mounts)
+
+
+class Variant(StrictModel):
+    """The services to run on one host of the listed hardware kinds."""
+
+    hardware: tuple[str, ...] = Field(description="hardware kinds this variant runs on")
+    services: tuple[ServiceSpec, ...]
+    follows: str | None = Field(None, description="the tutorial or write-up this variant reproduces")
+    notes: str | None = None
+
+
+class WorkloadFile(StrictModel):
+    """A catalog entry file's shape, checked when it is loaded (services in full once overrides apply)."""
+
+    workload: str
+    description: str = ""
+    variants: tuple[Variant, ...]
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One workload of the catalog, kept raw so host overrides merge before validation."""
+
+    workload: str
+    source: str  # the file it came from, for messages
+    document: dict[str, Any]
+
+
+Catalog = dict[str, CatalogEntry]
+
+
+# --- host data --------------------------------------------------------------------------------
+
+
+class HostData(StrictModel):
+    """Every host data key fleetserve reads, with its one default. `docs/inventory.md` is generated
+    from these fields (`python -m fleetserve.docs`). Secrets are read from the keys the catalog names
+    (api_key_key, model.token_key) and never validated here."""
+
+    hardware: str = Field(description="the hardware kind (see fleetserve/hardware.yaml); required")
+    workloads: tuple[str, ...] | None = Field(
+        None, description="workloads this host serves; deploys of other workloads skip it. Device and port clashes "
+                          "are checked across all listed workloads. Unset: any deploy may place its services here")
+    npu_ids: tuple[StrictInt, ...] | None = Field(
+        None, description="accelerator ids `npu-smi info` / `nvidia-smi` shows on this host (default: the kind's)")
+    unhealthy_devices: tuple[StrictInt, ...] = Field((), description="ids an operator has taken out of service")
+    arch: Literal["aarch64", "x86_64"] = Field("aarch64", description="CPU architecture; preflight checks the host "
+                                                                      "agrees (picks the jemalloc path)")
+    distro_family: Literal["debian", "rhel"] = Field(
+        "debian", description="debian (Ubuntu) or rhel (openEuler, Kylin); preflight checks the host agrees")
+    service_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='`{"*" or service name: {any service field}}`, merged over the catalog entry')
+    image_store: str = Field("images", description="controller directory holding image archives for `source: load` "
+                                                   "(relative: to the directory pyinfra runs in)")
+    jemalloc: StrictBool = Field(True, description="install jemalloc and preload it in the serving container")
+    catalog_dir: str | None = Field(None, description="a directory of operator catalog entries (*.yaml): added to "
+                                                      "the built-in ones, an entry of the same workload replaces it")
+    image_remote_dir: str = Field("/var/cache/fleetserve/images",
+                                  description="where archives are copied on the host before `docker load`")
+    image_keep_archive: StrictBool = Field(False, description="keep the copied archive after loading "
+                                                              "(costs its size on disk; lets a rebuild skip the copy)")
+    model_download_attempts: StrictInt = Field(3, ge=1, le=20, description="download+verify attempts per run; "
+                                                                         "files already complete are kept")
+    model_verify_sha256: StrictBool = Field(True, description="hash every file the hub gives a sha256 for "
+                                                              "(slow for 800 GB models, but catches corruption)")
+    verify_timeout_s: StrictInt | None = Field(
+        None, ge=10, le=86400, description="seconds verify waits for /health; unset: each service's start_timeout_s")
+
+    @field_validator("image_remote_dir")
+    @classmethod
+    def _remote_dir(cls, value: str) -> str:
+        if not HOST_PATH.fullmatch(value) or value.rstrip("/") in SHARED_TOP_DIRS:
+            raise ValueError("must be an absolute directory of its own (letters, digits and . _ / + -)")
+        return value.rstrip("/")
+
+    @field_validator("image_store", "catalog_dir")
+    @classmethod
+    def _controller_dir(cls, value: str | None) -> str | None:
+        return no_control_chars(value, "path") if value is not None else None
+
+
+# --- the plan -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    """One host's part of a service instance."""
+
+    host: str
+    address: str
+    devices: tuple[int, ...]
+    rank: int = 0  # node rank in the group; 0 is the head
+
+
+@dataclass(frozen=True)
+class ServiceInstance:
+    """A validated service: its catalog spec, where it runs and the exact vllm serve arguments."""
+
+    workload: str
+    spec: ServiceSpec
+    hardware: HardwareKind
+    members: tuple[Member, ...]
+    serve_args: tuple[str, ...]  # MODEL then flags, as vllm serve receives them
+    image_archive: str | None = None  # controller path of the archive (image source load)
+    follows: str | None = None  # the tutorial or write-up the catalog variant reproduces
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def head(self) -> Member:
+        return self.members[0]
+
+    def member(self, host: str) -> Member:
+        return next(m for m in self.members if m.host == host)
+
+    @property
+    def entrypoint(self) -> Entrypoint:
+        return self.spec.image.entrypoint or self.hardware.entrypoint
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """Everything a run does on one host, validated."""
+
+    host: str
+    hardware: HardwareKind
+    data: HostData
+    services: tuple[ServiceInstance, ...]
+    jemalloc_path: str | None  # None when host data sets `jemalloc: false`
+    jemalloc_package: str
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    skipped_workloads: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def verify_timeout_s(self, instance: ServiceInstance) -> int:
+        return self.data.verify_timeout_s or instance.spec.start_timeout_s
+
+
+@dataclass(frozen=True)
+class ServiceFiles:
+    """What the builder makes for one service on one host."""
+
+    unit_path: str
+    unit_text: str
+    env_path: str | None
+    env_text: str | None  # contains secrets: never print unmasked
+    argv: tuple[str, ...]
+    image_at: int  # index of the image reference in argv
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """What a host must offer for its planned services (derived from the plan, pure data)."""
+
+    hardware: HardwareKind
+    arch: str
+    distro_family: str
+    devices: dict[int, str]  # device id -> service that needs it
+    device_nodes: tuple[str, ...]
+    paths: tuple[str, ...]
+    model_needs_kb: dict[str, int]  # host_dir -> free KB needed if not yet verified
+    driver_min: str | None = None
+    cann_min: str | None = None
+    own_services: tuple[str, ...] = ()
+    ports: dict[int, str] = field(default_factory=dict)
