@@ -112,7 +112,7 @@ def _unknown_keys(layer: dict[str, Any], model: type[BaseModel], prefix: str) ->
     for key, value in layer.items():
         info = model.model_fields.get(key)
         if info is None:
-            problems.append(f"{prefix}{key}" + did_you_mean(str(key), model.model_fields))
+            problems.append(f"{prefix}{key}: not a service field{did_you_mean(str(key), model.model_fields)}")
             continue
         nested = info.annotation
         if isinstance(value, dict) and isinstance(nested, type) and issubclass(nested, BaseModel):

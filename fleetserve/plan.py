@@ -82,8 +82,10 @@ def _check_overrides(name: str, overrides: dict[str, Any], catalog: Catalog, err
         if service != "*" and service not in known:
             errors.append(f"{where}: no catalog service has this name{did_you_mean(service, known)} "
                           f"(catalog services: {', '.join(sorted(known))}; '*' means all)")
-        for key in unknown_override_keys(layer):
-            errors.append(f"{where}: {key}: not a service field")
+        if not isinstance(layer, dict):
+            errors.append(f"{where}: must be a mapping of service fields (got {layer!r})")
+            continue
+        errors.extend(f"{where}: {problem}" for problem in unknown_override_keys(layer))
 
 
 def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], catalog: Catalog | None = None,
@@ -93,7 +95,10 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], cata
     `catalog` defaults to the built-in entries plus the host's `catalog_dir`. `preview` (offline
     render): a missing image archive or secret becomes a warning and the secret a placeholder."""
     if catalog is None:
-        catalog = load_catalog(data.get("catalog_dir"))
+        try:
+            catalog = load_catalog(data.get("catalog_dir"))
+        except CatalogError as exc:
+            raise PlanError(f"host {name}: {exc}") from None
     errors: list[str] = []
     warnings: list[str] = []
     settings = _host_data(name, data, catalog, errors)
@@ -104,6 +109,8 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], cata
     except KeyError as exc:
         raise PlanError("\n".join([*errors, f"host {name}: hardware: {exc.args[0]}"])) from None
     _check_overrides(name, settings.service_overrides, catalog, errors)
+    if errors:  # unknown keys first: the catalog checks below would only repeat them
+        raise PlanError("\n".join(errors))
 
     assigned = settings.workloads
     for workload in assigned or ():

@@ -61,6 +61,7 @@ def report_args(expect: Expectations) -> dict[str, Any]:
         "driver_version_file": hardware.driver_version_file,
         "toolkit_info_glob": hardware.toolkit_info_glob,
         "cdi_dirs": list(hardware.cdi_dirs),
+        "cdi_kind": (hardware.cdi_device or "").partition("=")[0] or None,
     }
 
 

@@ -421,7 +421,7 @@ class HostData(StrictModel):
     from these fields (`python -m fleetserve.docs`). Secrets are read from the keys the catalog names
     (api_key_key, model.token_key) and never validated here."""
 
-    hardware: str = Field(description="the hardware kind (see fleetserve/hardware.yaml); required")
+    hardware: str = Field(description="the hardware kind: a kind or alias from fleetserve/hardware.yaml")
     workloads: tuple[str, ...] | None = Field(
         None, description="workloads this host serves; deploys of other workloads skip it. Device and port clashes "
                           "are checked across all listed workloads. Unset: any deploy may place its services here")
@@ -433,14 +433,15 @@ class HostData(StrictModel):
     distro_family: Literal["debian", "rhel"] = Field(
         "debian", description="debian (Ubuntu) or rhel (openEuler, Kylin); preflight checks the host agrees")
     service_overrides: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description='`{"*" or service name: {any service field}}`, merged over the catalog entry')
+        {}, description='`{"*" or service name: {any service field}}`, merged over the catalog entry')
     image_store: str = Field("images", description="controller directory holding image archives for `source: load` "
                                                    "(relative: to the directory pyinfra runs in)")
     jemalloc: StrictBool = Field(True, description="install jemalloc and preload it in the serving container")
     catalog_dir: str | None = Field(None, description="a directory of operator catalog entries (*.yaml): added to "
                                                       "the built-in ones, an entry of the same workload replaces it")
-    image_remote_dir: str = Field("/var/cache/fleetserve/images",
-                                  description="where archives are copied on the host before `docker load`")
+    image_remote_dir: str | None = Field(None, description="where archives are copied on the host before "
+                                                           "`docker load`; unset: fleetserve's image cache "
+                                                           "(fleetserve.hostpaths.IMAGE_CACHE_DIR)")
     image_keep_archive: StrictBool = Field(False, description="keep the copied archive after loading "
                                                               "(costs its size on disk; lets a rebuild skip the copy)")
     model_download_attempts: StrictInt = Field(3, ge=1, le=20, description="download+verify attempts per run; "
@@ -452,7 +453,9 @@ class HostData(StrictModel):
 
     @field_validator("image_remote_dir")
     @classmethod
-    def _remote_dir(cls, value: str) -> str:
+    def _remote_dir(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         if not HOST_PATH.fullmatch(value) or value.rstrip("/") in SHARED_TOP_DIRS:
             raise ValueError("must be an absolute directory of its own (letters, digits and . _ / + -)")
         return value.rstrip("/")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 
+from fleetserve import hostpaths
 from fleetserve.operations import image as image_ops
 from fleetserve.types import HostPlan
 
@@ -23,7 +24,7 @@ def image(plan: HostPlan) -> None:
         seen.add((spec.ref, instance.image_archive))
         if spec.source == "load":
             image_ops.loaded(name=f"Image {spec.ref} loaded", ref=spec.ref, archive=instance.image_archive,
-                             remote_dir=plan.data.image_remote_dir, sha256=spec.sha256,
+                             remote_dir=plan.data.image_remote_dir or hostpaths.IMAGE_CACHE_DIR, sha256=spec.sha256,
                              keep_archive=plan.data.image_keep_archive)
         else:
             image_ops.pulled(name=f"Image {spec.ref} pulled", ref=spec.ref,

@@ -207,3 +207,97 @@ def test_secrets_stay_out_of_the_unit_and_are_masked_in_previews():
     assert files.env_text.splitlines()[1] == 'VLLM_API_KEY="k3y \\"with\\" \\$dollar and \\\\ backslash"'
     assert "k3y" not in masked_env_text(files.env_text) and "VLLM_API_KEY=*MASKED*" in masked_env_text(files.env_text)
     assert "k3y" not in " ".join(files.argv) and "VLLM_API_KEY" in files.argv
+
+
+# --- every host data key is validated (role tunables too), unknown keys refused ----------------
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("verify_timeout_s", "soon", "host a2-01: verify_timeout_s: Input should be a valid integer (got 'soon')"),
+    ("verify_timeout_s", True, "host a2-01: verify_timeout_s: Input should be a valid integer (got True)"),
+    ("verify_timeout_s", 5, "host a2-01: verify_timeout_s: Input should be greater than or equal to 10 (got 5)"),
+    ("model_download_attempts", 2.5, "host a2-01: model_download_attempts: Input should be a valid integer (got 2.5)"),
+    ("model_download_attempts", 0, "host a2-01: model_download_attempts: Input should be greater than or equal to 1"),
+    ("model_verify_sha256", "yes", "host a2-01: model_verify_sha256: Input should be a valid boolean (got 'yes')"),
+    ("image_keep_archive", 1, "host a2-01: image_keep_archive: Input should be a valid boolean (got 1)"),
+    ("image_remote_dir", "/var", "host a2-01: image_remote_dir: Value error, must be an absolute directory of its own"),
+    ("unhealthy_devices", [True], "host a2-01: unhealthy_devices.0: Input should be a valid integer (got True)"),
+    ("jemalloc", "false", "host a2-01: jemalloc: Input should be a valid boolean (got 'false')"),
+])
+def test_role_tunables_are_validated_before_any_host(key, value, needle):
+    assert needle in error_of({**A2, key: value})
+
+
+def test_tunables_reach_the_plan_typed():
+    plan = plan_host("a2-01", {**A2, "verify_timeout_s": 600, "model_download_attempts": 5}, ["qwen3-vl"])
+    assert plan.data.verify_timeout_s == 600 and plan.data.model_download_attempts == 5
+    assert plan.verify_timeout_s(plan.services[0]) == 600
+    default = plan_host("a2-01", A2, ["qwen3-vl"])
+    assert default.verify_timeout_s(default.services[0]) == default.services[0].spec.start_timeout_s == 1800
+
+
+@pytest.mark.parametrize("key,guess", [("unhealthy_device", "unhealthy_devices"),
+                                       ("service_overides", "service_overrides"),
+                                       ("verify_timeout", "verify_timeout_s"),
+                                       ("ssh_hostnme", "ssh_hostname")])
+def test_a_misspelt_key_is_refused_with_a_suggestion(key, guess):
+    message = error_of({**A2, key: [2]})
+    assert f"host a2-01: {key}: not a key fleetserve or pyinfra reads (did you mean {guess!r}?)" in message
+
+
+def test_pyinfra_keys_and_catalog_secret_keys_are_accepted():
+    data = {**A2, "ssh_user": "ops", "ssh_port": 2222, "_sudo": True, "qwen35_api_key": "k"}
+    assert plan_host("a2-01", data, ["qwen3-vl"]).services
+
+
+@pytest.mark.parametrize("layer,needle", [
+    ({"max_model_lenn": 5}, "max_model_lenn: not a service field (did you mean 'max_model_len'?)"),
+    ({"model": {"revison": "v2"}}, "model.revison: not a service field (did you mean 'revision'?)"),
+    ({"image": {"mirror": []}}, "image.mirror: not a service field (did you mean 'mirrors'?)"),
+])
+def test_unknown_override_keys_are_refused_with_a_suggestion(layer, needle):
+    message = error_of({**A2, "service_overrides": {"qwen3-vl-8b": layer}})
+    assert f"host a2-01: service_overrides['qwen3-vl-8b']: {needle}" in message
+
+
+def test_an_empty_inventory_is_said_plainly():
+    with pytest.raises(PlanError, match="the inventory has no hosts"):
+        plan_inventory([], ["qwen3"])
+
+
+# --- an operator's own catalog directory --------------------------------------------------------
+
+OWN_ENTRY = """\
+workload: {workload}
+description: an operator's own entry
+variants:
+  - hardware: [atlas-800-a2]
+    services:
+      - name: {name}
+        image: {{source: pull, ref: "quay.io/ascend/vllm-ascend:v0.18.0rc1"}}
+        model: {{hub: hf, repo_id: Qwen/Qwen3-8B, host_dir: /data/models/Qwen3-8B, size_gb: 17}}
+        devices: {devices}
+        port: {port}
+"""
+
+
+def test_an_operator_catalog_adds_a_workload_and_replaces_one(tmp_path):
+    (tmp_path / "mine.yaml").write_text(OWN_ENTRY.format(workload="qwen3-8b", name="qwen3-8b", devices="[4]", port=8100))
+    (tmp_path / "qwen3.yaml").write_text(OWN_ENTRY.format(workload="qwen3", name="qwen3-own", devices="[5]", port=8101))
+    data = {"hardware": "atlas-800-a2", "catalog_dir": str(tmp_path)}
+    plan = plan_host("a2-01", data, ["qwen3-8b", "qwen3", "qwen3-vl"])
+    assert [i.name for i in plan.services] == ["qwen3-8b", "qwen3-own", "qwen3-vl-8b", "qwen25-vl-32b"]
+
+
+def test_catalog_type_errors_name_the_file_the_path_and_the_type(tmp_path):
+    (tmp_path / "bad.yaml").write_text(OWN_ENTRY.format(workload="bad", name="bad", devices="{a: 1}", port=8100))
+    message = error_of({"hardware": "atlas-800-a2", "catalog_dir": str(tmp_path)}, ["bad"])
+    assert f"{tmp_path / 'bad.yaml'}: variants.0.services.0.devices: Input should be a valid tuple (got a mapping)" \
+        in message
+    (tmp_path / "bad.yaml").write_text("workload: bad\nvariants: {hardware: x}\n")
+    message = error_of({"hardware": "atlas-800-a2", "catalog_dir": str(tmp_path)}, ["bad"])
+    assert f"{tmp_path / 'bad.yaml'}: variants: Input should be a valid tuple (got a mapping)" in message
+
+
+def test_a_missing_catalog_dir_is_named(tmp_path):
+    message = error_of({"hardware": "atlas-800-a2", "catalog_dir": str(tmp_path / "nope")})
+    assert f"catalog_dir: {tmp_path / 'nope'} is not a directory" in message

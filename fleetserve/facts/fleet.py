@@ -49,7 +49,7 @@ class HostReport(Fact):
 
     def command(self, smi_path: str, smi_format: str, device_prefixes: list[str], paths: list[str],
                 model_dirs: list[str], driver_version_file: str | None = None, toolkit_info_glob: str | None = None,
-                cdi_dirs: list[str] | None = None) -> str:
+                cdi_dirs: list[str] | None = None, cdi_kind: str | None = None) -> str:
         marker = hostpaths.VERIFIED_MARKER
         script = [
             f"echo '@@smi-format {smi_format}'",
@@ -83,8 +83,8 @@ class HostReport(Fact):
             script.append(f"if command -v {smi} >/dev/null 2>&1; then echo @@smi; {smi}"
                           " --query-gpu=index,name,memory.total,memory.used,pci.bus_id,driver_version"
                           " --format=csv,noheader,nounits 2>&1; echo \"@@smi-rc $?\"; else echo '@@smi-rc missing'; fi")
-        if cdi_dirs:
-            script.append("echo @@cdi; for d in " + " ".join(_q(d) for d in cdi_dirs) + "; do grep -ls 'nvidia.com/gpu'"
+        if cdi_dirs and cdi_kind:
+            script.append("echo @@cdi; for d in " + " ".join(_q(d) for d in cdi_dirs) + f"; do grep -ls {_q(cdi_kind)}"
                           " \"$d\"/*.yaml \"$d\"/*.json 2>/dev/null; done; true")
         return "; ".join(script)
 
