@@ -1,17 +1,24 @@
 #!/bin/sh
-# fleetserve: is a vLLM service up and answering?
-# Usage: verify-endpoint.sh PORT MODEL UNIT CONTAINER TIMEOUT [ENV_FILE]
-# Prints @@result ok|fail <stage>, then @@detail / @@journal / @@answer sections; always exits 0 (the
-# caller decides). Waits for /health while the unit runs, fails early when the unit crashes, then
-# checks /v1/models, one completion and one chat answer with verify_api.py: by the host's python3
-# (stdlib only; the API key is read from the unit's 0600 EnvironmentFile, never a command line),
-# or inside the serving container when the host has no python3.
-port=$1 model=$2 unit=$3 container=$4 timeout=$5 envfile=${6:-}
+# fleetserve: is a vLLM service up, and is it this service's own container that answers?
+# Usage: verify-endpoint.sh PORT MODEL UNIT CONTAINER TIMEOUT ENV_FILE SERVE_PATH
+# Prints @@result ok|fail <stage>, then @@container / @@detail / @@journal / @@answer sections; always
+# exits 0 (the caller decides). Waits for /health while the unit runs, fails early when the unit or
+# its container stops or restarts, checks that the listener on PORT belongs to CONTAINER (not a
+# hand-started server on the same port), then checks /v1/models (the served name, serving
+# SERVE_PATH), one completion and one chat answer with verify_api.py: by the host's python3 (stdlib
+# only; the API key is read from the unit's 0600 EnvironmentFile, never a command line), or inside
+# the serving container when the host has no python3.
+port=$1 model=$2 unit=$3 container=$4 timeout=$5 envfile=${6:-} serve_path=${7:-}
 here=$(dirname "$0")
 fail() {
-  echo "@@result fail $1"; echo "@@detail"; printf '%s\n' "$2"
+  echo "@@result fail $1"; container_state; echo "@@detail"; printf '%s\n' "$2"
   echo "@@journal"; journalctl -u "$unit" -n 40 --no-pager 2>&1 | tail -n 40
   exit 0
+}
+container_state() {
+  echo "@@container"
+  docker inspect --format 'status={{.State.Status}} started={{.State.StartedAt}} restarts={{.RestartCount}} image={{.Image}}' \
+    "$container" 2>&1 | head -1
 }
 restarts() { systemctl show -p NRestarts --value "$unit" 2>/dev/null || echo 0; }
 start=$(date +%s); first_restarts=$(restarts); code=000
@@ -24,9 +31,19 @@ while :; do
   [ $(( $(date +%s) - start )) -ge "$timeout" ] && fail health "/health did not answer 200 within ${timeout}s (last HTTP code $code)"
   sleep 1
 done
+# The answer must come from this service's container: its id names the listener's cgroup.
+id=$(docker inspect --format '{{.Id}}' "$container" 2>/dev/null) || fail listener "container $container does not exist, yet port $port answers /health"
+running=$(docker inspect --format '{{.State.Running}}' "$container" 2>/dev/null)
+[ "$running" = true ] || fail listener "container $container is not running, yet port $port answers /health"
+pids=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u)
+[ -n "$pids" ] || fail listener "no process is listed as listening on port $port (ss -ltnp)"
+for pid in $pids; do
+  grep -q "$id" "/proc/$pid/cgroup" 2>/dev/null || fail listener \
+    "port $port is answered by pid $pid ($(tr '\0' ' ' < /proc/$pid/cmdline 2>/dev/null | cut -c1-120)), not by container $container"
+done
 if command -v python3 >/dev/null 2>&1; then
-  out=$(python3 "$here/verify_api.py" "$port" "$model" "$envfile" 2>&1) || fail api "$out"
+  out=$(python3 "$here/verify_api.py" "$port" "$model" "$envfile" "$serve_path" 2>&1) || fail api "$out"
 else
-  out=$(docker exec -i "$container" python3 - "$port" "$model" < "$here/verify_api.py" 2>&1) || fail api "$out"
+  out=$(docker exec -i "$container" python3 - "$port" "$model" "" "$serve_path" < "$here/verify_api.py" 2>&1) || fail api "$out"
 fi
-echo "@@result ok api"; echo "@@answer"; printf '%s\n' "$out"
+echo "@@result ok api"; container_state; echo "@@answer"; printf '%s\n' "$out"

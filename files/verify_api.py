@@ -1,6 +1,7 @@
 """fleetserve: OpenAI-API checks run inside the serving container (stdlib only).
 
-argv: PORT MODEL [ENV_FILE]. The API key comes from ENV_FILE (the unit's systemd EnvironmentFile,
+argv: PORT MODEL [ENV_FILE [SERVE_PATH]]. With SERVE_PATH, /v1/models must list MODEL with that
+model path as its root (the release's weights, not another server's). The API key comes from ENV_FILE (the unit's systemd EnvironmentFile,
 read here so it is never on a command line) or, inside the container, from VLLM_API_KEY. Exits
 non-zero with what was asked and what came back when an answer is missing or wrong.
 """
@@ -41,7 +42,7 @@ def main(argv):
     port, model = int(argv[0]), argv[1]
     base = f"http://127.0.0.1:{port}"
     headers = {"Content-Type": "application/json"}
-    key = api_key(argv[2] if len(argv) > 2 else None)
+    key = api_key(argv[2] if len(argv) > 2 and argv[2] else None)
     if key:
         headers["Authorization"] = "Bearer " + key
 
@@ -56,9 +57,14 @@ def main(argv):
         except (OSError, ValueError) as exc:
             sys.exit(f"{'POST' if body else 'GET'} {path}: {exc}")
 
-    served = [m.get("id") for m in call("/v1/models").get("data", [])]
+    cards = call("/v1/models").get("data", [])
+    served = [m.get("id") for m in cards]
     if model not in served:
         sys.exit(f"GET /v1/models lists {served}, not {model!r}")
+    expected_root = argv[3] if len(argv) > 3 else ""
+    root = next(m.get("root") for m in cards if m.get("id") == model)
+    if expected_root and root != expected_root:
+        sys.exit(f"GET /v1/models: {model!r} serves {root!r}, not this release's {expected_root!r}")
     completion = call("/v1/completions", {"model": model, "prompt": "The future of artificial intelligence is",
                                           "max_tokens": 16, "temperature": 0})
     text = (completion.get("choices") or [{}])[0].get("text")

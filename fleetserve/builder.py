@@ -11,12 +11,14 @@ import json
 import re
 import shlex
 from importlib import resources
-from pathlib import PurePosixPath
 
 from jinja2 import Environment, StrictUndefined
 
 from fleetserve import hostpaths
-from fleetserve.types import BindMount, HostPlan, Member, ServiceFiles, ServiceInstance
+from fleetserve.types import BindMount, Engine, HostPlan, Member, ServiceFiles, ServiceInstance
+
+# What `fleetserve render` assumes offline; a deploy asks the host (fact EngineInfo).
+DEFAULT_ENGINE = Engine(path=hostpaths.DOCKER, service_unit="docker.service")
 
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
 
@@ -59,6 +61,11 @@ def env_file_value(value: str) -> str:
     return '"' + value + '"'
 
 
+def model_copy(instance: ServiceInstance) -> str:
+    """The verified copy of the weights this release serves (fleetserve.hostpaths.model_copy)."""
+    return hostpaths.model_copy(instance.spec.model.host_dir, instance.spec.model.copy_key)
+
+
 def bind_mounts(instance: ServiceInstance, plan: HostPlan) -> list[BindMount]:
     """Driver mounts, the hardware's shared cache, the catalog's mounts, the weights, jemalloc."""
     spec, hardware = instance.spec, instance.hardware
@@ -66,11 +73,9 @@ def bind_mounts(instance: ServiceInstance, plan: HostPlan) -> list[BindMount]:
     if hardware.cache_mount:
         mounts.append(hardware.cache_mount)
     mounts += spec.extra_mounts()
-    targets = [PurePosixPath(m.container.rstrip("/") or "/") for m in mounts]
-    serve = PurePosixPath(spec.model.serve_path)
-    if not any(serve == t or t in serve.parents for t in targets):
-        # The weights are not under any mount yet: give the container exactly that directory, read-only.
-        mounts.append(BindMount(host=spec.model.host_dir, container=spec.model.serve_path, read_only=True))
+    # This release's own verified copy, read-only, where vLLM is told to find the model (also when
+    # a mount above already covers that path): a new copy never changes what a running release sees.
+    mounts.append(BindMount(host=model_copy(instance), container=spec.model.serve_path, read_only=True))
     if plan.jemalloc_path:
         # The host's jemalloc at the same path, so LD_PRELOAD resolves whatever the image's distro is.
         mounts.append(BindMount(host=plan.jemalloc_path, container=plan.jemalloc_path, read_only=True))
@@ -97,10 +102,11 @@ def device_args(instance: ServiceInstance, member: Member) -> list[str]:
     return argv
 
 
-def container_run_argv(instance: ServiceInstance, member: Member, plan: HostPlan) -> list[str]:
+def container_run_argv(instance: ServiceInstance, member: Member, plan: HostPlan,
+                       engine: Engine = DEFAULT_ENGINE) -> list[str]:
     """The exact `docker run` command the unit executes (foreground, systemd supervises it)."""
     spec = instance.spec
-    argv = [hostpaths.DOCKER, "run", "--rm", "--name", hostpaths.container_name(spec.name),
+    argv = [engine.path, "run", "--rm", "--name", hostpaths.container_name(spec.name),
             "--label", f"fleetserve.service={spec.name}", "--label", f"fleetserve.workload={instance.workload}"]
     if spec.network == "host":
         argv.append("--net=host")
@@ -125,9 +131,10 @@ def container_run_argv(instance: ServiceInstance, member: Member, plan: HostPlan
 
 def created_mount_dirs(instance: ServiceInstance, plan: HostPlan) -> list[str]:
     """Host directories the container mounts that the service role creates when missing (podman,
-    unlike docker, refuses a missing -v source)."""
+    unlike docker, refuses a missing -v source). The model copy is the model role's to create."""
     sources = [m.host.rstrip("/") for m in bind_mounts(instance, plan)]
-    return list(dict.fromkeys(s for s in sources if not hostpaths.provided_by_the_system(s)))
+    return list(dict.fromkeys(s for s in sources if not hostpaths.provided_by_the_system(s)
+                              and s != model_copy(instance)))
 
 
 def service_manifest(instance: ServiceInstance, member: Member) -> dict:
@@ -174,9 +181,10 @@ _UNIT_TEMPLATE = _jinja().from_string(
     resources.files("fleetserve.files.templates").joinpath("vllm-service.j2").read_text(encoding="utf-8"))
 
 
-def service_files(instance: ServiceInstance, member: Member, plan: HostPlan) -> ServiceFiles:
+def service_files(instance: ServiceInstance, member: Member, plan: HostPlan,
+                  engine: Engine = DEFAULT_ENGINE) -> ServiceFiles:
     spec = instance.spec
-    argv = container_run_argv(instance, member, plan)
+    argv = container_run_argv(instance, member, plan, engine)
     image_at = argv.index(spec.image.ref)
     env_path = env_file_path(instance)
     container = hostpaths.container_name(spec.name)
@@ -184,10 +192,10 @@ def service_files(instance: ServiceInstance, member: Member, plan: HostPlan) -> 
         spec=spec,
         instance=instance,
         env_path=env_path,
-        docker=hostpaths.DOCKER,
+        engine=engine,
         container=container,
         exec_start=" \\\n    ".join(_grouped(argv, systemd_quote, image_at)),
-        model_marker=hostpaths.model_marker(spec.model.host_dir),
+        model_marker=hostpaths.model_marker(model_copy(instance)),
         manifest_line=hostpaths.MANIFEST_PREFIX + json.dumps(service_manifest(instance, member),
                                                              separators=(",", ":"), sort_keys=True),
     )

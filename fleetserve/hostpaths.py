@@ -13,9 +13,15 @@ DOCKER = "/usr/bin/docker"  # the container engine's CLI (docker, or podman-dock
 CONFIG_DIR = "/etc/fleetserve"  # 0700: secrets files (0600) and applied-state records
 LIB_DIR = "/usr/local/lib/fleetserve"  # helper scripts run on the host or inside the serving image
 SYSTEMD_DIR = "/etc/systemd/system"
+STATE_DIR = "/var/lib/fleetserve"  # 0700: release records (units, secrets, what each release ran)
+RUN_DIR = "/run/fleetserve"  # the host lock (one run per host) and who holds it
+LOCK_FILE = f"{RUN_DIR}/host.lock"
+LOCK_OWNER_FILE = f"{RUN_DIR}/host.lock.owner"
 IMAGE_CACHE_DIR = "/var/cache/fleetserve/images"  # image archives before `docker load` (host data image_remote_dir)
 VERIFIED_MARKER = ".fleetserve-verified.json"  # written into a model dir only after verification
-STAGING_SUFFIX = ".fleetserve-partial"
+MODEL_STORE_SUFFIX = ".fleetserve"  # <parent>/.<name>.fleetserve/<key>/: one verified copy per revision
+STAGING_PREFIX = ".partial-"  # <store>/.partial-<key>/: a download in progress, resumed by the next run
+STORE_OWNER_FILE = ".fleetserve-store.json"  # in a store: which hub/repo it holds
 UNIT_PREFIX = "fleetserve-"
 # Every unit fleetserve installs, for a glob on the host (other deploys' services included).
 UNIT_GLOB = f"{SYSTEMD_DIR}/{UNIT_PREFIX}*.service"
@@ -52,14 +58,39 @@ def applied_record(service: str) -> str:
     return f"{CONFIG_DIR}/{service}.applied.json"
 
 
-def model_marker(host_dir: str) -> str:
-    return f"{host_dir}/{VERIFIED_MARKER}"
+def model_store(host_dir: str) -> str:
+    """Where the verified copies of host_dir's model live: a hidden sibling on the same filesystem,
+    so publishing a copy is a rename. host_dir itself becomes a symlink to the current release's."""
+    return posixpath.join(posixpath.dirname(host_dir), "." + posixpath.basename(host_dir) + MODEL_STORE_SUFFIX)
 
 
-def staging_dir(host_dir: str) -> str:
-    """A hidden sibling on the same filesystem, so publishing is a rename; kept across failed
-    attempts so an interrupted download resumes."""
-    return posixpath.join(posixpath.dirname(host_dir), "." + posixpath.basename(host_dir) + STAGING_SUFFIX)
+def model_copy(host_dir: str, key: str) -> str:
+    """One verified copy (a hub, repo, revision and include set) of host_dir's model."""
+    return f"{model_store(host_dir)}/{key}"
+
+
+def staging_dir(host_dir: str, key: str) -> str:
+    """Where a copy downloads and is verified before it is published; kept across failed attempts so
+    an interrupted download resumes."""
+    return f"{model_store(host_dir)}/{STAGING_PREFIX}{key}"
+
+
+def model_marker(model_dir: str) -> str:
+    return f"{model_dir}/{VERIFIED_MARKER}"
+
+
+def release_dir(service: str) -> str:
+    """A service's releases: <id>/{release.json, unit, env} and state.json (current, previous)."""
+    return f"{STATE_DIR}/releases/{service}"
+
+
+def release_state(service: str) -> str:
+    return f"{release_dir(service)}/state.json"
+
+
+def image_record(ref: str) -> str:
+    """What fleetserve loaded under an image reference (archive fingerprint, image id)."""
+    return f"{STATE_DIR}/images/{ref.replace('/', '_').replace(':', '_').replace('@', '_')}.json"
 
 
 def lib_file(name: str) -> str:

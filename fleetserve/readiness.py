@@ -3,12 +3,13 @@ unmet requirement. Nothing here talks to a host."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fleetserve import hostpaths
 from fleetserve.facts.parsers import version_at_least
 from fleetserve.hostos import family_from_os_release
-from fleetserve.types import Expectations, HardwareKind, HostPlan
+from fleetserve.types import Expectations, HardwareKind, HostPlan, ImageNeed, ModelNeed
 
 
 def _max_version(versions: list[str | None]) -> str | None:
@@ -19,18 +20,34 @@ def _max_version(versions: list[str | None]) -> str | None:
     return best
 
 
+# Commands the roles and the host scripts run on the host, with the package that brings each.
+REQUIRED_TOOLS = {"curl": "curl", "ss": "iproute2", "flock": "util-linux", "systemctl": "systemd"}
+
+
 def expectations_for(plan: HostPlan) -> Expectations:
     hardware = plan.hardware
     devices: dict[int, str] = {}
     ports: dict[int, str] = {}
     paths: list[str] = [m.host for m in hardware.driver_mounts]
-    needs: dict[str, int] = {}
+    models: list[ModelNeed] = []
+    images: dict[str, ImageNeed] = {}
     for instance in plan.services:
         spec = instance.spec
         for device in instance.member(plan.host).devices:
             devices[device] = spec.name
         ports[spec.port] = spec.name
-        needs[spec.model.host_dir] = int(spec.model.size_gb * spec.requires.free_disk_factor * 1024 * 1024)
+        key = spec.model.copy_key
+        models.append(ModelNeed(service=spec.name, host_dir=spec.model.host_dir,
+                                copy_dir=hostpaths.model_copy(spec.model.host_dir, key),
+                                identity=spec.model.identity(),
+                                need_kb=int(spec.model.size_gb * spec.requires.free_disk_factor * 1024 * 1024)))
+        if spec.image.ref not in images:
+            archive_kb, fingerprint = 0, None
+            if instance.image_archive and os.path.isfile(instance.image_archive):
+                archive_kb = os.path.getsize(instance.image_archive) // 1024
+                fingerprint = archive_fingerprint(instance.image_archive, spec.image.sha256)
+            images[spec.image.ref] = ImageNeed(ref=spec.image.ref, archive_kb=archive_kb, fingerprint=fingerprint,
+                                               remote_dir=plan.data.image_remote_dir or hostpaths.IMAGE_CACHE_DIR)
         # Driver pieces a catalog entry mounts must already be there.
         paths += [m.host for m in spec.extra_mounts() if hostpaths.provided_by_the_system(m.host)]
     nodes = [hardware.device_path(d) for d in sorted(devices)] + list(hardware.control_devices)
@@ -41,7 +58,8 @@ def expectations_for(plan: HostPlan) -> Expectations:
         devices=devices,
         device_nodes=tuple(n.removeprefix("/dev/") for n in nodes),
         paths=tuple(dict.fromkeys(p.rstrip("/") or "/" for p in paths)),
-        model_needs_kb=needs,
+        models=tuple(models),
+        images=tuple(images.values()),
         driver_min=_max_version([i.spec.requires.driver for i in plan.services]),
         cann_min=_max_version([i.spec.requires.cann for i in plan.services]),
         own_services=tuple(i.name for i in plan.services),
@@ -49,19 +67,36 @@ def expectations_for(plan: HostPlan) -> Expectations:
     )
 
 
+def archive_fingerprint(path: str, sha256: str | None) -> str:
+    """What identifies an image archive without reading 12 GB on every run: the catalog's sha256
+    when it has one, else the controller file's size and modification time (as rsync decides)."""
+    if sha256:
+        return f"sha256:{sha256}"
+    stat = os.stat(path)
+    return f"size:{stat.st_size}:mtime:{stat.st_mtime_ns}"
+
+
 def report_args(expect: Expectations) -> dict[str, Any]:
     """Arguments of the HostReport fact that covers these expectations."""
     hardware: HardwareKind = expect.hardware
+    fs_paths = [hostpaths.model_store(m.host_dir) for m in expect.models]
+    fs_paths += [i.remote_dir for i in expect.images if i.archive_kb and i.remote_dir]
     return {
         "smi_path": hardware.smi_path,
         "smi_format": hardware.smi_format,
         "device_prefixes": sorted({n.rstrip("0123456789") for n in expect.device_nodes}),
         "paths": list(expect.paths),
-        "model_dirs": sorted(expect.model_needs_kb),
         "driver_version_file": hardware.driver_version_file,
         "toolkit_info_glob": hardware.toolkit_info_glob,
         "cdi_dirs": list(hardware.cdi_dirs),
         "cdi_kind": (hardware.cdi_device or "").partition("=")[0] or None,
+        "tools": sorted(REQUIRED_TOOLS),
+        "ports": sorted(expect.ports),
+        "containers": [hostpaths.container_name(s) for s in expect.own_services],
+        "models": [[m.host_dir, hostpaths.model_store(m.host_dir), m.copy_dir,
+                    hostpaths.staging_dir(m.host_dir, m.copy_dir.rsplit("/", 1)[1])] for m in expect.models],
+        "fs_paths": list(dict.fromkeys(fs_paths)),
+        "images": [[i.ref, hostpaths.image_record(i.ref)] for i in expect.images],
     }
 
 
@@ -117,11 +152,12 @@ def check_host(report: dict[str, Any], expect: Expectations) -> list[str]:
         elif not version_at_least(toolkit, expect.cann_min):
             problems.append(f"CANN toolkit {toolkit} is older than the {expect.cann_min} the services need")
 
-    for host_dir, need_kb in expect.model_needs_kb.items():
-        disk = report.get("disk", {}).get(host_dir)
-        if disk and not disk["verified"] and disk["free_kb"] < need_kb:
-            problems.append(f"disk: {disk['free_kb'] // (1024 * 1024)} GiB free for {host_dir}, the model needs "
-                            f"{need_kb // (1024 * 1024)} GiB")
+    problems += _model_dir_problems(report, expect)
+    problems += _disk_problems(report, expect)
+    problems += _port_problems(report, expect)
+    missing_tools = [t for t in REQUIRED_TOOLS if t not in report.get("tools", [])]
+    if missing_tools:
+        problems.append("commands missing: " + ", ".join(f"{t} (package {REQUIRED_TOOLS[t]})" for t in missing_tools))
 
     for installed in report.get("installed", []):
         name = installed.get("service")
@@ -135,3 +171,88 @@ def check_host(report: dict[str, Any], expect: Expectations) -> list[str]:
         if port in expect.ports:
             problems.append(f"port {port} is used by installed service {name}; service {expect.ports[port]} needs it")
     return problems
+
+
+def _model_dir_problems(report: dict[str, Any], expect: Expectations) -> list[str]:
+    """fleetserve owns the directories it serves from: each host_dir must be absent, empty, its own
+    symlink, or a copy fleetserve verified (an earlier release's layout, taken over)."""
+    problems = []
+    for need in expect.models:
+        state = report.get("models", {}).get(need.host_dir)
+        if state is None:
+            continue
+        kind = state["kind"]
+        store = hostpaths.model_store(need.host_dir)
+        if kind == "symlink" and not (state["target"] or "").startswith(store + "/"):
+            problems.append(f"model dir {need.host_dir} is a symlink to {state['target']}, not to fleetserve's copies "
+                            f"in {store}; service {need.service} will not replace it (move it away or point host_dir "
+                            f"elsewhere)")
+        elif kind == "dir" and state["entries"] and not _same_model(state["legacy"], need.identity):
+            what = "other data" if not state["legacy"] else f"another model ({state['legacy'].get('repo_id')}" \
+                f"@{state['legacy'].get('revision')})"
+            problems.append(f"model dir {need.host_dir} holds {what} ({state['entries']} entries, e.g. "
+                            f"{', '.join(state['sample'][:3])}); service {need.service} serves only from a directory "
+                            f"fleetserve owns: point host_dir at the model's own directory, or empty it")
+        elif kind == "other":
+            problems.append(f"model dir {need.host_dir} is a file, not a directory; service {need.service} needs it")
+    return problems
+
+
+def _same_model(marker: dict | None, identity: dict[str, Any]) -> bool:
+    return bool(marker) and all(marker.get(k) == v for k, v in identity.items())
+
+
+def _disk_problems(report: dict[str, Any], expect: Expectations) -> list[str]:
+    """Sum, per filesystem, what this run will write: new weights (beside the copies in use, which stay
+    until the new release is verified), image archive copies, and what `docker load` unpacks."""
+    filesystems = report.get("filesystems", {})
+    writes: dict[str, list[tuple[str, int]]] = {}
+
+    def add(path: str | None, what: str, kb: int) -> None:
+        fs = filesystems.get(path or "")
+        if fs and kb > 0:
+            writes.setdefault(fs["device"], []).append((what, kb))
+
+    for need in expect.models:
+        state = report.get("models", {}).get(need.host_dir) or {}
+        if not state.get("copy_verified") and not _same_model(state.get("legacy"), need.identity):
+            add(hostpaths.model_store(need.host_dir), f"weights of {need.service}",
+                need.need_kb - state.get("staging_kb", 0))
+    for image in expect.images:
+        seen = report.get("images", {}).get(image.ref) or {}
+        loaded = (seen.get("record") or {}).get("fingerprint") == image.fingerprint and seen.get("id")
+        if image.archive_kb and not loaded:
+            add(image.remote_dir, f"archive of {image.ref}", image.archive_kb)
+            add(report.get("engine_root"), f"{image.ref} unpacked by docker load", image.archive_kb)
+    problems = []
+    for device, items in writes.items():
+        fs = next(f for f in filesystems.values() if f["device"] == device)
+        total = sum(kb for _, kb in items)
+        if total > fs["free_kb"]:
+            problems.append(f"disk: {fs['mount']} has {_gib(fs['free_kb'])} free; this run writes {_gib(total)} there: "
+                            + ", ".join(f"{what} {_gib(kb)}" for what, kb in items)
+                            + " (copies in use stay until the new release is verified)")
+    return problems
+
+
+def _gib(kb: int) -> str:
+    return f"{kb / (1024 * 1024):.1f} GiB"
+
+
+def _port_problems(report: dict[str, Any], expect: Expectations) -> list[str]:
+    """A service's port may be free or held by that service's own container, nothing else."""
+    problems = []
+    containers = report.get("containers", {})
+    for port, service in sorted(expect.ports.items()):
+        own = containers.get(hostpaths.container_name(service))
+        for listener in report.get("listeners", {}).get(port, []):
+            if not own or own not in listener["cgroup"]:
+                problems.append(f"port {port} is held by pid {listener['pid']} ({listener['cgroup'][:80] or 'no cgroup'}),"
+                                f" not by service {service}'s container; stop it or give the service another port")
+                break
+    return problems
+
+
+def leftover_staging(report: dict[str, Any]) -> list[dict]:
+    """Partial downloads no planned service resumes (reported; removed with `clean_staging`)."""
+    return [leftover for state in report.get("models", {}).values() for leftover in state["leftovers"]]

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fleetserve.builder import masked_env_text, service_files, shell_command
+from fleetserve.builder import DEFAULT_ENGINE, masked_env_text, service_files, shell_command
 from fleetserve.plan import plan_inventory
 from fleetserve.types import HostPlan
 
@@ -50,7 +50,9 @@ def load_inventory_hosts(inventory_file: str | Path, override_data: dict[str, An
 
 
 def render_host(plan: HostPlan) -> str:
-    out = [f"### host {plan.host} ({plan.hardware.label})"]
+    out = [f"### host {plan.host} ({plan.hardware.label})",
+           f"# the units name {DEFAULT_ENGINE.path} and {DEFAULT_ENGINE.service_unit} here; a deploy uses the host's "
+           f"own engine path and unit"]
     for warning in plan.warnings:
         out.append(f"# warning: {warning}")
     if plan.skipped_workloads:

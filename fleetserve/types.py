@@ -7,6 +7,8 @@ refused with the path of the value; the plan is frozen dataclasses of already-va
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -239,6 +241,19 @@ class ModelSpec(StrictModel):
     def serve_path(self) -> str:
         return self.container_dir or self.host_dir
 
+    @property
+    def copy_key(self) -> str:
+        """Names one verified copy on a host: the revision, then a digest of everything the copy is
+        made of (hub, repo, revision, include patterns), so two revisions never share a directory."""
+        what = json.dumps([self.hub, self.repo_id, self.effective_revision, sorted(self.include)])
+        slug = re.sub(r"[^A-Za-z0-9._-]", "_", self.effective_revision)[:40]
+        return f"{slug}-{hashlib.sha256(what.encode()).hexdigest()[:12]}"
+
+    def identity(self) -> dict[str, Any]:
+        """What a verified copy is of (the verifier's marker carries the same keys)."""
+        return {"hub": self.hub, "repo_id": self.repo_id, "revision": self.effective_revision,
+                "include": sorted(self.include)}
+
 
 class Requirements(StrictModel):
     """Minimum host software the service needs (checked by preflight)."""
@@ -450,6 +465,14 @@ class HostData(StrictModel):
                                                               "(slow for 800 GB models, but catches corruption)")
     verify_timeout_s: StrictInt | None = Field(
         None, ge=10, le=86400, description="seconds verify waits for /health; unset: each service's start_timeout_s")
+    on_failure: Literal["rollback", "stop", "leave"] = Field(
+        "rollback", description="a new release that fails verify: rollback = start the previous release again "
+                                "(stop when there is none); stop = stop the service; leave = leave it running "
+                                "for inspection. The host is reported failed in every case")
+    lock_wait_s: StrictInt = Field(0, ge=0, le=86400, description="seconds to wait for another run holding the "
+                                                                 "host's lock before failing the host")
+    clean_staging: StrictBool = Field(False, description="remove partial downloads that no service on the host "
+                                                         "will resume (preflight reports them and their size)")
 
     @field_validator("image_remote_dir")
     @classmethod
@@ -526,6 +549,14 @@ class HostPlan:
 
 
 @dataclass(frozen=True)
+class Engine:
+    """The host's container engine as the unit calls it."""
+
+    path: str  # the CLI (`command -v docker` on the host)
+    service_unit: str | None  # its daemon's unit (docker.service), None for a daemonless engine (podman)
+
+
+@dataclass(frozen=True)
 class ServiceFiles:
     """What the builder makes for one service on one host."""
 
@@ -538,6 +569,27 @@ class ServiceFiles:
 
 
 @dataclass(frozen=True)
+class ModelNeed:
+    """A verified model copy a service needs on the host, and what it costs on disk if absent."""
+
+    service: str
+    host_dir: str
+    copy_dir: str
+    identity: dict[str, Any]
+    need_kb: int
+
+
+@dataclass(frozen=True)
+class ImageNeed:
+    """An image a service runs; loading it from an archive costs a copy and an unpack on disk."""
+
+    ref: str
+    archive_kb: int = 0  # 0 for a pull (its size is not known before pulling)
+    remote_dir: str | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
 class Expectations:
     """What a host must offer for its planned services (derived from the plan, pure data)."""
 
@@ -547,7 +599,8 @@ class Expectations:
     devices: dict[int, str]  # device id -> service that needs it
     device_nodes: tuple[str, ...]
     paths: tuple[str, ...]
-    model_needs_kb: dict[str, int]  # host_dir -> free KB needed if not yet verified
+    models: tuple[ModelNeed, ...]  # the model copies the services serve
+    images: tuple[ImageNeed, ...] = ()
     driver_min: str | None = None
     cann_min: str | None = None
     own_services: tuple[str, ...] = ()

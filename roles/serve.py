@@ -7,7 +7,7 @@ from importlib import resources
 from pyinfra import host
 from pyinfra.api import deploy
 
-from fleetserve import hostpaths
+from fleetserve import hostlock, hostpaths
 from fleetserve.operations import host as host_ops
 from roles.common import host_plan
 from roles.image import image
@@ -31,6 +31,8 @@ def serve(workloads: list[str]) -> None:
         host.noop(f"no services for {', '.join(workloads)} on this host "
                   f"(its workloads: {', '.join(plan.data.workloads or []) or 'none'})")
         return
+    # One run per host, held until this run's connection ends (before anything is read to decide).
+    host_ops.run_lock(name="One fleetserve run on this host", problem=hostlock.acquire(host, plan.data.lock_wait_s))
     preflight(plan)
     jemalloc(plan)
     host_ops.files_present(name=f"Helper scripts in {hostpaths.LIB_DIR}", directory=hostpaths.LIB_DIR,

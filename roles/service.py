@@ -1,5 +1,5 @@
-"""Service role: one systemd unit per service running the serving container; restarted only when
-its unit, secrets, image or verified model changed."""
+"""Service role: a release per service (unit, secrets, image, model copy) started only when it
+differs from the current one; the verify role decides whether it becomes current."""
 
 from __future__ import annotations
 
@@ -8,21 +8,23 @@ from pyinfra.api import deploy
 from pyinfra.api.hiddenvalue import HiddenValue
 
 from fleetserve import hostpaths
-from fleetserve.builder import created_mount_dirs, service_files
+from fleetserve.builder import created_mount_dirs, model_copy, service_files
+from fleetserve.facts.fleet import EngineInfo
 from fleetserve.operations import service as service_ops
-from fleetserve.types import HostPlan
+from fleetserve.types import Engine, HostPlan
 
 
 @deploy("fleetserve service")
 def service(plan: HostPlan) -> None:
+    # The engine's path and daemon unit as the host has them (preflight failed the host without one).
+    found = host.get_fact(EngineInfo)
+    engine = Engine(path=found["path"] or hostpaths.DOCKER, service_unit=found["unit"])
     for instance in host.loop(plan.services):
         spec = instance.spec
-        files = service_files(instance, instance.member(plan.host), plan)
-        service_ops.container_unit(
-            name=f"Unit {hostpaths.unit_name(spec.name)} installed and running",
-            unit=hostpaths.unit_name(spec.name), unit_path=files.unit_path, unit_text=files.unit_text,
-            config_dir=hostpaths.CONFIG_DIR, applied_path=hostpaths.applied_record(spec.name),
-            image_ref=spec.image.ref, marker_path=hostpaths.model_marker(spec.model.host_dir),
-            env_path=files.env_path, env_text=HiddenValue(files.env_text) if files.env_text is not None else None,
+        files = service_files(instance, instance.member(plan.host), plan, engine)
+        service_ops.release_started(
+            name=f"Release of {spec.name} installed and started (if new)",
+            service=spec.name, unit_text=files.unit_text, image_ref=spec.image.ref, model_copy=model_copy(instance),
+            argv=list(files.argv), env_text=HiddenValue(files.env_text) if files.env_text is not None else None,
             mount_dirs=created_mount_dirs(instance, plan),
         )

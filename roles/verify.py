@@ -1,7 +1,7 @@
-"""Verify role: each service answers /health, lists its served name, and answers a completion and a
-chat request; otherwise the host fails with the response and the journal.
+"""Verify role: each service answers from its own container (/health, its served name and model path,
+a completion and a chat answer); a new release then becomes current, or is rolled back.
 
-Host data it reads: `verify_timeout_s` (unset: each service's catalog `start_timeout_s`).
+Host data it reads: `verify_timeout_s` (unset: each service's catalog `start_timeout_s`), `on_failure`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 
-from fleetserve import hostpaths
-from fleetserve.builder import env_file_path
+from fleetserve.builder import env_file_path, model_copy
 from fleetserve.operations import service as service_ops
 from fleetserve.types import HostPlan
 
@@ -19,8 +18,9 @@ from fleetserve.types import HostPlan
 def verify(plan: HostPlan) -> None:
     for instance in host.loop(plan.services):
         spec = instance.spec
-        service_ops.endpoint_answers(
-            name=f"{spec.api_name} answers on port {spec.port}", port=spec.port, model=spec.api_name,
-            unit=hostpaths.unit_name(spec.name), container=hostpaths.container_name(spec.name),
-            env_path=env_file_path(instance), timeout_s=plan.verify_timeout_s(instance),
+        service_ops.release_verified(
+            name=f"{spec.api_name} answers on port {spec.port}", service=spec.name, port=spec.port,
+            model=spec.api_name, serve_path=spec.model.serve_path, timeout_s=plan.verify_timeout_s(instance),
+            host_dir=spec.model.host_dir, model_copy=model_copy(instance), on_failure=plan.data.on_failure,
+            env_path=env_file_path(instance),
         )

@@ -19,12 +19,13 @@ from pyinfra.context import ctx_state
 from importlib import resources
 
 from fleetserve import hostpaths
-from fleetserve.builder import created_mount_dirs, service_files
+from fleetserve.builder import created_mount_dirs, model_copy, service_files
 from fleetserve.facts.parsers import parse_npu_smi_info, parse_nvidia_smi_csv
 from fleetserve.hardware import get_kind
 from fleetserve.hostos import jemalloc_library
-from fleetserve.operations.service import desired_applied
-from fleetserve.types import HostPlan
+from fleetserve.operations.service import release_record
+from fleetserve.readiness import REQUIRED_TOOLS, expectations_for
+from fleetserve.types import Engine, Expectations, HostPlan
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # What each hardware kind's smi tool prints (captured or transcribed output; see the fixture READMEs).
@@ -38,23 +39,41 @@ SMI_OUTPUT = {
 
 
 def host_report(kind: str, *, npu_smi: str | None = None, driver: str = "25.5.1", toolkit: str | None = "8.5.1",
-                arch: str = "aarch64", os_id: str = "ubuntu", free_kb: int = 10**10, verified_dirs=(),
-                model_dirs=(), paths=(), installed=()) -> list[str]:
-    """HostReport output for a ready host of this kind (override pieces to make it unready)."""
+                arch: str = "aarch64", os_id: str = "ubuntu", free_kb: int = 10**10, expect: Expectations | None = None,
+                verified: bool = False, paths=(), installed=(), tools=tuple(REQUIRED_TOOLS), model_dirs: dict | None = None,
+                listeners: dict | None = None) -> list[str]:
+    """HostReport output for a ready host of this kind (override pieces to make it unready). With
+    `expect`, every model directory, filesystem and image it names is reported: absent and with
+    free space, or (`verified`) with its copy in place and the image loaded."""
     hardware = get_kind(kind)
     text = npu_smi if npu_smi is not None else (FIXTURES / SMI_OUTPUT[hardware.kind]).read_text()
     lines = [f"@@smi-format {hardware.smi_format}", "@@arch", arch,
              "@@os", f"ID={os_id}", 'PRETTY_NAME="Ubuntu 22.04.4 LTS"', "@@engine", "Docker version 28.2.2",
-             "engine-ok", "@@devices"]
+             "engine-ok", "@@engine-root", "/var/lib/docker", "@@tools", *tools, "@@devices"]
     if hardware.smi_format == "nvidia-smi-csv":
         ids = [gpu.index for gpu in parse_nvidia_smi_csv(text)[0]]
     else:
         ids = [c.logic_id for c in parse_npu_smi_info(text).chips] if text.strip() else []
     lines += [hardware.device_path(i).removeprefix("/dev/") for i in ids]
     lines += [c.removeprefix("/dev/") for c in hardware.control_devices]
-    lines += ["@@paths", *paths, "@@disk"]
-    lines += [f"{d} {free_kb} {'yes' if d in verified_dirs else 'no'}" for d in model_dirs]
-    lines += ["@@installed", *[json.dumps(i) for i in installed]]
+    lines += ["@@paths", *paths, "@@listen"]
+    for port, holders in (listeners or {}).items():
+        lines += [f"{port} {pid} {cgroup}" for pid, cgroup in holders]
+    lines += ["@@containers", "@@installed", *[json.dumps(i) for i in installed]]
+    fs = ["/var/lib/docker"]
+    for need in (expect.models if expect else ()):
+        lines.append(f"@@model:{need.host_dir}")
+        lines += (model_dirs or {}).get(need.host_dir, ["kind symlink", f"target {need.copy_dir}"] if verified
+                                        else ["kind absent"])
+        if verified:
+            lines.append("copy verified")
+        fs.append(hostpaths.model_store(need.host_dir))
+    for image in (expect.images if expect else ()):
+        if image.archive_kb:
+            fs.append(image.remote_dir)
+        record = json.dumps({"fingerprint": image.fingerprint}) if verified and image.fingerprint else ""
+        lines += [f"@@image:{image.ref}", f"id {'sha256:' + 'ab' * 32 if verified else ''}", f"record {record}"]
+    lines += ["@@fs", *[f"{path} 2049 {free_kb} /" for path in dict.fromkeys(fs)]]
     if hardware.driver_version_file:
         lines += ["@@driver", f"Version={driver}"]
     if hardware.toolkit_info_glob:
@@ -66,41 +85,45 @@ def host_report(kind: str, *, npu_smi: str | None = None, driver: str = "25.5.1"
 
 
 def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32) -> dict[str, Any]:
-    """Responses of a host where everything the plan wants is already in place."""
-    from fleetserve.readiness import expectations_for
-
+    """Responses of a host where everything the plan wants is already in place: the current release
+    of every service is the one this plan makes, running."""
     expect = expectations_for(plan)
     responses: dict[str, Any] = {
-        "@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, model_dirs=sorted(expect.model_needs_kb),
-                                verified_dirs=set(expect.model_needs_kb), paths=expect.paths),
+        "@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, expect=expect, verified=True,
+                                    paths=expect.paths),
+        "@@path $(command -v docker": ["@@path /usr/bin/docker"],
     }
     if plan.jemalloc_path:
         responses[f"for p in {plan.jemalloc_path};"] = [plan.jemalloc_path]
-    lib = "/usr/local/lib/fleetserve"
     digests = []
-    for name in ("verify-endpoint.sh", "verify_api.py", "verify_model.py"):
-        digests.append(f"{lib}/{name} {hashlib.sha256(resources.files('fleetserve.files').joinpath(name).read_bytes()).hexdigest()}")
+    for name in hostpaths.HELPER_FILES:
+        content = resources.files("fleetserve.files").joinpath(name).read_bytes()
+        digests.append(f"{hostpaths.lib_file(name)} {hashlib.sha256(content).hexdigest()}")
     responses["sha256sum \"$p\" 2>/dev/null | cut -d' ' -f1)\"; done"] = digests
+    records = []
     for instance in plan.services:
         spec = instance.spec
-        files = service_files(instance, instance.member(plan.host), plan)
-        marker = {"hub": spec.model.hub, "repo_id": spec.model.repo_id, "revision": spec.model.effective_revision,
-                  "include": sorted(spec.model.include)}
+        engine = Engine(path="/usr/bin/docker", service_unit=None)
+        files = service_files(instance, instance.member(plan.host), plan, engine)
+        copy = model_copy(instance)
         config = {"max_position_embeddings": 262144, "num_attention_heads": 16}
         marker_sha = "cd" * 32
-        applied = desired_applied(files.unit_text, files.env_text, image_id, marker_sha)
+        record = release_record(spec.name, files.unit_text, files.env_text, spec.image.ref, image_id, copy, marker_sha,
+                                list(files.argv))
+        state = {"current": record["id"], "previous": None, "candidate": None, "failed": None}
+        records += [f"@@state:{spec.name}", json.dumps(state), f"@@release:{spec.name}", json.dumps(record)]
         unit_sha = hashlib.sha256(files.unit_text.encode()).hexdigest()
         env_sha = hashlib.sha256(files.env_text.encode()).hexdigest() if files.env_text else ""
         responses[f"docker image inspect --format '{{{{.Id}}}} {{{{json .RepoDigests}}}}' {spec.image.ref}"] = \
             [f"{image_id} []"]
-        responses[f"cat {hostpaths.model_marker(spec.model.host_dir)}"] = \
-            ["@@marker", json.dumps(marker), "@@config", json.dumps(config)]
-        mount_dirs = created_mount_dirs(instance, plan)
-        responses[f"@@unit $(sha256sum {files.unit_path}"] = ["@@dirs", *mount_dirs,
-            f"@@unit {unit_sha}", f"@@env {env_sha} 600" if env_sha else "@@env ", "@@active active",
-            "@@enabled enabled", f"@@image {image_id}", f"@@marker {marker_sha}", "@@applied",
-            json.dumps(applied, sort_keys=True)]
+        responses[f"cat {hostpaths.model_marker(copy)}"] = \
+            ["@@marker", json.dumps(spec.model.identity()), "@@config", json.dumps(config), "@@legacy"]
+        responses[f"{hostpaths.unit_path(spec.name)} 2>/dev/null"] = [
+            "@@dirs", *created_mount_dirs(instance, plan), f"@@unit {unit_sha}",
+            f"@@env {env_sha} 600" if env_sha else "@@env ", "@@active active", "@@enabled enabled",
+            f"@@image {image_id}", f"@@marker {marker_sha}", "@@state", json.dumps(state)]
         responses[f"verify-endpoint.sh {spec.port} "] = ["@@result ok api", "@@answer", "{}"]
+    responses[f"for s in {hostpaths.STATE_DIR}/releases/*/"] = records
     return responses
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from fleetserve import hostpaths
+from fleetserve.builder import model_copy
 from fleetserve.plan import plan_host
+from fleetserve.readiness import expectations_for
 from roles.common import InvalidFleetData
 from roles.serve import serve
 from tests.fakefleet import converged_responses, host_report, run_fake_deploy
@@ -38,7 +40,8 @@ def image_store(tmp_path):
 
 def _fact_or_change(commands: list[str]) -> tuple[list[str], list[str]]:
     fact_markers = ("echo '@@smi-format", "for p in ", "docker image inspect --format '{{.Id}}", "echo @@marker",
-                    "echo @@dirs", "sh /usr/local/lib/fleetserve/verify-endpoint.sh")
+                    "echo @@dirs", "sh /usr/local/lib/fleetserve/verify-endpoint.sh", 'echo "@@path',
+                    "for s in /var/lib/fleetserve/releases")
     facts = [c for c in commands if c.startswith(fact_markers)]
     return facts, [c for c in commands if not c.startswith(fact_markers)]
 
@@ -52,23 +55,28 @@ def test_converged_host_reports_no_change_and_reads_each_fact_once_per_phase(nam
     assert meta.ops_change == 0 and not state.failed_hosts
     facts, changes = _fact_or_change(commands[f"@fake/{name}"])
     assert changes == []
-    # preflight + jemalloc + helper files + image + (model + unit) per service, twice (prepare and
-    # execute), + one endpoint check per service at execution only.
+    # preflight + jemalloc + helper files + image + (model + release) per service, twice (prepare and
+    # execute), + the engine once (the service role reads it while preparing), + the release records
+    # and one endpoint check per service at execution only.
     services = len(plan.services)
-    assert len(facts) == 2 * (4 + 2 * services) + services
+    assert len(facts) == 2 * (4 + 2 * services) + 1 + 2 * services
 
 
 @pytest.mark.parametrize("name,data,workload", SEED_HOSTS, ids=[h[0] for h in SEED_HOSTS])
 def test_fresh_ready_host_gets_everything(name, data, workload, image_store):
     data = {**data, "image_store": image_store}
     plan = plan_host(f"@fake/{name}", data, [workload])
-    expect_paths = __import__("fleetserve.readiness", fromlist=["x"]).expectations_for(plan)
-    ready_only = {"@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, paths=expect_paths.paths,
-                                          model_dirs=sorted(expect_paths.model_needs_kb)),
+    expect = expectations_for(plan)
+    candidates = []
+    for instance in plan.services:
+        candidates += [f"@@state:{instance.name}", '{"candidate": "0123456789abcdef", "current": null}']
+    ready_only = {"@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, paths=expect.paths, expect=expect),
                   "verify-endpoint.sh": ["@@result ok api"],
-                  # after publishing, config.json is read again: a config that fits the flags
+                  # the staged copy's config.json, read before it is published: it fits the flags
                   "echo @@marker": ["@@marker", "", "@@config", '{"max_position_embeddings": 262144, '
-                                                                '"num_attention_heads": 16}']}
+                                                                '"num_attention_heads": 16}', "@@legacy"],
+                  # what release_started recorded, as the verify role reads it back
+                  "for s in /var/lib/fleetserve/releases/*/": candidates}
     state, commands = run_fake_deploy([(name, {**data, "fake_responses": ready_only})], serve, [workload])
     assert not state.failed_hosts
     _, changes = _fact_or_change(commands[f"@fake/{name}"])
@@ -80,15 +88,18 @@ def test_fresh_ready_host_gets_everything(name, data, workload, image_store):
             else "docker pull \"$src\"" in text)
     for instance in plan.services:
         spec = instance.spec
-        assert f"<upload /etc/systemd/system/{hostpaths.unit_name(spec.name)}>" in text
-        assert f"systemctl restart {hostpaths.unit_name(spec.name)}" in text
+        unit = hostpaths.unit_name(spec.name)
         client = "hf" if spec.model.hub == "hf" else "modelscope"
         assert (f"--entrypoint {client} {spec.image.ref} download" if instance.entrypoint == "vllm-serve"
                 else f"{spec.image.ref} {client} download") in text
-        assert f"mv {Path(spec.model.host_dir).parent}/.{Path(spec.model.host_dir).name}.fleetserve-partial " \
-               f"{spec.model.host_dir}" in text
+        key = spec.model.copy_key
+        # published as a copy beside whatever is served; host_dir names it only once it is verified
+        assert f"mv -T {hostpaths.staging_dir(spec.model.host_dir, key)} {model_copy(instance)}" in text
+        assert f"ln -sfn {model_copy(instance)} {spec.model.host_dir}.fleetserve-link" in text
+        assert f"install -m 644 /var/lib/fleetserve/releases/{spec.name}/" in text and f"systemctl restart {unit}" in text
+        assert text.index(f"systemctl restart {unit}") < text.index(f"ln -sfn {model_copy(instance)}")
     if plan.services[0].spec.api_key_key:
-        assert "<upload /etc/fleetserve/qwen35-397b.env>" in text and "sk-test" not in text
+        assert "cat > /etc/fleetserve/qwen35-397b.env.tmp" in text and "sk-test" not in text
 
 
 def test_invalid_data_stops_the_run_before_any_host_is_touched(image_store):
@@ -106,7 +117,7 @@ def test_unready_host_fails_preflight_unchanged_while_the_others_converge(image_
     plan = plan_host("@fake/a2-01", data, ["qwen3"])
     healthy = converged_responses(plan)
     sick = {**healthy, "@@smi-format": host_report("atlas-800-a2", npu_smi=sick_npu_smi, paths=healthy["@@smi-format"][
-        healthy["@@smi-format"].index("@@paths") + 1: healthy["@@smi-format"].index("@@disk")])}
+        healthy["@@smi-format"].index("@@paths") + 1: healthy["@@smi-format"].index("@@listen")])}
     state, commands = run_fake_deploy([("a2-01", {**data, "fake_responses": healthy}),
                                        ("a2-02", {**data, "fake_responses": {**sick, "printf '%s\\n'": {"success": False}}})],
                                       serve, ["qwen3"])

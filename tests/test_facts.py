@@ -4,10 +4,13 @@ import json
 import subprocess
 
 from fleetserve.hardware import get_kind
-from fleetserve.readiness import report_args
-from fleetserve.types import Expectations
+from fleetserve.plan import plan_host
+from fleetserve.readiness import expectations_for, report_args
+from fleetserve.types import Expectations, ModelNeed
 from fleetserve.facts.fleet import (
     EndpointCheck,
+    EngineInfo,
+    ReleaseRecords,
     FileDigests,
     FileModes,
     FileSizes,
@@ -23,16 +26,37 @@ from tests.fakefleet import host_report
 A2_PATHS = ["/usr/local/dcmi", "/usr/local/bin/npu-smi"]
 
 
+def _a2_expect() -> Expectations:
+    return expectations_for(plan_host("a2-01", {"hardware": "atlas-800-a2", "workloads": ["qwen3"]}, ["qwen3"]))
+
+
 def test_host_report_ascend_ready():
+    expect = _a2_expect()
     report = HostReport().process(host_report(
-        "atlas-800-a2", model_dirs=["/data/models/Qwen3-30B"], paths=A2_PATHS, driver="24.1.rc2", toolkit="8.0.RC3"))
+        "atlas-800-a2", expect=expect, paths=A2_PATHS, driver="24.1.rc2", toolkit="8.0.RC3",
+        listeners={8000: [(31, "0::/system.slice/docker-f00d.scope")]}))
     assert report["arch"] == "aarch64" and report["os_id"] == "ubuntu"
     assert report["engine"].startswith("Docker version") and report["engine_ok"]
     assert report["driver_version"] == "24.1.rc2" and report["toolkit_version"] == "8.0.RC3"
     assert [a["id"] for a in report["accelerators"]] == list(range(8))
     assert "davinci7" in report["devices"] and "hisi_hdc" in report["devices"]
-    assert report["disk"] == {"/data/models/Qwen3-30B": {"free_kb": 10**10, "verified": False}}
+    assert report["models"]["/data/models/Qwen3-30B"] == {
+        "kind": "absent", "target": None, "entries": 0, "sample": [], "legacy": None, "copy_verified": False,
+        "staging_kb": 0, "leftovers": []}
+    assert report["filesystems"]["/data/models/.Qwen3-30B.fleetserve"] == {"device": "2049", "free_kb": 10**10, "mount": "/"}
+    assert report["images"] == {"vllm/vllm-ascend:latest": {"id": None, "record": None}}
+    assert report["listeners"] == {8000: [{"pid": 31, "cgroup": "0::/system.slice/docker-f00d.scope"}]}
+    assert report["tools"] == ["curl", "flock", "ss", "systemctl"] and report["engine_root"] == "/var/lib/docker"
     assert report["paths"] == sorted(A2_PATHS)
+
+
+def test_host_report_model_dir_states():
+    lines = ["@@model:/d/m", "kind dir", "entries 3", "sample a b c", 'legacy {"hub": "hf"}', "copy verified",
+             "staging 12", "leftover 7 /d/.m.fleetserve/.partial-v0-abc"]
+    state = HostReport().process(lines)["models"]["/d/m"]
+    assert state == {"kind": "dir", "target": None, "entries": 3, "sample": ["a", "b", "c"], "legacy": {"hub": "hf"},
+                     "copy_verified": True, "staging_kb": 12,
+                     "leftovers": [{"path": "/d/.m.fleetserve/.partial-v0-abc", "kb": 7}]}
 
 
 def test_host_report_without_npu_smi_or_toolkit():
@@ -63,9 +87,10 @@ def test_host_report_installed_manifests():
 
 
 def _report_command(kind: str, paths: list[str], model_dirs: list[str]) -> str:
+    models = tuple(ModelNeed(service="s", host_dir=d, copy_dir=f"{d}.copy", identity={}, need_kb=1) for d in model_dirs)
     plan_like = Expectations(hardware=get_kind(kind), arch="aarch64", distro_family="debian", devices={0: "s"},
-                             device_nodes=("davinci0",), paths=tuple(paths),
-                             model_needs_kb={d: 1 for d in model_dirs})
+                             device_nodes=("davinci0",), paths=tuple(paths), models=models, own_services=("s",),
+                             ports={8000: "s"})
     return HostReport().command(**report_args(plan_like))
 
 
@@ -83,8 +108,11 @@ def test_host_report_command_runs_in_a_real_shell():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     sections = split_sections(result.stdout.splitlines())
-    assert {"smi-format", "arch", "os", "engine", "devices", "paths", "disk", "driver", "toolkit"} <= set(sections)
-    assert sections["disk"][0].startswith("/tmp/fs-x/y ")
+    assert {"smi-format", "arch", "os", "engine", "tools", "devices", "paths", "listen", "containers", "fs",
+            "model:/tmp/fs-x/y", "driver", "toolkit"} <= set(sections)
+    assert sections["model:/tmp/fs-x/y"] == ["kind absent"]
+    # free space of the nearest existing parent of the model's store
+    assert sections["fs"][0].startswith("/tmp/fs-x/.y.fleetserve ")
 
 
 def test_image_state_present_and_absent():
@@ -96,23 +124,39 @@ def test_image_state_present_and_absent():
 
 def test_model_state():
     marker = {"hub": "hf", "repo_id": "Qwen/Qwen3.5-2B-Base", "revision": "main", "include": []}
-    state = ModelState().process(["@@marker", json.dumps(marker), "", "@@config", '{"num_attention_heads": 16}'])
-    assert state == {"marker": marker, "config": {"num_attention_heads": 16}}
-    assert ModelState().process(["@@marker", "", "@@config"]) == {"marker": None, "config": None}
+    state = ModelState().process(["@@marker", json.dumps(marker), "", "@@config", '{"num_attention_heads": 16}',
+                                  "@@legacy"])
+    assert state == {"marker": marker, "config": {"num_attention_heads": 16}, "legacy_marker": None}
+    assert ModelState().process(["@@marker", "", "@@config", "@@legacy", json.dumps(marker)]) == {
+        "marker": None, "config": None, "legacy_marker": marker}
     assert ModelState().process(["@@marker", "{trunc", "@@config"])["marker"] == {"_unreadable": "{trunc"}
 
 
+def test_model_state_in_a_real_shell(tmp_path):
+    copy, legacy = tmp_path / "copy", tmp_path / "legacy"
+    copy.mkdir(), legacy.mkdir()
+    (copy / ".fleetserve-verified.json").write_text('{"hub": "hf"}')
+    (copy / "config.json").write_text('{"num_attention_heads": 8}')
+    (legacy / ".fleetserve-verified.json").write_text('{"hub": "modelscope"}')
+    run = lambda cmd: subprocess.run(["sh", "-c", cmd], capture_output=True, text=True).stdout.splitlines()  # noqa
+    state = ModelState().process(run(ModelState().command(host_dir=str(legacy), model_dir=str(copy))))
+    assert state == {"marker": {"hub": "hf"}, "config": {"num_attention_heads": 8}, "legacy_marker": {"hub": "modelscope"}}
+    link = tmp_path / "link"
+    link.symlink_to(copy)  # a symlink host_dir is fleetserve's own, never a legacy copy
+    assert ModelState().process(run(ModelState().command(host_dir=str(link), model_dir=str(copy))))["legacy_marker"] is None
+
+
 def test_service_state():
-    applied = {"unit": "u", "env": None, "image": "sha256:1", "model": "m"}
+    releases = {"current": "r1", "previous": None, "candidate": None}
     state = ServiceState().process(["@@dirs", "/data", "@@unit abc", "@@env def 600", "@@active active",
-                                    "@@enabled enabled", "@@image sha256:1", "@@marker m", "@@applied",
-                                    json.dumps(applied)])
+                                    "@@enabled enabled", "@@image sha256:1", "@@marker m", "@@state",
+                                    json.dumps(releases)])
     assert state == {"unit_sha256": "abc", "env_sha256": "def", "env_mode": "600", "active": "active",
-                     "enabled": "enabled", "image_id": "sha256:1", "marker_sha256": "m", "applied": applied,
+                     "enabled": "enabled", "image_id": "sha256:1", "marker_sha256": "m", "state": releases,
                      "dirs": ["/data"]}
     fresh = ServiceState().process(["@@dirs", "@@unit ", "@@env  ", "@@active inactive", "@@enabled ",
-                                    "@@image ", "@@marker ", "@@applied", ""])
-    assert fresh["unit_sha256"] is None and fresh["applied"] is None and fresh["enabled"] == "unknown"
+                                    "@@image ", "@@marker ", "@@state", ""])
+    assert fresh["unit_sha256"] is None and fresh["state"] == {} and fresh["enabled"] == "unknown"
     assert fresh["env_sha256"] is None and fresh["image_id"] is None and fresh["dirs"] == []
 
 
@@ -143,9 +187,24 @@ def test_endpoint_check_results():
 
 def test_endpoint_check_quotes_a_hostile_model_name():
     hostile = "qwen; touch /tmp/fleetserve-pwned $(id) `id` 'x\" \\"
-    command = EndpointCheck().command(8000, hostile, "fleetserve-x.service", "fleetserve-x", 30,
-                                      "/etc/fleetserve/x.env")
+    command = EndpointCheck().command(8000, hostile, "x", "/srv/m", 30, "/etc/fleetserve/x.env")
     # Replace the script by printf: a real shell must hand the name over as one literal argument.
     probe = command.replace("sh /usr/local/lib/fleetserve/verify-endpoint.sh", "printf '%s\\n'")
     out = subprocess.run(["sh", "-c", probe], capture_output=True, text=True).stdout.splitlines()
-    assert out == ["8000", hostile, "fleetserve-x.service", "fleetserve-x", "30", "/etc/fleetserve/x.env"]
+    assert out == ["8000", hostile, "fleetserve-x.service", "fleetserve-x", "30", "/etc/fleetserve/x.env", "/srv/m"]
+
+
+def test_release_records_from_every_service():
+    lines = ["@@state:a", '{"current": "a1"}', "@@release:a", '{"id": "a0", "model_copy": "/m/v0"}',
+             "@@release:a", '{"id": "a1", "model_copy": "/m/v1"}', "@@state:b", "{}"]
+    assert ReleaseRecords().process(lines) == {
+        "a": {"state": {"current": "a1"}, "releases": {"a0": {"id": "a0", "model_copy": "/m/v0"},
+                                                       "a1": {"id": "a1", "model_copy": "/m/v1"}}},
+        "b": {"state": {}, "releases": {}}}
+    assert ReleaseRecords().process([]) == {}
+
+
+def test_engine_info():
+    assert EngineInfo().process(["@@path /usr/bin/docker", "@@unit docker.service"]) == {
+        "path": "/usr/bin/docker", "unit": "docker.service"}
+    assert EngineInfo().process(["@@path "]) == {"path": None, "unit": None}

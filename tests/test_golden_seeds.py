@@ -100,12 +100,23 @@ def rendered(inventory: str, workload: str, service: str, **data) -> tuple[list[
     return argv[:image_at], list(instance.serve_args)
 
 
+def release_copy(mounts: list[tuple], host_dir: str, container_dir: str | None = None) -> tuple[str, str, str]:
+    """ADAPTED (every seed): the release's own verified copy of the weights, read-only, at the path
+    the write-up serves; a new revision downloads beside it, so a running release never sees it
+    change (fleetserve.hostpaths.model_store). Returns that one mount of `mounts`."""
+    parent, name = host_dir.rsplit("/", 1)
+    (copy,) = [m for m in mounts if m[0].startswith(f"{parent}/.{name}.fleetserve/")]
+    assert copy[1:] == (container_dir or host_dir, "ro")
+    return copy
+
+
 def test_seed_000_qwen35_27b_on_a3():
     docker, serve = rendered("a3.py", "qwen3.5", "qwen35-27b")
     seed_docker = docker_parts(seed_block("000_c2cdd30252f4499c.txt", "docker run --rm"))
     ours = docker_parts(docker)
     assert ours["devices"] == seed_docker["devices"]
-    ADAPTED_MOUNTS = [(JEMALLOC, JEMALLOC, "ro")]  # the jemalloc role: LD_PRELOAD must resolve in the image
+    ADAPTED_MOUNTS = [(JEMALLOC, JEMALLOC, "ro"),  # the jemalloc role: LD_PRELOAD must resolve in the image
+                      release_copy(ours["mounts"], "/root/.cache/modelscope/hub/models/vllm-ascend/Qwen3.5-27B")]
     assert ours["mounts"] == sorted(seed_docker["mounts"] + ADAPTED_MOUNTS)
     assert "--net=host" in docker and "--shm-size=100g" in docker
     env = seed_exports("000_c2cdd30252f4499c.txt", ["PYTORCH_NPU_ALLOC_CONF", "HCCL_OP_EXPANSION_MODE",
@@ -130,7 +141,7 @@ def test_seed_001_qwen35_2b_base_on_910b4_npu3():
     assert "ASCEND_RT_VISIBLE_DEVICES" not in ours["env"]
     assert ours["env"] == {"LD_PRELOAD": JEMALLOC}
     # ADAPTED: the seed ran on the host; the container gets the standard driver mounts and the weights.
-    assert ("/opt/atomgit/Qwen3.5-2B-Base", "/opt/atomgit/Qwen3.5-2B-Base", "ro") in ours["mounts"]
+    release_copy(ours["mounts"], "/opt/atomgit/Qwen3.5-2B-Base")
 
 
 def test_seed_002_qwen35_397b_on_gb200():
@@ -143,7 +154,8 @@ def test_seed_002_qwen35_397b_on_gb200():
     assert flag_pairs(serve[1:]) == seed_flags
     ours = docker_parts(docker)
     assert ours["env"] == {"LD_PRELOAD": JEMALLOC, "VLLM_API_KEY": ""}  # name only: the value never is argv
-    assert ("/raid/lixd/models/Qwen3.5-397B-A17B-GPTQ-Int4", "/Qwen3.5-397B-A17B-GPTQ-Int4", "ro") in ours["mounts"]
+    # The seed's read-only hostPath of the weights, at its container path (ADAPTED: the release's own copy).
+    release_copy(ours["mounts"], "/raid/lixd/models/Qwen3.5-397B-A17B-GPTQ-Int4", "/Qwen3.5-397B-A17B-GPTQ-Int4")
     assert ours["devices"] == [f"nvidia.com/gpu={i}" for i in range(4)]  # nvidia.com/gpu: 4
     assert "--shm-size=64g" in docker  # the seed's /dev/shm sizeLimit
 
@@ -168,8 +180,11 @@ def test_seed_003_two_vl_services_on_one_a2():
     # ADAPTED: the seed's 32B uses davinci0-1; on a shared node it gets 1-2.
     assert seed_docker32["devices"][:2] == ["/dev/davinci0", "/dev/davinci1"]
     assert ours32["devices"] == ["/dev/davinci1", "/dev/davinci2"] + seed_docker32["devices"][2:]
-    assert ours8["mounts"] == sorted(seed_docker8["mounts"] + [(JEMALLOC, JEMALLOC, "ro")])
-    assert ours32["mounts"] == sorted(seed_docker32["mounts"] + [(JEMALLOC, JEMALLOC, "ro")])
+    models = "/root/.cache/modelscope/hub/models/Qwen"
+    assert ours8["mounts"] == sorted(seed_docker8["mounts"] + [(JEMALLOC, JEMALLOC, "ro"),
+                                                               release_copy(ours8["mounts"], f"{models}/Qwen3-VL-8B-Instruct")])
+    assert ours32["mounts"] == sorted(seed_docker32["mounts"] + [(JEMALLOC, JEMALLOC, "ro"),
+                                                                 release_copy(ours32["mounts"], f"{models}/Qwen2.5-VL-32B-Instruct")])
     assert "--shm-size=1g" in docker8 and "--shm-size=1g" in docker32
     common_env = seed_exports(seed, ["VLLM_USE_MODELSCOPE", "PYTORCH_NPU_ALLOC_CONF"])
     assert ours8["env"] == {**common_env, "LD_PRELOAD": JEMALLOC}
@@ -186,6 +201,7 @@ def test_seed_004_qwen3_30b_privileged_tp4():
     seed_docker = docker_parts(seed_block(seed, "docker run -itd"))
     ours = docker_parts(docker)
     assert "--privileged" in docker and ours["devices"] == seed_docker["devices"]
-    assert ours["mounts"] == sorted(seed_docker["mounts"] + [(JEMALLOC, JEMALLOC, "ro")])
+    assert ours["mounts"] == sorted(seed_docker["mounts"] + [(JEMALLOC, JEMALLOC, "ro"),
+                                                             release_copy(ours["mounts"], "/data/models/Qwen3-30B")])
     assert ours["env"] == {**seed_docker["env"], **seed_exports(seed, ["ASCEND_RT_VISIBLE_DEVICES"]),
                            "LD_PRELOAD": JEMALLOC}

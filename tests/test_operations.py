@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
+
 from pyinfra.api.hiddenvalue import HiddenValue
 
 from fleetserve.operations import host as host_ops
@@ -15,7 +17,7 @@ from fleetserve.operations import model as model_ops
 from fleetserve.operations import secrets as secret_ops
 from fleetserve.operations import service as service_ops
 from fleetserve.hardware import get_kind
-from fleetserve.types import Expectations
+from fleetserve.types import Expectations, ModelNeed
 from tests.fakefleet import host_report, run_fake_deploy, run_op
 
 LIB = "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"
@@ -27,11 +29,15 @@ def changes(commands: list[str], *fact_prefixes: str) -> list[str]:
 
 # --- preflight gate ----------------------------------------------------------------------------
 
+A2_MODEL = ModelNeed(service="qwen3-30b", host_dir="/data/models/Qwen3-30B",
+                     copy_dir="/data/models/.Qwen3-30B.fleetserve/main-0123456789ab",
+                     identity={"hub": "modelscope", "repo_id": "Qwen/Qwen3-30B-A3B-Instruct-2507", "revision": "master",
+                               "include": []}, need_kb=64 * 1024 * 1024)
 A2_EXPECT = Expectations(hardware=get_kind("atlas-800-a2"), arch="aarch64",
                          distro_family="debian", devices={0: "qwen3-30b", 1: "qwen3-30b", 2: "qwen3-30b", 3: "qwen3-30b"},
                          device_nodes=("davinci0", "davinci1", "davinci2", "davinci3", "davinci_manager"),
-                         paths=("/usr/local/dcmi",), model_needs_kb={"/data/models/Qwen3-30B": 64 * 1024 * 1024},
-                         driver_min="24.1.rc1", cann_min="7.0.RC1")
+                         paths=("/usr/local/dcmi",), models=(A2_MODEL,), driver_min="24.1.rc1", cann_min="7.0.RC1",
+                         own_services=("qwen3-30b",), ports={8000: "qwen3-30b"})
 
 
 def _ready(lines):
@@ -40,7 +46,7 @@ def _ready(lines):
 
 def test_ready_host_is_a_noop():
     commands, state = _ready(host_report("atlas-800-a2", driver="24.1.rc2", toolkit="8.0.RC3",
-                                         paths=["/usr/local/dcmi"], model_dirs=["/data/models/Qwen3-30B"]))
+                                         paths=["/usr/local/dcmi"], expect=A2_EXPECT))
     assert changes(commands, "echo '@@smi-format") == []
     assert not state.failed_hosts
 
@@ -50,126 +56,78 @@ def test_unready_host_fails_with_one_line_per_problem_and_changes_nothing():
 
     alarm = (Path(__file__).parent / "fixtures" / "npu-smi" / "a2-8x910b3-npu2-alarm.txt").read_text()
     commands, _ = _ready(host_report("atlas-800-a2", npu_smi=alarm, driver="23.0.3", toolkit=None, free_kb=1024,
-                                     paths=[], model_dirs=["/data/models/Qwen3-30B"]))
+                                     paths=[], expect=A2_EXPECT, tools=("curl", "flock", "systemctl"),
+                                     listeners={8000: [(4242, "0::/user.slice/session-3.scope")]}))
     (failing,) = changes(commands, "echo '@@smi-format")
     assert failing.startswith("printf '%s\\n' 'fleetserve preflight: @fake/h is not ready (Atlas 800 / 800T A2 (8 NPUs)):'")
     assert "'  - NPU 2 (NPU 2 chip 0, 0000:81:00.0): health is Alarm; service qwen3-30b needs it OK'" in failing
     assert "'  - driver 23.0.3 is older than the 24.1.rc1 the services need'" in failing
     assert "CANN toolkit not installed (/usr/local/Ascend/ascend-toolkit/latest/*-linux/ascend_toolkit_install.info); need >= 7.0.RC1" in failing
     assert "driver files missing (the container mounts them): /usr/local/dcmi" in failing
-    assert "disk: 0 GiB free for /data/models/Qwen3-30B, the model needs 64 GiB" in failing
-    assert failing.endswith(">&2; exit 1")
+    assert ("disk: / has 0.0 GiB free; this run writes 64.0 GiB there: weights of qwen3-30b 64.0 GiB (copies in use "
+            "stay until the new release is verified)") in failing
+    assert "port 8000 is held by pid 4242 (0::/user.slice/session-3.scope), not by service qwen3-30b" in failing
+    assert "commands missing: ss (package iproute2)" in failing
 
 
-# --- jemalloc ----------------------------------------------------------------------------------
-
-def test_jemalloc_present_is_a_noop():
-    commands, _ = run_op(host_ops.jemalloc, {"for p in": [LIB]}, family="debian", package="libjemalloc2", library=LIB)
-    assert changes(commands, "for p in") == []
-
-
-def test_jemalloc_installs_with_apt_or_dnf_and_checks_the_library():
-    commands, _ = run_op(host_ops.jemalloc, family="debian", package="libjemalloc2", library=LIB)
-    assert changes(commands, "for p in")[0].startswith("DEBIAN_FRONTEND=noninteractive apt-get install -y")
-    assert changes(commands, "for p in")[1].startswith(f"test -e {LIB} ||")
-    commands, _ = run_op(host_ops.jemalloc, family="rhel", package="jemalloc", library="/usr/lib64/libjemalloc.so.2")
-    assert "dnf install -y jemalloc" in changes(commands, "for p in")[0]
-
-
-# --- helper files ------------------------------------------------------------------------------
-
-def test_helper_files_upload_only_what_differs():
-    files = {"a.sh": b"one", "b.py": b"two"}
-    same = [f"/lib/fs/a.sh {hashlib.sha256(b'one').hexdigest()}", f"/lib/fs/b.py {hashlib.sha256(b'two').hexdigest()}"]
-    commands, _ = run_op(host_ops.files_present, {"sha256sum": same}, directory="/lib/fs", files=files)
-    assert changes(commands, "for p in") == []
-    commands, state = run_op(host_ops.files_present, {"sha256sum": same[:1]}, directory="/lib/fs", files=files)
-    assert changes(commands, "for p in") == ["mkdir -p /lib/fs", "<upload /lib/fs/b.py>", "chmod 644 /lib/fs/b.py"]
-    assert state.fake_uploads == [("@fake/h", "/lib/fs/b.py", b"two")]
+# A model directory that is not fleetserve's, a symlink elsewhere, another model: each refused.
+@pytest.mark.parametrize("state,needle", [
+    (["kind dir", "entries 3", "sample Qwen3-30B Qwen3-8B notes.txt"],
+     "model dir /data/models/Qwen3-30B holds other data (3 entries, e.g. Qwen3-30B, Qwen3-8B, notes.txt)"),
+    (["kind symlink", "target /mnt/nfs/qwen"], "model dir /data/models/Qwen3-30B is a symlink to /mnt/nfs/qwen, not to"),
+    (["kind dir", "entries 9", "sample config.json", 'legacy {"hub": "hf", "repo_id": "Qwen/Other", "revision": "main"}'],
+     "holds another model (Qwen/Other@main)"),
+    (["kind other"], "model dir /data/models/Qwen3-30B is a file, not a directory"),
+])
+def test_a_model_dir_fleetserve_does_not_own_is_refused(state, needle):
+    lines = host_report("atlas-800-a2", driver="24.1.rc2", paths=["/usr/local/dcmi"], expect=A2_EXPECT,
+                        model_dirs={A2_MODEL.host_dir: state})
+    commands, _ = _ready(lines)
+    (failing,) = changes(commands, "echo '@@smi-format")
+    assert needle in failing
 
 
-# --- image -------------------------------------------------------------------------------------
-
-INSPECT = "docker image inspect --format"
-
-
-def test_loaded_image_is_a_noop_and_never_recopied(tmp_path):
-    archive = tmp_path / "img.tar"
-    archive.write_bytes(b"x" * 10)
-    commands, _ = run_op(image_ops.loaded, {INSPECT: ["sha256:1 []"]}, ref="vllm-ascend:v0", archive=str(archive),
-                         remote_dir="/var/cache/fleetserve/images")
-    assert changes(commands, INSPECT) == []
-
-
-def test_absent_image_is_copied_checked_loaded_and_verified(tmp_path):
-    archive = tmp_path / "img.tar"
-    archive.write_bytes(b"x" * 10)
-    sha = "ab" * 32
-    commands, _ = run_op(image_ops.loaded, ref="vllm-ascend:v0", archive=str(archive),
-                         remote_dir="/var/cache/fleetserve/images", sha256=sha)
-    remote = "/var/cache/fleetserve/images/img.tar"
-    assert changes(commands, INSPECT, "for p in") == [
-        "mkdir -p /var/cache/fleetserve/images",
-        f"<upload {remote}>",
-        f"echo '{sha}  {remote}' | sha256sum -c --quiet - || {{ echo 'image archive {remote}: sha256 does not match "
-        f"{sha}; removed it' >&2; rm -f {remote} ; exit 1; }}",
-        f"docker load -i {remote}",
-        f"docker image inspect vllm-ascend:v0 >/dev/null 2>&1 || {{ echo '{remote} loaded, but it does not contain "
-        f"vllm-ascend:v0; images now:' >&2; docker images >&2; exit 1; }}",
-        f"rm -f {remote}",
-    ]
+@pytest.mark.parametrize("state", [["kind absent"], ["kind dir", "entries 0"],
+                                   ["kind symlink", "target /data/models/.Qwen3-30B.fleetserve/main-0000"],
+                                   ["kind dir", "entries 9", "sample config.json",
+                                    'legacy {"hub": "modelscope", "repo_id": "Qwen/Qwen3-30B-A3B-Instruct-2507", '
+                                    '"revision": "master", "include": []}']])
+def test_a_model_dir_fleetserve_owns_or_may_create_passes(state):
+    lines = host_report("atlas-800-a2", driver="24.1.rc2", paths=["/usr/local/dcmi"], expect=A2_EXPECT,
+                        model_dirs={A2_MODEL.host_dir: state})
+    commands, state = _ready(lines)
+    assert changes(commands, "echo '@@smi-format") == [] and not state.failed_hosts
 
 
-def test_archive_left_by_an_interrupted_run_is_not_copied_again(tmp_path):
-    archive = tmp_path / "img.tar"
-    archive.write_bytes(b"x" * 10)
-    commands, _ = run_op(image_ops.loaded, {"stat -c %s": ["10 /var/cache/fleetserve/images/img.tar"]},
-                         ref="vllm-ascend:v0", archive=str(archive), remote_dir="/var/cache/fleetserve/images",
-                         keep_archive=True)
-    assert not any(c.startswith("<upload") for c in commands)
-    assert "docker load -i /var/cache/fleetserve/images/img.tar" in commands
-
-
-def test_pull_sources_replace_the_registry_with_each_mirror():
-    assert image_ops.pull_sources("quay.io/ascend/vllm-ascend:v0.12.0rc1", ["m.daocloud.io/quay.io", "quay.nju.edu.cn"]) == [
-        "m.daocloud.io/quay.io/ascend/vllm-ascend:v0.12.0rc1", "quay.nju.edu.cn/ascend/vllm-ascend:v0.12.0rc1",
-        "quay.io/ascend/vllm-ascend:v0.12.0rc1"]
-    assert image_ops.pull_sources("vllm/vllm-openai:cu130-nightly", ["mirror.example"]) == [
-        "mirror.example/vllm/vllm-openai:cu130-nightly", "vllm/vllm-openai:cu130-nightly"]
-    assert image_ops.pull_sources("10.79.0.1:5000/fs/standin:ascend", []) == ["10.79.0.1:5000/fs/standin:ascend"]
-    assert image_ops._repository("10.79.0.1:5000/fs/standin:ascend") == "10.79.0.1:5000/fs/standin"
-    assert image_ops._repository("10.79.0.1:5000/fs/standin") == "10.79.0.1:5000/fs/standin"
-
-
-def test_pulled_image_is_a_noop_when_present_at_its_digest():
-    digest = "sha256:" + "cd" * 32
-    present = {INSPECT: [f'sha256:1 ["quay.io/a/b@{digest}"]']}
-    commands, _ = run_op(image_ops.pulled, present, ref="quay.io/a/b:t", sources=["quay.io/a/b:t"], digest=digest)
-    assert changes(commands, INSPECT) == []
-
-
-def test_pull_tries_each_source_and_pins_the_digest():
-    digest = "sha256:" + "cd" * 32
-    # Present, but at another digest: pull again.
-    commands, _ = run_op(image_ops.pulled, {INSPECT: ['sha256:1 ["quay.io/a/b@sha256:00"]']}, ref="quay.io/a/b:t",
-                         sources=["mirror/a/b:t", "quay.io/a/b:t"], digest=digest)
-    pull, check = changes(commands, INSPECT + " '{{.Id}}")
-    assert pull.startswith(f"ok=; for src in mirror/a/b@{digest} quay.io/a/b@{digest} ; do if docker pull \"$src\";")
-    assert "docker tag \"$src\" quay.io/a/b:t" in pull and "could not pull quay.io/a/b:t from any of" in pull
-    assert check.startswith("docker image inspect --format '{{json .RepoDigests}}' quay.io/a/b:t | grep -q")
+def test_disk_counts_what_a_partial_download_already_holds_and_a_verified_copy_needs_nothing():
+    need = A2_MODEL.need_kb
+    resumed = host_report("atlas-800-a2", driver="24.1.rc2", paths=["/usr/local/dcmi"], expect=A2_EXPECT,
+                          free_kb=need // 2, model_dirs={A2_MODEL.host_dir: ["kind absent", f"staging {need // 2 + 1}"]})
+    commands, state = _ready(resumed)
+    assert not state.failed_hosts
+    verified = host_report("atlas-800-a2", driver="24.1.rc2", paths=["/usr/local/dcmi"], expect=A2_EXPECT, free_kb=1,
+                           verified=True)
+    commands, state = _ready(verified)
+    assert not state.failed_hosts
 
 
 # --- model -------------------------------------------------------------------------------------
 
 MARKER = {"hub": "hf", "repo_id": "Qwen/Qwen3.5-2B-Base", "revision": "main", "include": []}
 MODEL_ARGS = dict(hub="hf", repo_id="Qwen/Qwen3.5-2B-Base", revision="main", host_dir="/opt/atomgit/Qwen3.5-2B-Base",
+                  copy_key="main-0123456789ab",
                   image="quay.io/ascend/vllm-ascend:v0.18.0rc1", entrypoint="shell", max_model_len=32768,
                   tensor_parallel_size=1, verify_script="/usr/local/lib/fleetserve/verify_model.py")
 
 
-def _model_state(marker, config):
-    return {"echo @@marker": ["@@marker", json.dumps(marker) if marker else "", "@@config",
-                              json.dumps(config) if config else ""]}
+COPY = "/opt/atomgit/.Qwen3.5-2B-Base.fleetserve/main-0123456789ab"
+STAGE = "/opt/atomgit/.Qwen3.5-2B-Base.fleetserve/.partial-main-0123456789ab"
+
+
+def _model_state(marker, config, legacy=None):
+    return {f"cat {COPY}/.fleetserve-verified.json": [
+        "@@marker", json.dumps(marker) if marker else "", "@@config", json.dumps(config) if config else "",
+        "@@legacy", json.dumps(legacy) if legacy else ""]}
 
 
 def test_verified_weights_are_a_noop_without_network():
@@ -198,27 +156,49 @@ def test_rope_scaling_allows_a_longer_context():
                                      30000, 2)[0].startswith("--max-model-len 30000 exceeds")
 
 
-def test_missing_weights_download_into_staging_verify_then_publish():
-    commands, _ = run_op(model_ops.weights, include=["*.json", "*.safetensors"], endpoint="https://hf-mirror.com",
-                         **MODEL_ARGS)
-    stage = "/opt/atomgit/.Qwen3.5-2B-Base.fleetserve-partial"
-    mkdir, fetch, publish, check = changes(commands, "echo @@marker")
-    assert mkdir == f"mkdir -p {stage}"
+def _staged(config):
+    return {f"cat {STAGE}/.fleetserve-verified.json": ["@@marker", json.dumps(MARKER), "@@config",
+                                                       json.dumps(config), "@@legacy"]}
+
+
+def test_missing_weights_download_into_staging_are_checked_then_published_beside_what_is_served():
+    fits = _staged({"max_position_embeddings": 32768, "num_attention_heads": 16})
+    commands, state = run_op(model_ops.weights, fits, include=["*.json", "*.safetensors"],
+                             endpoint="https://hf-mirror.com", **MODEL_ARGS)
+    mkdir, fetch, publish = changes(commands, "echo @@marker")
+    assert mkdir == (f"mkdir -p {STAGE} && printf %s '{{\"host_dir\": \"/opt/atomgit/Qwen3.5-2B-Base\", \"hub\": \"hf\", "
+                     f"\"repo_id\": \"Qwen/Qwen3.5-2B-Base\"}}' > /opt/atomgit/.Qwen3.5-2B-Base.fleetserve/.fleetserve-store.json")
     assert fetch.startswith("ok=; for attempt in 1 2 3 ; do if docker run")
     download, verify = fetch.split(" && ", 1)
-    assert (f"docker run --rm --net=host -v {stage}:{stage} -e HF_ENDPOINT=https://hf-mirror.com "
+    assert (f"docker run --rm --net=host -v {STAGE}:{STAGE} -e HF_ENDPOINT=https://hf-mirror.com "
             f"-e HF_HUB_DISABLE_TELEMETRY=1 -e HF_HUB_DISABLE_UPDATE_CHECK=1 quay.io/ascend/vllm-ascend:v0.18.0rc1 "
-            f"hf download Qwen/Qwen3.5-2B-Base --revision main --local-dir {stage} --include '*.json' "
+            f"hf download Qwen/Qwen3.5-2B-Base --revision main --local-dir {STAGE} --include '*.json' "
             f"'*.safetensors'") in download
-    assert (f"quay.io/ascend/vllm-ascend:v0.18.0rc1 python3 /usr/local/lib/fleetserve/verify_model.py {stage} --marker .fleetserve-verified.json --hub hf "
-            f"--repo Qwen/Qwen3.5-2B-Base --revision main --endpoint https://hf-mirror.com --include '*.json' "
-            f"--include '*.safetensors' ; then ok=1; break; fi; sleep 3; done;") in verify
+    assert (f"quay.io/ascend/vllm-ascend:v0.18.0rc1 python3 /usr/local/lib/fleetserve/verify_model.py {STAGE} "
+            f"--marker .fleetserve-verified.json --hub hf --repo Qwen/Qwen3.5-2B-Base --revision main --endpoint "
+            f"https://hf-mirror.com --include '*.json' --include '*.safetensors' ; then ok=1; break; fi; sleep 3; "
+            f"done;") in verify
     assert "files already complete stay in" in fetch
-    assert publish == ("rm -rf /opt/atomgit/Qwen3.5-2B-Base.fleetserve-old && { [ ! -e /opt/atomgit/Qwen3.5-2B-Base ] "
-                       "|| mv /opt/atomgit/Qwen3.5-2B-Base /opt/atomgit/Qwen3.5-2B-Base.fleetserve-old ; } && "
-                       f"mv {stage} /opt/atomgit/Qwen3.5-2B-Base && rm -rf /opt/atomgit/Qwen3.5-2B-Base.fleetserve-old")
-    # After publishing, config.json is read again (nothing there in this fake): the host fails clearly.
-    assert "config.json is missing from the model directory" in check
+    # nothing served is moved or deleted: the verified copy is renamed into the store
+    assert publish == f"mv -T {STAGE} {COPY}"
+    assert not state.failed_hosts
+
+
+def test_a_revision_that_does_not_fit_the_flags_is_refused_before_it_is_published():
+    unfit = _staged({"max_position_embeddings": 8192, "num_attention_heads": 16})
+    commands, state = run_op(model_ops.weights, unfit, **MODEL_ARGS)
+    ops = changes(commands, "echo @@marker")
+    assert len(ops) == 3 and ops[2].startswith("printf '%s\\n' 'fleetserve model: hf:Qwen/Qwen3.5-2B-Base@main does not "
+                                               "fit the serve flags:'")
+    assert "exceeds the 8192 positions" in ops[2] and f"the verified download stays in {STAGE}" in ops[2]
+    assert not any(c.startswith("mv ") for c in ops) and state.failed_hosts
+
+
+def test_weights_an_earlier_fleetserve_verified_in_place_become_a_copy_without_a_download():
+    commands, _ = run_op(model_ops.weights, _model_state(None, None, legacy=MARKER), **MODEL_ARGS)
+    assert changes(commands, "echo @@marker") == [
+        f"mkdir -p /opt/atomgit/.Qwen3.5-2B-Base.fleetserve && mv -T /opt/atomgit/Qwen3.5-2B-Base {COPY} && "
+        f"ln -s {COPY} /opt/atomgit/Qwen3.5-2B-Base"]
 
 
 def test_modelscope_download_in_an_entrypoint_image_uses_entrypoint_and_token_file():
@@ -237,6 +217,13 @@ def test_a_marker_for_another_revision_downloads_again():
     assert any("hf download" in c for c in commands)
 
 
+def test_leftover_partial_downloads_are_removed_only_when_asked():
+    commands, _ = run_op(model_ops.staging_cleaned, leftovers=[])
+    assert commands == []
+    commands, _ = run_op(model_ops.staging_cleaned, leftovers=["/data/.m.fleetserve/.partial-v1-abc"])
+    assert commands == ["rm -rf -- /data/.m.fleetserve/.partial-v1-abc"]
+
+
 # --- secrets -----------------------------------------------------------------------------------
 
 def test_secret_file_unchanged_is_a_noop_and_never_printed():
@@ -247,91 +234,201 @@ def test_secret_file_unchanged_is_a_noop_and_never_printed():
     assert changes(commands, "for p in") == []
     commands, state = run_op(secret_ops.secret_file, path="/etc/fleetserve/t.env", directory="/etc/fleetserve",
                              content=HiddenValue(content))
-    assert changes(commands, "for p in") == ["mkdir -p /etc/fleetserve && chmod 700 /etc/fleetserve",
-                                             "<upload /etc/fleetserve/t.env>", "chmod 600 /etc/fleetserve/t.env"]
-    assert not any("s3cret" in c for c in commands)
-    assert state.fake_uploads[0][2] == content.encode()
+    # Through standard input under umask 077: no temporary upload, no command line, no output.
+    assert changes(commands, "for p in") == [
+        "umask 077 && mkdir -p /etc/fleetserve && chmod 700 /etc/fleetserve && cat > /etc/fleetserve/t.env.tmp && "
+        "chmod 600 /etc/fleetserve/t.env.tmp && mv -f /etc/fleetserve/t.env.tmp /etc/fleetserve/t.env"]
+    assert not any("s3cret" in c for c in commands) and state.fake_uploads == []
 
 
-# --- service -----------------------------------------------------------------------------------
+def test_a_secret_goes_to_the_command_on_stdin():
+    command = secret_ops.write_secret("/etc/fleetserve/x.env", 'VLLM_API_KEY="k"\n')
+    assert command.connector_arguments["_stdin"] == 'VLLM_API_KEY="k"\n' and "k" not in str(command).split("'")
+
+
+# --- releases ----------------------------------------------------------------------------------
 
 UNIT = "[Unit]\nDescription=x\n"
-SERVICE_ARGS = dict(unit="fleetserve-x.service", unit_path="/etc/systemd/system/fleetserve-x.service", unit_text=UNIT,
-                    config_dir="/etc/fleetserve", applied_path="/etc/fleetserve/x.applied.json", image_ref="img:1",
-                    marker_path="/m/.fleetserve-verified.json", env_path="/etc/fleetserve/x.env",
-                    env_text=HiddenValue('VLLM_API_KEY="k"\n'), mount_dirs=["/data"])
+ENV = 'VLLM_API_KEY="k"\n'
+COPY_X = "/data/.m.fleetserve/main-abc"
+SERVICE_ARGS = dict(service="x", unit_text=UNIT, image_ref="img:1", model_copy=COPY_X, argv=["docker", "run", "img:1"],
+                    env_text=HiddenValue(ENV), mount_dirs=["/data"])
 
 
-def _service_state(applied=None, active="active", image="sha256:1", marker="m1", unit=UNIT, env='VLLM_API_KEY="k"\n',
+def _record(image="sha256:1", marker="m1"):
+    return service_ops.release_record("x", UNIT, ENV, "img:1", image, COPY_X, marker, ["docker", "run", "img:1"])
+
+
+def _service_state(releases=None, active="active", image="sha256:1", marker="m1", unit=UNIT, env=ENV,
                    enabled="enabled", dirs=("/data",)):
     sha = lambda t: hashlib.sha256(t.encode()).hexdigest()  # noqa: E731
     return {"echo @@dirs": ["@@dirs", *dirs, f"@@unit {sha(unit)}", f"@@env {sha(env)} 600", f"@@active {active}",
-                            f"@@enabled {enabled}", f"@@image {image}", f"@@marker {marker}", "@@applied",
-                            json.dumps(applied) if applied else ""]}
+                            f"@@enabled {enabled}", f"@@image {image}", f"@@marker {marker}", "@@state",
+                            json.dumps(releases) if releases else ""]}
 
 
-def _applied(image="sha256:1", marker="m1"):
-    return service_ops.desired_applied(UNIT, 'VLLM_API_KEY="k"\n', image, marker)
-
-
-def test_converged_service_is_a_noop():
-    commands, _ = run_op(service_ops.container_unit, _service_state(_applied()), **SERVICE_ARGS)
+def test_the_current_release_running_is_a_noop():
+    commands, _ = run_op(service_ops.release_started, _service_state({"current": _record()["id"]}), **SERVICE_ARGS)
     assert changes(commands, "echo @@dirs") == []
 
 
-def test_fresh_service_installs_everything_then_starts_and_records():
-    commands, state = run_op(service_ops.container_unit, **SERVICE_ARGS)
+def test_a_fresh_service_records_its_release_before_starting_it_as_the_candidate():
+    record = _record(image=None, marker=None)
+    where = f"/var/lib/fleetserve/releases/x/{record['id']}"
+    commands, state = run_op(service_ops.release_started, _service_state(image="", marker="", unit="", dirs=()),
+                             **SERVICE_ARGS)
     ops = changes(commands, "echo @@dirs")
-    assert ops[:8] == [
-        "mkdir -p -m 700 /etc/fleetserve && chmod 700 /etc/fleetserve", "mkdir -p /data",
-        "<upload /etc/systemd/system/fleetserve-x.service>",
-        "chmod 644 /etc/systemd/system/fleetserve-x.service && systemctl daemon-reload",
-        "<upload /etc/fleetserve/x.env>", "chmod 600 /etc/fleetserve/x.env",
-        "systemctl enable fleetserve-x.service", "systemctl restart fleetserve-x.service"]
-    assert ops[8].startswith("printf %s '{\"env\":") and ops[8].endswith(
-        "> /etc/fleetserve/x.applied.json.tmp && mv /etc/fleetserve/x.applied.json.tmp /etc/fleetserve/x.applied.json")
-    assert ('@fake/h', '/etc/fleetserve/x.env', b'VLLM_API_KEY="k"\n') in state.fake_uploads
-    assert not any('"k"' in c for c in commands)
+    assert ops == [
+        f"mkdir -p -m 700 /var/lib/fleetserve && chmod 700 /var/lib/fleetserve && mkdir -p {where}",
+        f"<upload {where}/release.json>", f"<upload {where}/unit>",
+        f"umask 077 && mkdir -p {where} && chmod 700 {where} && cat > {where}/env.tmp && chmod 600 {where}/env.tmp && "
+        f"mv -f {where}/env.tmp {where}/env",
+        "umask 077 && mkdir -p /etc/fleetserve && chmod 700 /etc/fleetserve && cat > /etc/fleetserve/x.env.tmp && "
+        "chmod 600 /etc/fleetserve/x.env.tmp && mv -f /etc/fleetserve/x.env.tmp /etc/fleetserve/x.env",
+        "mkdir -p /data",
+        f"install -m 644 {where}/unit /etc/systemd/system/fleetserve-x.service && systemctl daemon-reload && "
+        "systemctl enable --quiet fleetserve-x.service",
+        "printf %s '{\"candidate\": \"" + record["id"] + "\", \"current\": null, \"failed\": null, \"previous\": null}' > "
+        "/var/lib/fleetserve/releases/x/state.json.tmp && mv -f /var/lib/fleetserve/releases/x/state.json.tmp "
+        "/var/lib/fleetserve/releases/x/state.json",
+        "systemctl restart fleetserve-x.service"]
+    uploaded = {path: content for _, path, content in state.fake_uploads}
+    assert json.loads(uploaded[f"{where}/release.json"])["model_copy"] == COPY_X
+    assert b'"k"' not in uploaded[f"{where}/release.json"] and not any('"k"' in c for c in commands)
 
 
-def test_new_image_or_model_restarts_without_touching_the_unit():
-    for state in (_service_state(_applied(image="sha256:0")), _service_state(_applied(marker="m0"))):
-        commands, _ = run_op(service_ops.container_unit, state, **SERVICE_ARGS)
+def test_a_new_image_or_model_copy_is_a_new_release_and_the_current_stays_recorded():
+    current = _record()["id"]
+    for state in (_service_state({"current": current}, image="sha256:2"), _service_state({"current": current},
+                                                                                         marker="m2")):
+        commands, _ = run_op(service_ops.release_started, state, **SERVICE_ARGS)
         ops = changes(commands, "echo @@dirs")
-        assert ops[0] == "systemctl restart fleetserve-x.service" and len(ops) == 2
+        assert ops[-1] == "systemctl restart fleetserve-x.service"
+        assert f'"current": "{current}"' in ops[-2] and f'"candidate": "{current}"' not in ops[-2]
+        assert not any("rm " in c for c in ops)
 
 
-def test_stopped_service_is_started_and_changed_unit_reloads():
-    commands, _ = run_op(service_ops.container_unit, _service_state(_applied(), active="failed"), **SERVICE_ARGS)
-    assert changes(commands, "echo @@dirs")[0] == "systemctl restart fleetserve-x.service"
-    commands, _ = run_op(service_ops.container_unit, _service_state(_applied(), unit="old"), **SERVICE_ARGS)
-    ops = changes(commands, "echo @@dirs")
-    assert ops[1].endswith("systemctl daemon-reload") and "systemctl restart fleetserve-x.service" in ops
+def test_a_stopped_or_hand_edited_current_release_is_restarted_as_itself():
+    current = _record()["id"]
+    for state in (_service_state({"current": current}, active="failed"),
+                  _service_state({"current": current}, unit="hand edited")):
+        ops = changes(run_op(service_ops.release_started, state, **SERVICE_ARGS)[0], "echo @@dirs")
+        assert f'"candidate": "{current}"' in ops[-2] and ops[-1] == "systemctl restart fleetserve-x.service"
 
 
-# --- verify ------------------------------------------------------------------------------------
+def test_prune_keeps_current_previous_and_candidate_with_their_copies_and_images():
+    def rec(i, copy, image):
+        return {"id": i, "model_copy": copy, "image_id": image}
+    records = {
+        "a": {"state": {"current": "a3", "previous": "a2"},
+              "releases": {"a1": rec("a1", "/m/.a/v1", "sha256:1"), "a2": rec("a2", "/m/.a/v2", "sha256:2"),
+                           "a3": rec("a3", "/m/.a/v3", "sha256:2")}},
+        # another service still runs on the copy and image a1 used
+        "b": {"state": {"current": "b1"}, "releases": {"b0": rec("b0", "/m/.b/v0", "sha256:9"),
+                                                       "b1": rec("b1", "/m/.a/v1", "sha256:1")}},
+    }
+    dirs, copies, images = service_ops.prune_plan(records)
+    assert dirs == ["/var/lib/fleetserve/releases/a/a1", "/var/lib/fleetserve/releases/b/b0"]
+    assert copies == ["/m/.b/v0"] and images == ["sha256:9"]
+
+
+# --- verify and settle -------------------------------------------------------------------------
 
 VERIFY = "sh /usr/local/lib/fleetserve/verify-endpoint.sh"
+VERIFY_ARGS = dict(service="x", port=8000, model="qwen3.5", serve_path="/srv/m", timeout_s=60, host_dir="/data/m",
+                   model_copy="/data/.m.fleetserve/v2-abc", env_path="/etc/fleetserve/x.env")
+OK = ["@@result ok api", "@@container", "status=running", "@@answer", "{}"]
+FAIL = ["@@result fail listener", "@@container", "status=running restarts=0", "@@detail",
+        "port 8000 is answered by pid 77 (python3 -m http.server 8000), not by container fleetserve-x", "@@journal",
+        "vllm serve: error: unrecognized arguments: --bogus"]
 
 
-def test_answering_endpoint_is_a_noop():
-    commands, _ = run_op(service_ops.endpoint_answers, {VERIFY: ["@@result ok api", "@@answer", "{}"]}, port=8000,
-                         model="qwen3.5", unit="fleetserve-x.service", container="fleetserve-x", timeout_s=60)
-    assert commands == [f"{VERIFY} 8000 qwen3.5 fleetserve-x.service fleetserve-x 60 ''"]
+def _records(state: dict, **releases) -> list[str]:
+    lines = ["@@state:x", json.dumps(state)]
+    for release_id, record in releases.items():
+        lines += ["@@release:x", json.dumps({"id": release_id, **record})]
+    return lines
 
 
-def test_failing_endpoint_fails_with_response_and_journal():
-    output = ["@@result fail api", "@@detail", "GET /v1/models lists ['other'], not 'qwen3.5'", "@@journal",
-              "vllm serve: error: unrecognized arguments: --bogus"]
-    commands, _ = run_op(service_ops.endpoint_answers, {VERIFY: output}, port=8000, model="qwen3.5",
-                         unit="fleetserve-x.service", container="fleetserve-x", timeout_s=60)
-    failing = commands[1]
-    assert "fleetserve verify: qwen3.5 on port 8000 is not serving:" in failing
-    assert "GET /v1/models lists" in failing and "unrecognized arguments: --bogus" in failing
+def _verify(records, first, again=None, **overrides):
+    responses = {"for s in /var/lib/fleetserve/releases/*/": records}
+    if again is not None:  # the rolled-back release is checked with the previous release's model path
+        responses["fleetserve-x 60 /etc/fleetserve/x.env /srv/old"] = again
+    responses[VERIFY] = first
+    return run_op(service_ops.release_verified, responses, **{**VERIFY_ARGS, **overrides})
+
+
+def test_a_current_release_answering_is_a_noop():
+    commands, state = _verify(_records({"current": "r1"}), OK)
+    assert commands == ["for s in /var/lib/fleetserve/releases/*/; do [ -d \"$s\" ] || continue; echo \"@@state:$(basename "
+                        "\"$s\")\"; cat \"$s/state.json\" 2>/dev/null; echo; for r in \"$s\"*/release.json; do [ -f \"$r\" ] "
+                        "&& { echo \"@@release:$(basename \"$s\")\"; cat \"$r\"; echo; }; done; done; true",
+                        f"{VERIFY} 8000 qwen3.5 fleetserve-x.service fleetserve-x 60 /etc/fleetserve/x.env /srv/m"]
+    assert not state.failed_hosts
+
+
+def test_a_candidate_that_answers_becomes_current_and_older_releases_are_pruned():
+    records = _records({"current": "r2", "previous": "r1", "candidate": "r3"},
+                       r1={"model_copy": "/data/.m.fleetserve/v1-abc", "image_id": "sha256:1"},
+                       r2={"model_copy": "/data/.m.fleetserve/v1-abc", "image_id": "sha256:2"},
+                       r3={"model_copy": "/data/.m.fleetserve/v2-abc", "image_id": "sha256:3"})
+    commands, state = _verify(records, OK)
+    ops = changes(commands, "for s in", VERIFY)
+    assert ops[0].startswith("printf %s '{\"candidate\": null, \"current\": \"r3\", \"failed\": null, \"previous\": \"r2\"}'")
+    assert ops[1] == ("{ [ -L /data/m ] || rmdir /data/m 2>/dev/null || true; } && ln -sfn /data/.m.fleetserve/v2-abc "
+                      "/data/m.fleetserve-link && mv -T -f /data/m.fleetserve-link /data/m")
+    assert ops[2:] == ["rm -rf -- /var/lib/fleetserve/releases/x/r1", "docker rmi sha256:1 >/dev/null 2>&1 || true"]
+    assert not state.failed_hosts
+
+
+def test_a_candidate_that_fails_is_rolled_back_to_the_current_release():
+    records = _records({"current": "r1", "candidate": "r2"},
+                       r1={"image_ref": "img:1", "image_id": "sha256:1", "argv": ["docker", "run", "img:1", "vllm",
+                                                                                    "serve", "/srv/old"]},
+                       r2={"image_ref": "img:1", "image_id": "sha256:2"})
+    commands, state = _verify(records, FAIL, again=OK)
+    ops = changes(commands, "for s in", VERIFY)
+    assert ops[:4] == ["install -m 644 /var/lib/fleetserve/releases/x/r1/unit /etc/systemd/system/fleetserve-x.service",
+                       "install -m 600 /var/lib/fleetserve/releases/x/r1/env /etc/fleetserve/x.env",
+                       "docker tag sha256:1 img:1",
+                       "systemctl daemon-reload && systemctl restart fleetserve-x.service"]
+    assert '"candidate": null, "current": "r1", "failed": "r2"' in ops[4]
+    assert ops[5].startswith("printf '%s\\n' 'fleetserve verify: release r2 of x failed and was rolled back:'")
+    assert "not by container fleetserve-x" in ops[5] and "--bogus" in ops[5] and "rolled back to release r1: it answers again" in ops[5]
+    assert state.failed_hosts
+
+
+@pytest.mark.parametrize("policy,releases,action,title", [
+    ("rollback", {"candidate": "r1"}, "systemctl stop fleetserve-x.service",
+     "failed and was stopped (there is no earlier release to go back to):"),
+    ("stop", {"current": "r1", "candidate": "r2"}, "systemctl stop fleetserve-x.service", "failed and was stopped:"),
+    ("leave", {"current": "r1", "candidate": "r2"}, None, "failed and is left running for inspection:"),
+])
+def test_on_failure_policies(policy, releases, action, title):
+    commands, state = _verify(_records(releases), FAIL, on_failure=policy)
+    ops = changes(commands, "for s in", VERIFY)
+    assert (ops[0] == action) if action else not ops[0].startswith("systemctl")
+    assert title in ops[-1] and state.failed_hosts
+    assert not any(c.startswith(("rm ", "docker rmi")) for c in ops)
+
+
+def test_a_service_this_run_did_not_touch_that_fails_is_reported_without_a_change():
+    commands, state = _verify(_records({"current": "r1"}), FAIL)
+    (failing,) = changes(commands, "for s in", VERIFY)
+    assert "is not serving (this run changed nothing of it)" in failing and state.failed_hosts
 
 
 def test_verify_does_not_probe_while_preparing():
-    state, commands = run_fake_deploy([("h", {})], lambda: service_ops.endpoint_answers(
-        port=8000, model="m", unit="u", container="c", timeout_s=5), check_for_changes=True)
-    # one round trip, at execution (none in the change-detection pass, when nothing was started yet)
-    assert [c for c in commands["@fake/h"] if c.startswith(VERIFY)] == [f"{VERIFY} 8000 m u c 5 ''"]
+    state, commands = run_fake_deploy([("h", {})], lambda: service_ops.release_verified(**VERIFY_ARGS),
+                                      check_for_changes=True)
+    # at execution only (none in the change-detection pass, when nothing was started yet)
+    assert len([c for c in commands["@fake/h"] if c.startswith(VERIFY)]) == 1
+
+
+# --- host lock ---------------------------------------------------------------------------------
+
+def test_the_run_lock_fails_the_host_naming_the_holder_or_is_a_noop():
+    commands, state = run_op(host_ops.run_lock, problem=None)
+    assert commands == [] and not state.failed_hosts
+    commands, state = run_op(host_ops.run_lock, problem="another fleetserve run holds this host (pid=7 controller=c:1)")
+    assert "another fleetserve run holds this host (pid=7 controller=c:1)" in commands[0] and state.failed_hosts

@@ -26,7 +26,7 @@ def test_preflight_only_prints_the_fleet_table_and_fails_unready_hosts(tmp_path)
         from tests.fakefleet import converged_responses, host_report
         _d = {"hardware": "atlas-800-a2", "workloads": ["qwen3"], "fake_delay": 0}
         _ok = converged_responses(plan_host("@fake/a2-01", _d, ["qwen3"]))
-        _paths = _ok["@@smi-format"][_ok["@@smi-format"].index("@@paths") + 1:_ok["@@smi-format"].index("@@disk")]
+        _paths = _ok["@@smi-format"][_ok["@@smi-format"].index("@@paths") + 1:_ok["@@smi-format"].index("@@listen")]
         _alarm = Path("tests/fixtures/npu-smi/a2-8x910b3-npu2-alarm.txt").read_text()
         _sick = {**_ok, "@@smi-format": host_report("atlas-800-a2", npu_smi=_alarm, paths=_paths),
                  "printf": {"success": False}}
@@ -50,11 +50,11 @@ def test_secrets_never_appear_even_with_vv_and_diff(tmp_path):
               "qwen35_api_key": "sk-topsecret-42"}
         _plan = plan_host("@fake/gb200-01", _d, ["qwen3.5"])
         _e = expectations_for(_plan)
-        _fresh = {"@@smi-format": host_report("nvidia-gb200x4", paths=_e.paths, model_dirs=sorted(_e.model_needs_kb)),
+        _fresh = {"@@smi-format": host_report("nvidia-gb200x4", paths=_e.paths, expect=_e),
                   "verify-endpoint.sh": ["@@result ok api"],
-                  "echo @@marker": ["@@marker", "", "@@config", '{"max_position_embeddings": 262144}']}
+                  "echo @@marker": ["@@marker", "", "@@config", '{"max_position_embeddings": 262144}', "@@legacy"]}
         hosts = [("@fake/gb200-01", {**_d, "fake_responses": _fresh})]
     ''', "deploys/qwen35.py", "-vv", "--diff")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "Unit fleetserve-qwen35-397b.service installed and running" in result.stdout
+    assert "Release of qwen35-397b installed and started (if new)" in result.stdout
     assert "sk-topsecret-42" not in result.stdout

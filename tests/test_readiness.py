@@ -11,8 +11,7 @@ QWEN3 = {"hardware": "atlas-800-a2", "workloads": ["qwen3"]}
 def _report(**kwargs):
     plan = plan_host("a2-01", QWEN3, ["qwen3"], preview=True)
     expect = expectations_for(plan)
-    lines = host_report("atlas-800-a2", paths=expect.paths, model_dirs=sorted(expect.model_needs_kb),
-                        toolkit="8.0.RC3", **kwargs)
+    lines = host_report("atlas-800-a2", paths=expect.paths, expect=expect, toolkit="8.0.RC3", **kwargs)
     return HostReport().process(lines), expect
 
 
@@ -22,7 +21,10 @@ def test_expectations_follow_the_plan():
     assert expect.devices == {0: "qwen3-30b", 1: "qwen3-30b", 2: "qwen3-30b", 3: "qwen3-30b"}
     assert expect.device_nodes[:4] == ("davinci0", "davinci1", "davinci2", "davinci3")
     assert "/usr/local/Ascend/driver/lib64" in expect.paths and expect.cann_min == "7.0.RC1"
-    assert expect.model_needs_kb == {"/data/models/Qwen3-30B": int(61 * 1.1 * 1024 * 1024)}
+    (model,) = expect.models
+    assert model.host_dir == "/data/models/Qwen3-30B" and model.need_kb == int(61 * 1.1 * 1024 * 1024)
+    assert model.copy_dir.startswith("/data/models/.Qwen3-30B.fleetserve/master-")
+    assert [image.ref for image in expect.images] == ["vllm/vllm-ascend:latest"]
 
 
 def test_a_ready_host_has_no_problems():
@@ -59,5 +61,35 @@ def test_missing_engine_and_devices_are_named():
 
 
 def test_verified_weights_need_no_free_space():
-    report, expect = _report(free_kb=1, verified_dirs={"/data/models/Qwen3-30B"})
+    report, expect = _report(free_kb=1, verified=True)
     assert check_host(report, expect) == []
+
+
+def test_two_models_on_one_filesystem_are_summed():
+    plan = plan_host("a2-01", {"hardware": "atlas-800-a2", "workloads": ["qwen3-vl"]}, ["qwen3-vl"])
+    expect = expectations_for(plan)
+    each = [m.need_kb for m in expect.models]
+    report = HostReport().process(host_report("atlas-800-a2", paths=expect.paths, expect=expect,
+                                              free_kb=max(each) + 1))  # room for either, not for both
+    (problem,) = [p for p in check_host(report, expect) if p.startswith("disk:")]
+    assert "weights of qwen3-vl-8b 19.8 GiB, weights of qwen25-vl-32b 73.7 GiB" in problem
+    assert "this run writes 93.5 GiB there" in problem
+
+
+def test_an_image_archive_counts_its_copy_and_its_unpacking(tmp_path):
+    archive = tmp_path / "Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar"
+    archive.write_bytes(b"x" * 4096)
+    plan = plan_host("a3-01", {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"], "image_store": str(tmp_path)},
+                     ["qwen3.5"])
+    expect = expectations_for(plan)
+    (image,) = expect.images
+    assert image.archive_kb == 4 and image.fingerprint.startswith("size:4096:mtime:")
+    report = HostReport().process(host_report("atlas-800-a3", paths=expect.paths, expect=expect, free_kb=10**8))
+    # the model's filesystem has room; the one the archive and docker's storage live on has 5 KB
+    report["filesystems"] = {path: {**fs, "device": "1" if ".fleetserve" in path else "2",
+                                    "free_kb": 10**8 if ".fleetserve" in path else 5}
+                             for path, fs in report["filesystems"].items()}
+    problems = [p for p in check_host(report, expect) if p.startswith("disk:")]
+    assert problems == ["disk: / has 0.0 GiB free; this run writes 0.0 GiB there: archive of vllm-ascend:qwen3_5-v0-a3 "
+                        "0.0 GiB, vllm-ascend:qwen3_5-v0-a3 unpacked by docker load 0.0 GiB (copies in use stay until "
+                        "the new release is verified)"]

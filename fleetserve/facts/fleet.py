@@ -41,15 +41,19 @@ def _q(value: str) -> str:
 
 
 class HostReport(Fact):
-    """Everything preflight checks, in one round trip: platform, engine, driver, toolkit, accelerator
-    status, device nodes, required paths, free disk (and model readiness) per model directory. The
-    hardware-specific arguments come from the host's HardwareKind (fleetserve.readiness.report_args)."""
+    """Everything preflight checks, in one round trip: platform, engine, tools, driver, toolkit,
+    accelerator status, device nodes, required paths, who listens on the service ports, the state of
+    each model directory and its copies, free space per filesystem, the images and what was loaded.
+    The arguments come from the plan (fleetserve.readiness.report_args)."""
 
     shell_executable = "sh"
 
     def command(self, smi_path: str, smi_format: str, device_prefixes: list[str], paths: list[str],
-                model_dirs: list[str], driver_version_file: str | None = None, toolkit_info_glob: str | None = None,
-                cdi_dirs: list[str] | None = None, cdi_kind: str | None = None) -> str:
+                driver_version_file: str | None = None, toolkit_info_glob: str | None = None,
+                cdi_dirs: list[str] | None = None, cdi_kind: str | None = None, tools: list[str] | None = None,
+                ports: list[int] | None = None, containers: list[str] | None = None,
+                models: list[list[str]] | None = None, fs_paths: list[str] | None = None,
+                images: list[list[str]] | None = None) -> str:
         marker = hostpaths.VERIFIED_MARKER
         script = [
             f"echo '@@smi-format {smi_format}'",
@@ -57,29 +61,53 @@ class HostReport(Fact):
             "echo @@os; cat /etc/os-release 2>/dev/null",
             "echo @@engine; if command -v docker >/dev/null 2>&1; then docker --version 2>&1 | head -1;"
             " docker image ls -q >/dev/null 2>&1 && echo engine-ok || echo engine-unreachable; else echo missing; fi",
+            # Where the engine unpacks images (docker, else podman's storage).
+            "echo @@engine-root; docker info --format '{{.DockerRootDir}}' 2>/dev/null"
+            " || podman info --format '{{.Store.GraphRoot}}' 2>/dev/null; true",
+            "echo @@tools; for t in " + " ".join(_q(t) for t in tools or []) + "; do command -v \"$t\" >/dev/null"
+            " 2>&1 && echo \"$t\"; done; true",
             "echo @@devices; ls -1 /dev 2>/dev/null | grep -E " + _q("^(" + "|".join(device_prefixes) + ")")
             + " || true",
             "echo @@paths; for p in " + " ".join(_q(p) for p in paths) + "; do [ -e \"$p\" ] && echo \"$p\"; done; true",
-            # Free space where each model directory will live (its nearest existing parent), and
-            # whether verified weights are already there (then no space is needed).
-            "echo @@disk; for d in " + " ".join(_q(d) for d in model_dirs) + "; do p=$d;"
-            " while [ ! -d \"$p\" ]; do p=$(dirname \"$p\"); done;"
-            " a=$(df -Pk \"$p\" 2>/dev/null | awk 'NR==2{print $4}');"
-            f" m=no; [ -f \"$d/{marker}\" ] && m=yes; echo \"$d ${{a:-0}} $m\"; done; true",
+            # Who listens on each port the services need: pid and its cgroup (which names its container).
+            "echo @@listen; for port in " + " ".join(str(int(p)) for p in ports or []) + "; do"
+            " for pid in $(ss -Hltnp \"sport = :$port\" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u);"
+            " do echo \"$port $pid $(tr '\\n' ' ' < /proc/$pid/cgroup 2>/dev/null)\"; done; done; true",
+            "echo @@containers; for c in " + " ".join(_q(c) for c in containers or []) + "; do"
+            " i=$(docker inspect --format '{{.Id}}' \"$c\" 2>/dev/null) && echo \"$c $i\"; done; true",
             # What fleetserve already runs here (any workload): each unit carries a one-line manifest.
             f"echo @@installed; grep -h {_q('^' + hostpaths.MANIFEST_PREFIX)} {hostpaths.UNIT_GLOB}"
             f" 2>/dev/null | sed {_q('s/^' + hostpaths.MANIFEST_PREFIX + '//')}; true",
         ]
+        for host_dir, store, copy, staging in models or []:
+            d, st, c, sg = _q(host_dir), _q(store), _q(copy), _q(staging)
+            script.append(
+                f"echo @@model:{d}; if [ -L {d} ]; then echo \"kind symlink\"; echo \"target $(readlink {d})\";"
+                f" elif [ -d {d} ]; then echo \"kind dir\"; echo \"entries $(ls -A {d} | wc -l)\";"
+                f" echo \"sample $(ls -A {d} | head -5 | tr '\\n' ' ')\";"
+                f" [ -f {d}/{marker} ] && echo \"legacy $(tr -d '\\n' < {d}/{marker})\";"
+                f" elif [ -e {d} ]; then echo 'kind other'; else echo 'kind absent'; fi;"
+                f" [ -f {c}/{marker} ] && echo 'copy verified';"
+                f" [ -d {sg} ] && echo \"staging $(du -sk {sg} | cut -f1)\";"
+                f" for p in {st}/{hostpaths.STAGING_PREFIX}*; do [ -d \"$p\" ] && [ \"$p\" != {sg} ] &&"
+                f" echo \"leftover $(du -sk \"$p\" | cut -f1) $p\"; done; true")
+        # Free space of each filesystem the run writes to (the nearest existing parent of each path).
+        script.append("echo @@fs; for d in " + " ".join(_q(p) for p in fs_paths or []) + " \"$(docker info --format"
+                      " '{{.DockerRootDir}}' 2>/dev/null || podman info --format '{{.Store.GraphRoot}}' 2>/dev/null)\";"
+                      " do [ -n \"$d\" ] || continue; p=$d; while [ ! -d \"$p\" ]; do p=$(dirname \"$p\"); done;"
+                      " echo \"$d $(stat -c %d \"$p\") $(df -Pk \"$p\" | awk 'NR==2{print $4\" \"$6}')\"; done; true")
+        for ref, record in images or []:
+            script.append(f"echo @@image:{_q(ref)}; echo \"id $(docker image inspect --format '{{{{.Id}}}}' {_q(ref)}"
+                          f" 2>/dev/null)\"; echo \"record $(cat {_q(record)} 2>/dev/null)\"")
         if driver_version_file:
             script.append(f"echo @@driver; cat {_q(driver_version_file)} 2>/dev/null; true")
         if toolkit_info_glob:
             script.append(f"echo @@toolkit; cat {toolkit_info_glob} 2>/dev/null | head -20; true")
+        smi = _q(smi_path)
         if smi_format == "npu-smi-info":
-            smi = _q(smi_path)
             script.append(f"if [ -x {smi} ]; then echo @@smi; {smi} info 2>&1; echo \"@@smi-rc $?\";"
                           " else echo '@@smi-rc missing'; fi")
         else:
-            smi = _q(smi_path)
             script.append(f"if command -v {smi} >/dev/null 2>&1; then echo @@smi; {smi}"
                           " --query-gpu=index,name,memory.total,memory.used,pci.bus_id,driver_version"
                           " --format=csv,noheader,nounits 2>&1; echo \"@@smi-rc $?\"; else echo '@@smi-rc missing'; fi")
@@ -105,7 +133,13 @@ def parse_host_report(sections: dict[str, list[str]]) -> dict[str, Any]:
         "engine_ok": "engine-ok" in engine_lines,
         "devices": sorted(line.strip() for line in sections.get("devices", []) if line.strip()),
         "paths": sorted(line.strip() for line in sections.get("paths", []) if line.strip()),
-        "disk": {},
+        "engine_root": (sections.get("engine-root") or [""])[0].strip() or None,
+        "tools": sorted(line.strip() for line in sections.get("tools", []) if line.strip()),
+        "listeners": {},
+        "containers": {},
+        "models": {},
+        "filesystems": {},
+        "images": {},
         "installed": [],
         "driver_version": None,
         "toolkit_version": None,
@@ -114,10 +148,26 @@ def parse_host_report(sections: dict[str, list[str]]) -> dict[str, Any]:
         "accelerators": [],
         "cdi_specs": [line.strip() for line in sections.get("cdi", []) if line.strip()],
     }
-    for line in sections.get("disk", []):
+    for line in sections.get("listen", []):
+        port, _, rest = line.strip().partition(" ")
+        pid, _, cgroup = rest.partition(" ")
+        if port.isdigit() and pid.isdigit():
+            report["listeners"].setdefault(int(port), []).append({"pid": int(pid), "cgroup": cgroup.strip()})
+    for line in sections.get("containers", []):
+        name, _, container_id = line.strip().partition(" ")
+        if container_id:
+            report["containers"][name] = container_id
+    for name, lines in sections.items():
+        if name.startswith("model:"):
+            report["models"][name[len("model:"):]] = _model_dir_state(lines)
+        elif name.startswith("image:"):
+            fields = dict(line.partition(" ")[::2] for line in lines)
+            report["images"][name[len("image:"):]] = {"id": fields.get("id", "").strip() or None,
+                                                       "record": _json_or_none([fields.get("record", "")])}
+    for line in sections.get("fs", []):
         parts = line.split()
-        if len(parts) == 3 and parts[1].isdigit():
-            report["disk"][parts[0]] = {"free_kb": int(parts[1]), "verified": parts[2] == "yes"}
+        if len(parts) == 4 and parts[1].isdigit() and parts[2].isdigit():
+            report["filesystems"][parts[0]] = {"device": parts[1], "free_kb": int(parts[2]), "mount": parts[3]}
     for line in sections.get("installed", []):
         line = line.strip()
         if line.startswith("{"):
@@ -160,6 +210,33 @@ def parse_host_report(sections: dict[str, list[str]]) -> dict[str, Any]:
                  "memory_mb": c.hbm_total_mb, "used_mb": c.hbm_used_mb, "bus_id": c.bus_id} for c in info.chips
             ]
     return report
+
+
+def _model_dir_state(lines: list[str]) -> dict[str, Any]:
+    """One @@model section: what host_dir is, its copy, the download in progress and leftovers."""
+    state: dict[str, Any] = {"kind": "absent", "target": None, "entries": 0, "sample": [], "legacy": None,
+                             "copy_verified": False, "staging_kb": 0, "leftovers": []}
+    for line in lines:
+        word, _, rest = line.strip().partition(" ")
+        if word == "kind":
+            state["kind"] = rest
+        elif word == "target":
+            state["target"] = rest
+        elif word == "entries" and rest.strip().isdigit():
+            state["entries"] = int(rest)
+        elif word == "sample":
+            state["sample"] = rest.split()
+        elif word == "legacy":
+            state["legacy"] = _json_or_none([rest])
+        elif word == "copy":
+            state["copy_verified"] = rest == "verified"
+        elif word == "staging" and rest.strip().isdigit():
+            state["staging_kb"] = int(rest)
+        elif word == "leftover":
+            size, _, path = rest.partition(" ")
+            if size.isdigit():
+                state["leftovers"].append({"path": path, "kb": int(size)})
+    return state
 
 
 class PathsExist(Fact):
@@ -237,16 +314,20 @@ class ImageState(Fact):
 
 
 class ModelState(Fact):
-    """The verified-weights marker and config.json of a model directory (None when absent)."""
+    """A model copy's verified marker and config.json (None when absent), and the marker an earlier
+    fleetserve left in host_dir itself when host_dir is a real directory."""
 
-    def command(self, host_dir: str) -> str:
-        d = _q(host_dir)
-        return (f"echo @@marker; cat {_q(hostpaths.model_marker(host_dir))} 2>/dev/null; echo;"
-                f" echo @@config; cat {d}/config.json 2>/dev/null; true")
+    def command(self, host_dir: str, model_dir: str) -> str:
+        d, m = _q(host_dir), _q(model_dir)
+        return (f"echo @@marker; cat {_q(hostpaths.model_marker(model_dir))} 2>/dev/null; echo;"
+                f" echo @@config; cat {m}/config.json 2>/dev/null; echo;"
+                f" echo @@legacy; [ -d {d} ] && [ ! -L {d} ] && cat {_q(hostpaths.model_marker(host_dir))} 2>/dev/null;"
+                " true")
 
     def process(self, output: list[str]) -> dict[str, Any]:
         sections = split_sections(output)
-        return {"marker": _json_or_none(sections.get("marker")), "config": _json_or_none(sections.get("config"))}
+        return {"marker": _json_or_none(sections.get("marker")), "config": _json_or_none(sections.get("config")),
+                "legacy_marker": _json_or_none(sections.get("legacy"))}
 
 
 def _json_or_none(lines: list[str] | None) -> Any:
@@ -260,20 +341,23 @@ def _json_or_none(lines: list[str] | None) -> Any:
 
 
 class ServiceState(Fact):
-    """What the service's restart decision depends on, in one round trip."""
+    """What a service's release decision depends on, in one round trip: the installed unit and
+    secrets, systemd's view, the image the reference names now, the model copy's marker, and the
+    service's release state (current, previous, candidate)."""
 
-    def command(self, unit: str, unit_path: str, env_path: str, applied_path: str, image_ref: str,
-                marker_path: str, dirs: list[str] | None = None) -> str:
+    def command(self, service: str, image_ref: str, marker_path: str, env_path: str | None = None,
+                dirs: list[str] | None = None) -> str:
+        unit = hostpaths.unit_name(service)
+        env = env_path or "/nonexistent"
         return "; ".join([
             "echo @@dirs; for p in " + " ".join(_q(d) for d in dirs or []) + "; do [ -d \"$p\" ] && echo \"$p\"; done",
-            f"echo \"@@unit $(sha256sum {_q(unit_path)} 2>/dev/null | cut -d' ' -f1)\"",
-            f"echo \"@@env $(sha256sum {_q(env_path)} 2>/dev/null | cut -d' ' -f1)"
-            f" $(stat -c %a {_q(env_path)} 2>/dev/null)\"",
+            f"echo \"@@unit $(sha256sum {_q(hostpaths.unit_path(service))} 2>/dev/null | cut -d' ' -f1)\"",
+            f"echo \"@@env $(sha256sum {_q(env)} 2>/dev/null | cut -d' ' -f1) $(stat -c %a {_q(env)} 2>/dev/null)\"",
             f"echo \"@@active $(systemctl is-active {_q(unit)} 2>/dev/null)\"",
             f"echo \"@@enabled $(systemctl is-enabled {_q(unit)} 2>/dev/null)\"",
             f"echo \"@@image $(docker image inspect --format '{{{{.Id}}}}' {_q(image_ref)} 2>/dev/null)\"",
             f"echo \"@@marker $(sha256sum {_q(marker_path)} 2>/dev/null | cut -d' ' -f1)\"",
-            f"echo @@applied; cat {_q(applied_path)} 2>/dev/null; echo; true",
+            f"echo @@state; cat {_q(hostpaths.release_state(service))} 2>/dev/null; echo; true",
         ])
 
     def process(self, output: list[str]) -> dict[str, Any]:
@@ -288,22 +372,62 @@ class ServiceState(Fact):
             "enabled": first("enabled") or "unknown",
             "image_id": first("image") or None,
             "marker_sha256": first("marker") or None,
-            "applied": _json_or_none(sections.get("applied")),
+            "state": _json_or_none(sections.get("state")) or {},
             "dirs": [line.strip() for line in sections.get("dirs", []) if line.strip()],
         }
 
 
+class EngineInfo(Fact):
+    """The container engine's CLI path and its daemon's systemd unit (none for podman)."""
+
+    def command(self) -> str:
+        return ("echo \"@@path $(command -v docker 2>/dev/null)\"; systemctl cat docker.service >/dev/null 2>&1"
+                " && echo '@@unit docker.service'; true")
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        sections = split_sections(output)
+        return {"path": ((sections.get("path") or [""])[0] or "").strip() or None,
+                "unit": ((sections.get("unit") or [""])[0] or "").strip() or None}
+
+
+class ReleaseRecords(Fact):
+    """Every service's release state and release records on the host (what pruning must keep)."""
+
+    def command(self) -> str:
+        root = _q(f"{hostpaths.STATE_DIR}/releases")
+        return (f"for s in {root}/*/; do [ -d \"$s\" ] || continue; echo \"@@state:$(basename \"$s\")\";"
+                " cat \"$s/state.json\" 2>/dev/null; echo; for r in \"$s\"*/release.json; do [ -f \"$r\" ] &&"
+                " { echo \"@@release:$(basename \"$s\")\"; cat \"$r\"; echo; }; done; done; true")
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        services: dict[str, dict[str, Any]] = {}
+        for name, lines in split_sections(output).items():
+            kind, _, service = name.partition(":")
+            entry = services.setdefault(service, {"state": {}, "releases": {}})
+            if kind == "state":
+                entry["state"] = _json_or_none(lines) or {}
+            elif kind == "release":
+                # Several records of one service arrive in one section, one JSON document a line.
+                for line in lines:
+                    record = _json_or_none([line])
+                    if isinstance(record, dict) and "id" in record:
+                        entry["releases"][record["id"]] = record
+        return services
+
+
 class EndpointCheck(Fact):
-    """Waits for the service to be healthy and answers like seed 001's checks: /health, /v1/models
-    lists the served name, one completion and one chat answer. The API key is read on the host
-    from the unit's EnvironmentFile (given by path), so no secret is ever part of this command."""
+    """Waits for the service to be healthy, then proves it is the service's own container answering:
+    the listener on the port belongs to that container, /v1/models lists the served name with the
+    model path the release serves, one completion and one chat answer come back. The API key is read
+    on the host from the unit's EnvironmentFile (given by path), never part of this command."""
 
     shell_executable = "sh"
 
-    def command(self, port: int, model: str, unit: str, container: str, timeout_s: int,
+    def command(self, port: int, model: str, service: str, serve_path: str, timeout_s: int,
                 env_path: str | None = None) -> str:
-        return " ".join(["sh", hostpaths.lib_file("verify-endpoint.sh"), str(int(port)), _q(model), _q(unit), _q(container),
-                         str(int(timeout_s)), _q(env_path or "")])
+        return " ".join(["sh", hostpaths.lib_file("verify-endpoint.sh"), str(int(port)), _q(model),
+                         _q(hostpaths.unit_name(service)), _q(hostpaths.container_name(service)), str(int(timeout_s)),
+                         _q(env_path or ""), _q(serve_path)])
 
     def process(self, output: list[str]) -> dict[str, Any]:
         sections = split_sections(output)
@@ -311,6 +435,7 @@ class EndpointCheck(Fact):
         return {
             "ok": result[0] == "ok",
             "stage": result[1] if len(result) > 1 else "",
+            "container": " ".join(sections.get("container", [])).strip(),
             "detail": "\n".join(sections.get("detail", []))[-2000:],
             "journal": "\n".join(sections.get("journal", []))[-3000:],
             "answer": "\n".join(sections.get("answer", [])),

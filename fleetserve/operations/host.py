@@ -93,3 +93,23 @@ def files_present(directory: str, files: dict[str, bytes]):
     for path in stale:
         yield FileUploadCommand(BytesIO(paths[path]), path)
     yield StringCommand("chmod", "644", *[QuoteString(p) for p in stale])
+
+
+@operation(is_idempotent=True)
+def run_lock(problem: str | None):
+    """
+    Report the host lock (``fleetserve.hostlock``): a no-op when this run holds it, the host's
+    failure (changing nothing) when another run does.
+
+    + problem: why the lock could not be taken (who holds it), or None when it is held
+
+    **Example:**
+
+    .. code:: python
+
+        run_lock(name="One fleetserve run on this host", problem=hostlock.acquire(host, wait_s=0))
+    """
+    if problem:
+        yield fail_command(f"fleetserve: {host.name} is busy:", [problem])
+    else:
+        host.noop("this run holds the host lock")

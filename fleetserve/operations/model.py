@@ -3,6 +3,8 @@ directory, verify, publish atomically; then check the serve flags against config
 
 from __future__ import annotations
 
+import json
+
 from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 
@@ -14,6 +16,7 @@ HUB_DEFAULT_ENDPOINTS = {"hf": "https://huggingface.co", "modelscope": "https://
 
 
 def marker_matches(marker: dict | None, hub: str, repo_id: str, revision: str, include: list[str]) -> bool:
+    """The verifier's marker says this copy is exactly (hub, repo, revision, include)."""
     return bool(marker) and all(
         marker.get(k) == v for k, v in
         {"hub": hub, "repo_id": repo_id, "revision": revision, "include": sorted(include)}.items())
@@ -63,20 +66,22 @@ def _image_call(image: str, entrypoint: str, program: str, args: list, mounts: l
 
 
 @operation(is_idempotent=True)
-def weights(hub: str, repo_id: str, revision: str, host_dir: str, image: str, entrypoint: str, verify_script: str,
-            include: list[str] | None = None, endpoint: str | None = None, token_env_file: str | None = None,
-            verify_sha256: bool = True, attempts: int = 3, max_model_len: int | None = None,
-            tensor_parallel_size: int = 1):
+def weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_key: str, image: str, entrypoint: str,
+            verify_script: str, include: list[str] | None = None, endpoint: str | None = None,
+            token_env_file: str | None = None, verify_sha256: bool = True, attempts: int = 3,
+            max_model_len: int | None = None, tensor_parallel_size: int = 1):
     """
-    Verified weights in a host directory: a no-op, with no network, when the verified marker
-    matches. Otherwise download into a staging directory with the hub's real client inside the
-    serving image, verify against the hub's listing, and publish by rename. Then check
-    config.json against the serve flags.
+    A verified copy of a model on the host, beside the copies in use: a no-op, with no network,
+    when the copy's verified marker matches. Otherwise download into a staging directory with the
+    hub's real client inside the serving image, verify against the hub's listing, check config.json
+    against the serve flags, and only then publish the copy by rename. Nothing a running service
+    uses is moved or deleted; ``host_dir`` becomes a symlink to a copy when its release is verified.
 
     + hub: ``hf`` or ``modelscope``
     + repo_id: org/name on the hub
     + revision: branch, tag or commit
-    + host_dir: where the verified weights live on the host
+    + host_dir: the model's directory on the host (``fleetserve.hostpaths.model_store`` holds its copies)
+    + copy_key: which copy (``ModelSpec.copy_key``: the revision and a digest of what it is made of)
     + image: the serving image (it carries the hub clients)
     + entrypoint: ``shell`` or ``vllm-serve`` (how to run another program in the image)
     + verify_script: the verifier's path on the host (``fleetserve.hostpaths.lib_file("verify_model.py")``)
@@ -93,20 +98,29 @@ def weights(hub: str, repo_id: str, revision: str, host_dir: str, image: str, en
     .. code:: python
 
         weights(hub="hf", repo_id="Qwen/Qwen3.5-2B-Base", revision="main", host_dir="/opt/atomgit/Qwen3.5-2B-Base",
-                image="quay.io/ascend/vllm-ascend:v0.18.0rc1", entrypoint="shell",
+                copy_key="main-0123456789ab", image="quay.io/ascend/vllm-ascend:v0.18.0rc1", entrypoint="shell",
                 verify_script="/usr/local/lib/fleetserve/verify_model.py", max_model_len=32768)
     """
     include = list(include or [])
-    state = host.get_fact(ModelState, host_dir=host_dir)
-    if marker_matches(state["marker"], hub, repo_id, revision, include):
+    identity = {"hub": hub, "repo_id": repo_id, "revision": revision, "include": sorted(include)}
+    store = hostpaths.model_store(host_dir)
+    copy = hostpaths.model_copy(host_dir, copy_key)
+    state = host.get_fact(ModelState, host_dir=host_dir, model_dir=copy)
+    unfit = f"fleetserve model: {hub}:{repo_id}@{revision} does not fit the serve flags:"
+    if marker_matches(state["marker"], **identity):
         problems = config_problems(state["config"], max_model_len, tensor_parallel_size)
         if problems:
-            yield fail_command(f"fleetserve model: {host_dir} does not fit the serve flags:", problems)
+            yield fail_command(unfit, problems)
         else:
-            host.noop(f"{hub}:{repo_id}@{revision} verified at {host_dir}")
+            host.noop(f"{hub}:{repo_id}@{revision} verified in {copy}")
+        return
+    if marker_matches(state["legacy_marker"], **identity):
+        # Verified in place by an earlier fleetserve: it becomes this copy, host_dir its symlink.
+        yield StringCommand("mkdir", "-p", QuoteString(store), "&&", "mv", "-T", QuoteString(host_dir),
+                            QuoteString(copy), "&&", "ln", "-s", QuoteString(copy), QuoteString(host_dir))
         return
 
-    stage = hostpaths.staging_dir(host_dir)
+    stage = hostpaths.staging_dir(host_dir, copy_key)
     endpoint = endpoint or HUB_DEFAULT_ENDPOINTS[hub]
     # The clients only talk to the endpoint: no telemetry, no update checks against PyPI.
     env = {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1"} \
@@ -135,7 +149,9 @@ def weights(hub: str, repo_id: str, revision: str, host_dir: str, image: str, en
     verify = _image_call(image, entrypoint, "python3", verify_args,
                          [f"{stage}:{stage}", f"{verify_script}:{verify_script}:ro"], env, token_env_file)
 
-    yield StringCommand("mkdir", "-p", QuoteString(stage))
+    owner = json.dumps({"host_dir": host_dir, "hub": hub, "repo_id": repo_id}, sort_keys=True)
+    yield StringCommand("mkdir", "-p", QuoteString(stage), "&&", "printf", "%s", QuoteString(owner), ">",
+                        QuoteString(f"{store}/{hostpaths.STORE_OWNER_FILE}"))
     # Download and verify as a pair, retried: the clients skip files already complete in staging,
     # and the verifier deletes any file that fails, so each attempt fetches only what is missing.
     yield StringCommand("ok=;", "for attempt in", *[str(i) for i in range(1, attempts + 1)], ";", "do",
@@ -143,13 +159,33 @@ def weights(hub: str, repo_id: str, revision: str, host_dir: str, image: str, en
                         '[ -n "$ok" ]', "||", "{", "echo",
                         QuoteString(f"download of {hub}:{repo_id}@{revision} failed {attempts} times; files already "
                                     f"complete stay in {stage} for the next run"), ">&2;", "exit", "1;", "}")
-    # Publish: the old copy (if any) moves aside only once the new one is verified.
-    old = f"{host_dir}.fleetserve-old"
-    yield StringCommand("rm", "-rf", QuoteString(old), "&&", "{", "[", "!", "-e", QuoteString(host_dir), "]", "||",
-                        "mv", QuoteString(host_dir), QuoteString(old), ";", "}", "&&", "mv", QuoteString(stage),
-                        QuoteString(host_dir), "&&", "rm", "-rf", QuoteString(old))
     if host.state.is_executing:
-        problems = config_problems(host.get_fact(ModelState, host_dir=host_dir)["config"], max_model_len,
-                                   tensor_parallel_size)
+        # The staged copy is checked against the flags before it is published: a revision that does
+        # not fit never becomes a copy a release could start on.
+        staged = host.get_fact(ModelState, host_dir=host_dir, model_dir=stage)
+        problems = config_problems(staged["config"], max_model_len, tensor_parallel_size)
         if problems:
-            yield fail_command(f"fleetserve model: {host_dir} does not fit the serve flags:", problems)
+            yield fail_command(unfit, problems + [f"the verified download stays in {stage}; the service keeps "
+                                                  f"what it serves"])
+            return
+    yield StringCommand("mv", "-T", QuoteString(stage), QuoteString(copy))
+
+
+@operation(is_idempotent=True)
+def staging_cleaned(leftovers: list[str]):
+    """
+    Remove partial downloads that no planned service resumes.
+
+    + leftovers: the staging directories to remove (preflight reports them)
+
+    **Example:**
+
+    .. code:: python
+
+        staging_cleaned(leftovers=["/data/models/.Qwen3-30B.fleetserve/.partial-main-0123456789ab"])
+    """
+    if not leftovers:
+        host.noop("no partial downloads to remove")
+        return
+    for path in leftovers:
+        yield StringCommand("rm", "-rf", "--", QuoteString(path))

@@ -1,4 +1,5 @@
-"""The systemd unit that runs the serving container, and the post-start verification."""
+"""Releases of a service: start a new one beside the record of the one it replaces, then verify it and
+make it current, or put the previous release back."""
 
 from __future__ import annotations
 
@@ -10,110 +11,224 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.api.hiddenvalue import HiddenValue
 
-from fleetserve.facts.fleet import EndpointCheck, ServiceState
+from fleetserve import hostpaths
+from fleetserve.facts.fleet import EndpointCheck, ReleaseRecords, ServiceState
 from fleetserve.operations import fail_command
+from fleetserve.operations.secrets import write_secret
 
 
 def _sha(text: str | None) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest() if text is not None else None
 
 
-def desired_applied(unit_text: str, env_text: str | None, image_id: str | None, marker_sha: str | None) -> dict:
-    """What the running service must have been started with; any difference means restart."""
-    return {"unit": _sha(unit_text), "env": _sha(env_text), "image": image_id, "model": marker_sha}
+def release_record(service: str, unit_text: str, env_text: str | None, image_ref: str, image_id: str | None,
+                   model_copy: str, marker_sha: str | None, argv: list[str]) -> dict:
+    """What a release is: everything the running service depends on. Its id is a digest of it, so
+    the same inputs are the same release, and any change is a new one."""
+    record = {"service": service, "unit_sha256": _sha(unit_text), "env_sha256": _sha(env_text),
+              "image_ref": image_ref, "image_id": image_id, "model_copy": model_copy,
+              "model_marker_sha256": marker_sha, "argv": list(argv)}
+    record["id"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+    return record
+
+
+def _state_command(service: str, state: dict) -> StringCommand:
+    path = hostpaths.release_state(service)
+    text = json.dumps({k: state.get(k) for k in ("current", "previous", "candidate", "failed")}, sort_keys=True)
+    return StringCommand("printf", "%s", QuoteString(text), ">", QuoteString(path + ".tmp"), "&&", "mv", "-f",
+                         QuoteString(path + ".tmp"), QuoteString(path))
 
 
 @operation(is_idempotent=True)
-def container_unit(unit: str, unit_path: str, unit_text: str, config_dir: str, applied_path: str,
-                   image_ref: str, marker_path: str, env_path: str | None = None,
-                   env_text: HiddenValue | None = None, mount_dirs: list[str] | None = None):
+def release_started(service: str, unit_text: str, image_ref: str, model_copy: str, argv: list[str],
+                    env_text: HiddenValue | None = None, mount_dirs: list[str] | None = None):
     """
-    Install a service's unit (and its 0600 secrets file), enable it, and (re)start it only when
-    what it depends on changed since it was last started: unit, secrets, image id or verified model.
+    Start a new release of a service unless the one running is it. A release is recorded on the
+    host (unit, secrets, image id, model copy, argv) before its unit is installed; it becomes the
+    service's ``candidate``, and only ``release_verified`` makes it ``current``. The record of the
+    release it replaces, its model copy and its image stay, so it can be started again.
 
-    + unit: the unit's name
-    + unit_path: where the unit file goes
+    + service: the service's name (unit ``fleetserve-<service>.service``)
     + unit_text: the unit file (``fleetserve.builder.service_files``)
-    + config_dir: fleetserve's 0700 directory for secrets and records
-    + applied_path: the record of what the running service was started with
-    + image_ref: the image the unit runs (its id is part of the record)
-    + marker_path: the model's verified marker (its sha256 is part of the record)
-    + env_path: the unit's EnvironmentFile, when the service has secrets
-    + env_text: its content, wrapped in ``HiddenValue``
+    + image_ref: the image the unit runs (its id is part of the release)
+    + model_copy: the verified model copy the unit mounts (its marker is part of the release)
+    + argv: the container command (recorded, for the operator and for rollouts)
+    + env_text: the unit's EnvironmentFile (secrets), wrapped in ``HiddenValue``
     + mount_dirs: host directories the container mounts, created when missing
 
     **Example:**
 
     .. code:: python
 
-        container_unit(unit="fleetserve-qwen3-30b.service", unit_path="/etc/systemd/system/fleetserve-qwen3-30b.service",
-                       unit_text=files.unit_text, config_dir="/etc/fleetserve",
-                       applied_path="/etc/fleetserve/qwen3-30b.applied.json", image_ref="quay.io/ascend/vllm-ascend:v0.18.0rc1",
-                       marker_path="/data/models/Qwen3-30B/.fleetserve-verified.json")
+        release_started(service="qwen3-30b", unit_text=files.unit_text, image_ref="vllm/vllm-ascend:latest",
+                        model_copy="/data/models/.Qwen3-30B.fleetserve/main-0123456789ab", argv=list(files.argv))
     """
-    state = host.get_fact(ServiceState, unit=unit, unit_path=unit_path, env_path=env_path or "/nonexistent",
-                          applied_path=applied_path, image_ref=image_ref, marker_path=marker_path,
-                          dirs=mount_dirs or [])
+    env_path = hostpaths.env_file(service) if env_text is not None else None
     secret = env_text.unmask() if env_text is not None else None
-    unit_changed = state["unit_sha256"] != _sha(unit_text)
+    state = host.get_fact(ServiceState, service=service, image_ref=image_ref,
+                          marker_path=hostpaths.model_marker(model_copy), env_path=env_path, dirs=mount_dirs or [])
+    record = release_record(service, unit_text, secret, image_ref, state["image_id"], model_copy,
+                            state["marker_sha256"], argv)
+    releases = state["state"]
+    installed = state["unit_sha256"] == record["unit_sha256"] and (
+        env_path is None or (state["env_sha256"] == record["env_sha256"] and state["env_mode"] == "600"))
+    if releases.get("current") == record["id"] and installed and state["active"] == "active" \
+            and state["enabled"] == "enabled":
+        host.noop(f"release {record['id']} of {service} is current and running")
+        return
 
-    # A 0700 directory: secrets are never readable by others, even mid-upload.
-    if state["applied"] is None and state["env_sha256"] is None:
-        yield StringCommand("mkdir", "-p", "-m", "700", QuoteString(config_dir), "&&", "chmod", "700",
-                            QuoteString(config_dir))
+    where = f"{hostpaths.release_dir(service)}/{record['id']}"
+    yield StringCommand("mkdir", "-p", "-m", "700", QuoteString(hostpaths.STATE_DIR), "&&", "chmod", "700",
+                        QuoteString(hostpaths.STATE_DIR), "&&", "mkdir", "-p", QuoteString(where))
+    yield FileUploadCommand(BytesIO(json.dumps(record, sort_keys=True).encode()), f"{where}/release.json")
+    yield FileUploadCommand(BytesIO(unit_text.encode()), f"{where}/unit")
+    if secret is not None:
+        yield write_secret(f"{where}/env", secret)
+        yield write_secret(env_path, secret)
     missing_dirs = [d for d in mount_dirs or [] if d not in state["dirs"]]
     if missing_dirs:
         yield StringCommand("mkdir", "-p", *[QuoteString(d) for d in missing_dirs])
-    if unit_changed:
-        yield FileUploadCommand(BytesIO(unit_text.encode()), unit_path)
-        yield StringCommand("chmod", "644", QuoteString(unit_path), "&&", "systemctl", "daemon-reload")
-    env_changed = bool(env_path) and (state["env_sha256"] != _sha(secret) or state["env_mode"] != "600")
-    if env_changed:
-        yield FileUploadCommand(BytesIO((secret or "").encode()), env_path)
-        yield StringCommand("chmod", "600", QuoteString(env_path))
-    if state["enabled"] != "enabled":
-        yield StringCommand("systemctl", "enable", QuoteString(unit))
+    yield StringCommand("install", "-m", "644", QuoteString(f"{where}/unit"),
+                        QuoteString(hostpaths.unit_path(service)), "&&", "systemctl", "daemon-reload", "&&",
+                        "systemctl", "enable", "--quiet", QuoteString(hostpaths.unit_name(service)))
+    yield _state_command(service, {**releases, "candidate": record["id"]})
+    yield StringCommand("systemctl", "restart", QuoteString(hostpaths.unit_name(service)))
 
-    desired = desired_applied(unit_text, secret, state["image_id"], state["marker_sha256"])
-    # Rewriting the unit or secrets means the running process may not match them (a hand edit, a
-    # crash between writing and restarting): restart whenever anything was rewritten.
-    if unit_changed or env_changed or state["applied"] != desired or state["active"] != "active":
-        yield StringCommand("systemctl", "restart", QuoteString(unit))
-        record = json.dumps(desired, sort_keys=True)
-        yield StringCommand("printf", "%s", QuoteString(record), ">", QuoteString(applied_path + ".tmp"), "&&",
-                            "mv", QuoteString(applied_path + ".tmp"), QuoteString(applied_path))
-    elif not unit_changed:
-        host.noop(f"{unit} running with its current unit, image and model")
+
+def prune_plan(records: dict[str, dict]) -> tuple[list[str], list[str], list[str]]:
+    """What no release a service may still start needs: release directories, model copies and image
+    ids. Each service keeps its current, previous and candidate releases; the policy is in
+    docs/design.md ("Releases")."""
+    keep: set[tuple[str, str]] = set()
+    for service, entry in records.items():
+        for role in ("current", "previous", "candidate"):
+            if entry["state"].get(role):
+                keep.add((service, entry["state"][role]))
+    kept = [r for s, e in records.items() for i, r in e["releases"].items() if (s, i) in keep]
+    dropped = [(s, r) for s, e in records.items() for i, r in e["releases"].items() if (s, i) not in keep]
+    kept_copies = {r.get("model_copy") for r in kept}
+    kept_images = {r.get("image_id") for r in kept}
+    dirs = [f"{hostpaths.release_dir(s)}/{r['id']}" for s, r in dropped]
+    copies = sorted({r["model_copy"] for _, r in dropped if r.get("model_copy")} - kept_copies)
+    images = sorted({r["image_id"] for _, r in dropped if r.get("image_id")} - kept_images)
+    return dirs, copies, images
+
+
+def _promoted(service: str, releases: dict, candidate: str) -> dict:
+    current = releases.get("current")
+    previous = current if current and current != candidate else releases.get("previous")
+    return {"current": candidate, "previous": previous, "candidate": None, "failed": None}
+
+
+def _failure_lines(result: dict, unit: str) -> list[str]:
+    lines = [f"stage: {result['stage']}"]
+    if result.get("container"):
+        lines.append(f"container: {result['container']}")
+    lines += result["detail"].splitlines()[-15:]
+    return lines + ["last journal lines of " + unit + ":"] + result["journal"].splitlines()[-25:]
 
 
 @operation(is_idempotent=True)
-def endpoint_answers(port: int, model: str, unit: str, container: str, timeout_s: int, env_path: str | None = None):
+def release_verified(service: str, port: int, model: str, serve_path: str, timeout_s: int, host_dir: str,
+                     model_copy: str, on_failure: str = "rollback", env_path: str | None = None):
     """
-    Fail the host, with the response and the journal's last lines, unless the service answers
-    /health, lists its model in /v1/models and answers one completion and one chat request.
+    Prove the service answers from its own container, then settle its release: a candidate that
+    answers becomes ``current`` (the one it replaced ``previous``), ``host_dir`` points at its model
+    copy, and releases older than those two are pruned with their model copies and images. A
+    candidate that fails is handled by ``on_failure`` and the host fails, with the response and the
+    journal's last lines.
 
-    + port: the service's port on the host
+    + service: the service's name
+    + port: its port on the host
     + model: the name clients ask for (``--served-model-name``)
-    + unit: the service's unit (its journal is shown on failure)
-    + container: the service's container (used when the host has no python3)
+    + serve_path: the model path the container serves (``/v1/models`` must list it)
     + timeout_s: how long to wait for /health while the model loads
+    + host_dir: the model's directory on the host (made a symlink to the current copy)
+    + model_copy: the copy the candidate serves
+    + on_failure: ``rollback`` (start the previous release again; stop when there is none), ``stop``
+      or ``leave`` (keep the failed candidate running for inspection)
     + env_path: the unit's EnvironmentFile, read on the host for the API key
 
     **Example:**
 
     .. code:: python
 
-        endpoint_answers(port=8000, model="qwen3.5", unit="fleetserve-qwen35-2b-base.service",
-                         container="fleetserve-qwen35-2b-base", timeout_s=1800)
+        release_verified(service="qwen35-2b-base", port=8000, model="Qwen/Qwen3.5-2B-Base",
+                         serve_path="/opt/atomgit/Qwen3.5-2B-Base", timeout_s=1800,
+                         host_dir="/opt/atomgit/Qwen3.5-2B-Base",
+                         model_copy="/opt/atomgit/.Qwen3.5-2B-Base.fleetserve/main-0123456789ab")
     """
     if not host.state.is_executing:
         host.noop(f"{model} on port {port} is checked when the deploy runs")
         return
-    result = host.get_fact(EndpointCheck, port=port, model=model, unit=unit, container=container,
-                           timeout_s=timeout_s, env_path=env_path)
-    if result["ok"]:
-        host.noop(f"{model} answered on port {port}")
+    unit = hostpaths.unit_name(service)
+    records = host.get_fact(ReleaseRecords)
+    entry = records.get(service, {"state": {}, "releases": {}})
+    releases = entry["state"]
+    candidate = releases.get("candidate")
+    check = dict(port=port, model=model, service=service, serve_path=serve_path, timeout_s=timeout_s,
+                 env_path=env_path)
+    result = host.get_fact(EndpointCheck, **check)
+    if result["ok"] and not candidate:
+        host.noop(f"{model} answers on port {port} from release {releases.get('current')}")
         return
-    lines = [f"stage: {result['stage']}"] + result["detail"].splitlines()[-15:]
-    lines += ["last journal lines of " + unit + ":"] + result["journal"].splitlines()[-25:]
-    yield fail_command(f"fleetserve verify: {model} on port {port} is not serving:", lines)
+    if result["ok"]:
+        yield _state_command(service, _promoted(service, releases, candidate))
+        link = f"{host_dir}.fleetserve-link"
+        # host_dir (absent, empty, or fleetserve's symlink: preflight refused anything else) now names
+        # the current copy, for operators and tools that read the model directory.
+        yield StringCommand("{", "[", "-L", QuoteString(host_dir), "]", "||", "rmdir", QuoteString(host_dir),
+                            "2>/dev/null", "||", "true;", "}", "&&", "ln", "-sfn", QuoteString(model_copy),
+                            QuoteString(link), "&&", "mv", "-T", "-f", QuoteString(link), QuoteString(host_dir))
+        settled = {**records, service: {**entry, "state": _promoted(service, releases, candidate)}}
+        dirs, copies, images = prune_plan(settled)
+        if dirs or copies:
+            yield StringCommand("rm", "-rf", "--", *[QuoteString(p) for p in dirs + copies])
+        for image_id in images:
+            yield StringCommand("docker", "rmi", QuoteString(image_id), ">/dev/null", "2>&1", "||", "true")
+        return
+
+    lines = _failure_lines(result, unit)
+    current = releases.get("current")
+    failed = {**releases, "candidate": None, "failed": candidate}
+    if not candidate:
+        title = f"fleetserve verify: {model} on port {port} is not serving (this run changed nothing of it):"
+    elif candidate == current:
+        # The current release itself was restarted (its unit was repaired, or it had stopped): there is
+        # nothing newer to undo, so it is left as it is for the operator.
+        yield _state_command(service, failed)
+        title = f"fleetserve verify: the current release {current} of {service} was restarted and does not answer:"
+    elif on_failure == "rollback" and current:
+        previous = entry["releases"].get(current, {})
+        where = f"{hostpaths.release_dir(service)}/{current}"
+        yield StringCommand("install", "-m", "644", QuoteString(f"{where}/unit"), QuoteString(hostpaths.unit_path(service)))
+        if env_path:
+            yield StringCommand("install", "-m", "600", QuoteString(f"{where}/env"), QuoteString(env_path))
+        if previous.get("image_id") and previous.get("image_ref"):
+            # The image tag may have moved to the candidate's image: put it back on the previous one.
+            yield StringCommand("docker", "tag", QuoteString(previous["image_id"]), QuoteString(previous["image_ref"]))
+        yield StringCommand("systemctl", "daemon-reload", "&&", "systemctl", "restart", QuoteString(unit))
+        yield _state_command(service, failed)
+        back = host.get_fact(EndpointCheck, **{**check, "serve_path": _serve_path_of(previous, serve_path)})
+        lines.append(f"rolled back to release {current}: " + (
+            "it answers again" if back["ok"] else f"it did not come back ({back['stage']}): {back['detail'][-300:]}"))
+        title = f"fleetserve verify: release {candidate} of {service} failed and was rolled back:"
+    elif on_failure in ("rollback", "stop"):
+        yield StringCommand("systemctl", "stop", QuoteString(unit))
+        yield _state_command(service, failed)
+        title = f"fleetserve verify: release {candidate} of {service} failed and was stopped" + (
+            " (there is no earlier release to go back to):" if on_failure == "rollback" else ":")
+    else:
+        yield _state_command(service, failed)
+        title = f"fleetserve verify: release {candidate} of {service} failed and is left running for inspection:"
+    yield fail_command(title, lines)
+
+
+def _serve_path_of(record: dict, default: str) -> str:
+    """The model path a recorded release serves: the argv's MODEL, after the image (and `vllm serve`)."""
+    argv, image = record.get("argv") or [], record.get("image_ref")
+    if image not in argv:
+        return default
+    rest = argv[argv.index(image) + 1:]
+    rest = rest[2:] if rest[:2] == ["vllm", "serve"] else rest
+    return rest[0] if rest else default
