@@ -112,7 +112,13 @@ class ServeArgsError(ValueError):
 
 
 def _version_key(version: str) -> tuple:
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.+-]", version))
+    """Release order: 0.18.0rc1 < 0.18.0 < 0.18.0.post1 < 0.18.1."""
+    found = re.fullmatch(r"v?(\d+(?:\.\d+)*)(?:(a|b|rc)(\d+))?(?:\.post(\d+))?(.*)", version)
+    if not found:
+        return ((), 9, 0, 0, version)
+    release, pre, pre_num, post, rest = found.groups()
+    pre_rank = {"a": 0, "b": 1, "rc": 2}.get(pre or "", 3)
+    return (tuple(int(p) for p in release.split(".")), pre_rank, int(pre_num or 0), int(post or 0), rest)
 
 
 def _normalise_version(version: str) -> str:
@@ -1073,8 +1079,22 @@ def _late_errors(parsed: ServeArgs, table: ServeTable, rules: PlatformRules | No
             errors.append(ServeArgsError(
                 "pydantic_core._pydantic_core.ValidationError: "
                 + _pydantic_message(model, [(loc, problem[0], problem[1], value)]), exit_code=1))
+    quant = v.get("quantization")
+    known_quant = (late.get("quantization") or {}).get("methods")
+    if quant and known_quant:
+        # the platform plugin registers its own methods (vllm-ascend: 'ascend')
+        methods = list(known_quant) + [m for m in (rules.added_quantization_choices if rules else [])
+                                       if m not in known_quant]
+        if quant not in methods:
+            errors.append(ServeArgsError(
+                f"ValueError: Unknown quantization method: {quant}. Must be one of {methods}.", exit_code=1,
+                hint="vLLM checks it when it builds the model config at start-up"))
+        elif quant in (late["quantization"].get("deprecated") or []) and not v.get("allow_deprecated_quantization"):
+            # vLLM passes the method as a second argument of ValueError, so it prints as a tuple
+            errors.append(ServeArgsError(
+                "ValueError: ('The quantization method %s is deprecated and will be removed in future versions of "
+                f"vLLM. To bypass, set `--allow-deprecated-quantization`.', {quant!r})", exit_code=1))
     if rules is not None:
-        quant = v.get("quantization")
         if quant and quant not in rules.supported_quantization and rules.supported_quantization:
             src = rules.source
             errors.append(ServeArgsError(

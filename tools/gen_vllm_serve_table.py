@@ -101,10 +101,13 @@ def make_venv(version: str, workdir: Path, src: Path, python: str) -> Path:
 
 
 def version_key(version: str) -> tuple:
-    parts = []
-    for piece in re.split(r"[.+-]", version):
-        parts.append((0, int(piece), "") if piece.isdigit() else (1, 0, piece))
-    return tuple(parts)
+    """Release order: 0.18.0rc1 < 0.18.0 < 0.18.0.post1 < 0.18.1."""
+    found = re.fullmatch(r"v?(\d+(?:\.\d+)*)(?:(a|b|rc)(\d+))?(?:\.post(\d+))?(.*)", version)
+    if not found:
+        return ((), 9, 0, 0, version)
+    release, pre, pre_num, post, rest = found.groups()
+    pre_rank = {"a": 0, "b": 1, "rc": 2}.get(pre or "", 3)
+    return (tuple(int(p) for p in release.split(".")), pre_rank, int(pre_num or 0), int(post or 0), rest)
 
 
 def recompute_removed(table_dir: Path) -> None:
@@ -662,6 +665,16 @@ def inner(src: Path) -> None:
         if reasoning_parsers:
             break
 
+    quantization = {}
+    try:  # ModelConfig checks --quantization against these when it is built (start-up, before any weights)
+        me_quant = importlib.import_module("vllm.model_executor.layers.quantization")
+        quantization = {"methods": list(me_quant.QUANTIZATION_METHODS),
+                        "deprecated": list(getattr(me_quant, "DEPRECATED_QUANTIZATION_METHODS", [])),
+                        "source": "vllm.model_executor.layers.quantization.QUANTIZATION_METHODS, checked in "
+                                  "vllm.config.model.ModelConfig"}
+    except Exception as exc:  # noqa: BLE001
+        quantization = {"error": f"{type(exc).__name__}: {exc}"}
+
     import inspect
 
     import pydantic
@@ -706,7 +719,8 @@ def inner(src: Path) -> None:
         "options": options,
         "config_classes": {k: classes[k] for k in sorted(classes)},
         "post_parse_checks": checks,
-        "late_choices": {"tool_call_parser": tool_parsers, "reasoning_parser": reasoning_parsers},
+        "late_choices": {"tool_call_parser": tool_parsers, "reasoning_parser": reasoning_parsers,
+                         "quantization": quantization},
         "unknown_types": sorted(set(unknown_types)),
     }
     json.dump(result, sys.stdout)
