@@ -400,8 +400,8 @@ class _ConfigValidator:
             name = aliases.get(key, key)
             where = f"{loc}.{key}" if loc else key
             if name not in fields:
-                if cls.get("extra") == "forbid":
-                    errors.append((where, "Extra inputs are not permitted", "extra_forbidden", item))
+                if cls.get("extra") == "forbid":  # pydantic dataclasses word it so (models: extra_forbidden)
+                    errors.append((where, "Unexpected keyword argument", "unexpected_keyword_argument", item))
                 continue
             spec = fields[name]
             if spec.get("validators"):
@@ -1008,7 +1008,12 @@ def _parse(argv: Iterable[str], table: ServeTable, rules: PlatformRules | None,
     features = table.parser_info.get("preprocessing_features", {})
     args = _preprocess(_strip_program([str(a) for a in argv]), features)
     parser = _parser_for(str(table.path), table.version, _platform_extra_choices(rules))
-    namespace = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions if a.dest != "help"})
+    # a sentinel tells which options the command line set; accumulating actions (append, count) build
+    # on what is there, so they start from None instead (and None after parsing means not given)
+    accumulating = (argparse._AppendAction, argparse._AppendConstAction, argparse._CountAction,
+                    argparse._ExtendAction)
+    namespace = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions
+                                      if a.dest != "help" and not isinstance(a, accumulating)})
     try:
         namespace, extras = parser.parse_known_args(args, namespace)
     except ServeArgsError as exc:
@@ -1030,7 +1035,7 @@ def _parse(argv: Iterable[str], table: ServeTable, rules: PlatformRules | None,
     given: dict[str, Any] = {}
     for action in parser._actions:
         value = got.get(action.dest, _UNSET)
-        if value is _UNSET or action.dest == "help":
+        if value is _UNSET or action.dest == "help" or (value is None and isinstance(action, accumulating)):
             continue
         values[action.dest] = value
         explicit.add(action.dest)

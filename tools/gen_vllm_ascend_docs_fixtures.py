@@ -129,9 +129,8 @@ def inner_verdicts(src: Path, added_quantization: list[str]) -> None:
     for method in added_quantization:  # what vllm-ascend's NPUPlatform.pre_register_and_update does
         if quant is not None and quant.choices and method not in quant.choices:
             quant.choices.append(method)
-    import vllm.entrypoints.openai.cli_args as cli_args
-
-    cli_args.validate_chat_template = lambda chat_template: None  # the image's files, not ours
+    validate = sys.modules[type(cmd).__module__].validate_parsed_serve_args
+    validate.__globals__["validate_chat_template"] = lambda chat_template: None  # the image's files, not ours
     results = []
     for argv in request["argvs"]:
         err = io.StringIO()
