@@ -934,6 +934,17 @@ class ServeArgs:
             out[dest] = self.values[dest]
         return out
 
+    @property
+    def deprecations(self) -> dict[str, str]:
+        """vLLM's deprecation note for each given option it has deprecated (primary string -> words)."""
+        out = {}
+        for primary in self.given:
+            opt = self.table.option(primary) if self.table else None
+            note = (opt.data.get("deprecation") or {}).get("message") if opt else None
+            if note or (opt is not None and opt.deprecated):
+                out[primary] = " ".join((note or "deprecated").split())
+        return out
+
     def canonical_argv(self) -> list[str]:
         """The command line in vLLM's primary spellings (model first), e.g. for logs and comparisons."""
         out = [self.model] if "model_tag" in self.explicit and self.model else []
@@ -998,8 +1009,12 @@ def _removed_hint(table: ServeTable, extras: list[str]) -> str:
         if info is None and name.startswith("--"):
             info = table.removed.get("--" + name[2:].replace("_", "-"))
         if info:
-            notes.append(f"{name} was removed from vLLM after {info['last_seen_in']} "
-                         f"(absent from {info['absent_from']}; this is vLLM {table.version})")
+            note = (f"{name} was removed from vLLM after {info['last_seen_in']} "
+                    f"(absent from {info['absent_from']}; this is vLLM {table.version})")
+            said = (info.get("deprecation") or {}).get("message")
+            if said:
+                note += f"; vLLM {info['last_seen_in']} said: {' '.join(said.split())}"
+            notes.append(note)
     return "; ".join(notes)
 
 

@@ -134,6 +134,7 @@ def test_swap_space_is_refused_in_vllms_words():
     assert str(err) == "vllm: error: unrecognized arguments: --swap-space 4"
     assert err.render().splitlines()[0].startswith("usage: vllm [-h] [-v]")
     assert err.hint == "--swap-space was removed from vLLM after 0.17.0 (absent from 0.18.0; this is vLLM 0.18.0)"
+    assert "vLLM 0.12.0 said: [DEPRECATED] Disable logging requests." in refusal("/m --disable-log-requests").hint
     assert validate_serve_flags(["/m", "--swap-space", "4"], version="0.18.0") == [
         "vllm: error: unrecognized arguments: --swap-space 4\n  hint: " + err.hint]
     assert parse("/m --swap-space 4", version="0.17.0").swap_space == 4.0
@@ -302,6 +303,11 @@ def test_newest_vllm_enable_disable_pairs_and_task_hint():
     err = refusal("/m --task embed", version="0.33.0")
     assert str(err).startswith("vllm: error: unrecognized arguments: --task embed\n\nHint: --task is not a vllm "
                                "serve option.")
+    # vLLM's own deprecation notes come with the table
+    assert parse("/m --mamba-cache-mode align", version="0.33.0").deprecations == {
+        "--mamba-cache-mode": "--mamba-cache-mode is deprecated and will be removed in v0.33.0. It has no effect: "
+                              "Mamba prefix caching follows --enable-prefix-caching."}
+    assert parse("/m --mamba-cache-mode align").deprecations == {}
     # dotted values take human-readable ints there
     assert parse("/m --compilation-config.max_cudagraph_capture_size 1k",
                  version="0.33.0").compilation_config == {"max_cudagraph_capture_size": 1000}

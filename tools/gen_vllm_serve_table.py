@@ -116,6 +116,8 @@ def recompute_removed(table_dir: Path) -> None:
     ordered = sorted(tables, key=lambda p: version_key(tables[p]["meta"]["vllm_version"]))
     versions = [tables[p]["meta"]["vllm_version"] for p in ordered]
     present = [{opt: o["dest"] for o in tables[p]["options"] for opt in o["option_strings"]} for p in ordered]
+    notes = [{opt: o["deprecation"] for o in tables[p]["options"] if o.get("deprecation")
+              for opt in o["option_strings"]} for p in ordered]
     for i, path in enumerate(ordered):
         removed: dict[str, Any] = {}
         for j in range(i - 1, -1, -1):  # newest older table first
@@ -125,6 +127,9 @@ def recompute_removed(table_dir: Path) -> None:
                 absent_from = versions[j + 1]  # the first known version after the last one that had it
                 removed[opt] = {"last_seen_in": versions[j], "absent_from": absent_from, "dest": dest,
                                 "source": "table comparison"}
+                note = notes[j].get(opt)
+                if note:
+                    removed[opt]["deprecation"] = note
         table = tables[path]
         table["removed"] = {k: removed[k] for k in sorted(removed)}
         path.write_text(json.dumps(table, indent=1) + "\n")
@@ -486,6 +491,22 @@ def _error_hints(parser_cls: Any) -> list[dict[str, str]]:
     return hints
 
 
+def _deprecation_note(help_text: str, option_strings: list[str], dest: str,
+                      messages: list[str]) -> dict[str, Any] | None:
+    """vLLM's words when it deprecates an option: '[DEPRECATED]' in its help, or '<option> is deprecated'
+    in its help or in one of arg_utils' *_DEPRECATION_MESSAGE constants."""
+    names = "|".join(re.escape(n) for n in [*option_strings, dest])
+    own = re.compile(rf"(^|[\s`(])({names})`?(\s*\([^)]*\))?\s+(is|has been|are) deprecated")
+    candidates = [m for m in messages if own.search(m)]
+    if "[DEPRECATED]" in help_text or own.search(help_text):
+        candidates.insert(0, help_text)
+    if not candidates:
+        return None
+    text = candidates[0].strip()
+    found = re.search(r"removed in v?(\d+\.\d+(?:\.\d+)?)", text)
+    return {"message": text, "removed_in": found.group(1) if found else None}
+
+
 def _registry_names(module_name: str, attr: str) -> list[str] | None:
     import importlib
 
@@ -572,6 +593,9 @@ def inner(src: Path) -> None:
     top, serve, serve_cmd, skipped_subcommands = build_real_parser(src)
     FlexibleArgumentParser = type(top)  # noqa: N806
     arg_utils = importlib.import_module("vllm.engine.arg_utils")
+    # vLLM's own deprecation notes: module constants such as _MAMBA_CACHE_MODE_DEPRECATION_MESSAGE
+    deprecation_messages = [v for k, v in vars(arg_utils).items()
+                            if isinstance(v, str) and k.endswith("DEPRECATION_MESSAGE")]
     field_map = _option_field_map(Path(arg_utils.__file__))
     import vllm.config as vcfg
 
@@ -634,6 +658,9 @@ def inner(src: Path) -> None:
         entry["group"] = groups.get(id(action))
         entry["deprecated"] = bool(action in deprecated_actions or getattr(action, "deprecated", False))
         entry["help"] = None if action.help is None else str(action.help)
+        note = _deprecation_note(entry["help"] or "", all_strings, action.dest, deprecation_messages)
+        if note:
+            entry["deprecation"] = note
         tname = (entry["type"] or {}).get("name")
         inner_name = ((entry["type"] or {}).get("of") or {}).get("name")
         entry["json"] = tname in ("json", "union_dict_and_str", "config") or (
