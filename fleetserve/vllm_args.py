@@ -47,8 +47,6 @@ from typing import Any, Callable, Iterable
 
 TABLE_DIR = Path(__file__).resolve().parent / "vllm_tables"
 PLATFORMS = ("ascend", "cuda")
-# What `vllm serve` serves when neither a positional model nor --model is given (vLLM's default).
-DEFAULT_MODEL_DEST = "model"
 
 __all__ = [
     "TABLE_DIR",
@@ -624,10 +622,6 @@ def _build_type(t: dict[str, Any] | None, table: ServeTable) -> Callable[[str], 
 # ---------------------------------------------------------------------------------------------
 
 
-class _Raised(Exception):
-    pass
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that raises ServeArgsError instead of printing and exiting."""
 
@@ -1029,12 +1023,7 @@ def _parse(argv: Iterable[str], table: ServeTable, rules: PlatformRules | None,
                     argparse._ExtendAction)
     namespace = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions
                                       if a.dest != "help" and not isinstance(a, accumulating)})
-    try:
-        namespace, extras = parser.parse_known_args(args, namespace)
-    except ServeArgsError as exc:
-        if exc.exit_code == 0:
-            raise
-        raise
+    namespace, extras = parser.parse_known_args(args, namespace)
     info = table.parser_info
     if extras:
         message = f"unrecognized arguments: {' '.join(extras)}"

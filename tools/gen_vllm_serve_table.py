@@ -712,9 +712,10 @@ def inner(src: Path) -> None:
     version_file = src / "vllm" / "_version.py"
     result = {
         "built_with": {"python": sys.version.split()[0], "torch": torch.__version__,
-                       "pydantic": pydantic.VERSION, "platform": "CpuPlatform (forced; import_kernels stubbed: no compiled kernels)",
-                       "sdist_version_file": version_file.read_text().strip().splitlines()[-1]
-                       if version_file.exists() else None},
+                       "pydantic": pydantic.VERSION,
+                       "platform": "CpuPlatform (forced; import_kernels stubbed: no compiled kernels)",
+                       "sdist_version_file": (version_file.read_text().strip().splitlines()[-1]
+                                              if version_file.exists() else None)},
         "parser": {
             "prog": serve.prog,
             "usage": serve.usage,
