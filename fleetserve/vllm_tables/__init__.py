@@ -1,0 +1,1 @@
+"""Generated `vllm serve` option tables and platform rules (JSON data read by fleetserve.vllm_args)."""
