@@ -26,7 +26,7 @@ from fleetserve.catalog import (
 )
 from fleetserve.hardware import get_kind, known_kinds
 from fleetserve.hostos import jemalloc_library, jemalloc_package
-from fleetserve.serveargs import refusals, serve_args
+from fleetserve.serveargs import serve_args
 from fleetserve.types import (
     Catalog,
     CatalogError,
@@ -165,11 +165,15 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], cata
             owners_by_port.setdefault(spec.port, spec.name)
             if workload not in active:
                 continue
-            args = serve_args(spec)
-            errors.extend(f"{svc}: {problem}" for problem in refusals(args, hardware.vllm_platform))
+            result = serve_args(spec, hardware.vllm_platform)
+            errors.extend(f"{svc}: {problem}" for problem in result.problems)
+            if result.devices_needed > len(spec.devices):
+                errors.append(f"{svc}: vLLM's parallel sizes need {result.devices_needed} devices on this node, "
+                              f"the service is given {len(spec.devices)} ({list(spec.devices)})")
             archive = _image_archive(spec, settings.image_store, svc, warnings if preview else errors)
             member = Member(host=name, address=_host_address(name, data), devices=spec.devices)
-            instances.append(ServiceInstance(workload, spec, hardware, (member,), args, archive, variant.follows))
+            instances.append(ServiceInstance(workload, spec, hardware, (member,), result.args, archive,
+                                             variant.follows))
 
     secrets = _secrets(name, data, instances, preview, errors, warnings)
     if errors:

@@ -1,11 +1,19 @@
-"""A service's `vllm serve` arguments: typed catalog fields then catalog flags, checked as vLLM would."""
+"""A service's `vllm serve` arguments, in vLLM's own spellings, checked by the parser of the vLLM
+release its image carries (fleetserve.vllm_args and the tables generated from vLLM itself)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
-from fleetserve.types import ServiceSpec
-from fleetserve.vllm_cli import validate_serve_flags
+from fleetserve.types import TYPED_FLAGS, ServiceSpec
+from fleetserve.vllm_args import (
+    ServeArgsError,
+    UnknownVersionError,
+    known_versions,
+    parse_serve_args,
+    validate_serve_flags,
+)
 
 # Typed fields -> vllm flag, emitted when the catalog sets them or they differ from vLLM's default.
 # The port is always spelled out: it is the service's identity on the host.
@@ -18,6 +26,16 @@ _TYPED: tuple[tuple[str, str, object], ...] = (
     ("pipeline-parallel-size", "pipeline_parallel_size", 1),
     ("max-model-len", "max_model_len", None),
 )
+# Options that carry secrets: they never reach a unit or a process list.
+SECRET_OPTIONS = {"--api-key": "api_key_key (a host data key; passed as VLLM_API_KEY)",
+                  "--hf-token": "model.token_key (a host data key; given to the hub client only)"}
+
+
+@dataclass(frozen=True)
+class ServeArgsResult:
+    args: tuple[str, ...]  # MODEL then flags, as vllm serve receives them
+    devices_needed: int  # what vLLM's own parse says one node needs (TP x PP x local DP)
+    problems: tuple[str, ...]  # what vLLM would refuse, and flags fleetserve refuses
 
 
 def _flag_value(value: object) -> str:
@@ -27,20 +45,63 @@ def _flag_value(value: object) -> str:
     return str(value)
 
 
-def serve_args(spec: ServiceSpec) -> tuple[str, ...]:
-    """MODEL followed by the serve flags, in a stable order (typed fields first, then catalog flags)."""
+def _canonical_flag(key: str, value: object, spec: ServiceSpec, platform: str) -> tuple[str | None, str | None]:
+    """vLLM's full option string for a catalog flag spelled any way vLLM accepts (an abbreviation,
+    underscores, a --no- form), or why fleetserve refuses it."""
+    given = [f"--{key}"] if value is True else [f"--{key}", _flag_value(value)]
+    try:
+        parsed = parse_serve_args(["model", *given], version=spec.image.vllm_version, platform=platform,
+                                  platform_version=spec.image.vllm_ascend_version, check=False)
+    except ServeArgsError:
+        return None, None  # the whole command's parse below says why, in vLLM's words
+    (primary,) = parsed.given or [None]
+    if primary is None:
+        return None, None
+    option = parsed.table.option(primary)
+    written = f"--{key}"
+    if primary in SECRET_OPTIONS:
+        return None, f"flags: {key!r} is vLLM's {primary}, a secret: set {SECRET_OPTIONS[primary]} instead"
+    typed = TYPED_FLAGS.get(primary[2:])
+    if typed:
+        return None, f"flags: {key!r} is vLLM's {primary}, which has its own field ({typed}): set that instead"
+    if written in option.option_strings:
+        return written, None  # already one of vLLM's own spellings (e.g. --no-enable-prefix-caching)
+    if parsed.given[primary] is False and option.kind == "boolean_optional":
+        return "--no-" + primary[2:], None
+    return primary, None
+
+
+def serve_args(spec: ServiceSpec, platform: str) -> ServeArgsResult:
+    """MODEL followed by the serve flags in a stable order (typed fields first, then catalog flags),
+    every flag in vLLM's own spelling, and what vLLM would refuse."""
+    problems: list[str] = []
+    version = spec.image.vllm_version
+    if version not in known_versions():
+        problems.append(f"image.vllm_version: {version!r} has no table of vLLM's serve options (known: "
+                        f"{', '.join(known_versions())}; add one with tools/gen_vllm_serve_table.py)")
+        return ServeArgsResult((spec.model.serve_path,), spec.world_size, tuple(problems))
     args = [spec.model.serve_path]
     for flag, field_name, default in _TYPED:
         value = getattr(spec, field_name)
         if value is not None and (field_name in spec.model_fields_set or value != default):
             args += [f"--{flag}", _flag_value(value)]
-    for flag, value in spec.flags.items():
+    for key, value in spec.flags.items():
         if value is None or value is False:
             continue
-        args += [f"--{flag}"] if value is True else [f"--{flag}", _flag_value(value)]
-    return tuple(args)
-
-
-def refusals(args: tuple[str, ...], platform: str) -> list[str]:
-    """What vLLM would refuse in these arguments on this platform (empty when it would start)."""
-    return validate_serve_flags(list(args), platform=platform)
+        option, problem = _canonical_flag(key, value, spec, platform)
+        if problem:
+            problems.append(problem)
+            continue
+        option = option or f"--{key}"
+        args += [option] if value is True else [option, _flag_value(value)]
+    try:
+        refused = validate_serve_flags(args, version=version, platform=platform,
+                                       platform_version=spec.image.vllm_ascend_version)
+    except UnknownVersionError as exc:  # no vllm-ascend rules for this vLLM release
+        refused = [f"image.vllm_ascend_version: {exc}"]
+    if refused:
+        problems += [f"vLLM {version} would refuse it: {line}" for line in refused]
+        return ServeArgsResult(tuple(args), spec.world_size, tuple(problems))
+    parsed = parse_serve_args(args, version=version, platform=platform,
+                              platform_version=spec.image.vllm_ascend_version, check=False)
+    return ServeArgsResult(tuple(args), parsed.world_size_local, tuple(problems))

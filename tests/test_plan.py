@@ -110,11 +110,64 @@ def test_unknown_override_names_and_bad_shapes():
 
 def test_flags_vllm_would_refuse_fail_before_any_host():
     message = error_of({**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"enable-magic": True}}}}, ["qwen3"])
-    assert "service qwen3-30b: vllm serve: error: unrecognized arguments: --enable-magic" in message
+    assert ("service qwen3-30b: vLLM 0.18.0 would refuse it: vllm: error: unrecognized arguments: --enable-magic"
+            in message)
     message = error_of({**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"dtype": "bf17"}}}}, ["qwen3"])
     assert "argument --dtype: invalid choice: 'bf17'" in message
     typed = error_of({**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"port": 9}}}}, ["qwen3"])
     assert "flag 'port' has its own field (port); set that instead" in typed
+
+
+# Abbreviations and other spellings vLLM accepts are canonicalised before any check: none reaches
+# the unit with a secret or slips past the device, port and context checks.
+@pytest.mark.parametrize("flag,value,needle", [
+    ("tensor-parallel", 8, "flags: 'tensor-parallel' is vLLM's --tensor-parallel-size, which has its own field "
+                           "(tensor_parallel_size): set that instead"),
+    ("tensor_parallel_size", 8, "is vLLM's --tensor-parallel-size, which has its own field"),
+    ("max-model", 999999, "flags: 'max-model' is vLLM's --max-model-len, which has its own field (max_model_len)"),
+    ("por", 9000, "flags: 'por' is vLLM's --port, which has its own field (port)"),
+    ("api-ke", "sk-123", "flags: 'api-ke' is vLLM's --api-key, a secret: set api_key_key"),
+])
+def test_abbreviated_flags_are_caught_by_their_full_name(flag, value, needle):
+    message = error_of({**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {flag: value}}}}, ["qwen3"])
+    assert needle in message and "sk-123" not in message.replace("'api-ke'", "")
+
+
+def test_other_spellings_render_as_vllms_own():
+    data = {**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"max_num_seqs": 64, "enable-chunked": True}}}}
+    args = plan_host("a2-01", data, ["qwen3"]).services[0].serve_args
+    assert "--max-num-seqs" in args and "--enable-chunked-prefill" in args
+    assert "--max_num_seqs" not in args and "--enable-chunked" not in args
+
+
+def test_parallel_flags_vllm_reads_count_against_the_devices():
+    data = {**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"data-parallel-size-local": 2}}}}
+    message = error_of(data, ["qwen3"])
+    assert "vLLM's parallel sizes need 8 devices on this node, the service is given 4 ([0, 1, 2, 3])" in message
+
+
+def test_flags_follow_the_vllm_release_the_image_carries():
+    # Qwen3.5 on the A3 (vLLM 0.17): the vLLM-Ascend Qwen3.5-27B tutorial's --mamba-cache-mode align
+    a3 = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"],
+          "service_overrides": {"qwen35-27b": {"flags": {"enable-prefix-caching": True, "mamba-cache-mode": "align"}}}}
+    args = plan_host("a3-01", a3, ["qwen3.5"], preview=True).services[0].serve_args
+    assert args[-2:] == ("--mamba-cache-mode", "align")
+    # --swap-space is gone from vLLM 0.18 (the 910B4's image): refused with vLLM's words
+    b4 = {"hardware": "ascend-910b4", "npu_ids": [3], "workloads": ["qwen3.5"],
+          "service_overrides": {"qwen35-2b-base": {"flags": {"swap-space": 4}}}}
+    assert "vllm: error: unrecognized arguments: --swap-space 4" in error_of(b4, ["qwen3.5"], host="910b4-01")
+    # an image whose vLLM has no table is said plainly, never guessed
+    unknown = {**A2_QWEN3, "service_overrides": {"qwen3-30b": {"image": {"vllm_version": "0.99.1"}}}}
+    assert ("image.vllm_version: '0.99.1' has no table of vLLM's serve options (known: 0.12.0, 0.17.0, 0.18.0, "
+            "0.33.0;") in error_of(unknown, ["qwen3"])
+
+
+def test_quantization_methods_follow_the_platform():
+    data = {**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"quantization": "awq"}}}}
+    message = error_of(data, ["qwen3"])
+    assert "vLLM 0.18.0 would refuse it:" in message and "awq" in message and "ascend" in message
+    gb200 = {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "qwen35_api_key": "k"}
+    assert plan_host("gb200-01", gb200, ["qwen3.5"]).services[0].serve_args[-2:] == ("--quantization", "moe_wna16")
 
 
 def test_missing_secret_is_named_and_never_shown():
@@ -273,7 +326,7 @@ variants:
   - hardware: [atlas-800-a2]
     services:
       - name: {name}
-        image: {{source: pull, ref: "quay.io/ascend/vllm-ascend:v0.18.0rc1"}}
+        image: {{source: pull, ref: "quay.io/ascend/vllm-ascend:v0.18.0rc1", vllm_version: "0.18.0"}}
         model: {{hub: hf, repo_id: Qwen/Qwen3-8B, host_dir: /data/models/Qwen3-8B, size_gb: 17}}
         devices: {devices}
         port: {port}
