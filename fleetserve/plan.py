@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
@@ -58,9 +58,20 @@ def _host_address(name: str, data: Mapping[str, Any]) -> str:
     return str(data.get("ssh_hostname") or name)
 
 
+def _override_secret_keys(data: Mapping[str, Any]) -> set[str]:
+    """Secret keys a host's service_overrides name (api_key_key, model.token_key)."""
+    layers = data.get("service_overrides")
+    keys = set()
+    for layer in (layers.values() if isinstance(layers, dict) else ()):
+        if isinstance(layer, dict):
+            keys.add(layer.get("api_key_key"))
+            keys.add((layer.get("model") if isinstance(layer.get("model"), dict) else {}).get("token_key"))
+    return {k for k in keys if isinstance(k, str)}
+
+
 def _host_data(name: str, data: Mapping[str, Any], catalog: Catalog, errors: list[str]) -> HostData | None:
     """The host's fleetserve keys, typed; unknown keys refused with a guess."""
-    allowed = set(HostData.model_fields) | pyinfra_keys() | secret_keys(catalog)
+    allowed = set(HostData.model_fields) | pyinfra_keys() | secret_keys(catalog) | _override_secret_keys(data)
     for key in sorted(set(data) - allowed):
         errors.append(f"host {name}: {key}: not a key fleetserve or pyinfra reads{did_you_mean(key, allowed)} "
                       f"(host data keys: docs/inventory.md)")
@@ -131,6 +142,7 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], cata
     unhealthy = set(settings.unhealthy_devices)
 
     instances: list[ServiceInstance] = []
+    models_by_dir: dict[str, ServiceSpec] = {}
     owners_by_device: dict[int, str] = {}
     owners_by_port: dict[int, str] = {}
     names: set[str] = set()
@@ -163,6 +175,7 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], cata
                 errors.append(f"{svc}: port: {spec.port} is also used by service {owners_by_port[spec.port]} "
                               f"(ports must be distinct per host)")
             owners_by_port.setdefault(spec.port, spec.name)
+            errors.extend(_check_model_dir(svc, spec, models_by_dir))
             if workload not in active:
                 continue
             result = serve_args(spec, hardware.vllm_platform)
@@ -199,6 +212,11 @@ def _secrets(name: str, data: Mapping[str, Any], instances: list[ServiceInstance
             elif not isinstance(value, str) or not value:
                 errors.append(f"host {name}: service {spec.name}: {key}: the {purpose} is missing "
                               f"(set host data {key!r}, e.g. from an environment variable in the inventory)")
+            elif purpose == "hub token" and (spec.model.endpoint or "").startswith("http://") \
+                    and spec.model.endpoint not in data.get("plain_http_hubs", ()):
+                errors.append(f"host {name}: service {spec.name}: model.endpoint: {spec.model.endpoint} is plain http; "
+                              f"the hub token ({key}) goes only to https endpoints or those listed in host data "
+                              f"plain_http_hubs")
             elif any(c in value for c in "\n\r\x00"):
                 errors.append(f"host {name}: service {spec.name}: {key}: the {purpose} contains a newline or NUL")
             else:
@@ -236,6 +254,30 @@ def _check_service(svc: str, spec: ServiceSpec, hardware: HardwareKind, host_ids
         errors.append(f"{svc}: env: {hardware.visible_devices_env} must not be set with device_mode 'mount': the "
                       f"container sees only its mounted devices (vllm-ascend PR #12959); list them in devices")
     return errors
+
+
+def _check_model_dir(svc: str, spec: ServiceSpec, models_by_dir: dict[str, ServiceSpec]) -> list[str]:
+    """fleetserve owns the directories it serves from: two services may share one only for the very
+    same model, and none may sit inside another's."""
+    errors = []
+    here = PurePosixPath(spec.model.host_dir)
+    for host_dir, other in models_by_dir.items():
+        there = PurePosixPath(host_dir)
+        if there == here and other.model.identity() != spec.model.identity():
+            errors.append(f"{svc}: model.host_dir: {host_dir} is also service {other.name}'s, for another model "
+                          f"({_what(other)} there, {_what(spec)} here); services share a host_dir only with the same "
+                          f"hub, repo, revision and include patterns")
+        elif there in here.parents or here in there.parents:
+            outer, inner = (other, spec) if there in here.parents else (spec, other)
+            errors.append(f"{svc}: model.host_dir: {outer.model.host_dir} (service {outer.name}) contains "
+                          f"{inner.model.host_dir} (service {inner.name}); give each model its own directory")
+    models_by_dir.setdefault(spec.model.host_dir, spec)
+    return errors
+
+
+def _what(spec: ServiceSpec) -> str:
+    m = spec.model
+    return f"{m.hub}:{m.repo_id}@{m.effective_revision}" + (f" include {list(m.include)}" if m.include else "")
 
 
 def _image_archive(spec: ServiceSpec, image_store: str, svc: str, problems: list[str]) -> str | None:

@@ -13,9 +13,9 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
 
 class FleetserveError(ValueError):
@@ -123,6 +123,23 @@ SHARED_TOP_DIRS = ("", "/root", "/root/.cache", "/data", "/opt", "/usr", "/var",
                    "/tmp", "/raid")
 
 
+def _whole_number(value: Any) -> Any:
+    """Integers only: YAML's true/false, 8000.0 and "8000" are mistakes an operator should hear about."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be a whole number, not {type(value).__name__} {value!r}")
+    return value
+
+
+def _real_number(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"must be a finite number, not {type(value).__name__} {value!r}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_whole_number)]
+Real = Annotated[float, BeforeValidator(_real_number)]
+
+
 def no_control_chars(value: str, what: str) -> str:
     if UNSAFE_CHARS.search(value):
         raise ValueError(f"{what} must not contain control characters or newlines")
@@ -194,7 +211,7 @@ class ModelSpec(StrictModel):
     container_dir: str | None = Field(None, description="path vllm serves inside the container; default host_dir")
     include: tuple[str, ...] = Field((), description="download only files matching these patterns")
     endpoint: str | None = Field(None, description="hub mirror, e.g. https://hf-mirror.com")
-    size_gb: float = Field(description="approximate size on disk, for the free-space check", gt=0, allow_inf_nan=False)
+    size_gb: Real = Field(description="approximate size on disk, for the free-space check", gt=0)
     token_key: str | None = Field(None, description="host data key holding the hub token (secret)")
 
     @field_validator("repo_id")
@@ -265,8 +282,7 @@ class Requirements(StrictModel):
     driver: str | None = Field(None, description="minimum Ascend driver (HDK) or NVIDIA driver version")
     cann: str | None = Field(None, description="minimum CANN toolkit on the host, when the host must have one")
     vllm_ascend: str | None = Field(None, description="minimum vllm-ascend release the image must carry (documented)")
-    free_disk_factor: float = Field(1.1, description="free space needed at the model dir = size_gb x this", ge=1,
-                                    allow_inf_nan=False)
+    free_disk_factor: Real = Field(1.1, description="free space needed at the model dir = size_gb x this", ge=1)
 
 
 FlagValue = bool | int | float | str | dict | list | None
@@ -290,19 +306,19 @@ class ServiceSpec(StrictModel):
     name: str = Field(description="unit fleetserve-<name>.service and container fleetserve-<name>")
     model: ModelSpec
     image: ImageSpec
-    devices: tuple[int, ...] = Field(description="accelerator ids this service owns exclusively")
+    devices: tuple[Int, ...] = Field(description="accelerator ids this service owns exclusively")
     device_mode: Literal["mount", "privileged"] = Field(
         "mount",
         description="mount: the container is given only its own devices; privileged: --privileged plus the "
                     "visible-devices variable (the Qwen3 on Atlas 800T A2 write-up's way)",
     )
-    port: int = Field(8000, ge=1, le=65535)
+    port: Int = Field(8000, ge=1, le=65535)
     host: str | None = Field(None, description="--host; unset leaves vLLM's default (all interfaces)")
     served_model_name: str | None = None
-    tensor_parallel_size: int = Field(1, ge=1)
-    pipeline_parallel_size: int = Field(1, ge=1)
-    data_parallel_size: int = Field(1, ge=1)
-    max_model_len: int | None = Field(None, ge=1)
+    tensor_parallel_size: Int = Field(1, ge=1)
+    pipeline_parallel_size: Int = Field(1, ge=1)
+    data_parallel_size: Int = Field(1, ge=1)
+    max_model_len: Int | None = Field(None, ge=1)
     flags: dict[str, FlagValue] = Field(
         default_factory=dict, description="further vllm serve flags in order: true = switch, false/null = omit"
     )
@@ -312,8 +328,8 @@ class ServiceSpec(StrictModel):
     network: Literal["host", "bridge"] = "host"
     api_key_key: str | None = Field(None, description="host data key holding the API key (passed as VLLM_API_KEY)")
     requires: Requirements = Field(default_factory=Requirements)
-    start_timeout_s: int = Field(1800, ge=30, description="how long verify waits for /health (big models load slowly)")
-    stop_timeout_s: int = Field(120, ge=5)
+    start_timeout_s: Int = Field(1800, ge=30, description="how long verify waits for /health (big models load slowly)")
+    stop_timeout_s: Int = Field(120, ge=5)
 
     @field_validator("name")
     @classmethod
@@ -475,6 +491,9 @@ class HostData(StrictModel):
                                 "for inspection. The host is reported failed in every case")
     lock_wait_s: StrictInt = Field(0, ge=0, le=86400, description="seconds to wait for another run holding the "
                                                                  "host's lock before failing the host")
+    plain_http_hubs: tuple[str, ...] = Field((), description="hub endpoints reached over plain http that may still "
+                                                            "be sent a hub token (a mirror on a private network, the "
+                                                            "sandbox's hub); any other http endpoint gets no token")
     clean_staging: StrictBool = Field(False, description="remove partial downloads that no service on the host "
                                                          "will resume (preflight reports them and their size)")
 

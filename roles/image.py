@@ -10,6 +10,7 @@ from pyinfra.api import deploy
 
 from fleetserve import hostpaths
 from fleetserve.operations import image as image_ops
+from fleetserve.readiness import archive_fingerprint
 from fleetserve.types import HostPlan
 
 
@@ -24,8 +25,9 @@ def image(plan: HostPlan) -> None:
         seen.add((spec.ref, instance.image_archive))
         if spec.source == "load":
             image_ops.loaded(name=f"Image {spec.ref} loaded", ref=spec.ref, archive=instance.image_archive,
-                             remote_dir=plan.data.image_remote_dir or hostpaths.IMAGE_CACHE_DIR, sha256=spec.sha256,
-                             keep_archive=plan.data.image_keep_archive)
+                             remote_dir=plan.data.image_remote_dir or hostpaths.IMAGE_CACHE_DIR,
+                             fingerprint=archive_fingerprint(instance.image_archive, spec.sha256),
+                             sha256=spec.sha256, keep_archive=plan.data.image_keep_archive)
         else:
             image_ops.pulled(name=f"Image {spec.ref} pulled", ref=spec.ref,
                              sources=image_ops.pull_sources(spec.ref, spec.mirrors), digest=spec.digest)

@@ -24,7 +24,7 @@ from fleetserve.facts.parsers import parse_npu_smi_info, parse_nvidia_smi_csv
 from fleetserve.hardware import get_kind
 from fleetserve.hostos import jemalloc_library
 from fleetserve.operations.service import release_record
-from fleetserve.readiness import REQUIRED_TOOLS, expectations_for
+from fleetserve.readiness import REQUIRED_TOOLS, archive_fingerprint, expectations_for
 from fleetserve.types import Engine, Expectations, HostPlan
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -116,6 +116,10 @@ def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32) -
         env_sha = hashlib.sha256(files.env_text.encode()).hexdigest() if files.env_text else ""
         responses[f"docker image inspect --format '{{{{.Id}}}} {{{{json .RepoDigests}}}}' {spec.image.ref}"] = \
             [f"{image_id} []"]
+        if instance.image_archive:
+            record = {"fingerprint": archive_fingerprint(instance.image_archive, spec.image.sha256), "image_id": image_id}
+            responses[f"for p in {hostpaths.image_record(spec.image.ref)};"] = [
+                f"@@file:{hostpaths.image_record(spec.image.ref)}", json.dumps(record)]
         responses[f"cat {hostpaths.model_marker(copy)}"] = \
             ["@@marker", json.dumps(spec.model.identity()), "@@config", json.dumps(config), "@@legacy"]
         responses[f"{hostpaths.unit_path(spec.name)} 2>/dev/null"] = [

@@ -55,11 +55,12 @@ def test_converged_host_reports_no_change_and_reads_each_fact_once_per_phase(nam
     assert meta.ops_change == 0 and not state.failed_hosts
     facts, changes = _fact_or_change(commands[f"@fake/{name}"])
     assert changes == []
-    # preflight + jemalloc + helper files + image + (model + release) per service, twice (prepare and
-    # execute), + the engine once (the service role reads it while preparing), + the release records
-    # and one endpoint check per service at execution only.
+    # preflight + jemalloc + helper files + image (+ its load record) + (model + release) per service,
+    # twice (prepare and execute), + the engine once (the service role reads it while preparing), +
+    # the release records and one endpoint check per service at execution only.
     services = len(plan.services)
-    assert len(facts) == 2 * (4 + 2 * services) + 1 + 2 * services
+    loaded = len({i.spec.image.ref for i in plan.services if i.image_archive})
+    assert len(facts) == 2 * (4 + loaded + 2 * services) + 1 + 2 * services
 
 
 @pytest.mark.parametrize("name,data,workload", SEED_HOSTS, ids=[h[0] for h in SEED_HOSTS])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 
 import pytest
 
@@ -109,6 +110,110 @@ def test_disk_counts_what_a_partial_download_already_holds_and_a_verified_copy_n
                            verified=True)
     commands, state = _ready(verified)
     assert not state.failed_hosts
+
+
+# --- image -------------------------------------------------------------------------------------
+
+INSPECT = "docker image inspect --format"
+RECORD = "/var/lib/fleetserve/images/vllm-ascend_v0.json"
+FP = "size:10:mtime:1"
+
+
+def _loaded_before(fingerprint: str, image_id: str = "sha256:1") -> dict:
+    return {INSPECT: [f"{image_id} []"], f"for p in {RECORD};": [
+        f"@@file:{RECORD}", json.dumps({"fingerprint": fingerprint, "image_id": image_id})]}
+
+
+def test_an_image_loaded_from_this_archive_is_a_noop_and_never_recopied(tmp_path):
+    archive = tmp_path / "img.tar"
+    archive.write_bytes(b"x" * 10)
+    commands, _ = run_op(image_ops.loaded, _loaded_before(FP), ref="vllm-ascend:v0", archive=str(archive),
+                         remote_dir="/var/cache/fleetserve/images", fingerprint=FP)
+    assert changes(commands, INSPECT, "for p in") == []
+
+
+def test_a_new_archive_under_the_same_tag_is_loaded(tmp_path):
+    archive = tmp_path / "img.tar"
+    archive.write_bytes(b"x" * 10)
+    for state in (_loaded_before("size:10:mtime:0"), {INSPECT: ["sha256:1 []"]}):  # another archive; no record
+        commands, _ = run_op(image_ops.loaded, state, ref="vllm-ascend:v0", archive=str(archive),
+                             remote_dir="/var/cache/fleetserve/images", fingerprint=FP)
+        assert "docker load -i /var/cache/fleetserve/images/img.tar" in commands
+
+
+def test_absent_image_is_copied_checked_loaded_verified_and_recorded(tmp_path):
+    archive = tmp_path / "img.tar"
+    archive.write_bytes(b"x" * 10)
+    sha = "ab" * 32
+    commands, _ = run_op(image_ops.loaded, ref="vllm-ascend:v0", archive=str(archive),
+                         remote_dir="/var/cache/fleetserve/images", fingerprint=f"sha256:{sha}", sha256=sha)
+    remote = "/var/cache/fleetserve/images/img.tar"
+    assert changes(commands, INSPECT, "for p in") == [
+        "mkdir -p /var/cache/fleetserve/images",
+        f"<upload {remote}>",
+        f"echo '{sha}  {remote}' | sha256sum -c --quiet - || {{ echo 'image archive {remote}: sha256 does not match "
+        f"{sha}; removed it' >&2; rm -f {remote} ; exit 1; }}",
+        f"docker load -i {remote}",
+        f"docker image inspect vllm-ascend:v0 >/dev/null 2>&1 || {{ echo '{remote} loaded, but it does not contain "
+        f"vllm-ascend:v0; images now:' >&2; docker images >&2; exit 1; }}",
+        f"mkdir -p /var/lib/fleetserve/images && printf %s '{{\"ref\": \"vllm-ascend:v0\", \"archive\": \"img.tar\", "
+        f"\"fingerprint\": \"sha256:{sha}\", \"image_id\": \"' > {RECORD}.tmp && docker image inspect --format "
+        f"'{{{{.Id}}}}' vllm-ascend:v0 | tr -d '\\n' >> {RECORD}.tmp && printf %s '\"}}' >> {RECORD}.tmp && "
+        f"mv -f {RECORD}.tmp {RECORD}",
+        f"rm -f {remote}",
+    ]
+
+
+def test_the_load_record_is_json_a_real_shell_can_write(tmp_path):
+    # The record command, with docker replaced by echo, leaves one JSON document the fact reads back.
+    commands, _ = run_op(image_ops.loaded, ref="vllm-ascend:v0", archive=__file__, remote_dir=str(tmp_path),
+                         fingerprint='size:1:mtime:2 "quoted"')
+    (write,) = [c for c in commands if c.startswith("mkdir -p /var/lib/fleetserve/images")]
+    record = tmp_path / "record.json"
+    script = write.replace(RECORD, str(record)).replace("mkdir -p /var/lib/fleetserve/images", "true").replace(
+        "docker image inspect --format '{{.Id}}' vllm-ascend:v0", "echo sha256:9")
+    subprocess.run(["sh", "-c", script], check=True)
+    assert json.loads(record.read_text()) == {"ref": "vllm-ascend:v0", "archive": "test_operations.py",
+                                              "fingerprint": 'size:1:mtime:2 "quoted"', "image_id": "sha256:9"}
+
+
+def test_archive_left_by_an_interrupted_run_is_not_copied_again(tmp_path):
+    archive = tmp_path / "img.tar"
+    archive.write_bytes(b"x" * 10)
+    commands, _ = run_op(image_ops.loaded, {"stat -c %s": ["10 /var/cache/fleetserve/images/img.tar"]},
+                         ref="vllm-ascend:v0", archive=str(archive), remote_dir="/var/cache/fleetserve/images",
+                         fingerprint=FP, keep_archive=True)
+    assert not any(c.startswith("<upload") for c in commands)
+    assert "docker load -i /var/cache/fleetserve/images/img.tar" in commands
+
+
+def test_pull_sources_replace_the_registry_with_each_mirror():
+    assert image_ops.pull_sources("quay.io/ascend/vllm-ascend:v0.12.0rc1", ["m.daocloud.io/quay.io", "quay.nju.edu.cn"]) == [
+        "m.daocloud.io/quay.io/ascend/vllm-ascend:v0.12.0rc1", "quay.nju.edu.cn/ascend/vllm-ascend:v0.12.0rc1",
+        "quay.io/ascend/vllm-ascend:v0.12.0rc1"]
+    assert image_ops.pull_sources("vllm/vllm-openai:cu130-nightly", ["mirror.example"]) == [
+        "mirror.example/vllm/vllm-openai:cu130-nightly", "vllm/vllm-openai:cu130-nightly"]
+    assert image_ops.pull_sources("10.79.0.1:5000/fs/standin:ascend", []) == ["10.79.0.1:5000/fs/standin:ascend"]
+    assert image_ops._repository("10.79.0.1:5000/fs/standin:ascend") == "10.79.0.1:5000/fs/standin"
+    assert image_ops._repository("10.79.0.1:5000/fs/standin") == "10.79.0.1:5000/fs/standin"
+
+
+def test_pulled_image_is_a_noop_when_present_at_its_digest():
+    digest = "sha256:" + "cd" * 32
+    present = {INSPECT: [f'sha256:1 ["quay.io/a/b@{digest}"]']}
+    commands, _ = run_op(image_ops.pulled, present, ref="quay.io/a/b:t", sources=["quay.io/a/b:t"], digest=digest)
+    assert changes(commands, INSPECT) == []
+
+
+def test_pull_tries_each_source_and_pins_the_digest():
+    digest = "sha256:" + "cd" * 32
+    # Present, but at another digest: pull again.
+    commands, _ = run_op(image_ops.pulled, {INSPECT: ['sha256:1 ["quay.io/a/b@sha256:00"]']}, ref="quay.io/a/b:t",
+                         sources=["mirror/a/b:t", "quay.io/a/b:t"], digest=digest)
+    pull, check = changes(commands, INSPECT + " '{{.Id}}")
+    assert pull.startswith(f"ok=; for src in mirror/a/b@{digest} quay.io/a/b@{digest} ; do if docker pull \"$src\";")
+    assert "docker tag \"$src\" quay.io/a/b:t" in pull and "could not pull quay.io/a/b:t from any of" in pull
+    assert check.startswith("docker image inspect --format '{{json .RepoDigests}}' quay.io/a/b:t | grep -q")
 
 
 # --- model -------------------------------------------------------------------------------------

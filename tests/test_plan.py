@@ -354,3 +354,49 @@ def test_catalog_type_errors_name_the_file_the_path_and_the_type(tmp_path):
 def test_a_missing_catalog_dir_is_named(tmp_path):
     message = error_of({"hardware": "atlas-800-a2", "catalog_dir": str(tmp_path / "nope")})
     assert f"catalog_dir: {tmp_path / 'nope'} is not a directory" in message
+
+
+# --- model directories fleetserve owns ---------------------------------------------------------
+
+def test_a_host_dir_inside_another_services_is_refused_before_any_host():
+    data = {**A2, "service_overrides": {"qwen25-vl-32b": {"model": {
+        "host_dir": "/root/.cache/modelscope/hub/models/Qwen/Qwen3-VL-8B-Instruct/qwen25"}}}}
+    assert ("model.host_dir: /root/.cache/modelscope/hub/models/Qwen/Qwen3-VL-8B-Instruct (service qwen3-vl-8b) "
+            "contains /root/.cache/modelscope/hub/models/Qwen/Qwen3-VL-8B-Instruct/qwen25 (service qwen25-vl-32b)"
+            in error_of(data))
+
+
+def test_services_share_a_host_dir_only_for_the_same_model():
+    same_dir = {"host_dir": "/root/.cache/modelscope/hub/models/Qwen/Qwen3-VL-8B-Instruct"}
+    other_model = {**A2, "service_overrides": {"qwen25-vl-32b": {"model": same_dir}}}
+    assert ("is also service qwen3-vl-8b's, for another model (modelscope:Qwen/Qwen3-VL-8B-Instruct@master there, "
+            "modelscope:Qwen/Qwen2.5-VL-32B-Instruct@master here)") in error_of(other_model)
+    same_model = {**A2, "service_overrides": {"qwen25-vl-32b": {"model": {
+        **same_dir, "repo_id": "Qwen/Qwen3-VL-8B-Instruct"}}}}
+    assert len(plan_host("a2-01", same_model, ["qwen3-vl"]).services) == 2
+
+
+@pytest.mark.parametrize("field,value", [("port", True), ("port", 8000.0), ("port", "8000"), ("devices", [True]),
+                                         ("tensor_parallel_size", True)])
+def test_booleans_floats_and_strings_where_whole_numbers_belong_are_refused(field, value):
+    message = error_of({**A2, "service_overrides": {"qwen3-vl-8b": {field: value}}})
+    assert f"service qwen3-vl-8b: {field}" in message and "must be a whole number" in message
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True, "56"])
+def test_model_sizes_must_be_finite_numbers(value):
+    message = error_of({**A2, "service_overrides": {"qwen3-vl-8b": {"model": {"size_gb": value}}}})
+    assert "service qwen3-vl-8b: model.size_gb: Value error, must be a finite number" in message
+
+
+def test_a_hub_token_goes_only_over_https_or_to_a_listed_plain_http_hub():
+    override = {"qwen3-vl-8b": {"model": {"token_key": "ms_token", "endpoint": "http://10.0.0.5:8090"}}}
+    data = {**A2, "service_overrides": override, "ms_token": "ms-secret"}
+    message = error_of(data)
+    assert ("service qwen3-vl-8b: model.endpoint: http://10.0.0.5:8090 is plain http; the hub token (ms_token) goes "
+            "only to https endpoints or those listed in host data plain_http_hubs") in message
+    assert "ms-secret" not in message
+    assert plan_host("a2-01", {**data, "plain_http_hubs": ["http://10.0.0.5:8090"]}, ["qwen3-vl"]).services
+    https = {**data, "service_overrides": {"qwen3-vl-8b": {"model": {"token_key": "ms_token",
+                                                                       "endpoint": "https://hub.example"}}}}
+    assert plan_host("a2-01", https, ["qwen3-vl"]).services

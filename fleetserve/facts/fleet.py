@@ -249,6 +249,18 @@ class PathsExist(Fact):
         return [line.strip() for line in output if line.strip()]
 
 
+class JsonFiles(Fact):
+    """The JSON document in each given file that exists (one line each), or None when unreadable."""
+
+    def command(self, paths: list[str]) -> str:
+        return ("for p in " + " ".join(_q(p) for p in paths) + "; do [ -f \"$p\" ] && echo \"@@file:$p\" &&"
+                " cat \"$p\" && echo; done; true")
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        return {name[len("file:"):]: _json_or_none(lines) for name, lines in split_sections(output).items()
+                if name.startswith("file:")}
+
+
 class FileSizes(Fact):
     """Sizes in bytes of the given paths that exist."""
 

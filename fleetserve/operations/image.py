@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 
 from fleetserve import hostpaths
-from fleetserve.facts.fleet import FileSizes, ImageState
+from fleetserve.facts.fleet import FileSizes, ImageState, JsonFiles
 
 
 def _has_digest(state: dict | None, digest: str | None) -> bool:
@@ -18,15 +19,19 @@ def _has_digest(state: dict | None, digest: str | None) -> bool:
 
 
 @operation(is_idempotent=True)
-def loaded(ref: str, archive: str, remote_dir: str, sha256: str | None = None, keep_archive: bool = False):
+def loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha256: str | None = None,
+           keep_archive: bool = False):
     """
-    Make an image exist by ``docker load`` of an archive from the controller. The archive is
-    copied only when the image is absent (never re-copy 12 GB on a converged host), checked,
-    loaded, and removed.
+    Make an image exist by ``docker load`` of an archive from the controller, and know which archive
+    it came from: a no-op only when the image is there and was loaded from this very archive (its
+    fingerprint is recorded on the host), so a new archive under the same tag is loaded. The archive
+    is copied only then (never re-copy 12 GB on a converged host), checked, loaded, and removed. The
+    image the tag named before stays (by id) for the release that runs it.
 
     + ref: the repository:tag the archive must contain
     + archive: the archive's path on the controller
     + remote_dir: where the archive is copied on the host
+    + fingerprint: what identifies the archive (``fleetserve.readiness.archive_fingerprint``)
     + sha256: the archive's sha256, checked on the host before loading
     + keep_archive: keep the copy on the host after loading
 
@@ -35,10 +40,13 @@ def loaded(ref: str, archive: str, remote_dir: str, sha256: str | None = None, k
     .. code:: python
 
         loaded(ref="vllm-ascend:qwen3_5-v0-a3", archive="images/Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar",
-               remote_dir="/var/cache/fleetserve/images")
+               remote_dir="/var/cache/fleetserve/images", fingerprint="size:12884901888:mtime:1764000000000000000")
     """
-    if host.get_fact(ImageState, ref=ref) is not None:
-        host.noop(f"image {ref} present")
+    record_path = hostpaths.image_record(ref)
+    present = host.get_fact(ImageState, ref=ref)
+    record = host.get_fact(JsonFiles, paths=[record_path]).get(record_path) or {}
+    if present is not None and record.get("fingerprint") == fingerprint and record.get("image_id") == present["id"]:
+        host.noop(f"image {ref} present, loaded from this archive")
         return
     remote = hostpaths.image_archive(remote_dir, archive)
     yield StringCommand("mkdir", "-p", QuoteString(remote_dir))
@@ -54,6 +62,14 @@ def loaded(ref: str, archive: str, remote_dir: str, sha256: str | None = None, k
     yield StringCommand("docker", "image", "inspect", QuoteString(ref), ">/dev/null", "2>&1", "||", "{",
                         "echo", QuoteString(f"{remote} loaded, but it does not contain {ref}; images now:"), ">&2;",
                         "docker", "images", ">&2;", "exit", "1;", "}")
+    # Which archive the tag now comes from (and the image id it gave), for the next run's no-op.
+    head = json.dumps({"ref": ref, "archive": os.path.basename(archive), "fingerprint": fingerprint})[:-1]
+    yield StringCommand("mkdir", "-p", QuoteString(os.path.dirname(record_path)), "&&", "printf", "%s",
+                        QuoteString(head + ', "image_id": "'), ">", QuoteString(record_path + ".tmp"), "&&",
+                        "docker", "image", "inspect", "--format", QuoteString("{{.Id}}"), QuoteString(ref), "|",
+                        "tr", "-d", QuoteString("\\n"), ">>", QuoteString(record_path + ".tmp"), "&&", "printf", "%s",
+                        QuoteString('"}'), ">>", QuoteString(record_path + ".tmp"), "&&", "mv", "-f",
+                        QuoteString(record_path + ".tmp"), QuoteString(record_path))
     if not keep_archive:
         yield StringCommand("rm", "-f", QuoteString(remote))
 
