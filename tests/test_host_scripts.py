@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from fleetserve.builder import _env_file_value
-from fleetserve.sandbox.hub import HubServer, seed_tiny_model
-from fleetserve.sandbox.tinymodel import write_tiny_model
+from fleetserve_sandbox.hub import HubServer, seed_tiny_model
+from fleetserve_sandbox.tinymodel import write_tiny_model
 
 FILES = Path(__file__).resolve().parent.parent / "files"
 REPO = "fleetserve/tiny-qwen"

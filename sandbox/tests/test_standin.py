@@ -24,10 +24,9 @@ from pathlib import Path
 
 import pytest
 
-import fleetserve
-from fleetserve.sandbox import image as image_mod
+from fleetserve_sandbox import image as image_mod
 
-STANDIN = Path(fleetserve.__file__).parent / "sandbox" / "standin" / "vllm"
+STANDIN = image_mod.STANDIN_VLLM
 SECRET_TOKEN = "hf_SuperSecretValue123"
 
 
@@ -497,7 +496,9 @@ def test_headless_runs_no_api_server(ascend_root, model_dir):
 
 
 def test_version_and_other_subcommands(ascend_root):
-    proc = subprocess.run([str(STANDIN), "--version"], text=True, capture_output=True, timeout=20)
+    # through its shebang (`env python3`), with this venv's python first: it imports fleetserve.vllm_cli
+    venv_first = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([str(STANDIN), "--version"], text=True, capture_output=True, timeout=20, env=venv_first)
     assert proc.returncode == 0 and proc.stdout.strip() == "0.18.0+standin"
     assert run_once(["bogus"], ascend_root).returncode == 2
     assert run_once([], ascend_root).returncode == 2

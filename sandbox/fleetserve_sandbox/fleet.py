@@ -21,11 +21,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fleetserve.sandbox import aptsources, cgroups, hardware_sim, net, nodes, paths, registry, rootfs, services
-from fleetserve.sandbox import constants as C
-from fleetserve.sandbox.layouts import Layout, validate
-from fleetserve.sandbox.services import Service
-from fleetserve.sandbox.system import (
+from fleetserve_sandbox import aptsources, cgroups, hardware_sim, net, nodes, paths, registry, rootfs, services
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox.layouts import Layout, validate
+from fleetserve_sandbox.services import Service
+from fleetserve_sandbox.system import (
     SandboxError,
     Stopwatch,
     check_host_supported,
@@ -36,9 +36,9 @@ from fleetserve.sandbox.system import (
     run,
 )
 
-HUB_MODULE = "fleetserve.sandbox.hub"
+HUB_MODULE = "fleetserve_sandbox.hub"
 HUB_START_TIMEOUT = 120.0
-IMAGE_MODULE = "fleetserve.sandbox.image"  # the stand-in serving images (built and cached there)
+IMAGE_MODULE = "fleetserve_sandbox.image"  # the stand-in serving images (built and cached there)
 
 
 # --- host services --------------------------------------------------------------------------
@@ -49,7 +49,7 @@ def apt_proxy_service(apt: aptsources.AptConfig | None = None) -> Service:
     allow = sorted(f"{h}:{p}" for h, p in apt.host_ports())
     if not allow:
         raise SandboxError("The host's apt sources name no mirror, so the sandbox apt proxy would have nothing to forward to.")
-    argv = [sys.executable, "-m", "fleetserve.sandbox.aptproxy", "--bind", paths.HOST_IP, "--port", str(paths.APT_PROXY_PORT)]
+    argv = [sys.executable, "-m", "fleetserve_sandbox.aptproxy", "--bind", paths.HOST_IP, "--port", str(paths.APT_PROXY_PORT)]
     for a in allow:
         argv += ["--allow", a]
     return Service("aptproxy", argv, paths.HOST_IP, paths.APT_PROXY_PORT)

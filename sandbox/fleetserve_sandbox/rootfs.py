@@ -16,10 +16,10 @@ import shutil
 import time
 from pathlib import Path
 
-from fleetserve.sandbox import aptsources
-from fleetserve.sandbox import constants as C
-from fleetserve.sandbox import paths
-from fleetserve.sandbox.system import SandboxError, log, run
+from fleetserve_sandbox import aptsources
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox import paths
+from fleetserve_sandbox.system import SandboxError, log, run
 
 SUITE = "bookworm"
 VARIANT = "minbase"

@@ -10,10 +10,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from fleetserve.sandbox import constants as C
-from fleetserve.sandbox import paths
-from fleetserve.sandbox.services import Service
-from fleetserve.sandbox.system import SandboxError
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox import paths
+from fleetserve_sandbox.services import Service
+from fleetserve_sandbox.system import SandboxError
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 CONFIG_FILE = paths.RUN_DIR / "registry.yml"

@@ -15,8 +15,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from fleetserve.sandbox import constants as C
-from fleetserve.sandbox.system import SandboxError, run
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox.system import SandboxError, run
 
 DEFAULT_TAG = "localhost/fleetserve/busybox:1"
 APPLETS = (
@@ -104,7 +104,7 @@ def build_archive(
             "WorkingDir": "/",
         },
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_sha}"]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "fleetserve.sandbox.tinyimage"}],
+        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "fleetserve_sandbox.tinyimage"}],
     }
     config_bytes = json.dumps(config, sort_keys=True).encode()
     config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"

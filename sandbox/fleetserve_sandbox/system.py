@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from fleetserve.sandbox import constants as C
+from fleetserve_sandbox import constants as C
 
 
 class SandboxError(RuntimeError):

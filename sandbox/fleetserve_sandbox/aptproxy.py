@@ -5,7 +5,7 @@ proxy forwards GET/HEAD (and CONNECT, for https mirrors) only to the host:port p
 with -- the mirrors in the host's own apt sources -- and answers 403 to everything else. Bodies are
 streamed, so large .debs never sit in memory.
 
-    python -m fleetserve.sandbox.aptproxy --bind 10.79.0.1 --port 3142 --allow deb.debian.org:80
+    python -m fleetserve_sandbox.aptproxy --bind 10.79.0.1 --port 3142 --allow deb.debian.org:80
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def make_server(bind: str, port: int, allowed: set[tuple[str, int]]) -> Threadin
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="fleetserve.sandbox.aptproxy", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="fleetserve_sandbox.aptproxy", description=__doc__.splitlines()[0])
     ap.add_argument("--bind", required=True)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--allow", action="append", default=[], help="host[:port] (repeatable, comma lists ok)")

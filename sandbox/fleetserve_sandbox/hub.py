@@ -6,7 +6,7 @@ its content) reachable through its branch names (`main` and `master` by default)
 The server counts requests and bytes per client IP per (repo, file), and can inject faults (mid-file connection
 drops, corrupted bytes, slow bodies, error statuses) so tests can watch how the clients cope.
 
-Run it:   python -m fleetserve.sandbox.hub --bind 127.0.0.1 --port 8090 --data DIR [--seed-tiny-model]
+Run it:   python -m fleetserve_sandbox.hub --bind 127.0.0.1 --port 8090 --data DIR [--seed-tiny-model]
 In-process (tests):  hub = HubServer(data_dir, "127.0.0.1", 0).start(); ...; hub.stop()
 
 See docs/sandbox-hub.md for the endpoints, the client environment variables and the /_sandbox control API.
@@ -217,8 +217,8 @@ def publish_dir(
 
 
 def seed_tiny_model(data_dir: Path | str, repo_id: str = TINY_REPO_ID, **publish_kwargs: Any) -> str:
-    """Publish the deterministic tiny model (fleetserve.sandbox.tinymodel) as `repo_id`; return the commit id."""
-    from fleetserve.sandbox.tinymodel import write_tiny_model
+    """Publish the deterministic tiny model (fleetserve_sandbox.tinymodel) as `repo_id`; return the commit id."""
+    from fleetserve_sandbox.tinymodel import write_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="tiny-model-") as tmp:
         write_tiny_model(tmp)
@@ -1122,7 +1122,7 @@ class HubServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleetserve.sandbox.hub", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fleetserve_sandbox.hub", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8090, help="port (default 8090; 0 picks a free one)")
     parser.add_argument("--data", required=True, help="directory holding the repos")

@@ -20,11 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetserve.sandbox import aptsources, cgroups, hardware_sim, net, paths, services
-from fleetserve.sandbox import constants as C
-from fleetserve.sandbox.layouts import NodeSpec
-from fleetserve.sandbox.registry import node_registries_conf
-from fleetserve.sandbox.system import SandboxError, pid_alive, run
+from fleetserve_sandbox import aptsources, cgroups, hardware_sim, net, paths, services
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox.layouts import NodeSpec
+from fleetserve_sandbox.registry import node_registries_conf
+from fleetserve_sandbox.system import SandboxError, pid_alive, run
 
 
 def node_dir(name: str) -> Path:

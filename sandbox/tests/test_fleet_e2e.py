@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetserve.sandbox import constants as C
-from fleetserve.sandbox import fleet, layouts, nodes, paths, tinyimage
-from fleetserve.sandbox.hardware_sim import Fault
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox import fleet, layouts, nodes, paths, tinyimage
+from fleetserve_sandbox.hardware_sim import Fault
 
 pytestmark = [
     pytest.mark.e2e,
@@ -232,7 +232,7 @@ def test_down_leaves_nothing_behind(up_report):
                 continue
             if str(paths.RUN_DIR) in cmd or any(f"--machine={m}" in cmd for m in machine_names):
                 procs.append(cmd)
-            if "fleetserve.sandbox.aptproxy" in cmd or f"fleetserve.sandbox.hub --bind {paths.HOST_IP}" in cmd:
+            if "fleetserve_sandbox.aptproxy" in cmd or f"fleetserve_sandbox.hub --bind {paths.HOST_IP}" in cmd:
                 procs.append(cmd)
     assert procs == []
     assert fleet.leftovers() == {k: [] for k in fleet.leftovers()}

@@ -18,7 +18,7 @@ A build is redone only when its inputs change (stand-in sources, client versions
 Every podman call goes through :func:`podman`, which keeps podman's configuration and storage under
 the sandbox state dir (CACHE_DIR/podman) instead of the host-wide locations.
 
-CLI: ``python -m fleetserve.sandbox.image build [--force]`` | ``push TAG [--registry R] [--name N]``
+CLI: ``python -m fleetserve_sandbox.image build [--force]`` | ``push TAG [--registry R] [--name N]``
 | ``podman ARGS...`` (podman with the sandbox's storage).
 """
 
@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -38,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from fleetserve.sandbox.paths import CACHE_DIR, REGISTRY
+from fleetserve_sandbox.paths import CACHE_DIR, REGISTRY
 
 HF_HUB_VERSION = "2.4.0"
 MODELSCOPE_VERSION = "1.40.2"
@@ -58,7 +59,15 @@ BUILD_DIR = CACHE_DIR / "standin-build"
 MANIFEST = IMAGES_DIR / "vllm-standin.json"
 
 STANDIN_VLLM = Path(__file__).resolve().parent / "standin" / "vllm"
-VLLM_CLI = Path(__file__).resolve().parents[1] / "vllm_cli.py"
+
+
+def vllm_cli_source() -> Path:
+    """The installed product's `fleetserve/vllm_cli.py` (copied into the image: the stand-in refuses
+    flags with the same model of vLLM's command line that fleetserve validates with)."""
+    spec = importlib.util.find_spec("fleetserve.vllm_cli")
+    if spec is None or not spec.origin:
+        raise ImageBuildError("fleetserve.vllm_cli is not importable: install fleetserve next to fleetserve-sandbox")
+    return Path(spec.origin)
 
 # command -> Debian package the build needs on the host
 HOST_PACKAGES = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
@@ -66,7 +75,7 @@ HOST_PACKAGES = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 CONTAINERS_CONF = """\
-# fleetserve sandbox podman configuration (written by fleetserve.sandbox.image)
+# fleetserve sandbox podman configuration (written by fleetserve_sandbox.image)
 [containers]
 # the VM lacks CAP_SYS_RESOURCE: podman's default RLIMIT_NOFILE/NPROC raise fails with EPERM
 default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
@@ -83,7 +92,7 @@ image_copy_tmp_dir = "{tmp}"
 """
 
 STORAGE_CONF = """\
-# fleetserve sandbox container storage (written by fleetserve.sandbox.image)
+# fleetserve sandbox container storage (written by fleetserve_sandbox.image)
 [storage]
 driver = "overlay"
 graphroot = "{root}"
@@ -308,7 +317,7 @@ def build_inputs() -> dict:
         "huggingface_hub": HF_HUB_VERSION,
         "modelscope": MODELSCOPE_VERSION,
         "vllm_sha256": hashlib.sha256(STANDIN_VLLM.read_bytes()).hexdigest(),
-        "vllm_cli_sha256": hashlib.sha256(VLLM_CLI.read_bytes()).hexdigest(),
+        "vllm_cli_sha256": hashlib.sha256(vllm_cli_source().read_bytes()).hexdigest(),
         "changes": {f: _changes(f, "") for f in FLAVOURS},
         "arch": _host_arch(),
     }
@@ -385,7 +394,7 @@ def _assemble(base: Path, work: Path) -> Path:
     python = _base_python(base)
     _install_hub_clients(tree, python, _host_arch())
     site = tree / "usr/local/lib" / python / "dist-packages"
-    shutil.copyfile(VLLM_CLI, site / "vllm_cli.py")
+    shutil.copyfile(vllm_cli_source(), site / "vllm_cli.py")
     (site / "vllm_cli.py").chmod(0o644)
     vllm = tree / "usr/local/bin/vllm"
     shutil.copyfile(STANDIN_VLLM, vllm)
@@ -524,7 +533,7 @@ def push_image(tag: str, registry: str = REGISTRY, name: str | None = None, tls_
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleetserve.sandbox.image",
+    parser = argparse.ArgumentParser(prog="python -m fleetserve_sandbox.image",
                                      description="Build and push the sandbox's stand-in vLLM serving images.")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build both images and their tarballs (reused when up to date)")

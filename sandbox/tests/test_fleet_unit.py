@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleetserve.sandbox import aptproxy, aptsources, hardware_sim, layouts, nodes, paths, rootfs, tinyimage
-from fleetserve.sandbox import constants as C
-from fleetserve.sandbox.cli import add_sandbox_commands
-from fleetserve.sandbox.fleet import fleet_document
-from fleetserve.sandbox.hardware_sim import Fault, build_state
+from fleetserve_sandbox import aptproxy, aptsources, hardware_sim, layouts, nodes, paths, rootfs, tinyimage
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox.cli import add_sandbox_commands
+from fleetserve_sandbox.fleet import fleet_document
+from fleetserve_sandbox.hardware_sim import Fault, build_state
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests/fixtures/npu-smi"
@@ -518,7 +518,7 @@ def test_cli_parser():
 
 
 def test_preflight_refuses_non_root(monkeypatch):
-    from fleetserve.sandbox import system
+    from fleetserve_sandbox import system
 
     monkeypatch.setattr(system.os, "geteuid", lambda: 1000)
     with pytest.raises(system.SandboxError, match="needs root"):

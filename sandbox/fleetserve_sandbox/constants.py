@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleetserve.sandbox import paths
+from fleetserve_sandbox import paths
 
 # --- on-disk layout -------------------------------------------------------------------------
 ROOTFS_DIR = paths.CACHE_DIR / "rootfs"  # overlay lower layer shared by every node

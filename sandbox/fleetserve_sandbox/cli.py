@@ -1,7 +1,7 @@
 """`fleetserve sandbox up|down|status|build` -- the sandbox fleet from the command line.
 
 Wire into the main CLI with `add_sandbox_commands(subparsers)`; stand-alone:
-`python -m fleetserve.sandbox.cli up --layout default`.
+`python -m fleetserve_sandbox.cli up --layout default`.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import argparse
 import json
 import sys
 
-from fleetserve.sandbox import constants as C
-from fleetserve.sandbox.layouts import LAYOUTS, get_layout
-from fleetserve.sandbox.system import SandboxError
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox.layouts import LAYOUTS, get_layout
+from fleetserve_sandbox.system import SandboxError
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from fleetserve.sandbox import fleet
+    from fleetserve_sandbox import fleet
 
     try:
         layout = get_layout(args.layout, args.nodes)
@@ -41,14 +41,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
     if report.get("images"):
         print("images: " + ", ".join(f"{k} -> {v['registry_ref']}" for k, v in report["images"].items()))
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
-    from fleetserve.sandbox import paths
+    from fleetserve_sandbox import paths
 
     print(f"fleet file: {paths.FLEET_FILE}")
     return 0
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from fleetserve.sandbox import fleet
+    from fleetserve_sandbox import fleet
 
     report = fleet.down()
     if args.json:
@@ -62,7 +62,7 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from fleetserve.sandbox import fleet
+    from fleetserve_sandbox import fleet
 
     doc = fleet.status()
     if args.json:
@@ -73,7 +73,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from fleetserve.sandbox import fleet
+    from fleetserve_sandbox import fleet
 
     took = fleet.build_rootfs(force=args.force)
     print(f"rootfs {'built in %.0f s' % took if took else 'is current'}: {C.ROOTFS_DIR}")
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     subparsers.required = True
     add_sandbox_commands(subparsers)
     raw = list(sys.argv[1:] if argv is None else argv)
-    if not raw or raw[0] != "sandbox":  # `python -m fleetserve.sandbox.cli up ...`
+    if not raw or raw[0] != "sandbox":  # `python -m fleetserve_sandbox.cli up ...`
         raw = ["sandbox", *raw]
     args = parser.parse_args(raw)
     return args.func(args)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fleetserve.sandbox import constants as C
-from fleetserve.sandbox import paths
-from fleetserve.sandbox.system import SandboxError, ok, run
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox import paths
+from fleetserve_sandbox.system import SandboxError, ok, run
 
 NETNS_DIR = Path("/run/netns")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from fleetserve.sandbox import constants as C
-from fleetserve.sandbox.hardware_sim import KINDS, Fault, kind
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox.hardware_sim import KINDS, Fault, kind
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from fleetserve.sandbox import cgroups
-from fleetserve.sandbox import constants as C
-from fleetserve.sandbox.system import SandboxError, pid_alive, proc_start_time
+from fleetserve_sandbox import cgroups
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox.system import SandboxError, pid_alive, proc_start_time
 
 # Moves the shell into the given cgroups, then becomes the real program.
 _CGROUP_PRELUDE = 'for f in $FLEETSERVE_CGROUP_PROCS; do echo $$ > "$f"; done; unset FLEETSERVE_CGROUP_PROCS; exec "$@"'

@@ -1,6 +1,6 @@
 """Ask every service of the sandbox fleet one chat question and print who answered what.
 
-    python -m fleetserve.sandbox.chat [--timeout 10]
+    python -m fleetserve_sandbox.chat [--inventory inventories/sandbox.py] [--timeout 10]
 
 Talks only to the sandbox nodes' own addresses (the fleet's bridge network).
 """
@@ -13,15 +13,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from fleetserve import PROJECT_ROOT
 from fleetserve.catalog import load_catalog
 from fleetserve.plan import plan_inventory
 from fleetserve.render import load_inventory_hosts
-from fleetserve.sandbox.paths import FLEET_FILE
+from fleetserve_sandbox.paths import FLEET_FILE
 
 
 def ask(address: str, port: int, model: str, api_key: str | None, timeout: float) -> tuple[bool, str, float]:
@@ -42,9 +42,11 @@ def ask(address: str, port: int, model: str, api_key: str | None, timeout: float
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--inventory", type=Path, default=Path("inventories/sandbox.py"),
+                        help="the checkout's sandbox inventory (default: relative to the current directory)")
     parser.add_argument("--timeout", type=float, default=10.0)
     args = parser.parse_args(argv)
-    hosts = load_inventory_hosts(PROJECT_ROOT / "inventories" / "sandbox.py")
+    hosts = load_inventory_hosts(args.inventory)
     table = Table(title="sandbox fleet: one chat request per service")
     for column in ("host", "service", "model", "endpoint", "answer", "ms"):
         table.add_column(column)

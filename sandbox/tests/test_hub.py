@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetserve.sandbox.hub import HubServer, corrupted_bytes, file_counters, publish_dir, seed_tiny_model
-from fleetserve.sandbox.tinymodel import FILE_NAMES, INDEX_NAME, SHARD_NAMES, write_tiny_model
+from fleetserve_sandbox.hub import HubServer, corrupted_bytes, file_counters, publish_dir, seed_tiny_model
+from fleetserve_sandbox.tinymodel import FILE_NAMES, INDEX_NAME, SHARD_NAMES, write_tiny_model
 
 VENV_BIN = Path(sys.executable).parent
 HF = str(VENV_BIN / "hf")
@@ -64,7 +64,7 @@ def hub(tmp_path_factory, tiny, big):
     publish_dir(data, BIG, big)
     # Log through `logging` (shown with --log-level=INFO): the server logs from its own threads, after answering,
     # so writing to stderr directly could land outside pytest's capture.
-    server = HubServer(data, "127.0.0.1", 0, log=logging.getLogger("fleetserve.sandbox.hub").info).start()
+    server = HubServer(data, "127.0.0.1", 0, log=logging.getLogger("fleetserve_sandbox.hub").info).start()
     yield server
     server.stop()
 
@@ -269,7 +269,7 @@ def test_publish_is_content_addressed(tmp_path):
 
 def test_cli_entry_point_serves_the_seeded_model(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fleetserve.sandbox.hub", "--bind", "127.0.0.1", "--port", "0", "--data",
+        [sys.executable, "-m", "fleetserve_sandbox.hub", "--bind", "127.0.0.1", "--port", "0", "--data",
          str(tmp_path), "--seed-tiny-model"],
         stderr=subprocess.PIPE,
         text=True,

@@ -13,8 +13,8 @@ import signal
 import time
 from pathlib import Path
 
-from fleetserve.sandbox import constants as C
-from fleetserve.sandbox.system import cgroup_hierarchies
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox.system import cgroup_hierarchies
 
 
 def roots() -> list[Path]:
