@@ -21,7 +21,7 @@ from rich.table import Table
 from fleetserve.catalog import load_catalog
 from fleetserve.plan import plan_inventory
 from fleetserve.render import load_inventory_hosts
-from fleetserve_sandbox.paths import FLEET_FILE
+from fleetserve_sandbox.constants import FLEET_FILE
 
 
 def ask(address: str, port: int, model: str, api_key: str | None, timeout: float) -> tuple[bool, str, float]:

@@ -41,9 +41,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     if report.get("images"):
         print("images: " + ", ".join(f"{k} -> {v['registry_ref']}" for k, v in report["images"].items()))
     print("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.items()))
-    from fleetserve_sandbox import paths
-
-    print(f"fleet file: {paths.FLEET_FILE}")
+    print(f"fleet file: {C.FLEET_FILE}")
     return 0
 
 

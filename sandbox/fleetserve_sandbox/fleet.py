@@ -10,9 +10,7 @@ Everything is bounded in time and every failure surfaces as a one-sentence Sandb
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import importlib
 import json
 import os
 import shutil
@@ -21,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fleetserve_sandbox import aptsources, cgroups, hardware_sim, net, nodes, paths, registry, rootfs, services
+from fleetserve_sandbox import aptsources, cgroups, hardware_sim, image, net, nodes, registry, rootfs, services
 from fleetserve_sandbox import constants as C
 from fleetserve_sandbox.layouts import Layout, validate
 from fleetserve_sandbox.services import Service
@@ -37,8 +35,6 @@ from fleetserve_sandbox.system import (
 )
 
 HUB_MODULE = "fleetserve_sandbox.hub"
-HUB_START_TIMEOUT = 120.0
-IMAGE_MODULE = "fleetserve_sandbox.image"  # the stand-in serving images (built and cached there)
 
 
 # --- host services --------------------------------------------------------------------------
@@ -49,42 +45,40 @@ def apt_proxy_service(apt: aptsources.AptConfig | None = None) -> Service:
     allow = sorted(f"{h}:{p}" for h, p in apt.host_ports())
     if not allow:
         raise SandboxError("The host's apt sources name no mirror, so the sandbox apt proxy would have nothing to forward to.")
-    argv = [sys.executable, "-m", "fleetserve_sandbox.aptproxy", "--bind", paths.HOST_IP, "--port", str(paths.APT_PROXY_PORT)]
+    argv = [sys.executable, "-m", "fleetserve_sandbox.aptproxy", "--bind", C.HOST_IP, "--port", str(C.APT_PROXY_PORT)]
     for a in allow:
         argv += ["--allow", a]
-    return Service("aptproxy", argv, paths.HOST_IP, paths.APT_PROXY_PORT)
+    return Service("aptproxy", argv, C.HOST_IP, C.APT_PROXY_PORT)
 
 
 def hub_service() -> Service:
     argv = [
         sys.executable, "-m", HUB_MODULE,
-        "--bind", paths.HOST_IP,
-        "--port", str(paths.HUB_PORT),
-        "--data", str(paths.CACHE_DIR / "hub"),
+        "--bind", C.HOST_IP,
+        "--port", str(C.HUB_PORT),
+        "--data", str(C.HUB_DATA_DIR),
         "--seed-tiny-model",
     ]  # fmt: skip
-    return Service("hub", argv, paths.HOST_IP, paths.HUB_PORT)
+    return Service("hub", argv, C.HOST_IP, C.HUB_PORT)
 
 
 def publish_images() -> dict:
     """Build (or reuse) the stand-in serving images and push them to the sandbox registry.
 
     Returns fleet.json's `images`: {flavour: {"ref", "tarball", "sha256", "registry_ref"}}."""
-    mod = importlib.import_module(IMAGE_MODULE)
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # keep `up --json` parseable
-            built = mod.build_images()
-            out = {}
-            for flavour in mod.FLAVOURS:
-                tag = mod.image_tag(flavour)
-                entry = built[tag]
-                out[flavour] = {
-                    "ref": tag,
-                    "tarball": entry["tarball"],
-                    "sha256": entry["sha256"],
-                    "registry_ref": mod.push_image(flavour, registry=paths.REGISTRY),
-                }
-    except Exception as exc:  # the image module's own errors, podman failures, ...
+        built = image.build_images()
+        out = {}
+        for flavour in image.FLAVOURS:
+            tag = image.image_tag(flavour)
+            entry = built[tag]
+            out[flavour] = {
+                "ref": tag,
+                "tarball": entry["tarball"],
+                "sha256": entry["sha256"],
+                "registry_ref": image.push_image(flavour, registry=C.REGISTRY),
+            }
+    except (SandboxError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SandboxError(f"Building or pushing the stand-in serving images failed: {first}") from exc
     return out
@@ -93,9 +87,9 @@ def publish_images() -> dict:
 def _service_handles() -> list[Service]:
     """Handles for status/stop (argv unused)."""
     return [
-        Service("aptproxy", [], paths.HOST_IP, paths.APT_PROXY_PORT),
+        Service("aptproxy", [], C.HOST_IP, C.APT_PROXY_PORT),
         registry.status_service(),
-        Service("hub", [], paths.HOST_IP, paths.HUB_PORT),
+        Service("hub", [], C.HOST_IP, C.HUB_PORT),
     ]
 
 
@@ -108,7 +102,7 @@ def fleet_document(layout: Layout, images: dict | None = None) -> dict:
             {
                 "name": n.name,
                 "kind": n.kind,
-                "address": paths.node_ip(n.index),
+                "address": C.node_ip(n.index),
                 "workloads": list(n.workloads),
                 "distro": n.distro,
                 "index": n.index,
@@ -122,9 +116,9 @@ def fleet_document(layout: Layout, images: dict | None = None) -> dict:
         "ssh_key": str(C.SSH_KEY),
         "known_hosts": str(C.KNOWN_HOSTS),
         "ssh_user": "root",
-        "hub_url": paths.HUB_URL,
-        "registry": paths.REGISTRY,
-        "apt_proxy": f"http://{paths.HOST_IP}:{paths.APT_PROXY_PORT}",
+        "hub_url": C.HUB_URL,
+        "registry": C.REGISTRY,
+        "apt_proxy": C.APT_PROXY_URL,
         "layout": layout.name,
     }
     if images is not None:
@@ -134,7 +128,7 @@ def fleet_document(layout: Layout, images: dict | None = None) -> dict:
 
 def load_fleet() -> dict | None:
     try:
-        return json.loads(paths.FLEET_FILE.read_text())
+        return json.loads(C.FLEET_FILE.read_text())
     except (OSError, ValueError):
         return None
 
@@ -221,20 +215,20 @@ def up(
             "hub": hub_state,
             "timings": sw.as_dict(),
         }
-        _write_json(C.LOGS_DIR.parent / "up-report.json", report)
+        _write_json(C.UP_REPORT, report)
         if bad:
             detail = "; ".join(f"{r.name}: {r.error or r.state}" for r in bad)
             raise SandboxError(
                 f"{len(bad)} of {len(ready)} nodes did not come up ({detail}); logs in {C.LOGS_DIR}, "
                 "run `fleetserve sandbox down` to clean up."
             )
-        _write_json(paths.FLEET_FILE, fleet_document(layout, images))
+        _write_json(C.FLEET_FILE, fleet_document(layout, images))
         report["images"] = images
         return report
 
 
 def _wait_hub(hub: Service) -> str:
-    deadline = time.monotonic() + HUB_START_TIMEOUT
+    deadline = time.monotonic() + C.HUB_START_TIMEOUT
     while time.monotonic() < deadline:
         if services.port_open(hub.host, hub.port, 0.3):
             return "running"
@@ -243,7 +237,7 @@ def _wait_hub(hub: Service) -> str:
                 + services.log_tail(hub.log_file, 5).replace("\n", " | "))
             return "failed"
         time.sleep(0.2)
-    log(f"warning: the hub did not listen on {hub.host}:{hub.port} within {HUB_START_TIMEOUT:.0f} s (log {hub.log_file})")
+    log(f"warning: the hub did not listen on {hub.host}:{hub.port} within {C.HUB_START_TIMEOUT:.0f} s (log {hub.log_file})")
     return "not listening"
 
 
@@ -282,8 +276,8 @@ def _teardown() -> dict:
         if C.LOGS_DIR.is_dir():
             shutil.rmtree(C.LAST_LOGS_DIR, ignore_errors=True)
             shutil.copytree(C.LOGS_DIR, C.LAST_LOGS_DIR)
-        if paths.RUN_DIR.exists():
-            shutil.rmtree(paths.RUN_DIR)
+        if C.RUN_DIR.exists():
+            shutil.rmtree(C.RUN_DIR)
     return {
         "nodes": names,
         "killed_after_timeout": killed,
@@ -343,7 +337,7 @@ def _sandbox_mounts() -> list[str]:
             continue
         mp = parts[1].replace("\\040", " ")
         if (
-            mp.startswith(str(paths.RUN_DIR) + "/")
+            mp.startswith(str(C.RUN_DIR) + "/")
             or mp.startswith(str(C.ROOTFS_DIR) + "/")
             or mp.startswith(f"/run/netns/{C.NETNS_PREFIX}")
         ):
@@ -356,7 +350,7 @@ def _sandbox_processes() -> list[str]:
     launchers, nspawn, the registry's config). Other users of STATE_DIR/cache are not ours."""
     me = os.getpid()
     found = {pid for pid in cgroups.pids(None) if pid != me}
-    marker = (str(paths.RUN_DIR) + "/").encode()
+    marker = (str(C.RUN_DIR) + "/").encode()
     for p in Path("/proc").iterdir():
         if not p.name.isdigit() or int(p.name) == me:
             continue
@@ -379,12 +373,12 @@ def _sandbox_processes() -> list[str]:
 def leftovers() -> dict:
     """What of the sandbox is still on the host: netns, links, mounts, cgroups, processes."""
     return {
-        "netns": [paths.node_netns(i) for i in net.sandbox_netns()],
+        "netns": [C.node_netns(i) for i in net.sandbox_netns()],
         "links": net.sandbox_links(),
         "mounts": _sandbox_mounts(),
         "cgroups": [str(p) for p in cgroups.leftovers()],
         "processes": _sandbox_processes(),
-        "run_dir": [str(paths.RUN_DIR)] if paths.RUN_DIR.exists() else [],
+        "run_dir": [str(C.RUN_DIR)] if C.RUN_DIR.exists() else [],
     }
 
 
@@ -408,7 +402,7 @@ def _probe(node: dict) -> dict:
 
 def status() -> dict:
     fleet = load_fleet()
-    doc: dict = {"fleet_file": str(paths.FLEET_FILE), "up": fleet is not None, "nodes": [], "services": []}
+    doc: dict = {"fleet_file": str(C.FLEET_FILE), "up": fleet is not None, "nodes": [], "services": []}
     if fleet:
         with ThreadPoolExecutor(max_workers=max(1, len(fleet["nodes"]))) as pool:
             doc["nodes"] = list(pool.map(_probe, fleet["nodes"]))
@@ -448,7 +442,7 @@ def build_rootfs(force: bool = False) -> float:
     check_host_supported()
     with fleet_lock():
         ensure_host_packages()
-        fresh_network = not net.link_exists(paths.BRIDGE)
+        fresh_network = not net.link_exists(C.BRIDGE)
         proxy = apt_proxy_service()
         proxy_was_running = services.running_pid(proxy.name) is not None
         C.LOGS_DIR.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import json
@@ -37,9 +36,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-from fleetserve_sandbox.paths import CACHE_DIR, REGISTRY
+from fleetserve_sandbox import aptsources
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox.system import SandboxError, ensure_host_packages, file_lock, log, run
 
 HF_HUB_VERSION = "2.4.0"
 MODELSCOPE_VERSION = "1.40.2"
@@ -51,12 +52,6 @@ RECIPE_VERSION = "1"
 IMAGE_REPO = "localhost/fleetserve/vllm-standin"
 FLAVOURS = ("ascend", "openai")
 
-PODMAN_DIR = CACHE_DIR / "podman"
-IMAGES_DIR = CACHE_DIR / "images"
-# (CACHE_DIR/rootfs and CACHE_DIR/build belong to the sandbox's node root filesystem)
-ROOTFS_DIR = CACHE_DIR / "standin-base"
-BUILD_DIR = CACHE_DIR / "standin-build"
-MANIFEST = IMAGES_DIR / "vllm-standin.json"
 
 STANDIN_VLLM = Path(__file__).resolve().parent / "standin" / "vllm"
 
@@ -66,11 +61,8 @@ def vllm_cli_source() -> Path:
     flags with the same model of vLLM's command line that fleetserve validates with)."""
     spec = importlib.util.find_spec("fleetserve.vllm_cli")
     if spec is None or not spec.origin:
-        raise ImageBuildError("fleetserve.vllm_cli is not importable: install fleetserve next to fleetserve-sandbox")
+        raise SandboxError("fleetserve.vllm_cli is not importable: install fleetserve next to fleetserve-sandbox")
     return Path(spec.origin)
-
-# command -> Debian package the build needs on the host
-HOST_PACKAGES = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
 
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -100,52 +92,6 @@ runroot = "{runroot}"
 """
 
 
-class ImageBuildError(RuntimeError):
-    pass
-
-
-def _say(message: str) -> None:
-    print(f"[image] {message}", flush=True)
-
-
-def _run(cmd: Sequence[str], *, env: dict | None = None, capture: bool = False, check: bool = True,
-         quiet: bool = False) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(cmd), env=env, text=True,
-                          stdout=subprocess.PIPE if (capture or quiet) else None,
-                          stderr=subprocess.PIPE if (capture or quiet) else None)
-    if check and proc.returncode != 0:
-        detail = ((proc.stderr or "") + (proc.stdout or "")).strip()[-4000:] if (capture or quiet) else ""
-        raise ImageBuildError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{detail}")
-    return proc
-
-
-# ------------------------------------------------------------------------------------------------
-# Host packages
-# ------------------------------------------------------------------------------------------------
-
-
-def _dpkg_installed(package: str) -> bool:
-    proc = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    return proc.returncode == 0 and proc.stdout.strip().endswith("install ok installed")
-
-
-def ensure_host_packages(packages: dict[str, str] | None = None) -> list[str]:
-    """apt-install whatever the image build needs and the host lacks; returns what was installed."""
-    packages = HOST_PACKAGES if packages is None else packages
-    missing = sorted({pkg for cmd, pkg in packages.items()
-                      if shutil.which(cmd) is None and not _dpkg_installed(pkg)})
-    if not missing:
-        return []
-    if os.geteuid() != 0:
-        raise ImageBuildError(f"host packages missing ({', '.join(missing)}) and not root to install them")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    _say(f"installing host packages: {' '.join(missing)}")
-    _run(["apt-get", "update", "-q"], env=env, quiet=True)
-    _run(["apt-get", "install", "-y", "-q", *missing], env=env, quiet=True)
-    return missing
-
-
 # ------------------------------------------------------------------------------------------------
 # podman with the sandbox's own configuration and storage
 # ------------------------------------------------------------------------------------------------
@@ -153,12 +99,12 @@ def ensure_host_packages(packages: dict[str, str] | None = None) -> list[str]:
 
 def podman_env() -> dict[str, str]:
     """Environment for podman: CONTAINERS_CONF / CONTAINERS_STORAGE_CONF under CACHE_DIR/podman."""
-    conf = PODMAN_DIR / "containers.conf"
-    storage = PODMAN_DIR / "storage.conf"
-    tmp = PODMAN_DIR / "tmp"
+    conf = C.PODMAN_DIR / "containers.conf"
+    storage = C.PODMAN_DIR / "storage.conf"
+    tmp = C.PODMAN_DIR / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
-    wanted_conf = CONTAINERS_CONF.format(events=PODMAN_DIR / "events.log", tmp=tmp)
-    wanted_storage = STORAGE_CONF.format(root=PODMAN_DIR / "root", runroot=PODMAN_DIR / "runroot")
+    wanted_conf = CONTAINERS_CONF.format(events=C.PODMAN_DIR / "events.log", tmp=tmp)
+    wanted_storage = STORAGE_CONF.format(root=C.PODMAN_DIR / "root", runroot=C.PODMAN_DIR / "runroot")
     for path, text in ((conf, wanted_conf), (storage, wanted_storage)):
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
@@ -171,13 +117,13 @@ def podman_env() -> dict[str, str]:
 
 def podman_command(*args: str) -> list[str]:
     """argv for podman using the sandbox storage (pair it with :func:`podman_env`)."""
-    return ["podman", "--root", str(PODMAN_DIR / "root"), "--runroot", str(PODMAN_DIR / "runroot"),
-            "--tmpdir", str(PODMAN_DIR / "libpod-tmp"), "--storage-driver", "overlay", *args]
+    return ["podman", "--root", str(C.PODMAN_DIR / "root"), "--runroot", str(C.PODMAN_DIR / "runroot"),
+            "--tmpdir", str(C.PODMAN_DIR / "libpod-tmp"), "--storage-driver", "overlay", *args]
 
 
-def podman(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run podman with the sandbox's containers.conf, storage.conf, --root and --runroot."""
-    return _run(podman_command(*args), env=podman_env(), capture=capture, check=check)
+    return run(podman_command(*args), env=podman_env(), check=check, timeout=C.IMAGE_STEP_TIMEOUT)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,25 +132,15 @@ def podman(*args: str, check: bool = True, capture: bool = True) -> subprocess.C
 
 
 def _host_mirror() -> str:
-    sources = Path("/etc/apt/sources.list.d/debian.sources")
-    if sources.exists():
-        for line in sources.read_text().splitlines():
-            if line.startswith("URIs:"):
-                uris = line.split()[1:]
-                for uri in uris:
-                    if "security" not in uri:
-                        return uri
-    legacy = Path("/etc/apt/sources.list")
-    if legacy.exists():
-        for line in legacy.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 3 and parts[0] == "deb" and "security" not in parts[1]:
-                return parts[2] if parts[1].startswith("[") else parts[1]
-    return "http://deb.debian.org/debian"
+    """The host's own Debian mirror for SUITE (the same sources the node rootfs is built from)."""
+    mirror = aptsources.read_host_apt().mirror_for(SUITE)
+    if mirror is None:
+        raise SandboxError(f"The host's apt sources list no mirror for Debian {SUITE} main, which the stand-in image is built from.")
+    return mirror
 
 
 def _host_arch() -> str:
-    return _run(["dpkg", "--print-architecture"], capture=True).stdout.strip()
+    return run(["dpkg", "--print-architecture"]).stdout.strip()
 
 
 def _base_key() -> str:
@@ -245,26 +181,26 @@ def _slim(root: Path) -> None:
 def ensure_base_rootfs() -> Path:
     """The cached bookworm minbase + python3 tree; debootstrapped on first use only."""
     key = _base_key()
-    target = ROOTFS_DIR / f"{SUITE}-minbase-{key}"
+    target = C.STANDIN_BASE_DIR / f"{SUITE}-minbase-{key}"
     marker = target / ".fleetserve-base.json"
     if marker.exists():
-        _say(f"base rootfs: reusing {target}")
+        log(f"stand-in image: base rootfs: reusing {target}")
         return target
-    ROOTFS_DIR.mkdir(parents=True, exist_ok=True)
-    staging = ROOTFS_DIR / f".staging-{key}-{os.getpid()}"
+    C.STANDIN_BASE_DIR.mkdir(parents=True, exist_ok=True)
+    staging = C.STANDIN_BASE_DIR / f".staging-{key}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     mirror = _host_mirror()
-    _say(f"base rootfs: debootstrap --variant=minbase {SUITE} (+{','.join(BASE_PACKAGES)}), takes about a minute")
+    log(f"stand-in image: base rootfs: debootstrap --variant=minbase {SUITE} (+{','.join(BASE_PACKAGES)}), takes about a minute")
     started = time.monotonic()
-    proc = _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(staging),
-                 mirror], check=False, capture=True)
+    proc = run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(staging),
+                mirror], check=False, timeout=C.DEBOOTSTRAP_TIMEOUT)
     if proc.returncode != 0:
         log_tail = ""
         debootstrap_log = staging / "debootstrap/debootstrap.log"
         if debootstrap_log.exists():
             log_tail = debootstrap_log.read_text(errors="replace")[-3000:]
         shutil.rmtree(staging, ignore_errors=True)
-        raise ImageBuildError(f"debootstrap failed ({proc.returncode}):\n{(proc.stderr or '')[-3000:]}\n{log_tail}")
+        raise SandboxError(f"debootstrap failed ({proc.returncode}):\n{(proc.stderr or '')[-3000:]}\n{log_tail}")
     _slim(staging)
     python = sorted(p.name for p in (staging / "usr/bin").glob("python3.*") if re.fullmatch(r"python3\.\d+", p.name))
     info = {"suite": SUITE, "packages": list(BASE_PACKAGES), "arch": _host_arch(), "python": python[-1],
@@ -272,11 +208,11 @@ def ensure_base_rootfs() -> Path:
     (staging / ".fleetserve-base.json").write_text(json.dumps(info, indent=1) + "\n")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    for stale in ROOTFS_DIR.iterdir():  # bases of older recipes, interrupted stagings
+    for stale in C.STANDIN_BASE_DIR.iterdir():  # bases of older recipes, interrupted stagings
         if stale != target and stale.is_dir() and (stale.name.startswith(".staging-")
                                                    or stale.name.startswith(f"{SUITE}-minbase-")):
             shutil.rmtree(stale, ignore_errors=True)
-    _say(f"base rootfs: built {target} in {info['seconds']} s")
+    log(f"stand-in image: base rootfs: built {target} in {info['seconds']} s")
     return target
 
 
@@ -296,7 +232,7 @@ def image_tag(flavour: str) -> str:
 
 
 def tarball_path(flavour: str) -> Path:
-    return IMAGES_DIR / f"vllm-standin-{flavour}.tar"
+    return C.IMAGES_DIR / f"vllm-standin-{flavour}.tar"
 
 
 def _changes(flavour: str, digest: str) -> list[str]:
@@ -352,8 +288,8 @@ def _install_hub_clients(tree: Path, python: str, arch: str) -> None:
     for platform in _pip_platforms(arch):
         cmd += ["--platform", platform]
     cmd += [f"huggingface_hub=={HF_HUB_VERSION}", f"modelscope=={MODELSCOPE_VERSION}"]
-    _say(f"pip: huggingface_hub=={HF_HUB_VERSION} modelscope=={MODELSCOPE_VERSION} -> {site.relative_to(tree)}")
-    _run(cmd, quiet=True)
+    log(f"stand-in image: pip: huggingface_hub=={HF_HUB_VERSION} modelscope=={MODELSCOPE_VERSION} -> {site.relative_to(tree)}")
+    run(cmd, timeout=C.IMAGE_STEP_TIMEOUT)
     # pip --target writes console scripts with the host interpreter's shebang: write our own
     shutil.rmtree(site / "bin", ignore_errors=True)
     bindir = tree / "usr/local/bin"
@@ -383,13 +319,13 @@ def _install_hub_clients(tree: Path, python: str, arch: str) -> None:
         script.chmod(0o755)
     for required in ("hf", "modelscope"):
         if required not in scripts:
-            raise ImageBuildError(f"console script {required!r} not found after pip install")
+            raise SandboxError(f"console script {required!r} not found after pip install")
 
 
 def _assemble(base: Path, work: Path) -> Path:
     """Hard-link copy of the base plus hub clients and the stand-in; returns the tree."""
     tree = work / "rootfs"
-    _run(["cp", "-al", str(base), str(tree)])
+    run(["cp", "-al", str(base), str(tree)], timeout=C.IMAGE_STEP_TIMEOUT)
     (tree / ".fleetserve-base.json").unlink()
     python = _base_python(base)
     _install_hub_clients(tree, python, _host_arch())
@@ -402,27 +338,16 @@ def _assemble(base: Path, work: Path) -> Path:
     return tree
 
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    IMAGES_DIR.mkdir(parents=True, exist_ok=True)
-    with open(IMAGES_DIR / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _image_id(tag: str) -> str | None:
     proc = podman("image", "inspect", "--format", "{{.Id}}", tag, check=False)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def _reusable(digest: str) -> dict | None:
-    if not MANIFEST.exists():
+    if not C.IMAGE_MANIFEST.exists():
         return None
     try:
-        manifest = json.loads(MANIFEST.read_text())
+        manifest = json.loads(C.IMAGE_MANIFEST.read_text())
     except ValueError:
         return None
     if manifest.get("inputs_digest") != digest:
@@ -460,37 +385,37 @@ def build_images(force: bool = False) -> dict:
     Returns ``{tag: {"tarball", "sha256", "image_id", "bytes", "reused"}}``.
     """
     started = time.monotonic()
-    ensure_host_packages()
+    ensure_host_packages(C.IMAGE_HOST_PACKAGES)
     inputs = build_inputs()
     digest = _digest(inputs)
-    with _locked():
+    with file_lock(C.IMAGES_DIR / ".lock", "Another stand-in image build"):
         if not force:
             reused = _reusable(digest)
             if reused is not None:
                 for tag, entry in reused.items():
                     image_id = _image_id(tag)
                     if image_id != entry["image_id"]:
-                        _say(f"{tag}: not in podman storage, loading {entry['tarball']}")
+                        log(f"stand-in image: {tag}: not in podman storage, loading {entry['tarball']}")
                         podman("load", "-i", entry["tarball"])
                         image_id = _image_id(tag)
                         if image_id != entry["image_id"]:
                             podman("tag", image_id or entry["image_id"], tag, check=False)
                     entry["reused"] = True
-                    _say(f"{tag}: up to date (inputs {digest[:12]}), reusing {entry['tarball']} "
+                    log(f"stand-in image: {tag}: up to date (inputs {digest[:12]}), reusing {entry['tarball']} "
                          f"({entry['bytes'] / 2**20:.0f} MiB, sha256 {entry['sha256'][:12]})")
-                _say(f"done in {time.monotonic() - started:.1f} s (nothing to build)")
+                log(f"stand-in image: done in {time.monotonic() - started:.1f} s (nothing to build)")
                 return reused
 
         base = ensure_base_rootfs()
-        BUILD_DIR.mkdir(parents=True, exist_ok=True)
-        work = BUILD_DIR / f"vllm-standin-{os.getpid()}"
+        C.STANDIN_BUILD_DIR.mkdir(parents=True, exist_ok=True)
+        work = C.STANDIN_BUILD_DIR / f"vllm-standin-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         try:
             tree = _assemble(base, work)
             rootfs_tar = work / "rootfs.tar"
-            _say("packing the root filesystem")
-            _run(["tar", "--numeric-owner", "--xattrs", "--exclude=./dev/*", "--exclude=./proc/*",
+            log("stand-in image: packing the root filesystem")
+            run(["tar", "--numeric-owner", "--xattrs", "--exclude=./dev/*", "--exclude=./proc/*",
                   "--exclude=./sys/*", "-C", str(tree), "-cf", str(rootfs_tar), "."])
             result = {}
             for flavour in FLAVOURS:
@@ -503,7 +428,7 @@ def build_images(force: bool = False) -> dict:
                 entry = _save(flavour, tag)
                 entry["reused"] = False
                 result[tag] = entry
-                _say(f"{tag}: built {entry['tarball']} ({entry['bytes'] / 2**20:.0f} MiB, "
+                log(f"stand-in image: {tag}: built {entry['tarball']} ({entry['bytes'] / 2**20:.0f} MiB, "
                      f"sha256 {entry['sha256'][:12]}, id {(entry['image_id'] or '')[:12]})")
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -511,12 +436,12 @@ def build_images(force: bool = False) -> dict:
         manifest = {"inputs_digest": digest, "inputs": inputs, "built_at": int(time.time()),
                     "images": {tag: {k: v for k, v in entry.items() if k != "reused"}
                                for tag, entry in result.items()}}
-        MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
-        _say(f"done in {time.monotonic() - started:.1f} s")
+        C.IMAGE_MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+        log(f"stand-in image: done in {time.monotonic() - started:.1f} s")
         return result
 
 
-def push_image(tag: str, registry: str = REGISTRY, name: str | None = None, tls_verify: bool = False) -> str:
+def push_image(tag: str, registry: str = C.REGISTRY, name: str | None = None, tls_verify: bool = False) -> str:
     """Push a built image to a (plain-HTTP) registry with the sandbox's podman; returns the pushed ref.
 
     ``tag`` is a full tag or a flavour ('ascend', 'openai'); ``name`` defaults to the tag's path
@@ -524,11 +449,11 @@ def push_image(tag: str, registry: str = REGISTRY, name: str | None = None, tls_
     """
     ref = image_tag(tag) if tag in FLAVOURS else tag
     if _image_id(ref) is None:
-        raise ImageBuildError(f"{ref} is not in the sandbox's podman storage; run build_images() first")
+        raise SandboxError(f"{ref} is not in the sandbox's podman storage; run build_images() first")
     name = name or ref.removeprefix("localhost/")
     dest = f"{registry.rstrip('/')}/{name}"
     podman("push", f"--tls-verify={'true' if tls_verify else 'false'}", ref, f"docker://{dest}")
-    _say(f"pushed {ref} -> {dest}")
+    log(f"stand-in image: pushed {ref} -> {dest}")
     return dest
 
 
@@ -540,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
     push = sub.add_parser("push", help="push an image to a registry (plain HTTP)")
     push.add_argument("tag", help="ascend, openai or a full tag")
-    push.add_argument("--registry", default=REGISTRY)
+    push.add_argument("--registry", default=C.REGISTRY)
     push.add_argument("--name", default=None)
     pod = sub.add_parser("podman", help="run podman with the sandbox's storage and configuration")
     pod.add_argument("args", nargs=argparse.REMAINDER)
@@ -553,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(push_image(args.tag, registry=args.registry, name=args.name))
         else:
             return subprocess.run(podman_command(*args.args), env=podman_env()).returncode
-    except ImageBuildError as exc:
+    except SandboxError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -11,7 +11,7 @@ from fleetserve_sandbox.hardware_sim import KINDS, Fault, kind
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One sandbox node. `index` (1-based) fixes its netns and address: paths.node_ip(index)."""
+    """One sandbox node. `index` (1-based) fixes its netns and address: constants.node_ip(index)."""
 
     name: str
     kind: str

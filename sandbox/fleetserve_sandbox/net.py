@@ -1,6 +1,6 @@
 """Sandbox networking: one bridge in the root netns, one netns + veth pair per node.
 
-Nodes get eth0 = paths.node_ip(i)/24 and only the connected route: no default route, no ip_forward,
+Nodes get eth0 = C.node_ip(i)/24 and only the connected route: no default route, no ip_forward,
 no NAT -- they can reach the bridge subnet (each other and the host services on HOST_IP) and nothing
 else. IPv6 is switched off on the bridge and on the nodes' eth0 (loopback keeps ::1).
 """
@@ -11,11 +11,7 @@ import re
 from pathlib import Path
 
 from fleetserve_sandbox import constants as C
-from fleetserve_sandbox import paths
 from fleetserve_sandbox.system import SandboxError, ok, run
-
-NETNS_DIR = Path("/run/netns")
-
 
 def veth_host(index: int) -> str:
     return f"{C.VETH_HOST_PREFIX}{index:02d}"
@@ -26,7 +22,7 @@ def veth_peer(index: int) -> str:
 
 
 def netns_path(index: int) -> Path:
-    return NETNS_DIR / paths.node_netns(index)
+    return C.NETNS_DIR / C.node_netns(index)
 
 
 def link_exists(name: str) -> bool:
@@ -42,7 +38,7 @@ def _sysctl_write(path: str, value: str) -> None:
 
 def bridge_up() -> None:
     """Create the bridge with HOST_IP/24 (idempotent)."""
-    br = paths.BRIDGE
+    br = C.BRIDGE
     if not link_exists(br):
         try:
             run(["ip", "link", "add", br, "type", "bridge"])
@@ -52,20 +48,20 @@ def bridge_up() -> None:
     # never route packets that arrive from the nodes, whatever the host's global ip_forward says
     _sysctl_write(f"/proc/sys/net/ipv4/conf/{br}/forwarding", "0")
     addrs = run(["ip", "-4", "-o", "addr", "show", "dev", br]).stdout
-    want = f"{paths.HOST_IP}/{paths.PREFIX_LEN}"
+    want = f"{C.HOST_IP}/{C.PREFIX_LEN}"
     if want not in addrs:
         run(["ip", "addr", "add", want, "dev", br])
     run(["ip", "link", "set", br, "up"])
 
 
 def bridge_down() -> None:
-    if link_exists(paths.BRIDGE):
-        run(["ip", "link", "del", paths.BRIDGE], check=False)
+    if link_exists(C.BRIDGE):
+        run(["ip", "link", "del", C.BRIDGE], check=False)
 
 
 def node_net_up(index: int) -> None:
     """netns fsnNN with eth0 = node_ip(index)/24 on the bridge (fails if the netns exists)."""
-    ns = paths.node_netns(index)
+    ns = C.node_netns(index)
     host_end, peer = veth_host(index), veth_peer(index)
     run(["ip", "netns", "add", ns])
     if link_exists(host_end):
@@ -75,12 +71,12 @@ def node_net_up(index: int) -> None:
     except SandboxError as exc:
         raise SandboxError(f"Cannot create veth pairs (kernel without veth support?): {exc}") from exc
     _sysctl_write(f"/proc/sys/net/ipv6/conf/{host_end}/disable_ipv6", "1")
-    run(["ip", "link", "set", host_end, "master", paths.BRIDGE, "up"])
+    run(["ip", "link", "set", host_end, "master", C.BRIDGE, "up"])
     run(["ip", "link", "set", peer, "netns", ns])
     batch = "\n".join(
         [
             f"link set {peer} name eth0",
-            f"addr add {paths.node_ip(index)}/{paths.PREFIX_LEN} dev eth0",
+            f"addr add {C.node_ip(index)}/{C.PREFIX_LEN} dev eth0",
             "link set lo up",
             "link set eth0 up",
         ]
@@ -92,7 +88,7 @@ def node_net_up(index: int) -> None:
 
 
 def node_net_down(index: int) -> None:
-    ns = paths.node_netns(index)
+    ns = C.node_netns(index)
     if netns_path(index).exists():
         run(["ip", "netns", "del", ns], check=False)
     if link_exists(veth_host(index)):
@@ -105,8 +101,8 @@ _NS_RE = re.compile(rf"^{re.escape(C.NETNS_PREFIX)}(\d\d)$")
 def sandbox_netns() -> list[int]:
     """Indexes of every fsnNN netns present (from any fleet)."""
     out = []
-    if NETNS_DIR.is_dir():
-        for p in NETNS_DIR.iterdir():
+    if C.NETNS_DIR.is_dir():
+        for p in C.NETNS_DIR.iterdir():
             m = _NS_RE.match(p.name)
             if m:
                 out.append(int(m.group(1)))
@@ -118,7 +114,7 @@ def sandbox_links() -> list[str]:
     out = []
     for p in Path("/sys/class/net").iterdir():
         n = p.name
-        if n == paths.BRIDGE or re.match(rf"^({C.VETH_HOST_PREFIX}|{C.VETH_PEER_PREFIX})\d\d$", n):
+        if n == C.BRIDGE or re.match(rf"^({C.VETH_HOST_PREFIX}|{C.VETH_PEER_PREFIX})\d\d$", n):
             out.append(n)
     return sorted(out)
 
@@ -128,7 +124,7 @@ def cleanup_all() -> None:
     for idx in sandbox_netns():
         node_net_down(idx)
     for link in sandbox_links():
-        if link != paths.BRIDGE:
+        if link != C.BRIDGE:
             run(["ip", "link", "del", link], check=False)
     bridge_down()
 
@@ -138,4 +134,4 @@ def ipv4_forwarding() -> str:
 
 
 def netns_ready(index: int) -> bool:
-    return ok(["ip", "-n", paths.node_netns(index), "link", "show", "eth0"])
+    return ok(["ip", "-n", C.node_netns(index), "link", "show", "eth0"])

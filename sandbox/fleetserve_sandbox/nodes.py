@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetserve_sandbox import aptsources, cgroups, hardware_sim, net, paths, services
+from fleetserve_sandbox import aptsources, cgroups, hardware_sim, net, services
 from fleetserve_sandbox import constants as C
 from fleetserve_sandbox.layouts import NodeSpec
 from fleetserve_sandbox.registry import node_registries_conf
@@ -107,14 +107,14 @@ def hosts_file(nodes: list[NodeSpec], me: NodeSpec) -> str:
         "127.0.0.1\tlocalhost",
         f"127.0.1.1\t{me.name}",
         "::1\tlocalhost ip6-localhost ip6-loopback",
-        f"{paths.HOST_IP}\tsandbox-host",
+        f"{C.HOST_IP}\tsandbox-host",
     ]
-    lines += [f"{paths.node_ip(n.index)}\t{n.name}" for n in nodes]
+    lines += [f"{C.node_ip(n.index)}\t{n.name}" for n in nodes]
     return "\n".join(lines) + "\n"
 
 
 def apt_proxy_conf() -> str:
-    url = f"http://{paths.HOST_IP}:{paths.APT_PROXY_PORT}"
+    url = C.APT_PROXY_URL
     return (
         "// fleetserve sandbox: nodes reach the host's apt mirrors only through the allow-listed proxy\n"
         f'Acquire::http::Proxy "{url}";\nAcquire::https::Proxy "{url}";\n'
@@ -165,7 +165,7 @@ def prepare(spec: NodeSpec, fleet: list[NodeSpec], apt: aptsources.AptConfig, cl
     )
     hardware_sim.write_node_files(upper, hardware_sim.node_files(state))
     pub = (key.with_suffix(".pub")).read_text().split()
-    return f"{spec.name},{paths.node_ip(spec.index)} {pub[0]} {pub[1]}\n"
+    return f"{spec.name},{C.node_ip(spec.index)} {pub[0]} {pub[1]}\n"
 
 
 def boot_script(spec: NodeSpec) -> str:
@@ -231,7 +231,7 @@ class NodeReady:
 
 def wait_ready(spec: NodeSpec, started_at: float, timeout: float = C.BOOT_TIMEOUT) -> NodeReady:
     """Wait (bounded) for sshd, then for systemd to finish booting, over real pinned ssh."""
-    addr = paths.node_ip(spec.index)
+    addr = C.node_ip(spec.index)
     res = NodeReady(spec.name, addr)
     deadline = started_at + timeout
     while time.monotonic() < deadline:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from fleetserve_sandbox import aptsources
 from fleetserve_sandbox import constants as C
-from fleetserve_sandbox import paths
 from fleetserve_sandbox.system import SandboxError, log, run
 
 SUITE = "bookworm"
@@ -116,18 +115,14 @@ def ensure_rootfs(force: bool = False) -> float:
     return time.monotonic() - start
 
 
-def _build_log() -> Path:
-    return paths.CACHE_DIR / "rootfs-build.log"
-
-
 def _logged(argv: list[str], timeout: float, env: dict | None = None) -> None:
     proc = run(argv, check=False, timeout=timeout, env=env)
-    with open(_build_log(), "a") as fh:
+    with open(C.ROOTFS_BUILD_LOG, "a") as fh:
         fh.write(f"$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}\n")
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
         raise SandboxError(
-            f"Building the node rootfs failed at `{argv[0]}` (exit {proc.returncode}; full log {_build_log()}): "
+            f"Building the node rootfs failed at `{argv[0]}` (exit {proc.returncode}; full log {C.ROOTFS_BUILD_LOG}): "
             + " | ".join(tail)
         )
 
@@ -138,8 +133,8 @@ def build() -> None:
     if mirror is None:
         raise SandboxError(f"The host's apt sources list no mirror for Debian {SUITE} main, which the node rootfs is built from.")
     work = C.ROOTFS_BUILD_DIR
-    paths.CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    _build_log().write_text(f"# fleetserve sandbox rootfs build, recipe {recipe_hash()}\n")
+    C.CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    C.ROOTFS_BUILD_LOG.write_text(f"# fleetserve sandbox rootfs build, recipe {recipe_hash()}\n")
     if work.exists():
         shutil.rmtree(work)
     log(f"building the node rootfs ({SUITE} {VARIANT}, debootstrap) into {C.ROOTFS_DIR} ...")
@@ -174,8 +169,7 @@ def _chroot_install(root: Path, apt: aptsources.AptConfig) -> None:
     policy = root / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
-    url = f"http://{paths.HOST_IP}:{paths.APT_PROXY_PORT}"
-    proxy = f"Acquire::http::Proxy={url} -o Acquire::https::Proxy={url}"
+    proxy = f"Acquire::http::Proxy={C.APT_PROXY_URL} -o Acquire::https::Proxy={C.APT_PROXY_URL}"
     script = (
         'set -e; R="$1"; '
         'mount -t proc proc "$R/proc"; mount --rbind /dev "$R/dev"; mount -t tmpfs tmpfs "$R/run"; '

@@ -1,4 +1,4 @@
-"""Host-side plumbing for the sandbox: errors, running commands, preflight checks, host packages."""
+"""Host-side plumbing for the sandbox: its error, running commands, preflight checks, host packages, locks."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def check_host_supported() -> None:
     if not sys.platform.startswith("linux"):
         raise SandboxError("The sandbox fleet needs Linux (systemd-nspawn, network namespaces, overlayfs).")
     if os.geteuid() != 0:
-        raise SandboxError("The sandbox fleet needs root: run `fleetserve sandbox` as root (e.g. with sudo).")
+        raise SandboxError("The sandbox fleet needs root: run `fleetserve sandbox` as root.")
     filesystems = Path("/proc/filesystems").read_text()
     if "overlay" not in filesystems.split():
         raise SandboxError("This kernel has no overlayfs (nodes use an overlay root filesystem).")
@@ -165,6 +165,8 @@ def ensure_host_packages(packages: Sequence[str] = C.HOST_PACKAGES) -> list[str]
         return []
     if shutil.which("apt-get") is None:
         raise SandboxError(f"These packages are missing and this host has no apt-get: {', '.join(missing)}.")
+    if os.geteuid() != 0:
+        raise SandboxError(f"These host packages are missing and installing them needs root: {', '.join(missing)}.")
     log(f"installing host packages: {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     with _no_service_starts():
@@ -192,10 +194,10 @@ def require_commands(*names: str) -> None:
 
 
 @contextlib.contextmanager
-def fleet_lock(timeout: float = 600.0) -> Iterator[None]:
-    """Serialise `up`/`down` (two at once would fight over the bridge, netns and nodes)."""
-    C.LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-    with open(C.LOCK_FILE, "a+") as fh:
+def file_lock(path: Path, what: str, timeout: float = C.LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold an exclusive flock on `path`, waiting (bounded) while another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -203,12 +205,17 @@ def fleet_lock(timeout: float = 600.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise SandboxError(f"Another `fleetserve sandbox` command holds {C.LOCK_FILE}; try again later.")
+                    raise SandboxError(f"{what} holds {path} for more than {timeout:.0f} s; try again later.")
                 time.sleep(0.5)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def fleet_lock() -> contextlib.AbstractContextManager[None]:
+    """Serialise `up`/`down` (two at once would fight over the bridge, netns and nodes)."""
+    return file_lock(C.LOCK_FILE, "Another `fleetserve sandbox` command")
 
 
 # --- processes ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fleetserve_sandbox import constants as C
-from fleetserve_sandbox import fleet, layouts, nodes, paths, tinyimage
+from fleetserve_sandbox import fleet, layouts, nodes, tinyimage
 from fleetserve_sandbox.hardware_sim import Fault
 
 pytestmark = [
@@ -37,7 +37,7 @@ IMAGE = "localhost/fleetserve/busybox:1"
 
 
 def addr(name: str) -> str:
-    return {s.name: paths.node_ip(i) for i, s in enumerate(SPECS, start=1)}[name]
+    return {s.name: C.node_ip(i) for i, s in enumerate(SPECS, start=1)}[name]
 
 
 def ssh(name: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -52,14 +52,14 @@ def ok(name: str, command: str, timeout: float = 120) -> str:
 
 @pytest.fixture(scope="module")
 def up_report():
-    if paths.FLEET_FILE.exists() and not os.environ.get("FLEETSERVE_SANDBOX_E2E_TAKEOVER"):
+    if C.FLEET_FILE.exists() and not os.environ.get("FLEETSERVE_SANDBOX_E2E_TAKEOVER"):
         if any(n.get("ssh") for n in fleet.status()["nodes"]):
             pytest.skip("a sandbox fleet is already up; set FLEETSERVE_SANDBOX_E2E_TAKEOVER=1 to replace it")
     forward_before = Path("/proc/sys/net/ipv4/ip_forward").read_text()
     report = fleet.up(layouts.custom_layout("e2e", SPECS), with_images=False)  # images: not this module's subject
     report["ip_forward_before"] = forward_before
     yield report
-    if paths.RUN_DIR.exists():
+    if C.RUN_DIR.exists():
         fleet.down()
 
 
@@ -79,10 +79,10 @@ def test_up_brings_every_node_to_running(up_report):
     states = {n["name"]: n["state"] for n in up_report["nodes"]}
     assert states == {s.name: "running" for s in SPECS}
     assert all(n["ready_seconds"] < C.BOOT_TIMEOUT for n in up_report["nodes"])
-    doc = json.loads(paths.FLEET_FILE.read_text())
+    doc = json.loads(C.FLEET_FILE.read_text())
     assert [n["name"] for n in doc["nodes"]] == [s.name for s in SPECS]
     assert doc["known_hosts"] == str(C.KNOWN_HOSTS) and Path(doc["ssh_key"]).exists()
-    assert doc["registry"] == paths.REGISTRY and doc["hub_url"] == paths.HUB_URL
+    assert doc["registry"] == C.REGISTRY and doc["hub_url"] == C.HUB_URL
 
 
 def test_pinned_ssh_real_systemd_and_identity(up_report):
@@ -173,7 +173,7 @@ def test_containers_get_simulated_devices(up_report, image_tar):
 def test_registry_push_on_one_node_pull_on_another(up_report, image_tar):
     if ssh("sbx-e2e-a3", f"docker image exists {IMAGE}").returncode != 0:
         load_image("sbx-e2e-a3", image_tar)
-    ref = f"{paths.REGISTRY}/e2e/busybox:{int(time.time())}"
+    ref = f"{C.REGISTRY}/e2e/busybox:{int(time.time())}"
     ok("sbx-e2e-a3", f"docker tag {IMAGE} {ref} && docker push -q {ref}")
     out = ok("sbx-e2e-910b4", f"docker pull -q {ref} >/dev/null && docker run --rm {ref} echo pulled")
     assert out.strip() == "pulled"
@@ -193,7 +193,7 @@ def test_nodes_reach_only_the_sandbox_subnet(up_report):
     name = "sbx-e2e-910b4"
     assert "default" not in ok(name, "ip -4 route")
     assert ssh(name, "curl -s -m 3 http://1.1.1.1/").returncode != 0
-    proxy = f"http://{paths.HOST_IP}:{paths.APT_PROXY_PORT}"
+    proxy = f"http://{C.HOST_IP}:{C.APT_PROXY_PORT}"
     denied = ok(name, f"curl -s -o /dev/null -w '%{{http_code}}' -m 5 -x {proxy} http://example.com/")
     assert denied == "403"
     assert ok(name, f"ping -c 1 -W 2 {addr('sbx-e2e-a3')} >/dev/null && echo peer-ok").strip() == "peer-ok"
@@ -213,14 +213,14 @@ def test_status_reports_every_node(up_report):
 def test_down_leaves_nothing_behind(up_report):
     machine_names = [s.name for s in SPECS]
     fleet.down()
-    assert not paths.FLEET_FILE.exists() and not paths.RUN_DIR.exists()
+    assert not C.FLEET_FILE.exists() and not C.RUN_DIR.exists()
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not re.search(rf"^{C.NETNS_PREFIX}\d\d", netns, re.M), netns
     mounts = Path("/proc/mounts").read_text()
-    assert str(paths.RUN_DIR) not in mounts and "/run/netns/fsn" not in mounts
+    assert str(C.RUN_DIR) not in mounts and "/run/netns/fsn" not in mounts
     assert str(C.ROOTFS_DIR) + " " not in mounts
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    assert paths.BRIDGE not in links and not re.search(r"\bfs[ve]\d\d\b", links), links
+    assert C.BRIDGE not in links and not re.search(r"\bfs[ve]\d\d\b", links), links
     cg = [p for p in Path("/sys/fs/cgroup").rglob(C.CGROUP_ROOT_NAME)] if Path("/sys/fs/cgroup").exists() else []
     assert cg == []
     procs = []
@@ -230,9 +230,9 @@ def test_down_leaves_nothing_behind(up_report):
                 cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if str(paths.RUN_DIR) in cmd or any(f"--machine={m}" in cmd for m in machine_names):
+            if str(C.RUN_DIR) in cmd or any(f"--machine={m}" in cmd for m in machine_names):
                 procs.append(cmd)
-            if "fleetserve_sandbox.aptproxy" in cmd or f"fleetserve_sandbox.hub --bind {paths.HOST_IP}" in cmd:
+            if "fleetserve_sandbox.aptproxy" in cmd or f"fleetserve_sandbox.hub --bind {C.HOST_IP}" in cmd:
                 procs.append(cmd)
     assert procs == []
     assert fleet.leftovers() == {k: [] for k in fleet.leftovers()}

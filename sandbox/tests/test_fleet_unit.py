@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleetserve_sandbox import aptproxy, aptsources, hardware_sim, layouts, nodes, paths, rootfs, tinyimage
+from fleetserve_sandbox import aptproxy, aptsources, hardware_sim, layouts, nodes, rootfs, tinyimage
 from fleetserve_sandbox import constants as C
 from fleetserve_sandbox.cli import add_sandbox_commands
 from fleetserve_sandbox.fleet import fleet_document
@@ -80,7 +80,7 @@ def test_numbered_layout_cycles_kinds_and_addresses():
     assert [n.kind for n in lay.nodes] == [*layouts.CYCLE_KINDS, layouts.CYCLE_KINDS[0]]
     assert layouts.get_layout("nodes5") == lay
     doc = fleet_document(lay)
-    assert [n["address"] for n in doc["nodes"]] == [paths.node_ip(i) for i in range(1, 6)]
+    assert [n["address"] for n in doc["nodes"]] == [C.node_ip(i) for i in range(1, 6)]
 
 
 @pytest.mark.parametrize("bad", [0, C.MAX_NODES + 1])
@@ -105,8 +105,8 @@ def test_unknown_layout_and_bad_specs():
 def test_fleet_document_schema():
     doc = fleet_document(layouts.get_layout("default"))
     assert {"nodes", "ssh_key", "known_hosts", "hub_url", "registry"} <= set(doc)
-    assert doc["hub_url"] == paths.HUB_URL and doc["registry"] == paths.REGISTRY
-    assert doc["known_hosts"] == str(paths.RUN_DIR / "known_hosts")
+    assert doc["hub_url"] == C.HUB_URL and doc["registry"] == C.REGISTRY
+    assert doc["known_hosts"] == str(C.RUN_DIR / "known_hosts")
     for n in doc["nodes"]:
         assert {"name", "kind", "address", "workloads", "distro", "npu_ids"} <= set(n)
         assert isinstance(n["workloads"], list)
@@ -392,7 +392,7 @@ def test_boot_script_and_ssh_options():
     assert "StrictHostKeyChecking=yes" in argv and f"UserKnownHostsFile={C.KNOWN_HOSTS}" in argv
     assert not any("accept-new" in a for a in argv)
     hosts = nodes.hosts_file(list(layouts.get_layout("default").nodes), spec)
-    assert f"{paths.node_ip(3)}\tsbx-gb200-01" in hosts and "127.0.1.1\tsbx-a3-01" in hosts
+    assert f"{C.node_ip(3)}\tsbx-gb200-01" in hosts and "127.0.1.1\tsbx-a3-01" in hosts
 
 
 # --- apt sources and proxy ------------------------------------------------------------------

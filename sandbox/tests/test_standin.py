@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetserve_sandbox import constants as C
 from fleetserve_sandbox import image as image_mod
 
 STANDIN = image_mod.STANDIN_VLLM
@@ -517,7 +518,7 @@ def test_image_builds_and_runs(tmp_path):
     assert set(result) == {ascend, openai}
     for tag, entry in result.items():
         tar = Path(entry["tarball"])
-        assert tar.exists() and tar.parent == image_mod.IMAGES_DIR
+        assert tar.exists() and tar.parent == C.IMAGES_DIR
         assert (tar.parent / (tar.name + ".sha256")).read_text().split()[0] == entry["sha256"]
         assert entry["image_id"]
     # a second call reuses what is there

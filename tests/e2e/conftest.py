@@ -98,7 +98,7 @@ def fleet():
     up = fleetserve("sandbox", "up", "--layout", "default")
     try:
         assert up.returncode == 0, f"sandbox up failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
-        from fleetserve_sandbox.paths import FLEET_FILE
+        from fleetserve_sandbox.constants import FLEET_FILE
 
         yield Fleet(json.loads(FLEET_FILE.read_text()))
     finally:
