@@ -15,9 +15,12 @@ import http.client
 import select
 import socket
 import sys
+import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from fleetserve_sandbox.stopsignal import StopSignal
 
 HOP_BY_HOP = {
     "connection",
@@ -153,12 +156,15 @@ class ProxyHandler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
 def make_server(bind: str, port: int, allowed: set[tuple[str, int]]) -> ThreadingHTTPServer:
     handler = type("Handler", (ProxyHandler,), {"allowed": set(allowed)})
-    ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer.allow_reuse_address = True
-    ThreadingHTTPServer.request_queue_size = 128
-    return ThreadingHTTPServer((bind, port), handler)
+    return _Server((bind, port), handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,17 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     allowed = parse_allow(args.allow)
     if not allowed:
         ap.error("no --allow host given; the proxy would refuse everything")
+    stop = StopSignal()  # SIGTERM/SIGINT only set a flag; this thread shuts down below
     server = make_server(args.bind, args.port, allowed)
+    threading.Thread(target=server.serve_forever, name="aptproxy", daemon=True).start()
     sys.stderr.write(
         f"apt proxy on {args.bind}:{args.port}, allowed: {', '.join(f'{h}:{p}' for h, p in sorted(allowed))}\n"
     )
     sys.stderr.flush()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    stop.wait()
+    server.shutdown()
+    server.server_close()
+    sys.stderr.write(f"apt proxy stopped on {stop.name}\n")
     return 0
 
 

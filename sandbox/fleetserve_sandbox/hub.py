@@ -23,7 +23,6 @@ import mimetypes
 import os
 import re
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from fleetserve_sandbox.stopsignal import StopSignal
 
 TINY_REPO_ID = "fleetserve/tiny-qwen"
 DEFAULT_BRANCHES = ("main", "master")
@@ -1129,22 +1130,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-tiny-model", action="store_true", help=f"publish the tiny model as {TINY_REPO_ID}")
     parser.add_argument("--quiet", action="store_true", help="do not log one line per request")
     args = parser.parse_args(argv)
+    stop = StopSignal()  # SIGTERM/SIGINT only set a flag; this thread shuts down below
 
     Path(args.data).mkdir(parents=True, exist_ok=True)
     if args.seed_tiny_model:
         commit = seed_tiny_model(args.data)
         sys.stderr.write(f"hub: published {TINY_REPO_ID} at {commit}\n")
     hub = HubServer(args.data, args.bind, args.port, log=not args.quiet)
-
-    def _stop(signum: int, frame: Any) -> None:
-        threading.Thread(target=hub._httpd.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    hub.start()
     sys.stderr.write(f"hub: serving {args.data} on {hub.url}\n")
     sys.stderr.flush()
-    hub.serve_forever()
-    hub._httpd.server_close()
+    stop.wait()
+    hub.stop()
+    sys.stderr.write(f"hub: stopped on {stop.name}\n")
     return 0
 
 

@@ -3,8 +3,8 @@
 A Debian bookworm ``minbase`` root filesystem with python3 (debootstrapped once, cached under
 CACHE_DIR/standin-base), plus the real hub clients (``huggingface_hub`` -> ``hf``, ``modelscope`` ->
 ``modelscope``) pip-installed into its ``/usr/local/lib/python3.X/dist-packages``, plus the stand-in
-``/usr/local/bin/vllm`` and ``vllm_cli.py`` on its import path. The tree is imported into podman
-twice:
+``/usr/local/bin/vllm`` with ``vllm_cli.py`` (from the installed fleetserve) and ``stopsignal.py`` on
+its import path. The tree is imported into podman twice:
 
 * ``localhost/fleetserve/vllm-standin:ascend`` -- like the vllm-ascend images: no entrypoint,
   ``CMD ["/bin/bash"]``; the unit runs ``docker run ... IMAGE vllm serve MODEL ...`` and the hub
@@ -54,6 +54,7 @@ FLAVOURS = ("ascend", "openai")
 
 
 STANDIN_VLLM = Path(__file__).resolve().parent / "standin" / "vllm"
+STOPSIGNAL = Path(__file__).resolve().parent / "stopsignal.py"  # the stand-in's signal handling
 
 
 def vllm_cli_source() -> Path:
@@ -254,6 +255,7 @@ def build_inputs() -> dict:
         "modelscope": MODELSCOPE_VERSION,
         "vllm_sha256": hashlib.sha256(STANDIN_VLLM.read_bytes()).hexdigest(),
         "vllm_cli_sha256": hashlib.sha256(vllm_cli_source().read_bytes()).hexdigest(),
+        "stopsignal_sha256": hashlib.sha256(STOPSIGNAL.read_bytes()).hexdigest(),
         "changes": {f: _changes(f, "") for f in FLAVOURS},
         "arch": _host_arch(),
     }
@@ -330,8 +332,9 @@ def _assemble(base: Path, work: Path) -> Path:
     python = _base_python(base)
     _install_hub_clients(tree, python, _host_arch())
     site = tree / "usr/local/lib" / python / "dist-packages"
-    shutil.copyfile(vllm_cli_source(), site / "vllm_cli.py")
-    (site / "vllm_cli.py").chmod(0o644)
+    for source, name in ((vllm_cli_source(), "vllm_cli.py"), (STOPSIGNAL, "stopsignal.py")):
+        shutil.copyfile(source, site / name)
+        (site / name).chmod(0o644)
     vllm = tree / "usr/local/bin/vllm"
     shutil.copyfile(STANDIN_VLLM, vllm)
     vllm.chmod(0o755)
