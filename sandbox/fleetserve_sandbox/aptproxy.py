@@ -178,16 +178,17 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("no --allow host given; the proxy would refuse everything")
     stop = StopSignal()  # SIGTERM/SIGINT only set a flag; this thread shuts down below
     server = make_server(args.bind, args.port, allowed)
-    threading.Thread(target=server.serve_forever, name="aptproxy", daemon=True).start()
-    sys.stderr.write(
-        f"apt proxy on {args.bind}:{args.port}, allowed: {', '.join(f'{h}:{p}' for h, p in sorted(allowed))}\n"
+
+    def shutdown() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return stop.serve(
+        threading.Thread(target=server.serve_forever, name="aptproxy", daemon=True).start,
+        shutdown,
+        ready=f"apt proxy on {args.bind}:{args.port}, allowed: {', '.join(f'{h}:{p}' for h, p in sorted(allowed))}",
+        name="apt proxy",
     )
-    sys.stderr.flush()
-    stop.wait()
-    server.shutdown()
-    server.server_close()
-    sys.stderr.write(f"apt proxy stopped on {stop.name}\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ the main loop, woken through a pipe, does the shutdown and the logging:
     stop = StopSignal()          # in the main thread, before anything worth interrupting
     server.start()               # serve from other threads
     stop.wait()                  # returns once SIGTERM or SIGINT arrived
-    log(f"{stop.name}: shutting down"); server.stop()
+    server.stop(); log(f"stopped on {stop.name}")     # (StopSignal.serve does these four steps)
 
 The wakeup goes through `signal.set_wakeup_fd`: the interpreter's C-level handler writes the signal
 number to the pipe whichever thread the kernel delivered the signal to, so a main thread blocked in
@@ -21,7 +21,9 @@ from __future__ import annotations
 import os
 import select
 import signal
+import sys
 import time
+from typing import Callable
 
 
 class StopSignal:
@@ -64,3 +66,14 @@ class StopSignal:
     def name(self) -> str:
         """The signal's name (e.g. SIGTERM), or '' while none arrived."""
         return signal.Signals(self.received).name if self.received is not None else ""
+
+    def serve(self, start: Callable[[], None], shutdown: Callable[[], None], *, ready: str, name: str) -> int:
+        """The main thread of a server program: `start` serving (from other threads), say `ready` on
+        stderr, wait for the signal, `shutdown`, say which signal stopped `name`. Returns exit code 0."""
+        start()
+        sys.stderr.write(ready + "\n")
+        sys.stderr.flush()
+        self.wait()
+        shutdown()
+        sys.stderr.write(f"{name}: stopped on {self.name}\n")
+        return 0
