@@ -9,6 +9,7 @@ import http.server
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -526,3 +527,25 @@ def test_preflight_refuses_non_root(monkeypatch):
     monkeypatch.setattr(system.sys, "platform", "darwin")
     with pytest.raises(system.SandboxError, match="needs Linux"):
         system.check_host_supported()
+
+
+def test_plugs_into_the_fleetserve_command(capsys):
+    """Installed, fleetserve-sandbox adds `fleetserve sandbox ...` through the entry point group fleetserve.cli."""
+    from importlib.metadata import entry_points
+
+    from fleetserve import cli as product_cli
+
+    (ep,) = [ep for ep in entry_points(group=product_cli.PLUGIN_GROUP) if ep.name == "sandbox"]
+    assert ep.load() is add_sandbox_commands
+    with pytest.raises(SystemExit) as exit_:
+        product_cli.main(["sandbox", "--help"])
+    assert exit_.value.code == 0
+    assert "{up,down,status,build}" in capsys.readouterr().out
+
+
+def test_never_runs_sudo():
+    """`sandbox up` runs as root where sudo is not installed: no program of the sandbox calls it."""
+    package = Path(hardware_sim.__file__).resolve().parent
+    sources = [p for p in package.rglob("*") if p.is_file() and p.suffix in ("", ".py")]
+    assert any(p.name == "vllm" for p in sources)
+    assert [str(p.relative_to(package)) for p in sources if re.search(r"\bsudo\b", p.read_text(errors="replace"))] == []

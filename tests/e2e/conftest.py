@@ -24,7 +24,7 @@ def _why_not() -> str | None:
     if sys.platform != "linux":
         return "the sandbox fleet needs Linux"
     if os.geteuid() != 0:
-        return "the sandbox fleet needs root (run the tests with sudo)"
+        return "the sandbox fleet needs root (run the tests as root)"
     if not shutil.which("apt-get"):
         return "the sandbox fleet installs its host packages with apt"
     return None
