@@ -1,7 +1,7 @@
 """Simulated accelerators for sandbox nodes.
 
 Each node kind has a hardware preset; at bring-up the node gets a state file
-`/etc/fleetserve-sim/hardware.json` (schema in docs/sandbox-fleet.md) plus everything a real host has
+`/etc/fleetserve-sim/hardware.json` (schema in sandbox/docs/fleet.md) plus everything a real host has
 around the accelerators: the simulated `npu-smi` / `hccn_tool` / `nvidia-smi` programs (which read the
 state file on every call, so a test can flip a chip's health over ssh), the driver, firmware, dcmi and
 CANN-toolkit files the serving unit mounts or checks, device nodes (`/dev/davinci*`, `/dev/nvidia*`,
