@@ -1,5 +1,7 @@
-"""The product stands apart from its sandbox: no product module imports it, and the CLI takes plugins
-(`fleetserve sandbox ...`) only through the entry-point group `fleetserve.cli`."""
+"""The product stands apart from its sandbox: no import of it, CLI plugins only by entry point.
+
+No product module imports the sandbox, and the CLI takes plugins (`fleetserve sandbox ...`) only
+through the entry-point group `fleetserve.cli`."""
 
 from __future__ import annotations
 

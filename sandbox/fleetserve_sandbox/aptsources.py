@@ -1,5 +1,6 @@
-"""The host's apt configuration, read the way apt reads it: which mirrors it uses and which files
-carry them, so the sandbox never hard-codes (or bakes into the rootfs) a mirror name."""
+"""The host's apt configuration, read the way apt reads it: which mirrors it uses, in which files.
+
+So the sandbox never hard-codes (or bakes into the rootfs) a mirror name."""
 
 from __future__ import annotations
 

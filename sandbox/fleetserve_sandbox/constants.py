@@ -1,4 +1,4 @@
-"""Every name the sandbox fixes: where it keeps state, how its network is laid out, what it installs, how long it waits."""
+"""Every name the sandbox fixes: where it keeps state, its network, what it installs, how long it waits."""
 
 from __future__ import annotations
 

@@ -136,7 +136,8 @@ def _host_mirror() -> str:
     """The host's own Debian mirror for SUITE (the same sources the node rootfs is built from)."""
     mirror = aptsources.read_host_apt().mirror_for(SUITE)
     if mirror is None:
-        raise SandboxError(f"The host's apt sources list no mirror for Debian {SUITE} main, which the stand-in image is built from.")
+        raise SandboxError(f"The host's apt sources list no mirror for Debian {SUITE} main, "
+                           "which the stand-in image is built from.")
     return mirror
 
 
@@ -191,7 +192,8 @@ def ensure_base_rootfs() -> Path:
     staging = C.STANDIN_BASE_DIR / f".staging-{key}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     mirror = _host_mirror()
-    log(f"stand-in image: base rootfs: debootstrap --variant=minbase {SUITE} (+{','.join(BASE_PACKAGES)}), takes about a minute")
+    log(f"stand-in image: base rootfs: debootstrap --variant=minbase {SUITE} (+{','.join(BASE_PACKAGES)}), "
+        "takes about a minute")
     started = time.monotonic()
     proc = run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(staging),
                 mirror], check=False, timeout=C.DEBOOTSTRAP_TIMEOUT)

@@ -1,5 +1,6 @@
-"""End to end: bring a small sandbox fleet up, use it over real pinned ssh, take it down, and prove
-nothing is left on the host. Needs root on Linux; takes about half a minute once the rootfs is cached
+"""End to end: a small sandbox fleet up, used over real pinned ssh, down, and nothing left on the host.
+
+Needs root on Linux; takes about half a minute once the rootfs is cached
 (the first run builds it: ~1.5 min).
 
 If a fleet is already up (someone may be using it) the tests skip, unless

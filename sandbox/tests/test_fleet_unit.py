@@ -1,5 +1,7 @@
-"""Unit tests of the sandbox fleet: layouts, hardware state, simulator output formats, apt sources,
-the apt proxy (on loopback), rootfs recipe, node files, the tiny image and the CLI. No root needed."""
+"""Unit tests of the sandbox fleet, no root needed.
+
+Layouts, hardware state, simulator output formats, apt sources, the apt proxy (on loopback), rootfs
+recipe, node files, the tiny image and the CLI."""
 
 from __future__ import annotations
 

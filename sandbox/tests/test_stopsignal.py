@@ -1,5 +1,6 @@
-"""Signal handling of the sandbox's long-running programs: a handler only sets a flag, the main thread
-wakes and shuts down, whichever thread the signal landed on and whatever lock was held."""
+"""Signal handling of the sandbox's long-running programs: the handler only sets a flag, the main thread shuts down.
+
+The main thread wakes whichever thread the signal landed on and whatever lock was held."""
 
 from __future__ import annotations
 

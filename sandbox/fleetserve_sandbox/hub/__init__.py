@@ -1,5 +1,6 @@
-"""The sandbox's local model hub: enough of the Hugging Face Hub and ModelScope APIs for the real `hf download` and
-`modelscope download` clients (and fleetserve's own verifier) to fetch models from it.
+"""The sandbox's local model hub: enough of the Hugging Face Hub and ModelScope APIs for the real download clients.
+
+`hf download`, `modelscope download` and fleetserve's own verifier fetch models from it.
 
 Repos live on disk under DATA_DIR (`repos.publish_dir`); every repo has one commit (a stable 40-hex id derived from
 its content) reachable through its branch names (`main` and `master` by default) and through the commit id itself.

@@ -1,4 +1,4 @@
-"""Fault injection: faults registered through /_sandbox/faults, taken by matching requests, and what they do to a body."""
+"""Fault injection: faults registered through /_sandbox/faults, taken by matching requests, what they do to a body."""
 
 from __future__ import annotations
 
