@@ -292,7 +292,8 @@ def _install_hub_clients(tree: Path, python: str, arch: str) -> None:
     for platform in _pip_platforms(arch):
         cmd += ["--platform", platform]
     cmd += [f"huggingface_hub=={HF_HUB_VERSION}", f"modelscope=={MODELSCOPE_VERSION}"]
-    log(f"stand-in image: pip: huggingface_hub=={HF_HUB_VERSION} modelscope=={MODELSCOPE_VERSION} -> {site.relative_to(tree)}")
+    log(f"stand-in image: pip: huggingface_hub=={HF_HUB_VERSION} modelscope=={MODELSCOPE_VERSION} "
+        f"-> {site.relative_to(tree)}")
     run(cmd, timeout=C.IMAGE_STEP_TIMEOUT)
     # pip --target writes console scripts with the host interpreter's shebang: write our own
     shutil.rmtree(site / "bin", ignore_errors=True)
