@@ -1,7 +1,7 @@
 """Wall time of `pyinfra -y inventories/sandbox.py deploys/qwen35.py` on 4 and 16 sandbox nodes:
 first run on fresh nodes, then no-op re-runs. A benchmark, not a test: it reports, it never asserts.
 
-    sudo .venv/bin/python bench/deploy_time.py [--sizes 4 16] [--repeats 3] [--noop-runs 3]
+    .venv/bin/python bench/deploy_time.py [--sizes 4 16] [--repeats 3] [--noop-runs 3]
 
 Each repetition brings a fresh fleet up (`fleetserve sandbox up --layout benchN`), times the first
 run, times the no-op re-runs, and takes the fleet down. Writes bench/results/deploy_time.json and

@@ -1,4 +1,4 @@
-"""The `fleetserve` command: offline render, plus the commands installed plug-ins add (the sandbox)."""
+"""The `fleetserve` command: offline render, plus the commands of installed plugins (group `fleetserve.cli`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ import sys
 from importlib.metadata import entry_points
 
 from fleetserve.types import FleetserveError
-
-# Installed distributions add commands here: each entry point is called with the subparsers.
-PLUGIN_GROUP = "fleetserve.cli"
 
 
 def _parse_data(items: list[str]) -> dict:
@@ -24,6 +21,23 @@ def _parse_data(items: list[str]) -> dict:
     return data
 
 
+PLUGIN_GROUP = "fleetserve.cli"
+
+
+def add_plugin_commands(commands: argparse._SubParsersAction) -> None:
+    """Let each installed plugin add its subcommands (e.g. fleetserve-sandbox's `sandbox`).
+
+    A plugin is an entry point in group `fleetserve.cli` naming a callable that takes the argparse
+    subparsers object; the subcommands it adds set `func(args) -> int`. The product names no plugin."""
+    for entry_point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name):
+        try:
+            add_commands = entry_point.load()
+        except Exception as exc:  # a broken plugin must not take `fleetserve render` down with it
+            print(f"fleetserve: plugin {entry_point.name!r} ({entry_point.value}) not loaded: {exc}", file=sys.stderr)
+            continue
+        add_commands(commands)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fleetserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -36,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     render_cmd.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
                             help="override host data, as pyinfra's --data (JSON values allowed)")
 
-    for plugin in entry_points(group=PLUGIN_GROUP):
-        plugin.load()(commands)
+    add_plugin_commands(commands)
 
     args = parser.parse_args(argv)
     if args.command == "render":

@@ -11,7 +11,7 @@ import json
 import os
 
 from fleetserve.catalog import deep_merge, load_catalog
-from fleetserve.sandbox.paths import FLEET_FILE
+from fleetserve_sandbox.constants import FLEET_FILE
 
 try:
     _fleet = json.loads(FLEET_FILE.read_text())

@@ -13,6 +13,6 @@ for deploy in deploys/qwen35.py deploys/qwen3_vl.py deploys/qwen3.py; do
   # is left unchanged; every other host must converge. The chat table below is the verdict.
   pyinfra -y inventories/sandbox.py "$deploy" || true
 done
-python -m fleetserve.sandbox.chat
+python -m fleetserve_sandbox.chat
 echo "Every endpoint answered (sbx-a2-sick-01 was refused by preflight on purpose)."
 echo "Tear down with: .venv/bin/fleetserve sandbox down"

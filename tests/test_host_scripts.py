@@ -14,8 +14,8 @@ import pytest
 
 from fleetserve.builder import env_file_value
 from fleetserve.hostpaths import VERIFIED_MARKER
-from fleetserve.sandbox.hub import HubServer, seed_tiny_model
-from fleetserve.sandbox.tinymodel import write_tiny_model
+from fleetserve_sandbox.hub import HubServer, seed_tiny_model
+from fleetserve_sandbox.tinymodel import write_tiny_model
 
 FILES = Path(__file__).resolve().parent.parent / "files"
 REPO = "fleetserve/tiny-qwen"

@@ -24,7 +24,7 @@ def _why_not() -> str | None:
     if sys.platform != "linux":
         return "the sandbox fleet needs Linux"
     if os.geteuid() != 0:
-        return "the sandbox fleet needs root (run the tests with sudo)"
+        return "the sandbox fleet needs root (run the tests as root)"
     if not shutil.which("apt-get"):
         return "the sandbox fleet installs its host packages with apt"
     return None
@@ -98,7 +98,7 @@ def fleet():
     up = fleetserve("sandbox", "up", "--layout", "default")
     try:
         assert up.returncode == 0, f"sandbox up failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
-        from fleetserve.sandbox.paths import FLEET_FILE
+        from fleetserve_sandbox.constants import FLEET_FILE
 
         yield Fleet(json.loads(FLEET_FILE.read_text()))
     finally:

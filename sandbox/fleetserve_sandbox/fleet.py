@@ -1,0 +1,458 @@
+"""The sandbox fleet: `up`, `down` and `status`.
+
+    up      host packages -> clear stale state -> bridge + apt proxy -> rootfs (cached) -> registry + hub
+            -> prepare and boot every node -> wait for sshd and systemd `running` -> RUN_DIR/fleet.json
+    down    halt nodes -> stop services -> remove netns, links, cgroups, run dir -> verify nothing is left
+    status  nodes (ssh reachable, systemd state) and host services
+
+Everything is bounded in time and every failure surfaces as a one-sentence SandboxError.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fleetserve_sandbox import aptsources, cgroups, hardware_sim, image, net, nodes, registry, rootfs, services
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox.layouts import Layout, validate
+from fleetserve_sandbox.services import Service
+from fleetserve_sandbox.system import (
+    SandboxError,
+    Stopwatch,
+    check_host_supported,
+    ensure_host_packages,
+    fleet_lock,
+    log,
+    require_commands,
+    run,
+)
+
+HUB_MODULE = "fleetserve_sandbox.hub"
+
+
+# --- host services --------------------------------------------------------------------------
+
+
+def apt_proxy_service(apt: aptsources.AptConfig | None = None) -> Service:
+    apt = apt or aptsources.read_host_apt()
+    allow = sorted(f"{h}:{p}" for h, p in apt.host_ports())
+    if not allow:
+        raise SandboxError("The host's apt sources name no mirror, so the sandbox apt proxy would have nothing to forward to.")
+    argv = [sys.executable, "-m", "fleetserve_sandbox.aptproxy", "--bind", C.HOST_IP, "--port", str(C.APT_PROXY_PORT)]
+    for a in allow:
+        argv += ["--allow", a]
+    return Service("aptproxy", argv, C.HOST_IP, C.APT_PROXY_PORT)
+
+
+def hub_service() -> Service:
+    argv = [
+        sys.executable, "-m", HUB_MODULE,
+        "--bind", C.HOST_IP,
+        "--port", str(C.HUB_PORT),
+        "--data", str(C.HUB_DATA_DIR),
+        "--seed-tiny-model",
+    ]  # fmt: skip
+    return Service("hub", argv, C.HOST_IP, C.HUB_PORT)
+
+
+def publish_images() -> dict:
+    """Build (or reuse) the stand-in serving images and push them to the sandbox registry.
+
+    Returns fleet.json's `images`: {flavour: {"ref", "tarball", "sha256", "registry_ref"}}."""
+    try:
+        built = image.build_images()
+        out = {}
+        for flavour in image.FLAVOURS:
+            tag = image.image_tag(flavour)
+            entry = built[tag]
+            out[flavour] = {
+                "ref": tag,
+                "tarball": entry["tarball"],
+                "sha256": entry["sha256"],
+                "registry_ref": image.push_image(flavour, registry=C.REGISTRY),
+            }
+    except (SandboxError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SandboxError(f"Building or pushing the stand-in serving images failed: {first}") from exc
+    return out
+
+
+def _service_handles() -> list[Service]:
+    """Handles for status/stop (argv unused)."""
+    return [
+        Service("aptproxy", [], C.HOST_IP, C.APT_PROXY_PORT),
+        registry.status_service(),
+        Service("hub", [], C.HOST_IP, C.HUB_PORT),
+    ]
+
+
+# --- fleet file -----------------------------------------------------------------------------
+
+
+def fleet_document(layout: Layout, images: dict | None = None) -> dict:
+    doc = {
+        "nodes": [
+            {
+                "name": n.name,
+                "kind": n.kind,
+                "address": C.node_ip(n.index),
+                "workloads": list(n.workloads),
+                "distro": n.distro,
+                "index": n.index,
+                "npu_ids": hardware_sim.kind(n.kind).device_ids,
+                # Simulated hardware faults preset by the layout (e.g. a chip in Alarm): the node
+                # is expected to fail preflight.
+                "faults": [f"NPU {f.npu} chip {f.chip}: {f.health}" for f in n.faults],
+            }
+            for n in layout.nodes
+        ],
+        "ssh_key": str(C.SSH_KEY),
+        "known_hosts": str(C.KNOWN_HOSTS),
+        "ssh_user": "root",
+        "hub_url": C.HUB_URL,
+        "registry": C.REGISTRY,
+        "apt_proxy": C.APT_PROXY_URL,
+        "layout": layout.name,
+    }
+    if images is not None:
+        doc["images"] = images
+    return doc
+
+
+def load_fleet() -> dict | None:
+    try:
+        return json.loads(C.FLEET_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+# --- up -------------------------------------------------------------------------------------
+
+
+def up(
+    layout: Layout,
+    *,
+    boot_timeout: float = C.BOOT_TIMEOUT,
+    rebuild: bool = False,
+    with_hub: bool = True,
+    with_images: bool = True,
+) -> dict:
+    """Bring the fleet up (replacing any earlier one). Returns a report with timings."""
+    validate(layout)
+    check_host_supported()
+    with fleet_lock():
+        sw = Stopwatch()
+        with sw.step("host_packages"):
+            ensure_host_packages()
+            require_commands("systemd-nspawn", "debootstrap", "ip", "nsenter", "unshare", "ssh", "ssh-keygen")
+        with sw.step("clear_stale"):
+            _teardown()
+        for d in (C.NODES_DIR, C.LOGS_DIR, C.PIDS_DIR):
+            d.mkdir(parents=True, exist_ok=True)
+        apt = aptsources.read_host_apt()
+        with sw.step("network_and_proxy"):
+            net.bridge_up()
+            apt_proxy_service(apt).start()
+        with sw.step("rootfs"):
+            built = rootfs.ensure_rootfs(force=rebuild)
+        hub = None
+        with sw.step("registry"):
+            registry.service().start()
+            if with_hub:
+                hub = hub_service()
+                # start now, check later: it may take a while to seed its model
+                services.spawn(hub.name, hub.argv, cgroup=hub.cgroup, log_file=hub.log_file)
+        specs = list(layout.nodes)
+        with sw.step("prepare_nodes"):
+            nodes.ensure_client_key()
+            pub = (C.SSH_KEY.with_suffix(".pub")).read_text()
+            with ThreadPoolExecutor(max_workers=min(8, len(specs))) as pool:
+                lines = list(pool.map(lambda s: nodes.prepare(s, specs, apt, pub), specs))
+            C.KNOWN_HOSTS.write_text("".join(lines))
+        images_job = None
+        image_pool = ThreadPoolExecutor(max_workers=1)
+        if with_images:
+            t_images = time.monotonic()
+            images_job = image_pool.submit(publish_images)  # runs while the nodes boot
+        with sw.step("boot_nodes"):
+            started: dict[str, float] = {}
+            for s in specs:
+                nodes.start(s)
+                started[s.name] = time.monotonic()
+            ready = nodes.wait_all(specs, started, boot_timeout)
+        images = None
+        if images_job is not None:
+            with sw.step("images_wait"):
+                try:
+                    images = images_job.result()
+                finally:
+                    image_pool.shutdown()
+            sw.marks.append(("images_total", time.monotonic() - t_images))
+        else:
+            image_pool.shutdown()
+        hub_state = "absent"
+        if hub is not None:
+            with sw.step("hub"):
+                hub_state = _wait_hub(hub)
+        bad = [r for r in ready if r.error or r.state != "running"]
+        report = {
+            "layout": layout.name,
+            "nodes": [r.__dict__ for r in ready],
+            "rootfs_built_seconds": round(built, 1),
+            "hub": hub_state,
+            "timings": sw.as_dict(),
+        }
+        _write_json(C.UP_REPORT, report)
+        if bad:
+            detail = "; ".join(f"{r.name}: {r.error or r.state}" for r in bad)
+            raise SandboxError(
+                f"{len(bad)} of {len(ready)} nodes did not come up ({detail}); logs in {C.LOGS_DIR}, "
+                "run `fleetserve sandbox down` to clean up."
+            )
+        _write_json(C.FLEET_FILE, fleet_document(layout, images))
+        report["images"] = images
+        return report
+
+
+def _wait_hub(hub: Service) -> str:
+    deadline = time.monotonic() + C.HUB_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if services.port_open(hub.host, hub.port, 0.3):
+            return "running"
+        if services.running_pid(hub.name) is None:
+            log(f"warning: the hub exited during start-up (log {hub.log_file}): "
+                + services.log_tail(hub.log_file, 5).replace("\n", " | "))
+            return "failed"
+        time.sleep(0.2)
+    log(f"warning: the hub did not listen on {hub.host}:{hub.port} within {C.HUB_START_TIMEOUT:.0f} s (log {hub.log_file})")
+    return "not listening"
+
+
+# --- down -----------------------------------------------------------------------------------
+
+
+def _known_node_names() -> list[str]:
+    names = set()
+    if C.NODES_DIR.is_dir():
+        names.update(p.name for p in C.NODES_DIR.iterdir() if p.is_dir())
+    if C.PIDS_DIR.is_dir():
+        names.update(p.stem[len("node-"):] for p in C.PIDS_DIR.glob("node-*.pid"))
+    root_dirs = [r / "nodes" for r in cgroups.roots()]
+    for r in root_dirs:
+        if r.is_dir():
+            names.update(p.name for p in r.iterdir() if p.is_dir())
+    return sorted(names)
+
+
+def _teardown() -> dict:
+    """Stop and remove everything a fleet (current or stale) left on the host."""
+    sw = Stopwatch()
+    names = _known_node_names()
+    with sw.step("halt_nodes"):
+        killed = nodes.stop_all(names)
+    with sw.step("stop_services"):
+        for svc in _service_handles():
+            svc.stop()
+    with sw.step("sweep"):
+        stray = cgroups.kill(None)
+        net.cleanup_all()
+        cg_left = cgroups.remove(None)
+        for line in _sandbox_mounts():
+            run(["umount", "-l", line], check=False)
+        _clean_nspawn_run_dirs(names)
+        if C.LOGS_DIR.is_dir():
+            shutil.rmtree(C.LAST_LOGS_DIR, ignore_errors=True)
+            shutil.copytree(C.LOGS_DIR, C.LAST_LOGS_DIR)
+        if C.RUN_DIR.exists():
+            shutil.rmtree(C.RUN_DIR)
+    return {
+        "nodes": names,
+        "killed_after_timeout": killed,
+        "stray_processes": sorted(stray),
+        "cgroups_left": [str(p) for p in cg_left],
+        "timings": sw.as_dict(),
+    }
+
+
+NSPAWN_RUN = Path("/run/systemd/nspawn")
+
+
+def _clean_nspawn_run_dirs(names: list[str]) -> None:
+    """nspawn leaves /run/systemd/nspawn/{propagate,locks,...}[/<machine>] behind; drop ours and any
+    directory that is empty afterwards (never files: a lock file in use belongs to someone else)."""
+    for name in names:
+        for sub in ("propagate", "unix-export", "incoming"):
+            shutil.rmtree(NSPAWN_RUN / sub / name, ignore_errors=True)
+    # an nspawn killed with SIGKILL leaves its directory lock (locks/inode-DEV:INO); a lock nobody
+    # holds any more is stale, whoever made it
+    for lock in sorted((NSPAWN_RUN / "locks").glob("inode-*")) if (NSPAWN_RUN / "locks").is_dir() else []:
+        try:
+            with open(lock, "r+b") as fh:
+                # nspawn holds it with an OFD byte-range lock, which a POSIX lockf() test sees
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock.unlink()
+        except OSError:
+            pass
+    if NSPAWN_RUN.is_dir():
+        for d in sorted((p for p in NSPAWN_RUN.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        try:
+            NSPAWN_RUN.rmdir()
+        except OSError:
+            pass
+
+
+def down() -> dict:
+    check_host_supported()
+    with fleet_lock():
+        report = _teardown()
+    report["leftovers"] = leftovers()
+    if any(report["leftovers"].values()):
+        raise SandboxError(f"`sandbox down` left something behind: {json.dumps(report['leftovers'])}.")
+    return report
+
+
+def _sandbox_mounts() -> list[str]:
+    """Mount points in the host's mount table that belong to the sandbox (should be none)."""
+    out = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        mp = parts[1].replace("\\040", " ")
+        if (
+            mp.startswith(str(C.RUN_DIR) + "/")
+            or mp.startswith(str(C.ROOTFS_DIR) + "/")
+            or mp.startswith(f"/run/netns/{C.NETNS_PREFIX}")
+        ):
+            out.append(mp)
+    return sorted(out, key=len, reverse=True)
+
+
+def _sandbox_processes() -> list[str]:
+    """Processes that belong to the sandbox: in its cgroups, or running from its run dir (node
+    launchers, nspawn, the registry's config). Other users of STATE_DIR/cache are not ours."""
+    me = os.getpid()
+    found = {pid for pid in cgroups.pids(None) if pid != me}
+    marker = (str(C.RUN_DIR) + "/").encode()
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == me:
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmd:
+            found.add(int(p.name))
+    out = []
+    for pid in sorted(found):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        out.append(f"{pid} {cmd[:120]}")
+    return out
+
+
+def leftovers() -> dict:
+    """What of the sandbox is still on the host: netns, links, mounts, cgroups, processes."""
+    return {
+        "netns": [C.node_netns(i) for i in net.sandbox_netns()],
+        "links": net.sandbox_links(),
+        "mounts": _sandbox_mounts(),
+        "cgroups": [str(p) for p in cgroups.leftovers()],
+        "processes": _sandbox_processes(),
+        "run_dir": [str(C.RUN_DIR)] if C.RUN_DIR.exists() else [],
+    }
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def _probe(node: dict) -> dict:
+    out = dict(node)
+    addr = node["address"]
+    if not nodes.banner_ready(addr, 1.0):
+        out.update(ssh=False, systemd="unreachable")
+        return out
+    try:
+        proc = run(nodes.ssh_argv(addr, "systemctl is-system-running", connect_timeout=3), check=False, timeout=10)
+    except SandboxError:
+        out.update(ssh=False, systemd="timeout")
+        return out
+    out.update(ssh=proc.returncode != 255, systemd=proc.stdout.strip() or "unknown")
+    return out
+
+
+def status() -> dict:
+    fleet = load_fleet()
+    doc: dict = {"fleet_file": str(C.FLEET_FILE), "up": fleet is not None, "nodes": [], "services": []}
+    if fleet:
+        with ThreadPoolExecutor(max_workers=max(1, len(fleet["nodes"]))) as pool:
+            doc["nodes"] = list(pool.map(_probe, fleet["nodes"]))
+    elif _known_node_names():
+        doc["partial"] = _known_node_names()
+    doc["services"] = [s.status() for s in _service_handles()]
+    doc["rootfs"] = {"path": str(C.ROOTFS_DIR), "current": rootfs.is_current(), "recipe": rootfs.recipe_hash()}
+    return doc
+
+
+def format_status(doc: dict) -> str:
+    lines = []
+    if not doc["up"]:
+        lines.append("sandbox fleet: down" + (f" (partial state for {', '.join(doc['partial'])})" if doc.get("partial") else ""))
+    else:
+        rows = [("NAME", "KIND", "ADDRESS", "SSH", "SYSTEMD")]
+        for n in doc["nodes"]:
+            rows.append((n["name"], n["kind"], n["address"], "yes" if n.get("ssh") else "no", n.get("systemd", "")))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.append("")
+    rows = [("SERVICE", "ADDRESS", "PID", "STATE")]
+    for s in doc["services"]:
+        state = "listening" if s["listening"] else ("running" if s["pid"] else "stopped")
+        rows.append((s["name"], s["address"], str(s["pid"] or "-"), state))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    rf = doc.get("rootfs", {})
+    lines.append("")
+    state = "current" if rf.get("current") else "missing or outdated"
+    lines.append(f"rootfs: {rf.get('path')} ({state}, recipe {rf.get('recipe')})")
+    return "\n".join(lines)
+
+
+def build_rootfs(force: bool = False) -> float:
+    """Build (or refresh) the cached rootfs without bringing nodes up; used by `sandbox build`."""
+    check_host_supported()
+    with fleet_lock():
+        ensure_host_packages()
+        fresh_network = not net.link_exists(C.BRIDGE)
+        proxy = apt_proxy_service()
+        proxy_was_running = services.running_pid(proxy.name) is not None
+        C.LOGS_DIR.mkdir(parents=True, exist_ok=True)
+        net.bridge_up()
+        proxy.start()
+        try:
+            return rootfs.ensure_rootfs(force=force)
+        finally:
+            if not proxy_was_running:
+                proxy.stop()
+            if fresh_network:
+                net.bridge_down()
+            cgroups.remove(None)  # only empty cgroup directories go

@@ -1,0 +1,303 @@
+"""Sandbox nodes: prepare a node's overlay upper layer, boot it with systemd-nspawn, wait, stop it.
+
+A node is `systemd-nspawn --boot` (real systemd as PID 1) on an overlayfs root (lower = cached rootfs,
+upper = RUN_DIR/nodes/<name>/upper) inside its own netns. The overlay is mounted in a private mount
+namespace that only the node's nspawn lives in, so it can never outlive the node in the host's
+mount table. Each nspawn runs in its own cgroup (nspawn, started without a host systemd, uses
+`--register=no --keep-unit` and takes the cgroup it finds itself in).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetserve_sandbox import aptsources, cgroups, hardware_sim, net, services
+from fleetserve_sandbox import constants as C
+from fleetserve_sandbox.layouts import NodeSpec
+from fleetserve_sandbox.registry import node_registries_conf
+from fleetserve_sandbox.system import SandboxError, pid_alive, run
+
+
+def node_dir(name: str) -> Path:
+    return C.NODES_DIR / name
+
+
+def service_name(name: str) -> str:
+    return f"node-{name}"
+
+
+def cgroup_name(name: str) -> str:
+    return f"nodes/{name}"
+
+
+def console_log(name: str) -> Path:
+    return C.LOGS_DIR / f"node-{name}.log"
+
+
+# --- ssh ------------------------------------------------------------------------------------
+
+
+def ssh_argv(address: str, *command: str, connect_timeout: int = 5) -> list[str]:
+    """A real OpenSSH client call to a node with the fleet key and its pinned host key."""
+    return [
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-i",
+        str(C.SSH_KEY),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={C.KNOWN_HOSTS}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={connect_timeout}",
+        "-o",
+        "LogLevel=ERROR",
+        f"root@{address}",
+        *command,
+    ]
+
+
+def scp_argv(src: str, dest: str) -> list[str]:
+    """scp with the same pinned-key options; prefix the remote side with `root@<address>:`."""
+    opts = ssh_argv("x")[1:-1]  # everything between "ssh" and the destination
+    return ["scp", "-q", *opts, src, dest]
+
+
+def ssh(address: str, command: str, timeout: float = 30.0, check: bool = False) -> subprocess.CompletedProcess:
+    return run(ssh_argv(address, command), check=check, timeout=timeout)
+
+
+def ensure_client_key() -> None:
+    C.SSH_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not C.SSH_KEY.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fleetserve-sandbox", "-f", str(C.SSH_KEY)])
+
+
+def banner_ready(address: str, timeout: float = 0.5) -> bool:
+    """True once sshd answers with its banner."""
+    try:
+        with socket.create_connection((address, 22), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(4) == b"SSH-"
+    except OSError:
+        return False
+
+
+# --- preparation ----------------------------------------------------------------------------
+
+
+def hosts_file(nodes: list[NodeSpec], me: NodeSpec) -> str:
+    lines = [
+        "127.0.0.1\tlocalhost",
+        f"127.0.1.1\t{me.name}",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        f"{C.HOST_IP}\tsandbox-host",
+    ]
+    lines += [f"{C.node_ip(n.index)}\t{n.name}" for n in nodes]
+    return "\n".join(lines) + "\n"
+
+
+def apt_proxy_conf() -> str:
+    url = C.APT_PROXY_URL
+    return (
+        "// fleetserve sandbox: nodes reach the host's apt mirrors only through the allow-listed proxy\n"
+        f'Acquire::http::Proxy "{url}";\nAcquire::https::Proxy "{url}";\n'
+    )
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def prepare(spec: NodeSpec, fleet: list[NodeSpec], apt: aptsources.AptConfig, client_pub: str) -> str:
+    """Fill the node's upper layer (identity, keys, apt, registry, simulated hardware).
+
+    Returns the node's known_hosts line."""
+    d = node_dir(spec.name)
+    if d.exists():
+        shutil.rmtree(d)
+    upper = d / "upper"
+    for sub in ("work", "rootfs", "containers"):
+        (d / sub).mkdir(parents=True)
+    _write(upper / "etc/hostname", spec.name + "\n")
+    _write(upper / "etc/hosts", hosts_file(fleet, spec))
+    _write(upper / "etc/resolv.conf", "# fleetserve sandbox: no DNS; apt goes through the proxy by address\n")
+    # ssh: per-node host key (pinned in known_hosts), the fleet's client key authorised for root
+    key = upper / "etc/ssh/ssh_host_ed25519_key"
+    key.parent.mkdir(parents=True, exist_ok=True)
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{spec.name}", "-f", str(key)])
+    (upper / "root").mkdir(mode=0o700, exist_ok=True)
+    (upper / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
+    _write(upper / "root/.ssh/authorized_keys", client_pub, 0o600)
+    # apt: the host's own sources and settings, reached through the proxy
+    for src in apt.files:
+        rel = src.relative_to("/etc/apt")
+        dest = upper / "etc/apt" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+    for src in aptsources.host_apt_conf_files():
+        dest = upper / "etc/apt/apt.conf.d" / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+    _write(upper / "etc/apt/apt.conf.d/99zz-fleetserve-sandbox-proxy", apt_proxy_conf())
+    _write(upper / "etc/containers/registries.conf.d/50-fleetserve-sandbox.conf", node_registries_conf())
+    # simulated accelerators
+    state = hardware_sim.build_state(
+        spec.kind, spec.name, spec.index, toolkit=spec.toolkit, faults=spec.faults, idle=spec.idle
+    )
+    hardware_sim.write_node_files(upper, hardware_sim.node_files(state))
+    pub = (key.with_suffix(".pub")).read_text().split()
+    return f"{spec.name},{C.node_ip(spec.index)} {pub[0]} {pub[1]}\n"
+
+
+def boot_script(spec: NodeSpec) -> str:
+    d = node_dir(spec.name)
+    q = shlex.quote
+    overlay_opts = f"lowerdir={C.ROOTFS_DIR},upperdir={d / 'upper'},workdir={d / 'work'}"
+    nspawn = [
+        "systemd-nspawn",
+        "--quiet",
+        "--boot",
+        f"--directory={d / 'rootfs'}",
+        f"--machine={spec.name}",
+        "--register=no",  # no host systemd/machined to register with
+        "--keep-unit",  # stay in the cgroup we were started in
+        f"--network-namespace-path={net.netns_path(spec.index)}",
+        "--console=read-only",
+        f"--bind={d / 'containers'}:/var/lib/containers",  # ext4, not overlayfs, for podman storage
+        "--system-call-filter=bpf",  # runc's eBPF device cgroup inside the node
+        "--resolv-conf=off",
+        "--timezone=off",
+        "--link-journal=no",
+    ]
+    return f"""#!/bin/sh
+# fleetserve sandbox: boots node {spec.name} (generated by `fleetserve sandbox up`).
+# Re-executes itself in a private mount namespace, mounts the overlay root there and becomes nspawn;
+# the overlay therefore disappears with the node.
+set -e
+if [ "$1" != --in-namespace ]; then
+    exec unshare --mount --propagation private -- "$0" --in-namespace
+fi
+mount -t overlay overlay -o {q(overlay_opts)} {q(str(d / 'rootfs'))}
+export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1
+exec {' '.join(q(a) for a in nspawn)}
+"""
+
+
+def start(spec: NodeSpec) -> int:
+    """Create the node's netns and start its nspawn (does not wait)."""
+    net.node_net_up(spec.index)
+    script = node_dir(spec.name) / "boot.sh"
+    _write(script, boot_script(spec), 0o755)
+    return services.spawn(
+        service_name(spec.name),
+        [str(script)],
+        cgroup=cgroup_name(spec.name),
+        log_file=console_log(spec.name),
+    )
+
+
+# --- readiness ------------------------------------------------------------------------------
+
+
+@dataclass
+class NodeReady:
+    name: str
+    address: str
+    ssh_seconds: float | None = None  # from start until sshd answered
+    ready_seconds: float | None = None  # until `systemctl is-system-running` = running
+    state: str = "unknown"
+    failed_units: str = ""
+    error: str = ""
+
+
+def wait_ready(spec: NodeSpec, started_at: float, timeout: float = C.BOOT_TIMEOUT) -> NodeReady:
+    """Wait (bounded) for sshd, then for systemd to finish booting, over real pinned ssh."""
+    addr = C.node_ip(spec.index)
+    res = NodeReady(spec.name, addr)
+    deadline = started_at + timeout
+    while time.monotonic() < deadline:
+        if banner_ready(addr):
+            res.ssh_seconds = time.monotonic() - started_at
+            break
+        if services.running_pid(service_name(spec.name)) is None:
+            res.error = "nspawn exited: " + services.log_tail(console_log(spec.name), 8).replace("\n", " | ")
+            return res
+        time.sleep(0.05)
+    else:
+        res.error = f"sshd did not answer within {timeout:.0f} s"
+        return res
+    while time.monotonic() < deadline:
+        left = max(1.0, deadline - time.monotonic())
+        try:
+            proc = run(ssh_argv(addr, "systemctl is-system-running --wait"), check=False, timeout=left)
+        except SandboxError as exc:
+            res.error = str(exc)
+            return res
+        res.state = proc.stdout.strip() or "unknown"
+        if proc.returncode == 255:  # ssh itself failed (sshd just starting): retry
+            res.error = proc.stderr.strip()
+            time.sleep(0.2)
+            continue
+        res.error = ""
+        break
+    res.ready_seconds = time.monotonic() - started_at
+    if res.state != "running":
+        proc = run(ssh_argv(addr, "systemctl --failed --no-legend --plain"), check=False, timeout=15)
+        res.failed_units = " ".join(line.split()[0] for line in proc.stdout.splitlines() if line.strip())
+        if not res.error:
+            res.error = f"systemd state is {res.state!r}" + (f" (failed: {res.failed_units})" if res.failed_units else "")
+    return res
+
+
+def wait_all(specs: list[NodeSpec], started: dict[str, float], timeout: float = C.BOOT_TIMEOUT) -> list[NodeReady]:
+    with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
+        futures = [pool.submit(wait_ready, s, started[s.name], timeout) for s in specs]
+        return [f.result() for f in futures]
+
+
+# --- stopping -------------------------------------------------------------------------------
+
+
+def stop_all(names: list[str], timeout: float = C.NODE_STOP_TIMEOUT) -> list[str]:
+    """Halt nodes cleanly (SIGTERM -> nspawn powers the node off), SIGKILL stragglers, sweep their
+    cgroups. Returns the names that needed SIGKILL."""
+    recs = {}
+    for name in names:
+        rec = services.read_pidfile(service_name(name))
+        if rec and pid_alive(rec[0], rec[1] or None):
+            recs[name] = rec
+            try:
+                os.kill(rec[0], signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(pid_alive(p, st or None) for p, st in recs.values()):
+        time.sleep(0.1)
+    killed = []
+    for name, (pid, st) in recs.items():
+        if pid_alive(pid, st or None):
+            killed.append(name)
+            services.signal_and_wait(service_name(name), signal.SIGKILL, 5.0)
+    for name in names:
+        cgroups.kill(cgroup_name(name))
+        services.pidfile(service_name(name)).unlink(missing_ok=True)
+    return killed

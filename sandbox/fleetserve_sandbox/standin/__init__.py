@@ -1,0 +1,1 @@
+"""Package data: the stand-in `vllm` program copied into the serving image."""
