@@ -1,9 +1,10 @@
 """The local sandbox fleet as an inventory (`fleetserve sandbox up` writes its fleet.json).
 
-Every seed value stays; only two things are swapped so the fleet runs on one machine:
+Every catalog value stays; only two things are swapped so the fleet runs on one machine:
 - the model source: the sandbox hub's tiny model (same hub protocol as the catalog entry);
-- the image: the stand-in serving image (loaded from its archive where the seed loads a tarball,
-  pulled from the sandbox registry where the seed pulls).
+- the image: the stand-in serving image (loaded from its archive where the catalog loads a tarball,
+  pulled from the sandbox registry where it pulls), with the vLLM (and vllm-ascend) release the
+  stand-in parses its command line as.
 Nodes are x86_64 Debian; host keys are pinned in the fleet's known_hosts.
 """
 
@@ -25,8 +26,8 @@ _images = _fleet["images"]  # flavour -> {ref, tarball, sha256, registry_ref}
 def _overrides() -> dict:
     """Per catalog service: the tiny model from the sandbox hub and the stand-in image."""
     overrides = {}
-    for document in load_catalog().values():
-        for variant in document["variants"]:
+    for entry in load_catalog().values():
+        for variant in entry.document["variants"]:
             openai = any(kind.startswith("nvidia") for kind in variant["hardware"])
             image = _images["openai" if openai else "ascend"]
             for service in variant["services"]:
@@ -34,6 +35,7 @@ def _overrides() -> dict:
                     swapped = {"ref": image["ref"], "tarball": image["tarball"], "sha256": image["sha256"]}
                 else:
                     swapped = {"ref": image["registry_ref"], "mirrors": [], "digest": None}
+                swapped.update(vllm_version=image["vllm_version"], vllm_ascend_version=image["vllm_ascend_version"])
                 overrides[service["name"]] = {
                     "image": swapped,
                     "model": {"repo_id": _TINY_REPO, "revision": None, "endpoint": _fleet["hub_url"], "size_gb": 0.05},

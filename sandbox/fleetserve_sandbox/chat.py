@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     faults = {n["name"]: n.get("faults") or [] for n in json.loads(FLEET_FILE.read_text())["nodes"]}
     for name, data in hosts:
-        plans = plan_inventory([(name, data)], data.get("workloads") or list(load_catalog()), check_local_files=False)
+        plans = plan_inventory([(name, data)], data.get("workloads") or list(load_catalog()), preview=True)
         for instance in plans[0].services:
             spec = instance.spec
             key = data.get(spec.api_key_key) if spec.api_key_key else None

@@ -65,7 +65,8 @@ def hub_service() -> Service:
 def publish_images() -> dict:
     """Build (or reuse) the stand-in serving images and push them to the sandbox registry.
 
-    Returns fleet.json's `images`: {flavour: {"ref", "tarball", "sha256", "registry_ref"}}."""
+    Returns fleet.json's `images`: {flavour: {"ref", "tarball", "sha256", "registry_ref", "vllm_version",
+    "vllm_ascend_version"}}: the releases the stand-in's command line is checked as."""
     try:
         built = image.build_images()
         out = {}
@@ -77,6 +78,8 @@ def publish_images() -> dict:
                 "tarball": entry["tarball"],
                 "sha256": entry["sha256"],
                 "registry_ref": image.push_image(flavour, registry=C.REGISTRY),
+                "vllm_version": image.STANDIN_VLLM_VERSION,
+                "vllm_ascend_version": image.STANDIN_VLLM_ASCEND_VERSION if flavour == "ascend" else None,
             }
     except (SandboxError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -3,7 +3,7 @@
 A Debian bookworm ``minbase`` root filesystem with python3 (debootstrapped once, cached under
 CACHE_DIR/standin-base), plus the real hub clients (``huggingface_hub`` -> ``hf``, ``modelscope`` ->
 ``modelscope``) pip-installed into its ``/usr/local/lib/python3.X/dist-packages``, plus the stand-in
-``/usr/local/bin/vllm`` with ``vllm_cli.py`` (from the installed fleetserve) and ``stopsignal.py`` on
+``/usr/local/bin/vllm`` with ``vllm_args.py`` and its tables (from the installed fleetserve) and ``stopsignal.py`` on
 its import path. The tree is imported into podman twice:
 
 * ``localhost/fleetserve/vllm-standin:ascend`` -- like the vllm-ascend images: no entrypoint,
@@ -57,13 +57,21 @@ STANDIN_VLLM = Path(__file__).resolve().parent / "standin" / "vllm"
 STOPSIGNAL = Path(__file__).resolve().parent / "stopsignal.py"  # the stand-in's signal handling
 
 
-def vllm_cli_source() -> Path:
-    """The installed product's `fleetserve/vllm_cli.py` (copied into the image: the stand-in refuses
-    flags with the same model of vLLM's command line that fleetserve validates with)."""
-    spec = importlib.util.find_spec("fleetserve.vllm_cli")
+# The vLLM release the stand-in parses its command line as (a table generated from vLLM itself).
+STANDIN_VLLM_VERSION = "0.18.0"
+# The vllm-ascend release whose platform rules the ascend flavour applies.
+STANDIN_VLLM_ASCEND_VERSION = "0.18.0rc1"
+
+
+def vllm_args_sources() -> list[tuple[Path, str]]:
+    """The installed product's `fleetserve/vllm_args.py` and the generated option tables, as (source,
+    name in the image): the stand-in refuses flags with the parser fleetserve validates with."""
+    spec = importlib.util.find_spec("fleetserve.vllm_args")
     if spec is None or not spec.origin:
-        raise SandboxError("fleetserve.vllm_cli is not importable: install fleetserve next to fleetserve-sandbox")
-    return Path(spec.origin)
+        raise SandboxError("fleetserve.vllm_args is not importable: install fleetserve next to fleetserve-sandbox")
+    module = Path(spec.origin)
+    tables = sorted((module.parent / "vllm_tables").glob("*.json"))
+    return [(module, "vllm_args.py")] + [(t, f"vllm_tables/{t.name}") for t in tables]
 
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -240,9 +248,11 @@ def tarball_path(flavour: str) -> Path:
 
 def _changes(flavour: str, digest: str) -> list[str]:
     common = [f"ENV PATH={IMAGE_PATH}", "ENV LANG=C.UTF-8", "WORKDIR /",
+              f"ENV FLEETSERVE_STANDIN_VLLM_VERSION={STANDIN_VLLM_VERSION}",
               f"LABEL org.opencontainers.image.title=fleetserve-vllm-standin fleetserve.standin.inputs={digest}"]
     if flavour == "ascend":
-        return [*common, "ENV FLEETSERVE_STANDIN_PLATFORMS=ascend", 'CMD ["/bin/bash"]']
+        return [*common, "ENV FLEETSERVE_STANDIN_PLATFORMS=ascend",
+                f"ENV FLEETSERVE_STANDIN_VLLM_ASCEND_VERSION={STANDIN_VLLM_ASCEND_VERSION}", 'CMD ["/bin/bash"]']
     return [*common, "ENV FLEETSERVE_STANDIN_PLATFORMS=cuda", "ENV VLLM_USAGE_SOURCE=production-docker-image",
             'ENTRYPOINT ["vllm", "serve"]']
 
@@ -256,7 +266,7 @@ def build_inputs() -> dict:
         "huggingface_hub": HF_HUB_VERSION,
         "modelscope": MODELSCOPE_VERSION,
         "vllm_sha256": hashlib.sha256(STANDIN_VLLM.read_bytes()).hexdigest(),
-        "vllm_cli_sha256": hashlib.sha256(vllm_cli_source().read_bytes()).hexdigest(),
+        "vllm_args_sha256": {name: hashlib.sha256(src.read_bytes()).hexdigest() for src, name in vllm_args_sources()},
         "stopsignal_sha256": hashlib.sha256(STOPSIGNAL.read_bytes()).hexdigest(),
         "changes": {f: _changes(f, "") for f in FLAVOURS},
         "arch": _host_arch(),
@@ -335,7 +345,8 @@ def _assemble(base: Path, work: Path) -> Path:
     python = _base_python(base)
     _install_hub_clients(tree, python, _host_arch())
     site = tree / "usr/local/lib" / python / "dist-packages"
-    for source, name in ((vllm_cli_source(), "vllm_cli.py"), (STOPSIGNAL, "stopsignal.py")):
+    for source, name in [*vllm_args_sources(), (STOPSIGNAL, "stopsignal.py")]:
+        (site / name).parent.mkdir(exist_ok=True)
         shutil.copyfile(source, site / name)
         (site / name).chmod(0o644)
     vllm = tree / "usr/local/bin/vllm"
