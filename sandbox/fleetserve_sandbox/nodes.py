@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetserve_sandbox import aptsources, cgroups, hardware_sim, net, services
+from fleetserve_sandbox import aptsources, cgroups, hardware_sim, net, rootfs, services
 from fleetserve_sandbox import constants as C
 from fleetserve_sandbox.layouts import NodeSpec
 from fleetserve_sandbox.registry import node_registries_conf
@@ -121,6 +121,19 @@ def apt_proxy_conf() -> str:
     )
 
 
+def _authorise_deployer(upper: Path, client_pub: str) -> None:
+    """The fleet's client key for the rootfs's non-root sudo user too, owned by that user."""
+    entry = next((line.split(":") for line in (C.ROOTFS_DIR / "etc/passwd").read_text().splitlines()
+                  if line.startswith(f"{rootfs.DEPLOYER}:")), None)
+    if entry is None:  # a rootfs built before the user existed: `up` rebuilds it first
+        return
+    uid, gid, home = int(entry[2]), int(entry[3]), entry[5].lstrip("/")
+    ssh = upper / home / ".ssh"
+    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write(ssh / "authorized_keys", client_pub, 0o600)
+    for path in (upper / home, ssh, ssh / "authorized_keys"):
+        os.chown(path, uid, gid)
+
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
@@ -147,6 +160,7 @@ def prepare(spec: NodeSpec, fleet: list[NodeSpec], apt: aptsources.AptConfig, cl
     (upper / "root").mkdir(mode=0o700, exist_ok=True)
     (upper / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
     _write(upper / "root/.ssh/authorized_keys", client_pub, 0o600)
+    _authorise_deployer(upper, client_pub)
     # apt: the host's own sources and settings, reached through the proxy
     for src in apt.files:
         rel = src.relative_to("/etc/apt")

@@ -32,9 +32,12 @@ DEBOOTSTRAP_INCLUDE = (
     "curl",
     "python3",  # the simulated npu-smi / nvidia-smi / hccn_tool are python3 scripts
     "iputils-ping",
+    "sudo",  # the `deployer` user: pyinfra with a non-root ssh_user and _sudo, as many fleets run
 )
+# A non-root login with passwordless sudo (the fleet's client key is authorised for it at bring-up).
+DEPLOYER = "deployer"
 CHROOT_PACKAGES = ("podman", "podman-docker", "runc", "catatonit")
-RECIPE_VERSION = 3  # bump when the build steps change in a way the data below does not show
+RECIPE_VERSION = 4  # bump when the build steps change in a way the data below does not show
 
 # containers.conf for podman inside a node on this kind of host (hybrid cgroups, nspawn seccomp)
 CONTAINERS_CONF = """\
@@ -77,6 +80,7 @@ ROOTFS_FILES: dict[str, str] = {
     "etc/containers/nodocker": "",  # silences podman-docker's "Emulate Docker CLI" notice
     "etc/ssh/sshd_config.d/fleetserve-sandbox.conf": SSHD_CONF,
     "etc/fleetserve-sandbox-rootfs": "fleetserve sandbox node rootfs\n",
+    "etc/sudoers.d/fleetserve-deployer": f"{DEPLOYER} ALL=(ALL) NOPASSWD: ALL\n",
 }
 
 
@@ -177,7 +181,8 @@ def _chroot_install(root: Path, apt: aptsources.AptConfig) -> None:
         f'chroot "$R" apt-get -q -o {proxy} update; '
         f'chroot "$R" env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o {proxy} '
         f'--no-install-recommends install {" ".join(CHROOT_PACKAGES)}; '
-        'chroot "$R" apt-get clean'
+        'chroot "$R" apt-get clean; '
+        f'chroot "$R" useradd --create-home --shell /bin/bash {DEPLOYER}'
     )
     try:
         _logged(
@@ -194,6 +199,7 @@ def _configure(root: Path) -> None:
         dest = root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(text)
+    (root / "etc/sudoers.d/fleetserve-deployer").chmod(0o440)  # sudo reads only files others cannot write
     for unit in C.MASKED_UNITS:
         link = root / "etc/systemd/system" / unit
         link.parent.mkdir(parents=True, exist_ok=True)
