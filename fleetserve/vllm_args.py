@@ -109,7 +109,7 @@ class ServeArgsError(ValueError):
 # ---------------------------------------------------------------------------------------------
 
 
-def _version_key(version: str) -> tuple:
+def version_key(version: str) -> tuple:
     """Release order: 0.18.0rc1 < 0.18.0 < 0.18.0.post1 < 0.18.1."""
     found = re.fullmatch(r"v?(\d+(?:\.\d+)*)(?:(a|b|rc)(\d+))?(?:\.post(\d+))?(.*)", version)
     if not found:
@@ -128,7 +128,7 @@ def known_versions(table_dir: Path | str | None = None) -> list[str]:
     """vLLM versions that have a table, oldest first."""
     directory = Path(table_dir) if table_dir else TABLE_DIR
     found = [p.name[len("vllm-"):-len(".json")] for p in directory.glob("vllm-[0-9]*.json")]
-    return sorted(found, key=_version_key)
+    return sorted(found, key=version_key)
 
 
 @dataclass
@@ -275,7 +275,7 @@ def known_platform_versions(platform: str = "ascend", table_dir: Path | str | No
     directory = Path(table_dir) if table_dir else TABLE_DIR
     prefix = f"vllm-{platform}-"
     found = [p.name[len(prefix):-len(".json")] for p in directory.glob(f"{prefix}*.json")]
-    return sorted(found, key=_version_key)
+    return sorted(found, key=version_key)
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 
 import pytest
@@ -537,3 +538,15 @@ def test_the_run_lock_fails_the_host_naming_the_holder_or_is_a_noop():
     assert commands == [] and not state.failed_hosts
     commands, state = run_op(host_ops.run_lock, problem="another fleetserve run holds this host (pid=7 controller=c:1)")
     assert "another fleetserve run holds this host (pid=7 controller=c:1)" in commands[0] and state.failed_hosts
+
+
+def test_partial_downloads_no_service_resumes_are_reported_by_a_ready_preflight(caplog):
+    lines = host_report("atlas-800-a2", driver="24.1.rc2", paths=["/usr/local/dcmi"], expect=A2_EXPECT,
+                        model_dirs={A2_MODEL.host_dir: ["kind absent",
+                                                        f"leftover {2 * 1024 * 1024} /data/models/.Qwen3-30B.fleetserve/"
+                                                        ".partial-v0-abc"]})
+    with caplog.at_level(logging.DEBUG, logger="pyinfra"):
+        commands, state = _ready(lines)
+    assert changes(commands, "echo '@@smi-format") == [] and not state.failed_hosts
+    assert ("1 partial download(s) no service resumes hold 2.0 GiB (/data/models/.Qwen3-30B.fleetserve/.partial-v0-abc):"
+            " host data clean_staging removes them") in caplog.text

@@ -30,6 +30,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+# vLLM's release order, the one the product's parser uses (stdlib only: runs without fleetserve's dependencies).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fleetserve.vllm_args import version_key  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 TABLE_DIR = REPO / "fleetserve" / "vllm_tables"
 DEFAULT_WORKDIR = Path("/var/tmp/vllm-src")
@@ -98,16 +102,6 @@ def make_venv(version: str, workdir: Path, src: Path, python: str) -> Path:
     subprocess.run([*pip, TORCH_PIN, "-r", str(src / "requirements" / "common.txt")], check=True)
     stamp.write_text("ok\n")
     return venv
-
-
-def version_key(version: str) -> tuple:
-    """Release order: 0.18.0rc1 < 0.18.0 < 0.18.0.post1 < 0.18.1."""
-    found = re.fullmatch(r"v?(\d+(?:\.\d+)*)(?:(a|b|rc)(\d+))?(?:\.post(\d+))?(.*)", version)
-    if not found:
-        return ((), 9, 0, 0, version)
-    release, pre, pre_num, post, rest = found.groups()
-    pre_rank = {"a": 0, "b": 1, "rc": 2}.get(pre or "", 3)
-    return (tuple(int(p) for p in release.split(".")), pre_rank, int(pre_num or 0), int(post or 0), rest)
 
 
 def recompute_removed(table_dir: Path) -> None:

@@ -10,7 +10,7 @@ from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 
 from fleetserve.facts.fleet import FileDigests, HostReport, PathsExist
 from fleetserve.operations import fail_command
-from fleetserve.readiness import check_host, report_args
+from fleetserve.readiness import check_host, leftover_staging, report_args
 from fleetserve.types import Expectations
 
 
@@ -31,9 +31,13 @@ def ready(expect: Expectations):
     problems = check_host(report, expect)
     if problems:
         yield fail_command(f"fleetserve preflight: {host.name} is not ready ({expect.hardware.label}):", problems)
-    else:
-        host.noop(f"ready: {len(report.get('accelerators', []))} accelerators, driver "
-                  f"{report.get('driver_version') or '-'}, toolkit {report.get('toolkit_version') or '-'}")
+        return
+    leftovers = leftover_staging(report)
+    note = (f"; {len(leftovers)} partial download(s) no service resumes hold "
+            f"{sum(item['kb'] for item in leftovers) / 1024 / 1024:.1f} GiB ({', '.join(i['path'] for i in leftovers)}):"
+            f" host data clean_staging removes them") if leftovers else ""
+    host.noop(f"ready: {len(report.get('accelerators', []))} accelerators, driver "
+              f"{report.get('driver_version') or '-'}, toolkit {report.get('toolkit_version') or '-'}{note}")
 
 
 @operation(is_idempotent=True)

@@ -37,7 +37,7 @@ DEBOOTSTRAP_INCLUDE = (
 # A non-root login with passwordless sudo (the fleet's client key is authorised for it at bring-up).
 DEPLOYER = "deployer"
 CHROOT_PACKAGES = ("podman", "podman-docker", "runc", "catatonit")
-RECIPE_VERSION = 4  # bump when the build steps change in a way the data below does not show
+RECIPE_VERSION = 5  # bump when the build steps change in a way the data below does not show
 
 # containers.conf for podman inside a node on this kind of host (hybrid cgroups, nspawn seccomp)
 CONTAINERS_CONF = """\
@@ -182,7 +182,9 @@ def _chroot_install(root: Path, apt: aptsources.AptConfig) -> None:
         f'chroot "$R" env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o {proxy} '
         f'--no-install-recommends install {" ".join(CHROOT_PACKAGES)}; '
         'chroot "$R" apt-get clean; '
-        f'chroot "$R" useradd --create-home --shell /bin/bash {DEPLOYER}'
+        f'chroot "$R" useradd --create-home --shell /bin/bash {DEPLOYER}; '
+        # `*` rather than useradd's locked `!`: sshd without PAM refuses any login to a locked account
+        f"chroot \"$R\" usermod --password '*' {DEPLOYER}"
     )
     try:
         _logged(
