@@ -1,4 +1,5 @@
-"""Hardware kinds as data: loads fleetserve/hardware.yaml into HardwareKind and looks kinds up."""
+"""Hardware kinds as data: loads fleetserve/hardware.yaml into HardwareKind and looks kinds up; what
+driver a vllm-ascend image's CANN needs (fleetserve/ascend_cann.yaml)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import yaml
 from pydantic import ValidationError
 
 from fleetserve.types import FleetserveError, HardwareKind
+from fleetserve.vllm_args import version_key
 
 HARDWARE_FILE = "hardware.yaml"
+ASCEND_CANN_FILE = "ascend_cann.yaml"
 
 
 @cache
@@ -28,6 +31,21 @@ def hardware_kinds() -> dict[str, HardwareKind]:
         except ValidationError as exc:  # a broken data file is a packaging bug: say where
             raise FleetserveError(f"{HARDWARE_FILE}: kind {name}: {exc}") from None
     return kinds
+
+
+@cache
+def _ascend_images() -> list[dict]:
+    text = resources.files("fleetserve").joinpath(ASCEND_CANN_FILE).read_text(encoding="utf-8")
+    return yaml.safe_load(text)["releases"]
+
+
+def ascend_image_needs(vllm_ascend_version: str) -> dict | None:
+    """The CANN a vllm-ascend release's image carries and the HDK (driver) floor it needs, with the
+    source (fleetserve/ascend_cann.yaml); None for a release the table does not cover."""
+    for row in _ascend_images():
+        if version_key(row["first"]) <= version_key(vllm_ascend_version) <= version_key(row["last"]):
+            return row
+    return None
 
 
 @cache

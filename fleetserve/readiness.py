@@ -8,6 +8,7 @@ from typing import Any
 
 from fleetserve import hostpaths
 from fleetserve.facts.parsers import version_at_least
+from fleetserve.hardware import ascend_image_needs
 from fleetserve.hostos import family_from_os_release
 from fleetserve.types import Expectations, HardwareKind, HostPlan, ImageNeed, ModelNeed
 
@@ -51,6 +52,14 @@ def expectations_for(plan: HostPlan) -> Expectations:
         # Driver pieces a catalog entry mounts must already be there.
         paths += [m.host for m in spec.extra_mounts() if hostpaths.provided_by_the_system(m.host)]
     nodes = [hardware.device_path(d) for d in sorted(devices)] + list(hardware.control_devices)
+    floors = []
+    for instance in plan.services:
+        release = instance.spec.image.vllm_ascend_version
+        needs = ascend_image_needs(release) if release else None
+        if needs:
+            floors.append((needs["hdk_min"], f"{instance.spec.image.ref} (vllm-ascend {release}) carries CANN "
+                                             f"{needs['cann']}, which needs HDK >= {needs['hdk_min']} ({needs['source']})",
+                           bool(needs["verified"])))
     return Expectations(
         hardware=hardware,
         arch=plan.data.arch,
@@ -61,6 +70,7 @@ def expectations_for(plan: HostPlan) -> Expectations:
         models=tuple(models),
         images=tuple(images.values()),
         driver_min=_max_version([i.spec.requires.driver for i in plan.services]),
+        image_driver_floors=tuple(dict.fromkeys(floors)),
         cann_min=_max_version([i.spec.requires.cann for i in plan.services]),
         own_services=tuple(i.name for i in plan.services),
         ports=ports,
@@ -145,12 +155,9 @@ def check_host(report: dict[str, Any], expect: Expectations) -> list[str]:
             problems.append(f"driver version unknown (nothing in {source}); need >= {expect.driver_min}")
         elif not version_at_least(driver, expect.driver_min):
             problems.append(f"driver {driver} is older than the {expect.driver_min} the services need")
-    toolkit = report.get("toolkit_version")
-    if expect.cann_min:
-        if not toolkit:
-            problems.append(f"CANN toolkit not installed ({hardware.toolkit_info_glob}); need >= {expect.cann_min}")
-        elif not version_at_least(toolkit, expect.cann_min):
-            problems.append(f"CANN toolkit {toolkit} is older than the {expect.cann_min} the services need")
+    for floor, why, verified in expect.image_driver_floors:
+        if verified and driver and not version_at_least(driver, floor):
+            problems.append(f"driver {driver} is older than {floor}: {why}")
 
     problems += _model_dir_problems(report, expect)
     problems += _disk_problems(report, expect)
@@ -251,6 +258,28 @@ def _port_problems(report: dict[str, Any], expect: Expectations) -> list[str]:
                                 f" not by service {service}'s container; stop it or give the service another port")
                 break
     return problems
+
+
+def host_notes(report: dict[str, Any], expect: Expectations) -> list[str]:
+    """What an operator should know that does not stop the run: the host's CANN toolkit (the images
+    bring their own, so it is reported, not required), driver floors no release note states,
+    partial downloads no service resumes."""
+    notes = []
+    toolkit = report.get("toolkit_version")
+    if expect.cann_min:
+        found = f"CANN toolkit {toolkit}" if toolkit else "no CANN toolkit"
+        notes.append(f"{found} on the host (the catalog names >= {expect.cann_min}; the serving images bring "
+                     f"their own CANN, so only the driver is required)")
+    driver = report.get("driver_version")
+    for floor, why, verified in expect.image_driver_floors:
+        if not verified and driver and not version_at_least(driver, floor):
+            notes.append(f"driver {driver} may be too old: {why}; no Huawei release note states this floor")
+    leftovers = leftover_staging(report)
+    if leftovers:
+        notes.append(f"{len(leftovers)} partial download(s) no service resumes hold "
+                     f"{sum(item['kb'] for item in leftovers) / 1024 / 1024:.1f} GiB "
+                     f"({', '.join(i['path'] for i in leftovers)}): host data clean_staging removes them")
+    return notes
 
 
 def leftover_staging(report: dict[str, Any]) -> list[dict]:

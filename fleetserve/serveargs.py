@@ -10,6 +10,7 @@ from fleetserve.types import TYPED_FLAGS, ServiceSpec
 from fleetserve.vllm_args import (
     ServeArgsError,
     UnknownVersionError,
+    known_platform_versions,
     known_versions,
     parse_serve_args,
     validate_serve_flags,
@@ -79,6 +80,11 @@ def serve_args(spec: ServiceSpec, platform: str) -> ServeArgsResult:
     if version not in known_versions():
         problems.append(f"image.vllm_version: {version!r} has no table of vLLM's serve options (known: "
                         f"{', '.join(known_versions())}; add one with tools/gen_vllm_serve_table.py)")
+        return ServeArgsResult((spec.model.serve_path,), spec.world_size, tuple(problems))
+    rules = spec.image.vllm_ascend_version
+    if platform == "ascend" and rules and rules not in known_platform_versions("ascend"):
+        problems.append(f"image.vllm_ascend_version: {rules!r} has no table of vllm-ascend's platform rules (known: "
+                        f"{', '.join(known_platform_versions('ascend'))}; add one with tools/gen_vllm_ascend_rules.py)")
         return ServeArgsResult((spec.model.serve_path,), spec.world_size, tuple(problems))
     args = [spec.model.serve_path]
     for flag, field_name, default in _TYPED:

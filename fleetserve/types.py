@@ -624,7 +624,9 @@ class Expectations:
     paths: tuple[str, ...]
     models: tuple[ModelNeed, ...]  # the model copies the services serve
     images: tuple[ImageNeed, ...] = ()
-    driver_min: str | None = None
-    cann_min: str | None = None
+    driver_min: str | None = None  # the catalog's requires.driver
+    # (floor, why, verified): what each image's CANN needs of the driver (fleetserve/ascend_cann.yaml)
+    image_driver_floors: tuple[tuple[str, str, bool], ...] = ()
+    cann_min: str | None = None  # reported, not required: the images bring their own CANN
     own_services: tuple[str, ...] = ()
     ports: dict[int, str] = field(default_factory=dict)

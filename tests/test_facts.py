@@ -44,7 +44,7 @@ def test_host_report_ascend_ready():
         "kind": "absent", "target": None, "entries": 0, "sample": [], "legacy": None, "copy_verified": False,
         "staging_kb": 0, "leftovers": []}
     assert report["filesystems"]["/data/models/.Qwen3-30B.fleetserve"] == {"device": "2049", "free_kb": 10**10, "mount": "/"}
-    assert report["images"] == {"vllm/vllm-ascend:latest": {"id": None, "record": None}}
+    assert report["images"] == {"quay.io/ascend/vllm-ascend:v0.18.0": {"id": None, "record": None}}
     assert report["listeners"] == {8000: [{"pid": 31, "cgroup": "0::/system.slice/docker-f00d.scope"}]}
     assert report["tools"] == ["curl", "flock", "ss", "systemctl"] and report["engine_root"] == "/var/lib/docker"
     assert report["paths"] == sorted(A2_PATHS)

@@ -400,3 +400,9 @@ def test_a_hub_token_goes_only_over_https_or_to_a_listed_plain_http_hub():
     https = {**data, "service_overrides": {"qwen3-vl-8b": {"model": {"token_key": "ms_token",
                                                                        "endpoint": "https://hub.example"}}}}
     assert plan_host("a2-01", https, ["qwen3-vl"]).services
+
+
+def test_an_image_vllm_ascend_release_without_rules_is_said_plainly():
+    data = {**A2_QWEN3, "service_overrides": {"qwen3-30b": {"image": {"vllm_ascend_version": "0.14.0rc1"}}}}
+    assert ("image.vllm_ascend_version: '0.14.0rc1' has no table of vllm-ascend's platform rules (known: "
+            "0.12.0rc1, 0.17.0rc1, 0.18.0rc1, 0.18.0;") in error_of(data, ["qwen3"])

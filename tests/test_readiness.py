@@ -1,8 +1,11 @@
 """Preflight logic (pure): expectations from a plan, and one line per unmet requirement."""
 
+from dataclasses import replace
+
+from fleetserve.hardware import ascend_image_needs
 from fleetserve.facts.fleet import HostReport
 from fleetserve.plan import plan_host
-from fleetserve.readiness import check_host, expectations_for
+from fleetserve.readiness import check_host, expectations_for, host_notes
 from tests.fakefleet import host_report
 
 QWEN3 = {"hardware": "atlas-800-a2", "workloads": ["qwen3"]}
@@ -24,7 +27,7 @@ def test_expectations_follow_the_plan():
     (model,) = expect.models
     assert model.host_dir == "/data/models/Qwen3-30B" and model.need_kb == int(61 * 1.1 * 1024 * 1024)
     assert model.copy_dir.startswith("/data/models/.Qwen3-30B.fleetserve/master-")
-    assert [image.ref for image in expect.images] == ["vllm/vllm-ascend:latest"]
+    assert [image.ref for image in expect.images] == ["quay.io/ascend/vllm-ascend:v0.18.0"]
 
 
 def test_a_ready_host_has_no_problems():
@@ -93,3 +96,27 @@ def test_an_image_archive_counts_its_copy_and_its_unpacking(tmp_path):
     assert problems == ["disk: / has 0.0 GiB free; this run writes 0.0 GiB there: archive of vllm-ascend:qwen3_5-v0-a3 "
                         "0.0 GiB, vllm-ascend:qwen3_5-v0-a3 unpacked by docker load 0.0 GiB (copies in use stay until "
                         "the new release is verified)"]
+
+
+def test_the_host_toolkit_is_reported_not_required():
+    plan = plan_host("a2-01", QWEN3, ["qwen3"], preview=True)
+    expect = expectations_for(plan)
+    report = HostReport().process(host_report("atlas-800-a2", paths=expect.paths, expect=expect, toolkit=None))
+    assert check_host(report, expect) == []
+    assert host_notes(report, expect)[0] == ("no CANN toolkit on the host (the catalog names >= 7.0.RC1; the serving "
+                                             "images bring their own CANN, so only the driver is required)")
+
+
+def test_the_driver_must_suit_the_cann_in_the_image():
+    # vllm-ascend 0.18.0 carries CANN 8.5.1: its HDK floor is vllm-ascend's own requirement, which no
+    # Huawei release note states: reported, not refused
+    expect = expectations_for(plan_host("a2-01", QWEN3, ["qwen3"], preview=True))
+    (floor,) = expect.image_driver_floors
+    assert floor[0] == "25.5.1" and "CANN 8.5.1" in floor[1] and floor[2] is False
+    report = HostReport().process(host_report("atlas-800-a2", paths=expect.paths, expect=expect, driver="25.3.RC1"))
+    assert not any(p.startswith("driver") for p in check_host(report, expect))
+    assert any(n.startswith("driver 25.3.RC1 may be too old: ") for n in host_notes(report, expect))
+    # a floor a release note states is required
+    stated = replace(expect, image_driver_floors=(("25.5.0", "CANN 8.5.0 needs HDK >= 25.5.0", True),))
+    assert "driver 25.3.RC1 is older than 25.5.0: CANN 8.5.0 needs HDK >= 25.5.0" in check_host(report, stated)
+    assert ascend_image_needs("0.14.0rc1")["cann"] == "8.5.0" and ascend_image_needs("0.99.0") is None

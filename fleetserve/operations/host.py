@@ -10,7 +10,7 @@ from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 
 from fleetserve.facts.fleet import FileDigests, HostReport, PathsExist
 from fleetserve.operations import fail_command
-from fleetserve.readiness import check_host, leftover_staging, report_args
+from fleetserve.readiness import check_host, host_notes, report_args
 from fleetserve.types import Expectations
 
 
@@ -32,12 +32,9 @@ def ready(expect: Expectations):
     if problems:
         yield fail_command(f"fleetserve preflight: {host.name} is not ready ({expect.hardware.label}):", problems)
         return
-    leftovers = leftover_staging(report)
-    note = (f"; {len(leftovers)} partial download(s) no service resumes hold "
-            f"{sum(item['kb'] for item in leftovers) / 1024 / 1024:.1f} GiB ({', '.join(i['path'] for i in leftovers)}):"
-            f" host data clean_staging removes them") if leftovers else ""
+    notes = "".join(f"; {note}" for note in host_notes(report, expect))
     host.noop(f"ready: {len(report.get('accelerators', []))} accelerators, driver "
-              f"{report.get('driver_version') or '-'}, toolkit {report.get('toolkit_version') or '-'}{note}")
+              f"{report.get('driver_version') or '-'}, toolkit {report.get('toolkit_version') or '-'}{notes}")
 
 
 @operation(is_idempotent=True)
