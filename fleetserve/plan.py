@@ -120,6 +120,14 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], cata
     except KeyError as exc:
         raise PlanError("\n".join([*errors, f"host {name}: hardware: {exc.args[0]}"])) from None
     _check_overrides(name, settings.service_overrides, catalog, errors)
+    if settings.gpu_devices:
+        if hardware.vendor != "nvidia":
+            errors.append(f"host {name}: gpu_devices: {settings.gpu_devices!r} is for NVIDIA hosts ({hardware.kind} is "
+                          f"{hardware.vendor}; leave it unset)")
+        else:  # the host's own way of handing GPUs over: CDI names, or Docker's --gpus with the NVIDIA runtime
+            hardware = hardware.model_copy(update={
+                "device_syntax": settings.gpu_devices,
+                "container_runtime": "nvidia" if settings.gpu_devices == "gpus" else None})
     if errors:  # unknown keys first: the catalog checks below would only repeat them
         raise PlanError("\n".join(errors))
 

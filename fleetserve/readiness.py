@@ -107,6 +107,7 @@ def report_args(expect: Expectations) -> dict[str, Any]:
                     hostpaths.staging_dir(m.host_dir, m.copy_dir.rsplit("/", 1)[1])] for m in expect.models],
         "fs_paths": list(dict.fromkeys(fs_paths)),
         "images": [[i.ref, hostpaths.image_record(i.ref)] for i in expect.images],
+        "gpu_engine": hardware.device_syntax in ("cdi", "gpus"),
     }
 
 
@@ -159,6 +160,7 @@ def check_host(report: dict[str, Any], expect: Expectations) -> list[str]:
         if verified and driver and not version_at_least(driver, floor):
             problems.append(f"driver {driver} is older than {floor}: {why}")
 
+    problems += _gpu_engine_problems(report, hardware)
     problems += _model_dir_problems(report, expect)
     problems += _disk_problems(report, expect)
     problems += _port_problems(report, expect)
@@ -177,6 +179,36 @@ def check_host(report: dict[str, Any], expect: Expectations) -> list[str]:
         port = installed.get("port")
         if port in expect.ports:
             problems.append(f"port {port} is used by installed service {name}; service {expect.ports[port]} needs it")
+    return problems
+
+
+DOCKER_CDI_SINCE = "25.0"  # Docker Engine 25.0 added CDI devices (daemon.json features.cdi until 28.2/28.3)
+
+
+def _gpu_engine_problems(report: dict[str, Any], hardware: HardwareKind) -> list[str]:
+    """What the engine must offer for this host's way of handing GPUs over (hardware.device_syntax)."""
+    if hardware.device_syntax not in ("cdi", "gpus") or not report.get("engine"):
+        return []
+    problems = []
+    podman = "podman" in report["engine"].lower()
+    version = report.get("engine_version")
+    if hardware.device_syntax == "cdi":
+        if not podman and (not version or not version_at_least(version, DOCKER_CDI_SINCE)):
+            problems.append(f"docker {version or '(version unknown)'} cannot take CDI devices ({hardware.cdi_device}): "
+                            f"Docker Engine >= {DOCKER_CDI_SINCE} is needed (or set gpu_devices: gpus)")
+        elif not podman and not report.get("engine_cdi_dirs"):
+            problems.append(f"docker {version} has CDI turned off (no CDISpecDirs): set "
+                            f'{{"features": {{"cdi": true}}}} in /etc/docker/daemon.json, or set gpu_devices: gpus')
+        if not report.get("cdi_specs"):
+            problems.append(f"no CDI spec lists {hardware.cdi_device.partition('=')[0]} in {', '.join(hardware.cdi_dirs)}"
+                            f" (generate one: nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml)")
+    elif hardware.container_runtime:
+        runtimes = report.get("podman_runtimes" if podman else "engine_runtimes", [])
+        if hardware.container_runtime not in runtimes:
+            where = "/etc/containers/containers.conf [engine.runtimes]" if podman else "docker info's Runtimes"
+            problems.append(f"the {hardware.container_runtime} container runtime is not registered ({where} lists "
+                            f"{', '.join(runtimes) or 'none'}): nvidia-ctk runtime configure --runtime="
+                            f"{'podman' if podman else 'docker'}, or set gpu_devices: cdi")
     return problems
 
 

@@ -491,6 +491,10 @@ class HostData(StrictModel):
                                 "for inspection. The host is reported failed in every case")
     lock_wait_s: StrictInt = Field(0, ge=0, le=86400, description="seconds to wait for another run holding the "
                                                                  "host's lock before failing the host")
+    gpu_devices: Literal["cdi", "gpus"] | None = Field(
+        None, description="how an NVIDIA host gives GPUs to containers: cdi (CDI device names: Docker >= 25 "
+                          "with CDI enabled and specs generated, or podman) or gpus (`--runtime nvidia --gpus`: the "
+                          "NVIDIA container runtime registered); unset: the hardware kind's (fleetserve/hardware.yaml)")
     plain_http_hubs: tuple[str, ...] = Field((), description="hub endpoints reached over plain http that may still "
                                                             "be sent a hub token (a mirror on a private network, the "
                                                             "sandbox's hub); any other http endpoint gets no token")

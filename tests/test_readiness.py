@@ -2,9 +2,11 @@
 
 from dataclasses import replace
 
-from fleetserve.hardware import ascend_image_needs
+import pytest
+
 from fleetserve.facts.fleet import HostReport
-from fleetserve.plan import plan_host
+from fleetserve.hardware import ascend_image_needs
+from fleetserve.plan import PlanError, plan_host
 from fleetserve.readiness import check_host, expectations_for, host_notes
 from tests.fakefleet import host_report
 
@@ -120,3 +122,55 @@ def test_the_driver_must_suit_the_cann_in_the_image():
     stated = replace(expect, image_driver_floors=(("25.5.0", "CANN 8.5.0 needs HDK >= 25.5.0", True),))
     assert "driver 25.3.RC1 is older than 25.5.0: CANN 8.5.0 needs HDK >= 25.5.0" in check_host(report, stated)
     assert ascend_image_needs("0.14.0rc1")["cann"] == "8.5.0" and ascend_image_needs("0.99.0") is None
+
+
+def _nvidia(kind: str = "nvidia-gb200x4", **data):
+    plan = plan_host("gpu-01", {"hardware": kind, "workloads": ["qwen3.5"], "qwen35_api_key": "k", **data},
+                     ["qwen3.5"])
+    return expectations_for(plan)
+
+
+def _engine_report(expect, engine: str, extra: list[str]) -> dict:
+    lines = host_report(expect.hardware.kind, paths=expect.paths, expect=expect, arch=expect.arch)
+    lines[lines.index("Docker version 28.2.2")] = engine
+    return HostReport().process(lines + extra)
+
+
+def test_cdi_needs_docker_25_with_cdi_on_and_a_spec():
+    expect = _nvidia()
+    good = _engine_report(expect, "Docker version 28.2.2", ["@@engine-version", "28.2.2", "@@engine-cdi",
+                                                             '["/etc/cdi","/var/run/cdi"]'])
+    assert check_host(good, expect) == []
+    old = _engine_report(expect, "Docker version 24.0.7", ["@@engine-version", "24.0.7", "@@engine-cdi", "null"])
+    assert ("docker 24.0.7 cannot take CDI devices (nvidia.com/gpu={id}): Docker Engine >= 25.0 is needed (or set "
+            "gpu_devices: gpus)") in check_host(old, expect)
+    off = _engine_report(expect, "Docker version 26.1.4", ["@@engine-version", "26.1.4", "@@engine-cdi", "[]"])
+    assert any(p.startswith("docker 26.1.4 has CDI turned off") for p in check_host(off, expect))
+    no_spec = {**good, "cdi_specs": []}
+    assert any(p.startswith("no CDI spec lists nvidia.com/gpu in /etc/cdi, /var/run/cdi") for p in
+               check_host(no_spec, expect))
+    podman = _engine_report(expect, "podman version 4.3.1", ["@@engine-version", "4.3.1"])
+    assert check_host(podman, expect) == []
+
+
+def test_gpus_needs_the_nvidia_runtime_registered():
+    expect = _nvidia("nvidia-h100x8", arch="x86_64")
+    missing = _engine_report(expect, "Docker version 28.2.2", ["@@engine-version", "28.2.2", "@@engine-runtimes",
+                                                                '{"io.containerd.runc.v2":{},"runc":{}}'])
+    assert ("the nvidia container runtime is not registered (docker info's Runtimes lists io.containerd.runc.v2, runc):"
+            " nvidia-ctk runtime configure --runtime=docker, or set gpu_devices: cdi") in check_host(missing, expect)
+    there = _engine_report(expect, "Docker version 28.2.2", ["@@engine-runtimes", '{"nvidia":{},"runc":{}}'])
+    assert check_host(there, expect) == []
+    conf = ['@@podman-conf:/etc/containers/containers.conf', '[engine.runtimes]',
+            'nvidia = ["/usr/bin/nvidia-container-runtime"]']
+    assert check_host(_engine_report(expect, "podman version 4.3.1", conf), expect) == []
+    assert any("nvidia container runtime is not registered (/etc/containers/containers.conf [engine.runtimes] lists "
+               "none)" in p for p in check_host(_engine_report(expect, "podman version 4.3.1", []), expect))
+
+
+def test_a_host_chooses_how_gpus_reach_the_container():
+    gb200 = plan_host("gpu-01", {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "qwen35_api_key": "k",
+                                 "gpu_devices": "gpus"}, ["qwen3.5"])
+    assert gb200.hardware.device_syntax == "gpus" and gb200.hardware.container_runtime == "nvidia"
+    with pytest.raises(PlanError, match="gpu_devices: 'cdi' is for NVIDIA hosts"):
+        plan_host("a2-01", {**QWEN3, "gpu_devices": "cdi"}, ["qwen3"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import tomllib
 from typing import Any
 
 from pyinfra.api import FactBase
@@ -53,7 +54,7 @@ class HostReport(Fact):
                 cdi_dirs: list[str] | None = None, cdi_kind: str | None = None, tools: list[str] | None = None,
                 ports: list[int] | None = None, containers: list[str] | None = None,
                 models: list[list[str]] | None = None, fs_paths: list[str] | None = None,
-                images: list[list[str]] | None = None) -> str:
+                images: list[list[str]] | None = None, gpu_engine: bool = False) -> str:
         marker = hostpaths.VERIFIED_MARKER
         script = [
             f"echo '@@smi-format {smi_format}'",
@@ -111,6 +112,14 @@ class HostReport(Fact):
             script.append(f"if command -v {smi} >/dev/null 2>&1; then echo @@smi; {smi}"
                           " --query-gpu=index,name,memory.total,memory.used,pci.bus_id,driver_version"
                           " --format=csv,noheader,nounits 2>&1; echo \"@@smi-rc $?\"; else echo '@@smi-rc missing'; fi")
+        if gpu_engine:
+            # What the engine offers NVIDIA GPUs: its version, runtimes and CDI (docker), or the
+            # runtimes podman's containers.conf defines.
+            script.append("echo @@engine-version; docker version --format '{{.Server.Version}}' 2>/dev/null; "
+                          "echo @@engine-runtimes; docker info --format '{{json .Runtimes}}' 2>/dev/null; "
+                          "echo @@engine-cdi; docker info --format '{{json .CDISpecDirs}}' 2>/dev/null; "
+                          "for f in /etc/containers/containers.conf /etc/containers/containers.conf.d/*.conf; do "
+                          "[ -f \"$f\" ] && echo \"@@podman-conf:$f\" && cat \"$f\"; done; true")
         if cdi_dirs and cdi_kind:
             script.append("echo @@cdi; for d in " + " ".join(_q(d) for d in cdi_dirs) + f"; do grep -ls {_q(cdi_kind)}"
                           " \"$d\"/*.yaml \"$d\"/*.json 2>/dev/null; done; true")
@@ -175,6 +184,14 @@ def parse_host_report(sections: dict[str, list[str]]) -> dict[str, Any]:
                 report["installed"].append(json.loads(line))
             except json.JSONDecodeError:
                 pass
+    engine_version = (sections.get("engine-version") or [""])[0].strip()
+    report["engine_version"] = engine_version or None
+    runtimes = _json_or_none(sections.get("engine-runtimes"))
+    report["engine_runtimes"] = sorted(runtimes) if isinstance(runtimes, dict) else []
+    cdi_dirs = _json_or_none(sections.get("engine-cdi"))
+    report["engine_cdi_dirs"] = list(cdi_dirs) if isinstance(cdi_dirs, list) else []
+    report["podman_runtimes"] = sorted({name for key, lines in sections.items() if key.startswith("podman-conf:")
+                                        for name in _toml_runtimes(lines)})
     driver = parse_key_values("\n".join(sections.get("driver", [])))
     report["driver_version"] = driver.get("Version") or driver.get("version")
     toolkit = parse_key_values("\n".join(sections.get("toolkit", [])))
@@ -210,6 +227,16 @@ def parse_host_report(sections: dict[str, list[str]]) -> dict[str, Any]:
                  "memory_mb": c.hbm_total_mb, "used_mb": c.hbm_used_mb, "bus_id": c.bus_id} for c in info.chips
             ]
     return report
+
+
+def _toml_runtimes(lines: list[str]) -> list[str]:
+    """The OCI runtimes a containers.conf defines ([engine.runtimes])."""
+    try:
+        document = tomllib.loads("\n".join(lines))
+    except tomllib.TOMLDecodeError:
+        return []
+    runtimes = document.get("engine", {}).get("runtimes", {})
+    return list(runtimes) if isinstance(runtimes, dict) else []
 
 
 def _model_dir_state(lines: list[str]) -> dict[str, Any]:
