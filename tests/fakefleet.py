@@ -81,6 +81,9 @@ def host_report(kind: str, *, npu_smi: str | None = None, driver: str = "25.5.1"
     lines += ["@@smi", *text.splitlines(), "@@smi-rc 0"]
     if hardware.cdi_dirs:
         lines += ["@@cdi", "/etc/cdi/nvidia.yaml"]
+    if hardware.vendor == "nvidia":  # a Docker that takes both CDI devices and --gpus with the nvidia runtime
+        lines += ["@@engine-version", "28.2.2", "@@engine-runtimes", '{"nvidia":{},"runc":{}}', "@@engine-cdi",
+                  '["/etc/cdi","/var/run/cdi"]']
     return lines
 
 
