@@ -15,7 +15,7 @@ from importlib import resources
 from jinja2 import Environment, StrictUndefined
 
 from fleetserve import hostpaths
-from fleetserve.types import BindMount, Engine, HostPlan, Member, ServiceFiles, ServiceInstance
+from fleetserve.types import BindMount, Engine, HostPlan, Jemalloc, Member, ServiceFiles, ServiceInstance
 
 # What `fleetserve render` assumes offline; a deploy asks the host (fact EngineInfo).
 DEFAULT_ENGINE = Engine(path=hostpaths.DOCKER, service_unit="docker.service")
@@ -23,16 +23,27 @@ DEFAULT_ENGINE = Engine(path=hostpaths.DOCKER, service_unit="docker.service")
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
 
 
-def container_env(instance: ServiceInstance, plan: HostPlan) -> list[tuple[str, str]]:
+def jemalloc_choice(plan: HostPlan, in_image: str | None) -> Jemalloc | None:
+    """Which jemalloc the container preloads: the image's own copy when it has one (`in_image`, asked
+    of the image on the host), else the host's, mounted read-only at a path of its own so it never
+    covers a file the image brings; None when host data turns jemalloc off."""
+    if not plan.jemalloc_path:
+        return None
+    if in_image:
+        return Jemalloc(preload=in_image, host_library=None)
+    return Jemalloc(preload=hostpaths.JEMALLOC_IN_CONTAINER, host_library=plan.jemalloc_path)
+
+
+def container_env(instance: ServiceInstance, jemalloc: Jemalloc | None) -> list[tuple[str, str]]:
     """Non-secret environment for the container, in order: catalog env, visible devices, jemalloc."""
     spec, hardware = instance.spec, instance.hardware
     env = list(spec.env.items())
     if spec.device_mode == "privileged":
         # The container sees every device; pin it to its own (the Qwen3 on 800T A2 write-up's way).
         env.append((hardware.visible_devices_env, ",".join(str(d) for d in spec.devices)))
-    if plan.jemalloc_path:
+    if jemalloc:
         # The image's .bashrc sets LD_PRELOAD only for interactive shells (vllm-ascend #6949).
-        env.append(("LD_PRELOAD", plan.jemalloc_path))
+        env.append(("LD_PRELOAD", jemalloc.preload))
     return env
 
 
@@ -66,7 +77,7 @@ def model_copy(instance: ServiceInstance) -> str:
     return hostpaths.model_copy(instance.spec.model.host_dir, instance.spec.model.copy_key)
 
 
-def bind_mounts(instance: ServiceInstance, plan: HostPlan) -> list[BindMount]:
+def bind_mounts(instance: ServiceInstance, jemalloc: Jemalloc | None) -> list[BindMount]:
     """Driver mounts, the hardware's shared cache, the catalog's mounts, the weights, jemalloc."""
     spec, hardware = instance.spec, instance.hardware
     mounts = list(hardware.driver_mounts)
@@ -76,9 +87,8 @@ def bind_mounts(instance: ServiceInstance, plan: HostPlan) -> list[BindMount]:
     # This release's own verified copy, read-only, where vLLM is told to find the model (also when
     # a mount above already covers that path): a new copy never changes what a running release sees.
     mounts.append(BindMount(host=model_copy(instance), container=spec.model.serve_path, read_only=True))
-    if plan.jemalloc_path:
-        # The host's jemalloc at the same path, so LD_PRELOAD resolves whatever the image's distro is.
-        mounts.append(BindMount(host=plan.jemalloc_path, container=plan.jemalloc_path, read_only=True))
+    if jemalloc and jemalloc.host_library:
+        mounts.append(BindMount(host=jemalloc.host_library, container=jemalloc.preload, read_only=True))
     return mounts
 
 
@@ -103,7 +113,7 @@ def device_args(instance: ServiceInstance, member: Member) -> list[str]:
 
 
 def container_run_argv(instance: ServiceInstance, member: Member, plan: HostPlan,
-                       engine: Engine = DEFAULT_ENGINE) -> list[str]:
+                       engine: Engine = DEFAULT_ENGINE, jemalloc_in_image: str | None = None) -> list[str]:
     """The exact `docker run` command the unit executes (foreground, systemd supervises it)."""
     spec = instance.spec
     argv = [engine.path, "run", "--rm", "--name", hostpaths.container_name(spec.name),
@@ -117,9 +127,10 @@ def container_run_argv(instance: ServiceInstance, member: Member, plan: HostPlan
     if spec.device_mode == "privileged":
         argv.append("--privileged")
     argv += device_args(instance, member)
-    for mount in bind_mounts(instance, plan):
+    jemalloc = jemalloc_choice(plan, jemalloc_in_image)
+    for mount in bind_mounts(instance, jemalloc):
         argv += ["-v", mount.docker_arg()]
-    for key, value in container_env(instance, plan):
+    for key, value in container_env(instance, jemalloc):
         argv += ["-e", f"{key}={value}"]
     for key in secret_env_names(instance):
         argv += ["-e", key]  # value comes from the unit's EnvironmentFile, never the command line
@@ -132,7 +143,7 @@ def container_run_argv(instance: ServiceInstance, member: Member, plan: HostPlan
 def created_mount_dirs(instance: ServiceInstance, plan: HostPlan) -> list[str]:
     """Host directories the container mounts that the service role creates when missing (podman,
     unlike docker, refuses a missing -v source). The model copy is the model role's to create."""
-    sources = [m.host.rstrip("/") for m in bind_mounts(instance, plan)]
+    sources = [m.host.rstrip("/") for m in bind_mounts(instance, jemalloc_choice(plan, None))]
     return list(dict.fromkeys(s for s in sources if not hostpaths.provided_by_the_system(s)
                               and s != model_copy(instance)))
 
@@ -181,10 +192,10 @@ _UNIT_TEMPLATE = _jinja().from_string(
     resources.files("fleetserve.files.templates").joinpath("vllm-service.j2").read_text(encoding="utf-8"))
 
 
-def service_files(instance: ServiceInstance, member: Member, plan: HostPlan,
-                  engine: Engine = DEFAULT_ENGINE) -> ServiceFiles:
+def service_files(instance: ServiceInstance, member: Member, plan: HostPlan, engine: Engine = DEFAULT_ENGINE,
+                  jemalloc_in_image: str | None = None) -> ServiceFiles:
     spec = instance.spec
-    argv = container_run_argv(instance, member, plan, engine)
+    argv = container_run_argv(instance, member, plan, engine, jemalloc_in_image)
     image_at = argv.index(spec.image.ref)
     env_path = env_file_path(instance)
     container = hostpaths.container_name(spec.name)

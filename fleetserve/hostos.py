@@ -27,3 +27,8 @@ def jemalloc_library(family: str, arch: str) -> str:
     if family == "debian":
         return f"/usr/lib/{arch}-linux-gnu/libjemalloc.so.2"
     return "/usr/lib64/libjemalloc.so.2"
+
+
+def image_jemalloc_paths(arch: str) -> tuple[str, ...]:
+    """Where a serving image (Debian/Ubuntu or openEuler based) may carry jemalloc's .so.2."""
+    return (jemalloc_library("debian", arch), jemalloc_library("rhel", arch))

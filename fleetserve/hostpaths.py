@@ -28,7 +28,12 @@ UNIT_GLOB = f"{SYSTEMD_DIR}/{UNIT_PREFIX}*.service"
 # Each unit carries a one-line JSON manifest after this prefix (devices, port) for other deploys.
 MANIFEST_PREFIX = "# fleetserve-manifest: "
 # Helper scripts that go to LIB_DIR (sources in the package's files/).
-HELPER_FILES = ("verify_model.py", "verify-endpoint.sh", "verify_api.py")
+HELPER_FILES = ("verify_model.py", "verify-endpoint.sh", "verify_api.py", "check_serve_args.py")
+# Where the host's jemalloc is mounted in a container whose image has none: a path of its own, so
+# it never covers a file the image brings.
+JEMALLOC_IN_CONTAINER = "/usr/local/lib/fleetserve-jemalloc/libjemalloc.so.2"
+# Where check_serve_args.py is mounted in the image that checks a command.
+CHECK_IN_CONTAINER = "/usr/local/lib/fleetserve-check/check_serve_args.py"
 
 
 def unit_name(service: str) -> str:
@@ -86,6 +91,16 @@ def release_dir(service: str) -> str:
 
 def release_state(service: str) -> str:
     return f"{release_dir(service)}/state.json"
+
+
+def image_probe(image_id: str) -> str:
+    """What fleetserve learnt from inside an image (hub client versions, its jemalloc), by image id."""
+    return f"{STATE_DIR}/images/probe-{image_id.removeprefix('sha256:')}.json"
+
+
+def image_check(key: str) -> str:
+    """The record that an image's own vLLM accepted a command (key: digest of image id and argv)."""
+    return f"{STATE_DIR}/images/accepted-{key}"
 
 
 def image_record(ref: str) -> str:

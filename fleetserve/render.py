@@ -52,7 +52,8 @@ def load_inventory_hosts(inventory_file: str | Path, override_data: dict[str, An
 def render_host(plan: HostPlan) -> str:
     out = [f"### host {plan.host} ({plan.hardware.label})",
            f"# the units name {DEFAULT_ENGINE.path} and {DEFAULT_ENGINE.service_unit} here; a deploy uses the host's "
-           f"own engine path and unit"]
+           f"own engine path and unit",
+           "# jemalloc: shown as the host's copy; a deploy preloads the image's own when the image has one"]
     for warning in plan.warnings:
         out.append(f"# warning: {warning}")
     if plan.skipped_workloads:

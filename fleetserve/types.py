@@ -576,6 +576,14 @@ class HostPlan:
 
 
 @dataclass(frozen=True)
+class Jemalloc:
+    """The jemalloc a container preloads: the image's own, or the host's mounted read-only."""
+
+    preload: str  # the path LD_PRELOAD names inside the container
+    host_library: str | None  # the host's .so.2 mounted at `preload` when the image has none
+
+
+@dataclass(frozen=True)
 class Engine:
     """The host's container engine as the unit calls it."""
 

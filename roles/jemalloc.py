@@ -1,10 +1,12 @@
-"""jemalloc role: install it with the distro's package manager; the service role preloads its .so.2.
+"""jemalloc role: per serving image, nothing when the image brings its own; else the host's from the
+distro's package, proven to load in that image. The service role preloads whichever it is.
 
 Host data it reads: `jemalloc` (off: nothing installed, nothing preloaded), `distro_family`, `arch`.
 """
 
 from __future__ import annotations
 
+from pyinfra import host
 from pyinfra.api import deploy
 
 from fleetserve.operations import host as host_ops
@@ -14,6 +16,9 @@ from fleetserve.types import HostPlan
 @deploy("fleetserve jemalloc")
 def jemalloc(plan: HostPlan) -> None:
     library = plan.jemalloc_path
-    if library and plan.services:
-        host_ops.jemalloc(name=f"jemalloc installed ({library})", family=plan.data.distro_family,
-                          package=plan.jemalloc_package, library=library)
+    if not library:
+        return
+    images = {i.spec.image.ref: i.entrypoint for i in plan.services}
+    for image, entrypoint in host.loop(sorted(images.items())):
+        host_ops.jemalloc(name=f"jemalloc for {image}", image=image, entrypoint=entrypoint,
+                          family=plan.data.distro_family, package=plan.jemalloc_package, library=library)

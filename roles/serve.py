@@ -1,4 +1,4 @@
-"""The whole job for a host: preflight -> jemalloc -> helper files -> image -> model -> service -> verify."""
+"""The whole job for a host: lock -> preflight -> helper files -> image -> jemalloc -> model -> service -> verify."""
 
 from __future__ import annotations
 
@@ -34,10 +34,10 @@ def serve(workloads: list[str]) -> None:
     # One run per host, held until this run's connection ends (before anything is read to decide).
     host_ops.run_lock(name="One fleetserve run on this host", problem=hostlock.acquire(host, plan.data.lock_wait_s))
     preflight(plan)
-    jemalloc(plan)
     host_ops.files_present(name=f"Helper scripts in {hostpaths.LIB_DIR}", directory=hostpaths.LIB_DIR,
                            files=helper_files())
     image(plan)
+    jemalloc(plan)  # after the image: the image's own jemalloc wins
     model(plan)
     service(plan)
     verify(plan)

@@ -1,5 +1,6 @@
 """Service role: a release per service (unit, secrets, image, model copy) started only when it
-differs from the current one; the verify role decides whether it becomes current."""
+differs from the current one, after the image's own vLLM accepted its command; the verify role
+decides whether it becomes current."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pyinfra.api.hiddenvalue import HiddenValue
 from fleetserve import hostpaths
 from fleetserve.builder import created_mount_dirs, model_copy, service_files
 from fleetserve.facts.fleet import EngineInfo
+from fleetserve.hostos import image_jemalloc_paths
+from fleetserve.operations import image as image_ops
 from fleetserve.operations import service as service_ops
 from fleetserve.types import Engine, HostPlan
 
@@ -21,10 +24,21 @@ def service(plan: HostPlan) -> None:
     engine = Engine(path=found["path"] or hostpaths.DOCKER, service_unit=found["unit"])
     for instance in host.loop(plan.services):
         spec = instance.spec
-        files = service_files(instance, instance.member(plan.host), plan, engine)
+        member = instance.member(plan.host)
+        files = service_files(instance, member, plan, engine)
+        # Where an image may bring jemalloc itself: then the unit preloads that copy instead of the host's.
+        own = {path: service_files(instance, member, plan, engine, jemalloc_in_image=path)
+               for path in image_jemalloc_paths(plan.data.arch)} if plan.jemalloc_path else {}
+        image_ops.command_accepted(
+            name=f"{spec.image.ref}'s own vLLM accepts the command of {spec.name}",
+            image=spec.image.ref, entrypoint=instance.entrypoint, argv=list(instance.serve_args),
+            check_script=hostpaths.lib_file("check_serve_args.py"), cpu=instance.hardware.vendor == "nvidia",
+            mounts=[f"{m.host}:{m.container}:ro" for m in instance.hardware.driver_mounts],
+        )
         service_ops.release_started(
             name=f"Release of {spec.name} installed and started (if new)",
             service=spec.name, unit_text=files.unit_text, image_ref=spec.image.ref, model_copy=model_copy(instance),
             argv=list(files.argv), env_text=HiddenValue(files.env_text) if files.env_text is not None else None,
-            mount_dirs=created_mount_dirs(instance, plan),
+            mount_dirs=created_mount_dirs(instance, plan), entrypoint=instance.entrypoint,
+            with_image_jemalloc={path: (f.unit_text, list(f.argv)) for path, f in own.items()},
         )

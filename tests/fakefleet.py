@@ -87,17 +87,22 @@ def host_report(kind: str, *, npu_smi: str | None = None, driver: str = "25.5.1"
     return lines
 
 
-def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32) -> dict[str, Any]:
+def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32,
+                        image_jemalloc: str | None = None) -> dict[str, Any]:
     """Responses of a host where everything the plan wants is already in place: the current release
-    of every service is the one this plan makes, running."""
+    of every service is the one this plan makes, running. `image_jemalloc`: where the images carry
+    their own jemalloc (None: they have none, the host's is installed and loads in them)."""
     expect = expectations_for(plan)
+    probe = {"hf": "0.36.2", "modelscope": "1.37.1", "vllm": "0.18.0", "jemalloc": image_jemalloc}
     responses: dict[str, Any] = {
         "@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, expect=expect, verified=True,
                                     paths=expect.paths),
         "@@path $(command -v docker": ["@@path /usr/bin/docker"],
+        "/var/lib/fleetserve/images/probe-": [f"@@id {image_id}", "@@probe", json.dumps(probe)],
     }
     if plan.jemalloc_path:
-        responses[f"for p in {plan.jemalloc_path};"] = [plan.jemalloc_path]
+        loads = hostpaths.image_check(f"jemalloc-{image_id.removeprefix('sha256:')[:16]}")
+        responses[f"for p in {plan.jemalloc_path} {loads};"] = [plan.jemalloc_path, loads]
     digests = []
     for name in hostpaths.HELPER_FILES:
         content = resources.files("fleetserve.files").joinpath(name).read_bytes()
@@ -107,7 +112,10 @@ def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32) -
     for instance in plan.services:
         spec = instance.spec
         engine = Engine(path="/usr/bin/docker", service_unit=None)
-        files = service_files(instance, instance.member(plan.host), plan, engine)
+        files = service_files(instance, instance.member(plan.host), plan, engine, jemalloc_in_image=image_jemalloc)
+        key = hashlib.sha256(json.dumps([image_id, list(instance.serve_args)]).encode()).hexdigest()[:20]
+        accepted = hostpaths.image_check(key)
+        responses[f"for p in {accepted};"] = [f"@@file:{accepted}", json.dumps({"verdict": "accepted"})]
         copy = model_copy(instance)
         config = {"max_position_embeddings": 262144, "num_attention_heads": 16}
         marker_sha = "cd" * 32

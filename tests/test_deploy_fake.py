@@ -41,7 +41,7 @@ def image_store(tmp_path):
 def _fact_or_change(commands: list[str]) -> tuple[list[str], list[str]]:
     fact_markers = ("echo '@@smi-format", "for p in ", "docker image inspect --format '{{.Id}}", "echo @@marker",
                     "echo @@dirs", "sh /usr/local/lib/fleetserve/verify-endpoint.sh", 'echo "@@path',
-                    "for s in /var/lib/fleetserve/releases")
+                    "for s in /var/lib/fleetserve/releases", "id=$(docker image inspect")
     facts = [c for c in commands if c.startswith(fact_markers)]
     return facts, [c for c in commands if not c.startswith(fact_markers)]
 
@@ -55,12 +55,14 @@ def test_converged_host_reports_no_change_and_reads_each_fact_once_per_phase(nam
     assert meta.ops_change == 0 and not state.failed_hosts
     facts, changes = _fact_or_change(commands[f"@fake/{name}"])
     assert changes == []
-    # preflight + jemalloc + helper files + image (+ its load record) + (model + release) per service,
-    # twice (prepare and execute), + the engine once (the service role reads it while preparing), +
-    # the release records and one endpoint check per service at execution only.
-    services = len(plan.services)
+    # Twice (prepare and execute): preflight, helper files, per image its state (+ its load record)
+    # and jemalloc (the image's probe, the host's library), per service its model copy, the image's
+    # verdict on its command (probe + record) and its release (probe + state). Once: the engine (the
+    # service role reads it while preparing). At execution only: the release records and one
+    # endpoint check per service.
+    services, images = len(plan.services), len({i.spec.image.ref for i in plan.services})
     loaded = len({i.spec.image.ref for i in plan.services if i.image_archive})
-    assert len(facts) == 2 * (4 + loaded + 2 * services) + 1 + 2 * services
+    assert len(facts) == 2 * (2 + images + loaded + 2 * images + 5 * services) + 1 + 2 * services
 
 
 @pytest.mark.parametrize("name,data,workload", SEED_HOSTS, ids=[h[0] for h in SEED_HOSTS])

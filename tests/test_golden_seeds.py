@@ -19,6 +19,9 @@ from fleetserve.plan import plan_inventory
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT.parent / "shared" / "seeds"
 JEMALLOC = "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"
+# ADAPTED (images without jemalloc: vllm/vllm-openai, vllm-ascend 0.12): the host's copy, mounted
+# read-only at a path of its own and preloaded from there.
+HOST_JEMALLOC = (JEMALLOC, "/usr/local/lib/fleetserve-jemalloc/libjemalloc.so.2", "ro")
 
 pytestmark = pytest.mark.skipif(not SEEDS.is_dir(), reason="../shared/seeds is not beside the repo")
 
@@ -88,14 +91,17 @@ def docker_parts(words: list[str]) -> dict[str, object]:
     return {"devices": devices, "mounts": sorted(mounts), "env": env, "other": other}
 
 
-def rendered(inventory: str, workload: str, service: str, **data) -> tuple[list[str], list[str]]:
+def rendered(inventory: str, workload: str, service: str, image_jemalloc: str | None = None,
+             **data) -> tuple[list[str], list[str]]:
+    """The container command fleetserve runs; `image_jemalloc`: where the image carries jemalloc (the
+    deploy asks the image; vllm-ascend >= 0.17 images have Debian's libjemalloc2)."""
     namespace = runpy.run_path(str(ROOT / "inventories" / inventory))
     hosts = [(n, {**d, **data}) for k, v in namespace.items() if not k.startswith("_") and isinstance(v, list)
              for n, d in v]
     plans = plan_inventory(hosts, [workload], preview=True)
     instance = next(i for p in plans for i in p.services if i.spec.name == service)
     plan = next(p for p in plans if instance in p.services)
-    argv = container_run_argv(instance, instance.member(plan.host), plan)
+    argv = container_run_argv(instance, instance.member(plan.host), plan, jemalloc_in_image=image_jemalloc)
     image_at = argv.index(instance.spec.image.ref)
     return argv[:image_at], list(instance.serve_args)
 
@@ -111,12 +117,11 @@ def release_copy(mounts: list[tuple], host_dir: str, container_dir: str | None =
 
 
 def test_seed_000_qwen35_27b_on_a3():
-    docker, serve = rendered("a3.py", "qwen3.5", "qwen35-27b")
+    docker, serve = rendered("a3.py", "qwen3.5", "qwen35-27b", image_jemalloc=JEMALLOC)
     seed_docker = docker_parts(seed_block("000_c2cdd30252f4499c.txt", "docker run --rm"))
     ours = docker_parts(docker)
     assert ours["devices"] == seed_docker["devices"]
-    ADAPTED_MOUNTS = [(JEMALLOC, JEMALLOC, "ro"),  # the jemalloc role: LD_PRELOAD must resolve in the image
-                      release_copy(ours["mounts"], "/root/.cache/modelscope/hub/models/vllm-ascend/Qwen3.5-27B")]
+    ADAPTED_MOUNTS = [release_copy(ours["mounts"], "/root/.cache/modelscope/hub/models/vllm-ascend/Qwen3.5-27B")]
     assert ours["mounts"] == sorted(seed_docker["mounts"] + ADAPTED_MOUNTS)
     assert "--net=host" in docker and "--shm-size=100g" in docker
     env = seed_exports("000_c2cdd30252f4499c.txt", ["PYTORCH_NPU_ALLOC_CONF", "HCCL_OP_EXPANSION_MODE",
@@ -130,7 +135,7 @@ def test_seed_000_qwen35_27b_on_a3():
 
 
 def test_seed_001_qwen35_2b_base_on_910b4_npu3():
-    docker, serve = rendered("910b4.py", "qwen3.5", "qwen35-2b-base")
+    docker, serve = rendered("910b4.py", "qwen3.5", "qwen35-2b-base", image_jemalloc=JEMALLOC)
     seed_serve = seed_block("001_e2285aac6d7fa1f2.txt", "$ vllm serve")
     assert serve[0] == seed_serve[2] == "/opt/atomgit/Qwen3.5-2B-Base"
     assert flag_pairs(serve[1:]) == flag_pairs(seed_serve[3:])
@@ -153,7 +158,8 @@ def test_seed_002_qwen35_397b_on_gb200():
     assert seed_flags.pop("api-key") == "your-api-key"
     assert flag_pairs(serve[1:]) == seed_flags
     ours = docker_parts(docker)
-    assert ours["env"] == {"LD_PRELOAD": JEMALLOC, "VLLM_API_KEY": ""}  # name only: the value never is argv
+    assert ours["env"] == {"LD_PRELOAD": HOST_JEMALLOC[1], "VLLM_API_KEY": ""}  # name only: the value never is argv
+    assert HOST_JEMALLOC in ours["mounts"]
     # The seed's read-only hostPath of the weights, at its container path (ADAPTED: the release's own copy).
     release_copy(ours["mounts"], "/raid/lixd/models/Qwen3.5-397B-A17B-GPTQ-Int4", "/Qwen3.5-397B-A17B-GPTQ-Int4")
     assert ours["devices"] == [f"nvidia.com/gpu={i}" for i in range(4)]  # nvidia.com/gpu: 4
@@ -181,19 +187,20 @@ def test_seed_003_two_vl_services_on_one_a2():
     assert seed_docker32["devices"][:2] == ["/dev/davinci0", "/dev/davinci1"]
     assert ours32["devices"] == ["/dev/davinci1", "/dev/davinci2"] + seed_docker32["devices"][2:]
     models = "/root/.cache/modelscope/hub/models/Qwen"
-    assert ours8["mounts"] == sorted(seed_docker8["mounts"] + [(JEMALLOC, JEMALLOC, "ro"),
+    assert ours8["mounts"] == sorted(seed_docker8["mounts"] + [HOST_JEMALLOC,
                                                                release_copy(ours8["mounts"], f"{models}/Qwen3-VL-8B-Instruct")])
-    assert ours32["mounts"] == sorted(seed_docker32["mounts"] + [(JEMALLOC, JEMALLOC, "ro"),
+    assert ours32["mounts"] == sorted(seed_docker32["mounts"] + [HOST_JEMALLOC,
                                                                  release_copy(ours32["mounts"], f"{models}/Qwen2.5-VL-32B-Instruct")])
     assert "--shm-size=1g" in docker8 and "--shm-size=1g" in docker32
     common_env = seed_exports(seed, ["VLLM_USE_MODELSCOPE", "PYTORCH_NPU_ALLOC_CONF"])
-    assert ours8["env"] == {**common_env, "LD_PRELOAD": JEMALLOC}
-    env32 = {**common_env, **seed_exports(seed, ["HCCL_OP_EXPANSION_MODE", "VLLM_USE_V1"]), "LD_PRELOAD": JEMALLOC}
+    assert ours8["env"] == {**common_env, "LD_PRELOAD": HOST_JEMALLOC[1]}
+    env32 = {**common_env, **seed_exports(seed, ["HCCL_OP_EXPANSION_MODE", "VLLM_USE_V1"]),
+             "LD_PRELOAD": HOST_JEMALLOC[1]}
     assert ours32["env"] == env32
 
 
 def test_seed_004_qwen3_30b_privileged_tp4():
-    docker, serve = rendered("a2.py", "qwen3", "qwen3-30b")
+    docker, serve = rendered("a2.py", "qwen3", "qwen3-30b", image_jemalloc=JEMALLOC)
     seed = "004_0a606f71b40633e1.txt"
     seed_serve = seed_block(seed, "vllm serve /data/models/Qwen3-30B ")
     assert serve[0] == seed_serve[2]
@@ -201,7 +208,7 @@ def test_seed_004_qwen3_30b_privileged_tp4():
     seed_docker = docker_parts(seed_block(seed, "docker run -itd"))
     ours = docker_parts(docker)
     assert "--privileged" in docker and ours["devices"] == seed_docker["devices"]
-    assert ours["mounts"] == sorted(seed_docker["mounts"] + [(JEMALLOC, JEMALLOC, "ro"),
+    assert ours["mounts"] == sorted(seed_docker["mounts"] + [
                                                              release_copy(ours["mounts"], "/data/models/Qwen3-30B")])
     assert ours["env"] == {**seed_docker["env"], **seed_exports(seed, ["ASCEND_RT_VISIBLE_DEVICES"]),
                            "LD_PRELOAD": JEMALLOC}

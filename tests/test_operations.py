@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +26,7 @@ from fleetserve.types import Expectations, ModelNeed
 from tests.fakefleet import host_report, run_fake_deploy, run_op
 
 LIB = "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"
+FILES = Path(__file__).resolve().parent.parent / "files"
 
 
 def changes(commands: list[str], *fact_prefixes: str) -> list[str]:
@@ -252,6 +256,45 @@ def test_verified_weights_that_do_not_fit_the_flags_fail_the_host():
     assert "--tensor-parallel-size 4 does not divide the model" in failing and "6 attention heads" in failing
 
 
+PROBE = "id=$(docker image inspect"
+
+
+def _probed(hf=None, modelscope=None) -> dict:
+    record = {"hf": hf, "modelscope": modelscope, "vllm": "0.18.0", "jemalloc": None}
+    return {"/var/lib/fleetserve/images/probe-": ["@@id sha256:9", "@@probe", json.dumps(record)]}
+
+
+@pytest.mark.parametrize("version,form", [
+    ("0.36.2", "--include '*.json' '*.safetensors'"),  # < 1.0: one flag, several patterns
+    ("2.4.0", "--include '*.json' --include '*.safetensors'"),  # >= 1.0: a flag per pattern
+])
+def test_hf_patterns_are_given_the_way_the_images_client_reads_them(version, form):
+    commands, _ = run_op(model_ops.weights, _probed(hf=version), include=["*.json", "*.safetensors"], **MODEL_ARGS)
+    fetch = changes(commands, "echo @@marker", PROBE)[1]
+    assert f"--local-dir {STAGE} {form} &&" in fetch
+
+
+@pytest.mark.parametrize("version,endpoint,env", [
+    ("1.40.2", "http://10.0.0.5:8090", "-e MODELSCOPE_ENDPOINT=http://10.0.0.5:8090"),
+    ("1.38.0", "https://mirror.example/ms", "-e MODELSCOPE_ENDPOINT=https://mirror.example/ms"),
+    ("1.37.1", "https://mirror.example:8443/ms", "-e MODELSCOPE_DOMAIN=mirror.example:8443"),  # host only, https
+])
+def test_the_modelscope_endpoint_is_given_the_way_the_images_client_reads_it(version, endpoint, env):
+    args = {**MODEL_ARGS, "hub": "modelscope", "revision": "master", "endpoint": endpoint}
+    commands, _ = run_op(model_ops.weights, _probed(modelscope=version), **args)
+    assert env in changes(commands, "echo @@marker", PROBE)[1]
+
+
+def test_a_client_that_cannot_reach_the_endpoint_or_is_missing_fails_clearly():
+    args = {**MODEL_ARGS, "hub": "modelscope", "revision": "master", "endpoint": "http://10.0.0.5:8090"}
+    commands, state = run_op(model_ops.weights, _probed(modelscope="1.37.1"), **args)
+    (failing,) = changes(commands, "echo @@marker", PROBE)
+    assert ("modelscope 1.37.1 in the image reaches a mirror only over https (MODELSCOPE_DOMAIN); http://10.0.0.5:8090 "
+            "needs modelscope >= 1.38 in the image, or an https endpoint") in failing and state.failed_hosts
+    commands, _ = run_op(model_ops.weights, _probed(hf=None, modelscope="1.40.2"), **MODEL_ARGS)
+    assert "the image has no huggingface_hub (the hf command)" in changes(commands, "echo @@marker", PROBE)[0]
+
+
 def test_rope_scaling_allows_a_longer_context():
     yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
     assert model_ops.config_problems({"max_position_embeddings": 32768, "rope_scaling": yarn,
@@ -272,7 +315,7 @@ def test_missing_weights_download_into_staging_are_checked_then_published_beside
     fits = _staged({"max_position_embeddings": 32768, "num_attention_heads": 16})
     commands, state = run_op(model_ops.weights, fits, include=["*.json", "*.safetensors"],
                              endpoint="https://hf-mirror.com", **MODEL_ARGS)
-    mkdir, fetch, publish = changes(commands, "echo @@marker")
+    mkdir, fetch, publish = changes(commands, "echo @@marker", PROBE)
     assert mkdir == (f"mkdir -p {STAGE} && printf %s '{{\"host_dir\": \"/opt/atomgit/Qwen3.5-2B-Base\", \"hub\": \"hf\", "
                      f"\"repo_id\": \"Qwen/Qwen3.5-2B-Base\"}}' > /opt/atomgit/.Qwen3.5-2B-Base.fleetserve/.fleetserve-store.json")
     assert fetch.startswith("ok=; for attempt in 1 2 3 ; do if docker run")
@@ -280,7 +323,7 @@ def test_missing_weights_download_into_staging_are_checked_then_published_beside
     assert (f"docker run --rm --net=host -v {STAGE}:{STAGE} -e HF_ENDPOINT=https://hf-mirror.com "
             f"-e HF_HUB_DISABLE_TELEMETRY=1 -e HF_HUB_DISABLE_UPDATE_CHECK=1 quay.io/ascend/vllm-ascend:v0.18.0rc1 "
             f"hf download Qwen/Qwen3.5-2B-Base --revision main --local-dir {STAGE} --include '*.json' "
-            f"'*.safetensors'") in download
+            f"--include '*.safetensors'") in download  # not probed yet: as the newest client takes them
     assert (f"quay.io/ascend/vllm-ascend:v0.18.0rc1 python3 /usr/local/lib/fleetserve/verify_model.py {STAGE} "
             f"--marker .fleetserve-verified.json --hub hf --repo Qwen/Qwen3.5-2B-Base --revision main --endpoint "
             f"https://hf-mirror.com --include '*.json' --include '*.safetensors' ; then ok=1; break; fi; sleep 3; "
@@ -294,7 +337,7 @@ def test_missing_weights_download_into_staging_are_checked_then_published_beside
 def test_a_revision_that_does_not_fit_the_flags_is_refused_before_it_is_published():
     unfit = _staged({"max_position_embeddings": 8192, "num_attention_heads": 16})
     commands, state = run_op(model_ops.weights, unfit, **MODEL_ARGS)
-    ops = changes(commands, "echo @@marker")
+    ops = changes(commands, "echo @@marker", PROBE)
     assert len(ops) == 3 and ops[2].startswith("printf '%s\\n' 'fleetserve model: hf:Qwen/Qwen3.5-2B-Base@main does not "
                                                "fit the serve flags:'")
     assert "exceeds the 8192 positions" in ops[2] and f"the verified download stays in {STAGE}" in ops[2]
@@ -313,7 +356,7 @@ def test_modelscope_download_in_an_entrypoint_image_uses_entrypoint_and_token_fi
             "host_dir": "/root/.cache/modelscope/hub/models/Qwen/Qwen3-VL-8B-Instruct", "entrypoint": "vllm-serve",
             "token_env_file": "/etc/fleetserve/x.hub.env"}
     commands, _ = run_op(model_ops.weights, **args)
-    download = changes(commands, "echo @@marker")[1]
+    download = changes(commands, "echo @@marker", PROBE)[1]
     assert "-e MODELSCOPE_ENDPOINT=https://www.modelscope.cn" in download
     assert "--env-file /etc/fleetserve/x.hub.env --entrypoint modelscope quay.io/ascend/vllm-ascend:v0.18.0rc1" in download
     assert "download --model Qwen/Qwen3-VL-8B-Instruct --revision master --local_dir" in download
@@ -551,3 +594,135 @@ def test_partial_downloads_no_service_resumes_are_reported_by_a_ready_preflight(
     assert changes(commands, "echo '@@smi-format") == [] and not state.failed_hosts
     assert ("1 partial download(s) no service resumes hold 2.0 GiB (/data/models/.Qwen3-30B.fleetserve/.partial-v0-abc):"
             " host data clean_staging removes them") in caplog.text
+
+
+# --- jemalloc: the image's own first -----------------------------------------------------------
+
+JEMALLOC_ARGS = dict(image="vllm/vllm-openai:v0.18.0-cu130", entrypoint="vllm-serve", family="debian",
+                     package="libjemalloc2", library=LIB)
+LOADS = "/var/lib/fleetserve/images/accepted-jemalloc-" + "ab" * 8
+
+
+def _image_has(jemalloc: str | None) -> dict:
+    record = {"hf": "0.36.2", "modelscope": None, "vllm": "0.18.0", "jemalloc": jemalloc}
+    return {"/var/lib/fleetserve/images/probe-": ["@@id sha256:" + "ab" * 32, "@@probe", json.dumps(record)]}
+
+
+def test_an_image_with_its_own_jemalloc_needs_nothing_on_the_host():
+    commands, _ = run_op(host_ops.jemalloc, _image_has("/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"), **JEMALLOC_ARGS)
+    assert changes(commands, PROBE) == []
+
+
+def test_the_hosts_jemalloc_installed_and_proven_to_load_is_a_noop():
+    responses = {**_image_has(None), f"for p in {LIB} {LOADS};": [LIB, LOADS]}
+    commands, _ = run_op(host_ops.jemalloc, responses, **JEMALLOC_ARGS)
+    assert changes(commands, PROBE, "for p in") == []
+
+
+def test_an_image_without_jemalloc_gets_the_hosts_after_a_load_check():
+    commands, _ = run_op(host_ops.jemalloc, _image_has(None), **JEMALLOC_ARGS)
+    install, present, trial = changes(commands, PROBE, "for p in")
+    assert install.startswith("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libjemalloc2")
+    assert present.startswith(f"test -e {LIB} ||")
+    # In the image, at a path of its own (never over the image's files), preloaded: ld.so's complaint fails the host.
+    assert (f"docker run --rm --net=none -v {LIB}:/usr/local/lib/fleetserve-jemalloc/libjemalloc.so.2:ro -e "
+            f"LD_PRELOAD=/usr/local/lib/fleetserve-jemalloc/libjemalloc.so.2 --entrypoint true "
+            f"vllm/vllm-openai:v0.18.0-cu130") in trial
+    assert "grep -q 'cannot be preloaded'" in trial and "set host data jemalloc: false" in trial
+    assert trial.endswith(f"touch {LOADS}")
+
+
+def test_jemalloc_really_refused_by_an_image_fails_in_a_real_shell(tmp_path):
+    # The load check's shell, with docker replaced by what ld.so prints when the library does not fit.
+    commands, _ = run_op(host_ops.jemalloc, {**_image_has(None), f"for p in {LIB} {LOADS};": [LIB]}, **JEMALLOC_ARGS)
+    (trial,) = changes(commands, PROBE, "for p in")
+    fake = trial.split("out=$(")[1].split(" 2>&1);")[0]
+    ld_so = "sh -c 'echo \"ERROR: ld.so: object /x from LD_PRELOAD cannot be preloaded: ignored.\" >&2'"
+    script = trial.replace(fake, ld_so).replace("/var/lib/fleetserve/images", str(tmp_path))
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 1 and "does not load in vllm/vllm-openai:v0.18.0-cu130" in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing recorded: the next run checks again
+
+
+# --- the image's own vLLM checks the command ---------------------------------------------------
+
+CHECK_ARGS = dict(image="quay.io/ascend/vllm-ascend:v0.18.0", entrypoint="shell",
+                  argv=["/data/models/Qwen3-30B", "--tensor-parallel-size", "4"],
+                  check_script="/usr/local/lib/fleetserve/check_serve_args.py", mounts=["/usr/local/dcmi:/usr/local/dcmi:ro"])
+
+
+def _accepted_record(argv) -> str:
+    key = hashlib.sha256(json.dumps(["sha256:" + "ab" * 32, list(argv)]).encode()).hexdigest()[:20]
+    return f"/var/lib/fleetserve/images/accepted-{key}"
+
+
+def test_a_command_the_image_accepted_before_is_not_checked_again():
+    record = _accepted_record(CHECK_ARGS["argv"])
+    responses = {**_image_has(None), f"for p in {record};": [f"@@file:{record}", '{"verdict": "accepted"}']}
+    commands, _ = run_op(image_ops.command_accepted, responses, **CHECK_ARGS)
+    assert changes(commands, PROBE, "for p in") == []
+
+
+def test_a_new_command_is_checked_by_the_images_own_vllm():
+    commands, _ = run_op(image_ops.command_accepted, _image_has(None), **CHECK_ARGS)
+    (check,) = changes(commands, PROBE, "for p in")
+    assert ("docker run --rm --net=none -v /usr/local/dcmi:/usr/local/dcmi:ro -v /usr/local/lib/fleetserve/"
+            "check_serve_args.py:/usr/local/lib/fleetserve-check/check_serve_args.py:ro "
+            "quay.io/ascend/vllm-ascend:v0.18.0 python3 /usr/local/lib/fleetserve-check/check_serve_args.py -- "
+            "/data/models/Qwen3-30B --tensor-parallel-size 4 2>&1") in check
+    assert f"> {_accepted_record(CHECK_ARGS['argv'])}" in check
+    cpu = changes(run_op(image_ops.command_accepted, _image_has(None), **{
+        **CHECK_ARGS, "image": "vllm/vllm-openai:v0.18.0-cu130", "entrypoint": "vllm-serve", "cpu": True,
+        "mounts": []})[0], PROBE, "for p in")[0]
+    assert "--entrypoint python3 vllm/vllm-openai:v0.18.0-cu130 /usr/local/lib/fleetserve-check/check_serve_args.py" \
+        " --cpu -- /data/models/Qwen3-30B" in cpu
+
+
+@pytest.mark.parametrize("rc,fails,recorded", [(0, False, "accepted"), (2, True, None), (1, True, None),
+                                               (3, False, "could not check")])
+def test_the_check_verdict_in_a_real_shell(tmp_path, rc, fails, recorded):
+    commands, _ = run_op(image_ops.command_accepted, _image_has(None), **CHECK_ARGS)
+    (check,) = changes(commands, PROBE, "for p in")
+    inner = check.split("out=$(")[1].split(" 2>&1);")[0]
+    script = check.replace(inner, f"sh -c 'echo \"vllm: error: unrecognized arguments: --swap-space 4\"; exit {rc}'")
+    script = script.replace("/var/lib/fleetserve/images", str(tmp_path))
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert (result.returncode != 0) == fails
+    if fails:
+        assert "refuses the command (nothing was restarted)" in result.stderr
+        assert "vllm: error: unrecognized arguments: --swap-space 4" in result.stderr
+    records = list(tmp_path.glob("accepted-*"))
+    assert (json.loads(records[0].read_text())["verdict"].startswith(recorded) if recorded else records == [])
+
+
+def test_check_serve_args_runs_vllms_own_command_line_without_serving(tmp_path):
+    # A vLLM module layout (as the image has it), whose serve would load a model: the check must not.
+    pkg = tmp_path / "vllm"
+    (pkg / "entrypoints" / "cli").mkdir(parents=True)
+    (pkg / "platforms").mkdir()
+    for init in (pkg, pkg / "entrypoints", pkg / "entrypoints" / "cli"):
+        (init / "__init__.py").write_text("")
+    (pkg / "platforms" / "__init__.py").write_text("_current_platform = None\n")
+    (pkg / "platforms" / "cpu.py").write_text("class CpuPlatform:\n    pass\n")
+    (pkg / "entrypoints" / "cli" / "serve.py").write_text(
+        "class ServeSubcommand:\n    @staticmethod\n    def cmd(args):\n        raise SystemExit('loaded a model!')\n")
+    (pkg / "entrypoints" / "cli" / "main.py").write_text(
+        "import sys\nfrom vllm.entrypoints.cli.serve import ServeSubcommand\n"
+        "def main():\n"
+        "    if '--bogus' in sys.argv:\n"
+        "        sys.stderr.write('vllm: error: unrecognized arguments: --bogus\\n'); raise SystemExit(2)\n"
+        "    if '--enable-auto-tool-choice' in sys.argv:\n"
+        "        raise TypeError('Error: --enable-auto-tool-choice requires --tool-call-parser')\n"
+        "    ServeSubcommand.cmd(sys.argv)\n")
+    script = str(FILES / "check_serve_args.py")
+
+    def run(*args, path=str(tmp_path)):
+        return subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": path})
+    assert run("--cpu", "--", "m", "--tensor-parallel-size", "2").returncode == 0
+    refused = run("--", "m", "--bogus")
+    assert refused.returncode == 2 and "unrecognized arguments: --bogus" in refused.stderr
+    late = run("--", "m", "--enable-auto-tool-choice")
+    assert late.returncode == 1 and "TypeError: Error: --enable-auto-tool-choice requires" in late.stderr
+    missing = run("--", "m", path=str(tmp_path / "nowhere"))
+    assert missing.returncode == 3 and missing.stderr.startswith("cannot check here: ModuleNotFoundError")

@@ -429,6 +429,52 @@ class EngineInfo(Fact):
                 "unit": ((sections.get("unit") or [""])[0] or "").strip() or None}
 
 
+# Run inside an image: the hub clients it carries and the jemalloc it brings (stdlib only).
+_PROBE = ("import glob, json, importlib.metadata as m\n"
+          "def v(name):\n"
+          "    try:\n"
+          "        return m.version(name)\n"
+          "    except Exception:\n"
+          "        return None\n"
+          "print(json.dumps({'hf': v('huggingface_hub'), 'modelscope': v('modelscope'), 'vllm': v('vllm'),\n"
+          "                  'jemalloc': (sorted(glob.glob('/usr/lib/*-linux-gnu/libjemalloc.so.2'))\n"
+          "                               + sorted(glob.glob('/usr/lib64/libjemalloc.so.2')) or [None])[0]}))\n")
+
+
+def in_image(ref: str, entrypoint: str, program: str, args: list[str], docker_args: list[str] | None = None) -> str:
+    """A shell command running `program args` in the image, past its ENTRYPOINT when it has one
+    (vllm/vllm-openai) and through it when it sources the toolkit (vllm-ascend's CMD bash images)."""
+    bits = ["docker", "run", "--rm", "--net=none", *(docker_args or [])]
+    bits += ["--entrypoint", program, ref] if entrypoint == "vllm-serve" else [ref, program]
+    return " ".join(_q(b) for b in [*bits, *args])
+
+
+class ImageProbe(Fact):
+    """What an image carries: its hub client versions and jemalloc, asked of the image itself once per
+    image id and kept on the host (fleetserve.hostpaths.image_probe), so a converged run reads a file.
+    None when the image is not there."""
+
+    shell_executable = "sh"
+
+    def command(self, ref: str, entrypoint: str) -> str:
+        record = hostpaths.image_probe("$id")
+        probe = in_image(ref, entrypoint, "python3", ["-c", _PROBE])
+        return (f"id=$(docker image inspect --format '{{{{.Id}}}}' {_q(ref)} 2>/dev/null) || exit 0;"
+                f" r=\"{record.replace('$id', '${id#sha256:}')}\";"
+                f" if [ ! -s \"$r\" ]; then mkdir -p {_q(hostpaths.STATE_DIR + '/images')} &&"
+                f" {probe} > \"$r.tmp\" 2>/dev/null && mv -f \"$r.tmp\" \"$r\"; rm -f \"$r.tmp\"; fi;"
+                " echo \"@@id $id\"; echo @@probe; cat \"$r\" 2>/dev/null; true")
+
+    def process(self, output: list[str]) -> dict[str, Any] | None:
+        sections = split_sections(output)
+        image_id = ((sections.get("id") or [""])[0] or "").strip()
+        if not image_id:
+            return None
+        probe = _json_or_none(sections.get("probe")) or {}
+        return {"id": image_id, "hf": probe.get("hf"), "modelscope": probe.get("modelscope"),
+                "jemalloc": probe.get("jemalloc"), "probed": bool(probe) and "_unreadable" not in probe}
+
+
 class ReleaseRecords(Fact):
     """Every service's release state and release records on the host (what pruning must keep)."""
 

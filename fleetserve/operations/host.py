@@ -8,7 +8,8 @@ from io import BytesIO
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 
-from fleetserve.facts.fleet import FileDigests, HostReport, PathsExist
+from fleetserve import hostpaths
+from fleetserve.facts.fleet import FileDigests, HostReport, ImageProbe, PathsExist, in_image
 from fleetserve.operations import fail_command
 from fleetserve.readiness import check_host, host_notes, report_args
 from fleetserve.types import Expectations
@@ -38,35 +39,57 @@ def ready(expect: Expectations):
 
 
 @operation(is_idempotent=True)
-def jemalloc(family: str, package: str, library: str):
+def jemalloc(image: str, entrypoint: str, family: str, package: str, library: str):
     """
-    Install jemalloc with the distro's package manager unless its ``.so.2`` is already there.
+    jemalloc for a serving image: nothing when the image brings its own (asked of the image);
+    otherwise the distro's package on the host, and proof that the host's ``.so.2`` loads inside that
+    image (a host/image glibc mismatch would otherwise drop it silently, or break the server).
 
+    + image: the serving image (its own jemalloc wins)
+    + entrypoint: ``shell`` or ``vllm-serve`` (how to run a program in the image)
     + family: ``debian`` (apt) or ``rhel`` (dnf, else yum)
     + package: the distro's package name (``libjemalloc2``, ``jemalloc``)
-    + library: the ``.so.2`` path the container preloads; checked to exist after installing
+    + library: the host's ``.so.2`` (mounted into the container at a path of its own)
 
     **Example:**
 
     .. code:: python
 
-        jemalloc(family="debian", package="libjemalloc2",
-                 library="/usr/lib/aarch64-linux-gnu/libjemalloc.so.2")
+        jemalloc(image="vllm/vllm-openai:v0.18.0-cu130", entrypoint="vllm-serve", family="debian",
+                 package="libjemalloc2", library="/usr/lib/aarch64-linux-gnu/libjemalloc.so.2")
     """
-    if library in host.get_fact(PathsExist, paths=[library]):
-        host.noop(f"jemalloc present at {library}")
+    probe = host.get_fact(ImageProbe, ref=image, entrypoint=entrypoint)
+    if probe and probe.get("jemalloc"):
+        host.noop(f"{image} brings its own jemalloc ({probe['jemalloc']})")
         return
-    if family == "debian":
-        yield StringCommand("DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
-                            "--no-install-recommends", QuoteString(package),
-                            "||", "{", "apt-get", "update", "-q", "&&", "DEBIAN_FRONTEND=noninteractive",
-                            "apt-get", "install", "-y", "-q", "--no-install-recommends", QuoteString(package), ";", "}")
-    else:
-        yield StringCommand("if command -v dnf >/dev/null; then dnf install -y", QuoteString(package),
-                            "; else yum install -y", QuoteString(package), "; fi")
-    # The package must really provide the path the container will preload (gpustack #5660).
-    yield StringCommand("test", "-e", QuoteString(library), "||", "{", "echo",
-                        QuoteString(f"jemalloc: {package} installed but {library} is missing"), ">&2;", "exit 1;", "}")
+    loads = hostpaths.image_check(f"jemalloc-{(probe or {}).get('id', 'unknown').removeprefix('sha256:')[:16]}")
+    present = host.get_fact(PathsExist, paths=[library, loads])
+    if library in present and loads in present:
+        host.noop(f"the host's jemalloc ({library}) loads in {image}")
+        return
+    if library not in present:
+        if family == "debian":
+            yield StringCommand("DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+                                "--no-install-recommends", QuoteString(package),
+                                "||", "{", "apt-get", "update", "-q", "&&", "DEBIAN_FRONTEND=noninteractive",
+                                "apt-get", "install", "-y", "-q", "--no-install-recommends", QuoteString(package), ";",
+                                "}")
+        else:
+            yield StringCommand("if command -v dnf >/dev/null; then dnf install -y", QuoteString(package),
+                                "; else yum install -y", QuoteString(package), "; fi")
+        # The package must really provide the path the container will preload (gpustack #5660).
+        yield StringCommand("test", "-e", QuoteString(library), "||", "{", "echo",
+                            QuoteString(f"jemalloc: {package} installed but {library} is missing"), ">&2;", "exit 1;",
+                            "}")
+    # ld.so says "cannot be preloaded" on stderr, and still runs the program: read what it says.
+    inside = hostpaths.JEMALLOC_IN_CONTAINER
+    trial = in_image(image, entrypoint, "true", [], ["-v", f"{library}:{inside}:ro", "-e", f"LD_PRELOAD={inside}"])
+    yield StringCommand("out=$(", trial, "2>&1);", "if", "printf", "%s", '"$out"', "|", "grep", "-q",
+                        QuoteString("cannot be preloaded"), ";", "then", "echo",
+                        QuoteString(f"jemalloc: the host's {library} does not load in {image} (set host data "
+                                    f"jemalloc: false to run without it):"), ">&2;", 'echo "$out"', ">&2;", "exit", "1;",
+                        "fi;", "mkdir", "-p", QuoteString(hostpaths.STATE_DIR + "/images"), "&&", "touch",
+                        QuoteString(loads))
 
 
 @operation(is_idempotent=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -9,7 +10,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 
 from fleetserve import hostpaths
-from fleetserve.facts.fleet import FileSizes, ImageState, JsonFiles
+from fleetserve.facts.fleet import FileSizes, ImageProbe, ImageState, JsonFiles, in_image
 
 
 def _has_digest(state: dict | None, digest: str | None) -> bool:
@@ -125,3 +126,51 @@ def pull_sources(ref: str, mirrors: tuple[str, ...] | list[str]) -> list[str]:
     if not has_registry and "/" not in ref:
         path = "library/" + ref
     return [f"{m.rstrip('/')}/{path}" for m in mirrors] + [ref]
+
+
+@operation(is_idempotent=True)
+def command_accepted(image: str, entrypoint: str, argv: list[str], check_script: str, cpu: bool = False,
+                     mounts: list[str] | None = None):
+    """
+    The image's own vLLM accepts a ``vllm serve`` command (``check_serve_args.py`` runs vLLM's real
+    parser and pre-load checks inside the image, loading nothing): checked once per image id and
+    command, remembered on the host. A refusal fails the host with vLLM's own words before anything
+    restarts; an image where the check cannot run (no vLLM module, an import failure) is noted and
+    left to fleetserve's table of that vLLM release.
+
+    + image: the serving image
+    + entrypoint: ``shell`` or ``vllm-serve`` (how to run a program in the image)
+    + argv: MODEL and the flags, exactly as the service passes them to ``vllm serve``
+    + check_script: ``check_serve_args.py`` on the host (mounted into the image)
+    + cpu: put vLLM on its CPU platform first (an NVIDIA image checked without its GPUs)
+    + mounts: ``host:container:ro`` mounts the image's platform plugin needs to import (Ascend driver)
+
+    **Example:**
+
+    .. code:: python
+
+        command_accepted(image="quay.io/ascend/vllm-ascend:v0.18.0", entrypoint="shell",
+                         argv=["/data/models/Qwen3-30B", "--tensor-parallel-size", "4"],
+                         check_script="/usr/local/lib/fleetserve/check_serve_args.py")
+    """
+    probe = host.get_fact(ImageProbe, ref=image, entrypoint=entrypoint)
+    key = hashlib.sha256(json.dumps([(probe or {}).get("id"), list(argv)]).encode()).hexdigest()[:20]
+    record = hostpaths.image_check(key)
+    seen = host.get_fact(JsonFiles, paths=[record]).get(record)
+    if probe and seen:
+        host.noop(f"{image}'s vLLM {seen.get('verdict', 'accepted')} this command")
+        return
+    docker_args = [arg for mount in mounts or [] for arg in ("-v", mount)]
+    docker_args += ["-v", f"{check_script}:{hostpaths.CHECK_IN_CONTAINER}:ro"]
+    check = in_image(image, entrypoint, "python3", [hostpaths.CHECK_IN_CONTAINER, *(["--cpu"] if cpu else []), "--",
+                                                    *argv], docker_args)
+    accepted = json.dumps({"image": image, "verdict": "accepted"})
+    unchecked = json.dumps({"image": image, "verdict": "could not check (fleetserve's table applies)"})
+    yield StringCommand(
+        "mkdir", "-p", QuoteString(hostpaths.STATE_DIR + "/images"), "&&", "out=$(", check, "2>&1);", "rc=$?;",
+        "case", "$rc", "in",
+        "0)", "printf", "%s", QuoteString(accepted), ">", QuoteString(record), ";;",
+        "3)", "printf", "%s", QuoteString(unchecked), ">", QuoteString(record), ";", 'echo "$out";', ";;",
+        "*)", "echo", QuoteString(f"fleetserve: the image's own vLLM ({image}) refuses the command (nothing was "
+                                  f"restarted):"), ">&2;", 'echo "$out"', "|", "tail", "-n", "20", ">&2;", "exit", "1;",
+        ";;", "esac")

@@ -9,7 +9,8 @@ from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 
 from fleetserve import hostpaths
-from fleetserve.facts.fleet import ModelState
+from fleetserve.facts.fleet import ImageProbe, ModelState
+from fleetserve.facts.parsers import version_at_least
 from fleetserve.operations import fail_command
 
 HUB_DEFAULT_ENDPOINTS = {"hf": "https://huggingface.co", "modelscope": "https://www.modelscope.cn"}
@@ -63,6 +64,43 @@ def _image_call(image: str, entrypoint: str, program: str, args: list, mounts: l
     else:
         bits += [QuoteString(image), program]
     return StringCommand(*bits, *args)
+
+
+def client_call(hub: str, repo_id: str, revision: str, stage: str, include: list[str], endpoint: str,
+                version: str | None, known: bool = True) -> tuple[str, list, dict[str, str], str | None]:
+    """(program, args, environment, problem) for the hub client `version` in the image.
+
+    huggingface_hub < 1.0 takes several patterns after one --include (a repeated flag keeps only
+    the last); >= 1.0 takes one per --include (extra values become file names and the filter is
+    dropped). modelscope >= 1.38 reads MODELSCOPE_ENDPOINT (a URL); up to 1.37 only
+    MODELSCOPE_DOMAIN, a bare host always reached over https; `--include a b` works in both.
+    Sources: each client's own CLI, checked per version (docs/design.md, "Hub clients")."""
+    if known and version is None:
+        client = "huggingface_hub (the hf command)" if hub == "hf" else "modelscope"
+        return "", [], {}, f"the image has no {client}; fleetserve downloads with the client the serving image carries"
+    if hub == "hf":
+        env = {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1"}
+        args: list[object] = ["download", QuoteString(repo_id), "--revision", QuoteString(revision),
+                              "--local-dir", QuoteString(stage)]
+        if include and version is not None and not version_at_least(version, "1.0"):
+            args += ["--include", *[QuoteString(p) for p in include]]
+        else:
+            for pattern in include:
+                args += ["--include", QuoteString(pattern)]
+        return "hf", args, env, None
+    env = {"MODELSCOPE_DOWNLOAD_INTRA_CLOUD": "false"}
+    if version is None or version_at_least(version, "1.38"):
+        env["MODELSCOPE_ENDPOINT"] = endpoint
+    elif endpoint.startswith("https://"):
+        env["MODELSCOPE_DOMAIN"] = endpoint.removeprefix("https://").split("/", 1)[0]
+    else:
+        return "", [], {}, (f"modelscope {version} in the image reaches a mirror only over https (MODELSCOPE_DOMAIN); "
+                            f"{endpoint} needs modelscope >= 1.38 in the image, or an https endpoint")
+    args = ["download", "--model", QuoteString(repo_id), "--revision", QuoteString(revision),
+            "--local_dir", QuoteString(stage)]
+    if include:
+        args += ["--include", *[QuoteString(p) for p in include]]
+    return "modelscope", args, env, None
 
 
 @operation(is_idempotent=True)
@@ -122,21 +160,16 @@ def weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_key: str,
 
     stage = hostpaths.staging_dir(host_dir, copy_key)
     endpoint = endpoint or HUB_DEFAULT_ENDPOINTS[hub]
-    # The clients only talk to the endpoint: no telemetry, no update checks against PyPI.
-    env = {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1"} \
-        if hub == "hf" else {"MODELSCOPE_ENDPOINT": endpoint, "MODELSCOPE_DOWNLOAD_INTRA_CLOUD": "false"}
-    if hub == "hf":
-        program = "hf"
-        args: list[object] = ["download", QuoteString(repo_id), "--revision", QuoteString(revision),
-                              "--local-dir", QuoteString(stage)]
-        if include:
-            args += ["--include", *[QuoteString(p) for p in include]]
-    else:
-        program = "modelscope"
-        args = ["download", "--model", QuoteString(repo_id), "--revision", QuoteString(revision),
-                "--local_dir", QuoteString(stage)]
-        if include:
-            args += ["--include", *[QuoteString(p) for p in include]]
+    # The hub client inside the image decides how patterns and the endpoint are given (asked of the
+    # image; before it is there, as the newest clients take them).
+    clients = host.get_fact(ImageProbe, ref=image, entrypoint=entrypoint) or {}
+    program, args, env, problem = client_call(hub, repo_id, revision, stage, include, endpoint,
+                                              clients.get("hf" if hub == "hf" else "modelscope"),
+                                              known=bool(clients.get("probed")))
+    if problem:
+        yield fail_command(f"fleetserve model: {hub}:{repo_id}@{revision} cannot be downloaded with this image:",
+                           [problem])
+        return
     download = _image_call(image, entrypoint, program, args, [f"{stage}:{stage}"], env, token_env_file)
 
     verify_args: list[object] = [verify_script, QuoteString(stage), "--marker", hostpaths.VERIFIED_MARKER,

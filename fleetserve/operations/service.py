@@ -12,7 +12,7 @@ from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.api.hiddenvalue import HiddenValue
 
 from fleetserve import hostpaths
-from fleetserve.facts.fleet import EndpointCheck, ReleaseRecords, ServiceState
+from fleetserve.facts.fleet import EndpointCheck, ImageProbe, ReleaseRecords, ServiceState
 from fleetserve.operations import fail_command
 from fleetserve.operations.secrets import write_secret
 
@@ -41,7 +41,8 @@ def _state_command(service: str, state: dict) -> StringCommand:
 
 @operation(is_idempotent=True)
 def release_started(service: str, unit_text: str, image_ref: str, model_copy: str, argv: list[str],
-                    env_text: HiddenValue | None = None, mount_dirs: list[str] | None = None):
+                    env_text: HiddenValue | None = None, mount_dirs: list[str] | None = None,
+                    entrypoint: str = "shell", with_image_jemalloc: dict[str, tuple[str, list[str]]] | None = None):
     """
     Start a new release of a service unless the one running is it. A release is recorded on the
     host (unit, secrets, image id, model copy, argv) before its unit is installed; it becomes the
@@ -55,6 +56,9 @@ def release_started(service: str, unit_text: str, image_ref: str, model_copy: st
     + argv: the container command (recorded, for the operator and for rollouts)
     + env_text: the unit's EnvironmentFile (secrets), wrapped in ``HiddenValue``
     + mount_dirs: host directories the container mounts, created when missing
+    + entrypoint: ``shell`` or ``vllm-serve`` (how to run a program in the image, to ask it what it carries)
+    + with_image_jemalloc: the unit and argv to use instead when the image brings its own jemalloc,
+      by where the image has it (``unit_text``/``argv`` mount the host's otherwise)
 
     **Example:**
 
@@ -65,6 +69,9 @@ def release_started(service: str, unit_text: str, image_ref: str, model_copy: st
     """
     env_path = hostpaths.env_file(service) if env_text is not None else None
     secret = env_text.unmask() if env_text is not None else None
+    if with_image_jemalloc:
+        own = (host.get_fact(ImageProbe, ref=image_ref, entrypoint=entrypoint) or {}).get("jemalloc")
+        unit_text, argv = with_image_jemalloc.get(own, (unit_text, argv))
     state = host.get_fact(ServiceState, service=service, image_ref=image_ref,
                           marker_path=hostpaths.model_marker(model_copy), env_path=env_path, dirs=mount_dirs or [])
     record = release_record(service, unit_text, secret, image_ref, state["image_id"], model_copy,
