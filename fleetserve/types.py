@@ -8,6 +8,7 @@ refused with the path of the value; the plan is frozen dataclasses of already-va
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 import re
@@ -297,7 +298,12 @@ TYPED_FLAGS = {
     "data-parallel-size": "data_parallel_size",
     "max-model-len": "max_model_len",
     "model": "model",
+    "data-parallel-size-local": "data_parallel_size_local",
+    "data-parallel-rpc-port": "data_parallel_rpc_port",
+    "master-port": "master_port",
 }
+# Flags fleetserve sets per member of a service spanning nodes, from the inventory: never in a catalog.
+GROUP_FLAGS = ("data-parallel-address", "data-parallel-start-rank", "headless", "nnodes", "node-rank", "master-addr")
 
 
 class ServiceSpec(StrictModel):
@@ -319,9 +325,20 @@ class ServiceSpec(StrictModel):
     pipeline_parallel_size: Int = Field(1, ge=1)
     data_parallel_size: Int = Field(1, ge=1)
     max_model_len: Int | None = Field(None, ge=1)
+    multi_node: Literal["data-parallel", "nnodes"] | None = Field(
+        None, description="how the members of a service spanning nodes are wired: data-parallel (vllm-ascend's way: the "
+                          "head with --data-parallel-address/--data-parallel-rpc-port, the others --headless with their "
+                          "--data-parallel-start-rank) or nnodes (--nnodes/--node-rank/--master-addr, --headless off the "
+                          "head; NVIDIA, and TP/PP across nodes)")
+    data_parallel_size_local: Int | None = Field(None, ge=1, description="data-parallel: replicas on each member")
+    data_parallel_rpc_port: Int = Field(13389, ge=1, le=65535, description="data-parallel: the head's RPC port")
+    master_port: Int = Field(29500, ge=1, le=65535, description="nnodes: the head's rendezvous port")
     flags: dict[str, FlagValue] = Field(
         default_factory=dict, description="further vllm serve flags in order: true = switch, false/null = omit"
     )
+    head_flags: dict[str, FlagValue] = Field(
+        default_factory=dict, description="flags only the head of a service spanning nodes gets (its API servers, "
+                                          "e.g. api-server-count: vLLM refuses them with --headless); after `flags`")
     env: dict[str, str] = Field(default_factory=dict, description="container environment (not secrets)")
     mounts: tuple[str, ...] = Field((), description="extra host:container[:ro] bind mounts")
     shm_size: str | None = Field("1g", description="--shm-size (docker's 64 MB default crashes EngineCore)")
@@ -406,6 +423,41 @@ class ServiceSpec(StrictModel):
         """Devices one host needs for this service (single node: TP x PP x DP)."""
         return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
 
+    def devices_per_node(self, nodes: int) -> int:
+        """Devices each of `nodes` members needs: TP x PP x local DP replicas (data-parallel), or its
+        equal share of TP x PP x DP (nnodes)."""
+        if nodes <= 1:
+            return self.world_size
+        if self.multi_node == "data-parallel":
+            return self.tensor_parallel_size * self.pipeline_parallel_size * (self.data_parallel_size_local or 1)
+        return self.world_size // nodes
+
+    def sizes(self, nodes: int = 1) -> str:
+        """The parallel sizes, as an operator reads them in a message."""
+        text = (f"tensor_parallel_size {self.tensor_parallel_size} x pipeline_parallel_size "
+                f"{self.pipeline_parallel_size} x data_parallel_size {self.data_parallel_size}")
+        if nodes > 1 and self.multi_node == "data-parallel":
+            text += f" (data_parallel_size_local {self.data_parallel_size_local or 1} on each of {nodes} nodes)"
+        elif nodes > 1:
+            text += f" over {nodes} nodes"
+        return text
+
+    def group_size_problems(self, nodes: int) -> list[str]:
+        """How the parallel sizes fail to split over `nodes` members (empty when they do)."""
+        if nodes <= 1 or not self.multi_node:
+            return []
+        if self.multi_node == "data-parallel":
+            local = self.data_parallel_size_local or 1
+            if local * nodes != self.data_parallel_size:
+                return [f"data_parallel_size: {self.data_parallel_size} must be data_parallel_size_local {local} x "
+                        f"{nodes} nodes = {local * nodes} (each member runs its local replicas; the start ranks "
+                        f"0, {local}, ... must not overlap or leave gaps)"]
+            return []
+        if self.world_size % nodes:
+            return [f"{self.sizes()} = {self.world_size} devices does not split evenly over {nodes} nodes "
+                    f"(--nnodes {nodes} gives each node world size / nodes)"]
+        return []
+
     @property
     def api_name(self) -> str:
         """The model name clients put in requests (what /v1/models lists)."""
@@ -420,9 +472,10 @@ class ServiceSpec(StrictModel):
 
 
 class Variant(StrictModel):
-    """The services to run on one host of the listed hardware kinds."""
+    """The services to run on one host (or one group of `nodes` hosts) of the listed hardware kinds."""
 
     hardware: tuple[str, ...] = Field(description="hardware kinds this variant runs on")
+    nodes: Int = Field(1, ge=1, le=64, description="how many hosts one instance spans (a group of that size)")
     services: tuple[ServiceSpec, ...]
     follows: str | None = Field(None, description="the tutorial or write-up this variant reproduces")
     notes: str | None = None
@@ -485,6 +538,21 @@ class HostData(StrictModel):
                                                               "(slow for 800 GB models, but catches corruption)")
     verify_timeout_s: StrictInt | None = Field(
         None, ge=10, le=86400, description="seconds verify waits for /health; unset: each service's start_timeout_s")
+    group: str | None = Field(None, description="the group of hosts this host serves with: hosts with the same group "
+                                                "form one instance of the catalog variant for that many nodes")
+    group_rank: StrictInt | None = Field(None, ge=0, le=63, description="this host's rank in its group; 0 is the head")
+    nic: str | None = Field(None, description="group members: the network interface of cluster_address (HCCL/GLOO/TP/"
+                                              "NCCL sockets)")
+    cluster_address: str | None = Field(None, description="group members: the host's address on the cluster network "
+                                                          "(default: ssh_hostname)")
+    model_cache: Literal["each", "shared", "peer"] = Field(
+        "each", description="where weights come from: each host from the hub; shared: one host of those sharing "
+                            "`shared_dir` downloads under a lock, the others wait for its verified copy; peer: one "
+                            "host of a group downloads, the others copy it from a peer over the cluster network")
+    shared_dir: str | None = Field(None, description="model_cache shared: a filesystem every host mounts at this same "
+                                                     "path (model dirs must lie in it)")
+    shared_wait_s: StrictInt = Field(21600, ge=10, le=604800, description="model_cache shared/peer: how long a host "
+                                                                        "waits for another's download")
     on_failure: Literal["rollback", "stop", "leave"] = Field(
         "rollback", description="a new release that fails verify: rollback = start the previous release again "
                                 "(stop when there is none); stop = stop the service; leave = leave it running "
@@ -515,6 +583,54 @@ class HostData(StrictModel):
     def _controller_dir(cls, value: str | None) -> str | None:
         return no_control_chars(value, "path") if value is not None else None
 
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+            raise ValueError("must be a name of letters, digits and . _ - (up to 63)")
+        return value
+
+    @field_validator("nic")
+    @classmethod
+    def _nic(cls, value: str | None) -> str | None:
+        # Linux interface names: at most 15 bytes, no '/' or blanks (IFNAMSIZ - 1).
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,14}", value):
+            raise ValueError("must be a network interface name (up to 15 letters, digits and . _ : @ -), e.g. enp189s0f0")
+        return value
+
+    @field_validator("cluster_address")
+    @classmethod
+    def _cluster_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address (vLLM and HCCL bind and connect to it)") from None
+        return value
+
+    @field_validator("shared_dir")
+    @classmethod
+    def _shared_dir(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        # A shared mount may well be /root/.cache (the Qwen3.5 tutorial's) or /home; never a system tree.
+        system = ("", "/", "/usr", "/etc", "/var", "/tmp", "/boot", "/proc", "/sys", "/dev", "/run", "/root")
+        if not HOST_PATH.fullmatch(value) or value.rstrip("/") in system or "/../" in value + "/":
+            raise ValueError("must be an absolute path of letters, digits and . _ / + - (the mount point of the "
+                             "shared filesystem or a directory in it; not /, /root or a system directory)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _cache_complete(self) -> HostData:
+        if self.model_cache == "shared" and not self.shared_dir:
+            raise ValueError("shared_dir: missing; model_cache shared needs the path every host mounts the shared "
+                             "filesystem at")
+        if self.shared_dir and self.model_cache != "shared":
+            raise ValueError(f"shared_dir: only read with model_cache shared (model_cache is {self.model_cache}); "
+                             f"set model_cache: shared or drop shared_dir")
+        return self
+
 
 # --- the plan -----------------------------------------------------------------------------------
 
@@ -524,9 +640,37 @@ class Member:
     """One host's part of a service instance."""
 
     host: str
-    address: str
+    address: str  # the host's cluster address (the head's is the group's rendezvous)
     devices: tuple[int, ...]
     rank: int = 0  # node rank in the group; 0 is the head
+    nic: str | None = None  # the NIC of `address` (HCCL/GLOO/TP/NCCL sockets)
+    serve_args: tuple[str, ...] = ()  # MODEL then flags, as vllm serve receives them on this member
+
+    @property
+    def is_head(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
+class GroupSeatInfo:
+    """One host of an inventory group, as the planner sees it before planning its services."""
+
+    host: str
+    rank: int
+    address: str
+    nic: str | None
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """Hosts that serve together (host data `group`), head first."""
+
+    name: str
+    members: tuple[GroupSeatInfo, ...]
+
+    @property
+    def head(self) -> GroupSeatInfo:
+        return self.members[0]
 
 
 @dataclass(frozen=True)
@@ -540,6 +684,7 @@ class ServiceInstance:
     serve_args: tuple[str, ...]  # MODEL then flags, as vllm serve receives them
     image_archive: str | None = None  # controller path of the archive (image source load)
     follows: str | None = None  # the tutorial or write-up the catalog variant reproduces
+    group: str | None = None  # the inventory group it spans (None: one host)
 
     @property
     def name(self) -> str:
