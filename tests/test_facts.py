@@ -15,6 +15,7 @@ from fleetserve.facts.fleet import (
     FileModes,
     FileSizes,
     HostReport,
+    ImageProbe,
     ImageState,
     ModelState,
     PathsExist,
@@ -120,6 +121,48 @@ def test_image_state_present_and_absent():
     state = ImageState().process(['sha256:abc ["quay.io/ascend/vllm-ascend@sha256:def"]'])
     assert state == {"id": "sha256:abc", "repo_digests": ["quay.io/ascend/vllm-ascend@sha256:def"]}
     assert "'{{.Id}} {{json .RepoDigests}}' vllm-ascend:qwen3_5-v0-a3" in ImageState().command("vllm-ascend:qwen3_5-v0-a3")
+
+
+def _probe_in_a_real_shell(tmp_path, run_script: str) -> tuple[dict | None, list[str]]:
+    """ImageProbe's own command with `docker` a script: inspect answers an id, `run` does run_script."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "docker").write_text(f'#!/bin/sh\necho "$1" >> {calls}\n'
+                                    f'[ "$1" = image ] && {{ echo sha256:{"ab" * 32}; exit 0; }}\n{run_script}\n')
+    (bin_dir / "docker").chmod(0o755)
+    command = ImageProbe().command("vllm/vllm-openai:v0.18.0-cu130", "vllm-serve")
+    command = command.replace("/var/lib/fleetserve", str(tmp_path / "state"))
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert result.returncode == 0
+    runs = calls.read_text().split() if calls.exists() else []
+    calls.unlink(missing_ok=True)
+    return ImageProbe().process(result.stdout.splitlines()), runs
+
+
+def test_image_probe_asks_the_image_once_and_keeps_the_answer(tmp_path):
+    answer = '{"hf": "0.36.2", "modelscope": "1.37.0", "vllm": "0.18.0", "jemalloc": null}'
+    probe, runs = _probe_in_a_real_shell(tmp_path, f"echo '{answer}'")
+    assert probe == {"id": "sha256:" + "ab" * 32, "hf": "0.36.2", "modelscope": "1.37.0", "jemalloc": None,
+                     "probed": True, "error": None}
+    assert runs == ["image", "run"]
+    # Converged: the kept answer is read, the image is not run again.
+    again, runs = _probe_in_a_real_shell(tmp_path, "exit 99")
+    assert again == probe and runs == ["image"]
+
+
+def test_image_probe_reports_an_image_that_cannot_run_and_keeps_nothing(tmp_path):
+    refusal = "echo 'Error: runc create failed: OCI permission denied' >&2; exit 126"
+    probe, runs = _probe_in_a_real_shell(tmp_path, refusal)
+    assert probe["error"] == "Error: runc create failed: OCI permission denied" and not probe["probed"]
+    assert list((tmp_path / "state" / "images").iterdir()) == []  # the next run asks again
+    fixed, runs = _probe_in_a_real_shell(tmp_path, "echo '{\"hf\": \"1.2.0\"}'")
+    assert fixed["hf"] == "1.2.0" and fixed["error"] is None and runs == ["image", "run"]
+
+
+def test_image_probe_of_an_image_not_there():
+    assert ImageProbe().process([]) is None
+    assert "HF_HUB_OFFLINE=1" in ImageProbe().command("x:1", "shell")
 
 
 def test_model_state():

@@ -293,6 +293,11 @@ def test_a_client_that_cannot_reach_the_endpoint_or_is_missing_fails_clearly():
             "needs modelscope >= 1.38 in the image, or an https endpoint") in failing and state.failed_hosts
     commands, _ = run_op(model_ops.weights, _probed(hf=None, modelscope="1.40.2"), **MODEL_ARGS)
     assert "the image has no huggingface_hub (the hf command)" in changes(commands, "echo @@marker", PROBE)[0]
+    # An image the engine cannot run: said with the engine's words, nothing downloaded.
+    broken = {"/var/lib/fleetserve/images/probe-": ["@@error", "Error: OCI permission denied", "@@id sha256:9"]}
+    commands, state = run_op(model_ops.weights, broken, **MODEL_ARGS)
+    (failing,) = changes(commands, "echo @@marker", PROBE)
+    assert "could not ask" in failing and "OCI permission denied" in failing and state.failed_hosts
 
 
 def test_rope_scaling_allows_a_longer_context():
@@ -613,6 +618,15 @@ def test_an_image_with_its_own_jemalloc_needs_nothing_on_the_host():
     assert changes(commands, PROBE) == []
 
 
+def test_an_image_that_cannot_be_looked_into_fails_jemalloc_and_the_download():
+    broken = {"/var/lib/fleetserve/images/probe-": ["@@error", "Error: runc create failed: OCI permission denied",
+                                                     "@@id sha256:" + "ab" * 32, "@@probe"]}
+    commands, state = run_op(host_ops.jemalloc, broken, **JEMALLOC_ARGS)
+    (failure,) = changes(commands, PROBE)
+    assert "could not look inside vllm/vllm-openai:v0.18.0-cu130" in failure and "OCI permission denied" in failure
+    assert failure.endswith("exit 1")
+
+
 def test_the_hosts_jemalloc_installed_and_proven_to_load_is_a_noop():
     responses = {**_image_has(None), f"for p in {LIB} {LOADS};": [LIB, LOADS]}
     commands, _ = run_op(host_ops.jemalloc, responses, **JEMALLOC_ARGS)
@@ -625,7 +639,7 @@ def test_an_image_without_jemalloc_gets_the_hosts_after_a_load_check():
     assert install.startswith("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libjemalloc2")
     assert present.startswith(f"test -e {LIB} ||")
     # In the image, at a path of its own (never over the image's files), preloaded: ld.so's complaint fails the host.
-    assert (f"docker run --rm --net=none -v {LIB}:/usr/local/lib/fleetserve-jemalloc/libjemalloc.so.2:ro -e "
+    assert (f"docker run --rm -e HF_HUB_OFFLINE=1 -v {LIB}:/usr/local/lib/fleetserve-jemalloc/libjemalloc.so.2:ro -e "
             f"LD_PRELOAD=/usr/local/lib/fleetserve-jemalloc/libjemalloc.so.2 --entrypoint true "
             f"vllm/vllm-openai:v0.18.0-cu130") in trial
     assert "grep -q 'cannot be preloaded'" in trial and "set host data jemalloc: false" in trial
@@ -666,7 +680,7 @@ def test_a_command_the_image_accepted_before_is_not_checked_again():
 def test_a_new_command_is_checked_by_the_images_own_vllm():
     commands, _ = run_op(image_ops.command_accepted, _image_has(None), **CHECK_ARGS)
     (check,) = changes(commands, PROBE, "for p in")
-    assert ("docker run --rm --net=none -v /usr/local/dcmi:/usr/local/dcmi:ro -v /usr/local/lib/fleetserve/"
+    assert ("docker run --rm -e HF_HUB_OFFLINE=1 -v /usr/local/dcmi:/usr/local/dcmi:ro -v /usr/local/lib/fleetserve/"
             "check_serve_args.py:/usr/local/lib/fleetserve-check/check_serve_args.py:ro "
             "quay.io/ascend/vllm-ascend:v0.18.0 python3 /usr/local/lib/fleetserve-check/check_serve_args.py -- "
             "/data/models/Qwen3-30B --tensor-parallel-size 4 2>&1") in check

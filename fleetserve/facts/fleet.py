@@ -443,8 +443,11 @@ _PROBE = ("import glob, json, importlib.metadata as m\n"
 
 def in_image(ref: str, entrypoint: str, program: str, args: list[str], docker_args: list[str] | None = None) -> str:
     """A shell command running `program args` in the image, past its ENTRYPOINT when it has one
-    (vllm/vllm-openai) and through it when it sources the toolkit (vllm-ascend's CMD bash images)."""
-    bits = ["docker", "run", "--rm", "--net=none", *(docker_args or [])]
+    (vllm/vllm-openai) and through it when it sources the toolkit (vllm-ascend's CMD bash images).
+    The hub clients are told to stay offline: a look inside never downloads anything. (No network
+    namespace of its own: an engine nested in a container, as on some managed hosts and in the
+    sandbox's nodes, cannot always create one, and the offline switch already keeps it local.)"""
+    bits = ["docker", "run", "--rm", "-e", "HF_HUB_OFFLINE=1", *(docker_args or [])]
     bits += ["--entrypoint", program, ref] if entrypoint == "vllm-serve" else [ref, program]
     return " ".join(_q(b) for b in [*bits, *args])
 
@@ -452,7 +455,8 @@ def in_image(ref: str, entrypoint: str, program: str, args: list[str], docker_ar
 class ImageProbe(Fact):
     """What an image carries: its hub client versions and jemalloc, asked of the image itself once per
     image id and kept on the host (fleetserve.hostpaths.image_probe), so a converged run reads a file.
-    None when the image is not there."""
+    None when the image is not there; ``error`` holds the engine's words when the image could not be
+    run (nothing is kept then, so the next run asks again)."""
 
     shell_executable = "sh"
 
@@ -462,7 +466,8 @@ class ImageProbe(Fact):
         return (f"id=$(docker image inspect --format '{{{{.Id}}}}' {_q(ref)} 2>/dev/null) || exit 0;"
                 f" r=\"{record.replace('$id', '${id#sha256:}')}\";"
                 f" if [ ! -s \"$r\" ]; then mkdir -p {_q(hostpaths.STATE_DIR + '/images')} &&"
-                f" {probe} > \"$r.tmp\" 2>/dev/null && mv -f \"$r.tmp\" \"$r\"; rm -f \"$r.tmp\"; fi;"
+                f" {probe} > \"$r.tmp\" 2> \"$r.err\" && mv -f \"$r.tmp\" \"$r\";"
+                " [ -s \"$r\" ] || { echo @@error; tail -n 5 \"$r.err\"; }; rm -f \"$r.tmp\" \"$r.err\"; fi;"
                 " echo \"@@id $id\"; echo @@probe; cat \"$r\" 2>/dev/null; true")
 
     def process(self, output: list[str]) -> dict[str, Any] | None:
@@ -471,8 +476,10 @@ class ImageProbe(Fact):
         if not image_id:
             return None
         probe = _json_or_none(sections.get("probe")) or {}
+        error = " ".join(line.strip() for line in sections.get("error", []) if line.strip())
         return {"id": image_id, "hf": probe.get("hf"), "modelscope": probe.get("modelscope"),
-                "jemalloc": probe.get("jemalloc"), "probed": bool(probe) and "_unreadable" not in probe}
+                "jemalloc": probe.get("jemalloc"), "probed": bool(probe) and "_unreadable" not in probe,
+                "error": (error or "the image printed nothing") if "error" in sections and not probe else None}
 
 
 class ReleaseRecords(Fact):

@@ -59,6 +59,10 @@ def jemalloc(image: str, entrypoint: str, family: str, package: str, library: st
                  package="libjemalloc2", library="/usr/lib/aarch64-linux-gnu/libjemalloc.so.2")
     """
     probe = host.get_fact(ImageProbe, ref=image, entrypoint=entrypoint)
+    if probe and probe.get("error"):
+        yield fail_command(f"fleetserve jemalloc: could not look inside {image} (nothing was restarted):",
+                           [probe["error"]])
+        return
     if probe and probe.get("jemalloc"):
         host.noop(f"{image} brings its own jemalloc ({probe['jemalloc']})")
         return

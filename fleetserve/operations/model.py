@@ -163,6 +163,10 @@ def weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_key: str,
     # The hub client inside the image decides how patterns and the endpoint are given (asked of the
     # image; before it is there, as the newest clients take them).
     clients = host.get_fact(ImageProbe, ref=image, entrypoint=entrypoint) or {}
+    if clients.get("error"):
+        yield fail_command(f"fleetserve model: could not ask {image} which hub client it carries (nothing "
+                           f"was downloaded):", [clients["error"]])
+        return
     program, args, env, problem = client_call(hub, repo_id, revision, stage, include, endpoint,
                                               clients.get("hf" if hub == "hf" else "modelscope"),
                                               known=bool(clients.get("probed")))
