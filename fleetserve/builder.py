@@ -7,6 +7,7 @@ HardwareKind, paths from fleetserve.hostpaths.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -223,3 +224,13 @@ def service_files(instance: ServiceInstance, member: Member, plan: HostPlan, eng
 
 def masked_env_text(text: str) -> str:
     return re.sub(r"^([A-Za-z_][A-Za-z0-9_]*)=.*$", r"\1=*MASKED*", text, flags=re.M)
+
+
+def group_release(instance: ServiceInstance) -> str | None:
+    """One digest of what every member of a group runs (command, address, NIC, image, model copy):
+    part of each member's release record, so a change on any member is a new release on all."""
+    if not instance.group:
+        return None
+    what = [instance.spec.image.ref, model_copy(instance),
+            [[m.host, m.address, m.nic, list(m.serve_args)] for m in instance.members]]
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]

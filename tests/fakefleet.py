@@ -19,7 +19,7 @@ from pyinfra.context import ctx_state
 from importlib import resources
 
 from fleetserve import hostpaths
-from fleetserve.builder import created_mount_dirs, model_copy, service_files
+from fleetserve.builder import created_mount_dirs, group_release, model_copy, service_files
 from fleetserve.facts.parsers import parse_npu_smi_info, parse_nvidia_smi_csv
 from fleetserve.hardware import get_kind
 from fleetserve.hostos import jemalloc_library
@@ -113,14 +113,15 @@ def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32,
         spec = instance.spec
         engine = Engine(path="/usr/bin/docker", service_unit=None)
         files = service_files(instance, instance.member(plan.host), plan, engine, jemalloc_in_image=image_jemalloc)
-        key = hashlib.sha256(json.dumps([image_id, list(instance.serve_args)]).encode()).hexdigest()[:20]
+        argv = instance.member(plan.host).serve_args or instance.serve_args
+        key = hashlib.sha256(json.dumps([image_id, list(argv)]).encode()).hexdigest()[:20]
         accepted = hostpaths.image_check(key)
         responses[f"for p in {accepted};"] = [f"@@file:{accepted}", json.dumps({"verdict": "accepted"})]
         copy = model_copy(instance)
         config = {"max_position_embeddings": 262144, "num_attention_heads": 16}
         marker_sha = "cd" * 32
         record = release_record(spec.name, files.unit_text, files.env_text, spec.image.ref, image_id, copy, marker_sha,
-                                list(files.argv))
+                                list(files.argv), group_release(instance))
         state = {"current": record["id"], "previous": None, "candidate": None, "failed": None}
         records += [f"@@state:{spec.name}", json.dumps(state), f"@@release:{spec.name}", json.dumps(record)]
         unit_sha = hashlib.sha256(files.unit_text.encode()).hexdigest()

@@ -12,7 +12,7 @@ import pytest
 
 from fleetserve import hostpaths
 from fleetserve.builder import model_copy
-from fleetserve.plan import plan_host
+from fleetserve.plan import plan_host, plan_inventory
 from fleetserve.readiness import expectations_for
 from roles.common import InvalidFleetData
 from roles.serve import serve
@@ -146,3 +146,47 @@ def test_the_pyinfra_cli_runs_a_deploy_file_with_config_and_reports_invalid_data
     output = result.stdout + result.stderr
     assert "invalid fleet data, no host was changed" in output
     assert "needs 16 devices but the host has 8" in output
+
+
+# --- a service spanning two nodes ----------------------------------------------------------------
+
+A3_GROUP = [(name, {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"], "group": "g1", "group_rank": rank,
+                    "nic": "eth1", "cluster_address": f"10.1.0.{10 + rank}"})
+            for rank, name in enumerate(["a3-head", "a3-worker"])]
+
+
+def _group_plans():
+    return {p.host: p for p in plan_inventory([(f"@fake/{n}", d) for n, d in A3_GROUP], ["qwen3.5"])}
+
+
+def test_a_converged_group_reports_no_change_on_any_member():
+    plans = _group_plans()
+    hosts = [(name, {**data, "fake_responses": converged_responses(plans[f"@fake/{name}"])}) for name, data in A3_GROUP]
+    state, commands = run_fake_deploy(hosts, serve, ["qwen3.5"])
+    assert sum(meta.ops_change for meta in state.meta.values()) == 0 and not state.failed_hosts
+    worker_checks = [c for c in commands["@fake/a3-worker"] if c.startswith("sh /usr/local/lib/fleetserve/verify-endpoint.sh")]
+    # The headless member proves the group through the head's API.
+    assert worker_checks and all(c.endswith(" 10.1.0.10") for c in worker_checks)
+    assert not any(c.endswith(" 10.1.0.10") for c in commands["@fake/a3-head"] if c.startswith("sh /usr/local/lib/fleetserve/verify-endpoint.sh"))
+
+
+def test_a_fresh_group_starts_every_member_and_settles_one_release():
+    plans = _group_plans()
+    hosts = []
+    for name, data in A3_GROUP:
+        plan = plans[f"@fake/{name}"]
+        expect = expectations_for(plan)
+        hosts.append((name, {**data, "fake_responses": {
+            "@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, paths=expect.paths, expect=expect),
+            "verify-endpoint.sh": ["@@result ok api"],
+            "echo @@marker": ["@@marker", "", "@@config", '{"max_position_embeddings": 262144, '
+                                                          '"num_attention_heads": 16}', "@@legacy"],
+            "for s in /var/lib/fleetserve/releases/*/": ["@@state:qwen35-397b", '{"candidate": "c1", "current": null}']}}))
+    state, commands = run_fake_deploy(hosts, serve, ["qwen3.5"])
+    assert not state.failed_hosts
+    for name, flags in (("a3-head", "--data-parallel-address 10.1.0.10 --data-parallel-rpc-port 13389"),
+                        ("a3-worker", "--headless --data-parallel-start-rank 1")):
+        text = "\n".join(_fact_or_change(commands[f"@fake/{name}"])[1])
+        assert "systemctl restart fleetserve-qwen35-397b.service" in text and flags in text
+        # made current only by the group's settle step, after every member's check
+        assert text.count('"current": "c1"') == 1

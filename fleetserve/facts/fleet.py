@@ -510,16 +510,18 @@ class ReleaseRecords(Fact):
 class EndpointCheck(Fact):
     """Waits for the service to be healthy, then proves it is the service's own container answering:
     the listener on the port belongs to that container, /v1/models lists the served name with the
-    model path the release serves, one completion and one chat answer come back. The API key is read
+    model path the release serves, one completion and one chat answer come back. A headless member of
+    a group (``head_address``) checks the head's API instead, and that its own container ran throughout. The API key is read
     on the host from the unit's EnvironmentFile (given by path), never part of this command."""
 
     shell_executable = "sh"
 
     def command(self, port: int, model: str, service: str, serve_path: str, timeout_s: int,
-                env_path: str | None = None) -> str:
+                env_path: str | None = None, head_address: str | None = None) -> str:
+        # head_address: a headless group member checks the head's API and its own container.
         return " ".join(["sh", hostpaths.lib_file("verify-endpoint.sh"), str(int(port)), _q(model),
                          _q(hostpaths.unit_name(service)), _q(hostpaths.container_name(service)), str(int(timeout_s)),
-                         _q(env_path or ""), _q(serve_path)])
+                         _q(env_path or ""), _q(serve_path), *([_q(head_address)] if head_address else [])])
 
     def process(self, output: list[str]) -> dict[str, Any]:
         sections = split_sections(output)
