@@ -68,6 +68,12 @@ sandbox_nodes = [
         "workloads": node["workloads"],
         "distro_family": "rhel" if node.get("distro") in ("rhel", "openeuler", "rocky") else "debian",
         **({"npu_ids": node["npu_ids"]} if node.get("npu_ids") else {}),
+        # Multi-node layouts: the node's group and its place on the cluster network.
+        **({"group": node["group"], "group_rank": node["group_rank"]} if node.get("group") else {}),
+        **({"nic": node["nic"], "cluster_address": node["cluster_address"]}
+           if (_fleet.get("networks") or {}).get("cluster") else {}),
+        # Per-run host data on top (the e2e tests choose cache modes with it).
+        **json.loads(os.environ.get("FLEETSERVE_SANDBOX_DATA") or "{}"),
     })
     for node in _fleet["nodes"]
 ]

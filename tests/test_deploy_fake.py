@@ -181,12 +181,12 @@ def test_a_fresh_group_starts_every_member_and_settles_one_release():
             "verify-endpoint.sh": ["@@result ok api"],
             "echo @@marker": ["@@marker", "", "@@config", '{"max_position_embeddings": 262144, '
                                                           '"num_attention_heads": 16}', "@@legacy"],
-            "for s in /var/lib/fleetserve/releases/*/": ["@@state:qwen35-397b", '{"candidate": "c1", "current": null}']}}))
+            "for s in /var/lib/fleetserve/releases/*/": ["@@state:qwen35-397b-bf16", '{"candidate": "c1", "current": null}']}}))
     state, commands = run_fake_deploy(hosts, serve, ["qwen3.5"])
     assert not state.failed_hosts
     for name, flags in (("a3-head", "--data-parallel-address 10.1.0.10 --data-parallel-rpc-port 13389"),
                         ("a3-worker", "--headless --data-parallel-start-rank 1")):
         text = "\n".join(_fact_or_change(commands[f"@fake/{name}"])[1])
-        assert "systemctl restart fleetserve-qwen35-397b.service" in text and flags in text
+        assert "systemctl restart fleetserve-qwen35-397b-bf16.service" in text and flags in text
         # made current only by the group's settle step, after every member's check
         assert text.count('"current": "c1"') == 1

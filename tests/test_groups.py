@@ -116,7 +116,7 @@ def test_parallel_sizes_must_split_over_the_members():
 
 def test_members_must_agree_and_group_flags_come_only_from_the_inventory():
     message = refused(members(A3, r1={"service_overrides": {"*": {"port": 9000}}}))
-    assert "group g1: service qwen35-397b differs between members n0 and n1" in message
+    assert "group g1: service qwen35-397b-bf16 differs between members n0 and n1" in message
     headless = {"service_overrides": {"*": {"flags": {"headless": True}}}}
     assert ("flags: 'headless' is vLLM's --headless, which fleetserve sets for each member of a group from the "
             "inventory") in refused(members(A3, r0=headless, r1=headless))
