@@ -300,9 +300,17 @@ def test_refuses_tp_beyond_devices(ascend_root, model_dir):
 
 
 def test_multinode_tp_needs_only_this_nodes_share(ascend_root, model_dir, serve):
-    server = serve([str(model_dir), "-tp", "4", "--nnodes", "2", "--node-rank", "0", "--master-addr", "127.0.0.1"],
-                   ascend_root)
-    assert "using 2" in server.output
+    port = free_port()
+    common = [str(model_dir), "-tp", "4", "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(port)]
+    head = Server(["serve", *common, "--node-rank", "0"], ascend_root)
+    worker = Server(["serve", *common, "--node-rank", "1", "--headless"], ascend_root)
+    try:
+        head.wait_for("Application startup complete.")  # once node rank 1 joined (test_standin_group.py)
+        assert "using 2" in head.output
+        worker.wait_for("group formed")
+        assert "using 2" in worker.output
+    finally:
+        assert head.stop() == 0 and worker.stop() == 0
     proc = run_once(["serve", str(model_dir), "-tp", "8", "--nnodes", "2"], ascend_root)
     assert "please ensure that world_size (4) is less than than max local gpu count (2)" in proc.stderr
 
