@@ -486,6 +486,11 @@ def status() -> dict:
     if fleet:
         with ThreadPoolExecutor(max_workers=max(1, len(fleet["nodes"]))) as pool:
             doc["nodes"] = list(pool.map(_probe, fleet["nodes"]))
+        shared = fleet.get("shared_fs")
+        if shared:
+            doc["storage"] = _probe({"name": shared["server"], "kind": "storage", "address": shared["ssh_address"]})
+            doc["shared_fs"] = shared
+        doc["shaping"] = fleet.get("shaping")
     elif _known_node_names():
         doc["partial"] = _known_node_names()
     doc["services"] = [s.status() for s in _service_handles()]
@@ -499,10 +504,17 @@ def format_status(doc: dict) -> str:
         lines.append("sandbox fleet: down" + (f" (partial state for {', '.join(doc['partial'])})" if doc.get("partial") else ""))
     else:
         rows = [("NAME", "KIND", "ADDRESS", "SSH", "SYSTEMD")]
-        for n in doc["nodes"]:
+        for n in doc["nodes"] + ([doc["storage"]] if doc.get("storage") else []):
             rows.append((n["name"], n["kind"], n["address"], "yes" if n.get("ssh") else "no", n.get("systemd", "")))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if doc.get("shared_fs"):
+        fs = doc["shared_fs"]
+        lines.append(f"shared filesystem: {fs['type']} {fs['source']} at {fs['path']} on every node")
+    shaping = doc.get("shaping") or {}
+    if shaping.get("uplink_mbit") or shaping.get("lan_mbit"):
+        lines.append(f"shaping: uplink {shaping.get('uplink_mbit') or 'unshaped'} Mbit/s, "
+                     f"cluster LAN {shaping.get('lan_mbit') or 'unshaped'} Mbit/s")
     lines.append("")
     rows = [("SERVICE", "ADDRESS", "PID", "STATE")]
     for s in doc["services"]:

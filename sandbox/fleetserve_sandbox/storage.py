@@ -88,9 +88,14 @@ def volume_script(address: str, allow: str) -> str:
         "set -e; "
         f"mkdir -p {brick}; "
         f"{g} volume info {vol} >/dev/null 2>&1 || {g} volume create {vol} {address}:{brick} force; "
-        # a client that vanished without closing its connection (node killed, link cut) loses its locks
-        # after this many seconds instead of the default 42
+        # a client that vanished without closing its connection (node powered off, link cut) loses its
+        # locks once the brick gives up on it: TCP keepalive and user timeout (defaults: ~42 s); clients
+        # give up on a silent server after network.ping-timeout (default 42 s)
         f"{g} volume set {vol} network.ping-timeout {C.GLUSTER_PING_TIMEOUT}; "
+        f"{g} volume set {vol} server.tcp-user-timeout {C.GLUSTER_PING_TIMEOUT}; "
+        f"{g} volume set {vol} server.keepalive-time {max(1, C.GLUSTER_PING_TIMEOUT // 2)}; "
+        f"{g} volume set {vol} server.keepalive-interval 2; "
+        f"{g} volume set {vol} server.keepalive-count 2; "
         f"{g} volume set {vol} auth.allow '{allow}'; "
         f"{g} volume info {vol} | grep -q '^Status: Started' || {g} volume start {vol}; "
         f"{g} volume status {vol} detail"

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from fleetserve_sandbox import constants as C
-from fleetserve_sandbox import fleet, image, layouts, nodes
+from fleetserve_sandbox import fleet, image, layouts, net, nodes
 
 pytestmark = [
     pytest.mark.e2e,
@@ -186,6 +186,32 @@ def test_fcntl_locks_across_nodes_and_release_when_the_holder_dies(doc):
         if probe.returncode == 0:
             break
     assert probe.returncode == 0 and "locked" in probe.stdout
+
+
+def test_lock_of_a_node_that_vanished_is_released_after_the_keepalive_timeout(doc):
+    """The holder's node drops off the cluster network without closing anything (a power cut, a cable): the
+    brick gives its locks up once TCP keepalive / the user timeout expire (~C.GLUSTER_PING_TIMEOUT s here,
+    ~42 s with GlusterFS's defaults), and a waiter on another node gets the lock."""
+    lock = f"{SHARED}/vanish.lock"
+    holder = Held(doc, GB[1], f"flock -x {lock} -c 'echo locked; read _ || true'")
+    holder.expect("locked")
+    cluster_veth = net.cluster_veth_host(node(doc, GB[1])["index"])
+    subprocess.run(["ip", "link", "set", cluster_veth, "down"], check=True, timeout=10)
+    try:
+        began = time.monotonic()
+        waiter = ssh(doc, A3[0], f"flock -w 90 -x {lock} -c 'echo got-it'", timeout=120)
+        waited = time.monotonic() - began
+    finally:
+        subprocess.run(["ip", "link", "set", cluster_veth, "up"], check=True, timeout=10)
+    print(f"\nlock of a vanished node released after {waited:.1f} s")
+    assert waiter.returncode == 0 and "got-it" in waiter.stdout
+    assert C.GLUSTER_PING_TIMEOUT - 2 <= waited <= C.GLUSTER_PING_TIMEOUT * 3, waited
+    assert holder.release() == 0
+    # the client reconnects once its link is back
+    deadline = time.monotonic() + 60
+    while ssh(doc, GB[1], f"ls {SHARED} >/dev/null").returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ok(doc, GB[1], f"cat {SHARED}/hello").strip() == "written-on-a3"
 
 
 # --- tc shaping -------------------------------------------------------------------------------

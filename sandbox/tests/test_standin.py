@@ -544,7 +544,7 @@ def test_image_builds_and_runs(tmp_path):
     assert out.returncode == 0 and image_mod.HF_HUB_VERSION in out.stdout, out.stderr
     out = run(ascend, "modelscope", "--help")
     assert out.returncode == 0 and "usage: modelscope" in out.stdout, out.stderr
-    out = run(ascend, "python3", "-c", "import vllm_args, huggingface_hub, modelscope; "
+    out = run(ascend, "python3", "-c", "import vllm_args, vllm_group, stopsignal, huggingface_hub, modelscope; "
               "print(huggingface_hub.__version__, modelscope.__version__)")
     assert out.stdout.split() == [image_mod.HF_HUB_VERSION, image_mod.MODELSCOPE_VERSION], out.stderr
     inspect = image_mod.podman("image", "inspect", ascend, openai).stdout
