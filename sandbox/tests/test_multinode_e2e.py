@@ -362,8 +362,13 @@ def standin(doc):
 
 
 def start_unit(doc, name: str, unit: str, args: str) -> None:
-    ok(doc, name, f"systemctl reset-failed {unit} 2>/dev/null; systemd-run --unit={unit} -E PYTHONPATH=/opt/standin "
-       f"-E FLEETSERVE_STANDIN_HEARTBEAT_TIMEOUT_S=3 python3 {args}")
+    """The stand-in as a transient unit, with the per-node variables the product sets from fleet.json."""
+    n = node(doc, name)
+    env = {"PYTHONPATH": "/opt/standin", "FLEETSERVE_STANDIN_HEARTBEAT_TIMEOUT_S": "3",
+           "GLOO_SOCKET_IFNAME": n["nic"], "TP_SOCKET_IFNAME": n["nic"], "HCCL_SOCKET_IFNAME": n["nic"],
+           "HCCL_IF_IP": n["cluster_address"]}
+    flags = " ".join(f"-E {k}={v}" for k, v in env.items())
+    ok(doc, name, f"systemctl reset-failed {unit} 2>/dev/null; systemd-run --unit={unit} {flags} python3 {args}")
 
 
 def journal(doc, name: str, unit: str) -> str:
@@ -400,6 +405,7 @@ def test_data_parallel_group_across_the_a3_nodes(doc, standin):
         text = journal(doc, A3[0], "standin-head")
         assert f"data parallel rank(s) 2-3 on {A3[1]} ({member['cluster_address']})" in text
         assert "Data parallel group formed" in journal(doc, A3[1], "standin-member")
+        assert f"GLOO_SOCKET_IFNAME=ens1f0 ({head['cluster_address']})" in text
         # a member with the head's address wrong fails within its (shortened) handshake timeout
         wrong = ssh(doc, GB[0], f"FLEETSERVE_STANDIN_HANDSHAKE_TIMEOUT_S=2 PYTHONPATH=/opt/standin python3 {standin} "
                     f"--headless -dp 4 -dpl 2 --data-parallel-start-rank 2 --data-parallel-address "

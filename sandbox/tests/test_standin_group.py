@@ -325,6 +325,26 @@ def test_members_follow_the_head(root, model, procs):
     assert head.request("GET", "/health")[0] == 503
 
 
+def test_per_node_transport_variables_must_fit_the_node(root, model):
+    """GLOO/TP_SOCKET_IFNAME must name an interface with an address, HCCL_IF_IP must be this node's."""
+    args = ["serve", *map(str, dp_args(model, free_port(), start=1))]
+    proc = run_once(args, root, GLOO_SOCKET_IFNAME="nope9", FLEETSERVE_STANDIN_HANDSHAKE_TIMEOUT_S="1")
+    assert proc.returncode == 1 and "ifa != nullptr. Unable to find address for: nope9" in proc.stderr
+    proc = run_once(args, root, TP_SOCKET_IFNAME="nope9")
+    assert "Unable to find address for: nope9" in proc.stderr
+    proc = run_once(args, root, HCCL_IF_IP="localhost")
+    assert 'HCCL_IF_IP is invalid. Expected value: "ip[%ifname]"' in proc.stderr
+    proc = run_once(args, root, HCCL_IF_IP="192.0.2.77")
+    assert "HCCL_IF_IP=192.0.2.77 is not an address of this node" in proc.stderr
+    # right ones pass (and are logged); the member then fails only for want of a head
+    proc = run_once(args, root, GLOO_SOCKET_IFNAME="lo", TP_SOCKET_IFNAME="lo", HCCL_IF_IP="127.0.0.1",
+                    FLEETSERVE_STANDIN_HANDSHAKE_TIMEOUT_S="0.5")
+    assert "Multi-node transport: GLOO_SOCKET_IFNAME=lo (127.0.0.1), TP_SOCKET_IFNAME=lo (127.0.0.1), " \
+        "HCCL_IF_IP=127.0.0.1" in proc.stdout
+    assert "Did not receive response from front-end process" in proc.stderr
+    assert G.interface_ipv4("lo") == "127.0.0.1" and G.interface_ipv4("nope9") is None
+
+
 def test_sigterm_while_waiting_for_the_head(root, model, procs):
     worker = procs(dp_args(model, free_port(), start=1), root)
     worker.wait_for("not reachable yet")

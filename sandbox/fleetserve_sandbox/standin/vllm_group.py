@@ -287,6 +287,62 @@ def _node() -> str:
     return socket.gethostname()
 
 
+def interface_ipv4(name: str) -> str | None:
+    """The IPv4 address of interface `name` (None: no such interface, or none on it)."""
+    import fcntl
+    import struct
+
+    if name not in {n for _, n in socket.if_nameindex()}:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            raw = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+        except OSError:
+            return None
+    return socket.inet_ntoa(raw[20:24])
+
+
+def _is_local_address(ip: str) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((ip, 0))
+            return True
+        except OSError:
+            return False
+
+
+def check_node_environment(env: Mapping[str, str], platform: str) -> list[str]:
+    """The per-node variables of a multi-node member, checked as the libraries reading them fail.
+
+    GLOO_SOCKET_IFNAME / TP_SOCKET_IFNAME (gloo, tensorpipe) must name an interface with an IPv4 address;
+    on Ascend HCCL_IF_IP must be an IPv4 address of this node. Returns what was checked, for the log."""
+    checked = []
+    for var in ("GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME"):
+        name = env.get(var)
+        if not name:
+            continue
+        ip = interface_ipv4(name)
+        if ip is None:
+            raise GroupError("RuntimeError", "[enforce fail at ../third_party/gloo/gloo/transport/tcp/device.cc:83] "
+                             f"ifa != nullptr. Unable to find address for: {name}")
+        checked.append(f"{var}={name} ({ip})")
+    ip = env.get("HCCL_IF_IP")
+    if platform == "ascend" and ip:
+        try:
+            socket.inet_aton(ip)
+            literal = ip.count(".") == 3
+        except OSError:
+            literal = False
+        if not literal:
+            raise GroupError("RuntimeError", "Config_Error_Invalid_Environment_Variable(EI0001): Value "
+                             f"{ip} for environment variable HCCL_IF_IP is invalid. Expected value: \"ip[%ifname]\".")
+        if not _is_local_address(ip):
+            raise GroupError("RuntimeError", f"HCCL_IF_IP={ip} is not an address of this node: HCCL cannot bind its "
+                             "socket there (set it to this node's own address on the cluster network)")
+        checked.append(f"HCCL_IF_IP={ip}")
+    return checked
+
+
 Log = Callable[[str, str, str], None]  # (level, where, message)
 
 
