@@ -1,8 +1,8 @@
 """The nodes' shared base root filesystem (overlay lower layer), built once and cached.
 
 debootstrap (bookworm minbase + what a real host has: sshd, systemd, python3, ...) from the mirror in
-the host's apt sources, then podman + podman-docker + runc installed in a chroot with apt going through
-the sandbox apt proxy. No mirror name stays in the tree: the host's sources are copied into each node's
+the host's apt sources, then podman + podman-docker + runc (and GlusterFS and rsync for the multi-node
+layouts) installed in a chroot with apt going through the sandbox apt proxy. No mirror name stays in the tree: the host's sources are copied into each node's
 upper layer at bring-up instead. The tree is rebuilt only when it is missing or the recipe below
 changed (its hash is stored next to it).
 """
