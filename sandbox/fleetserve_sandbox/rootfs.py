@@ -196,7 +196,9 @@ def _chroot_install(root: Path, apt: aptsources.AptConfig) -> None:
         f'chroot "$R" env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o {proxy} '
         f'--no-install-recommends install {" ".join(CHROOT_PACKAGES)}; '
         'chroot "$R" apt-get clean; '
-        f'chroot "$R" useradd --create-home --shell /bin/bash {DEPLOYER}'
+        f'chroot "$R" useradd --create-home --shell /bin/bash {DEPLOYER}; '
+        # `*` rather than useradd's locked `!`: sshd without PAM refuses any login to a locked account
+        f"chroot \"$R\" usermod --password '*' {DEPLOYER}"
     )
     try:
         _logged(
