@@ -60,6 +60,8 @@ _common = {
     "qwen35_api_key": os.environ.get("FLEETSERVE_SANDBOX_API_KEY", "sandbox-api-key"),
 }
 
+_extra_data = json.loads(os.environ.get("FLEETSERVE_SANDBOX_DATA") or "{}")
+
 sandbox_nodes = [
     (node["name"], {
         **_common,
@@ -72,8 +74,9 @@ sandbox_nodes = [
         **({"group": node["group"], "group_rank": node["group_rank"]} if node.get("group") else {}),
         **({"nic": node["nic"], "cluster_address": node["cluster_address"]}
            if (_fleet.get("networks") or {}).get("cluster") else {}),
-        # Per-run host data on top (the e2e tests choose cache modes with it).
-        **json.loads(os.environ.get("FLEETSERVE_SANDBOX_DATA") or "{}"),
+        # Per-run host data on top, for every node ("*") and per node (the e2e tests use it).
+        **_extra_data.get("*", {}),
+        **_extra_data.get(node["name"], {}),
     })
     for node in _fleet["nodes"]
 ]

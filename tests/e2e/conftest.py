@@ -92,10 +92,11 @@ def changes_in(output: str) -> tuple[int, int]:
     return number(match.group(2)), number(match.group(3))
 
 
-# Package scope: the fleet is gone before other e2e modules (which bring their own) run.
-@pytest.fixture(scope="package")
-def fleet():
-    up = fleetserve("sandbox", "up", "--layout", "default")
+# One fleet per test module, of the layout the module names (`LAYOUT = "multinode"`; default:
+# "default"): one sandbox fleet exists at a time, and each module starts from fresh hosts.
+@pytest.fixture(scope="module")
+def fleet(request):
+    up = fleetserve("sandbox", "up", "--layout", getattr(request.module, "LAYOUT", "default"))
     try:
         assert up.returncode == 0, f"sandbox up failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
         from fleetserve_sandbox.constants import FLEET_FILE
