@@ -55,14 +55,14 @@ def test_converged_host_reports_no_change_and_reads_each_fact_once_per_phase(nam
     assert meta.ops_change == 0 and not state.failed_hosts
     facts, changes = _fact_or_change(commands[f"@fake/{name}"])
     assert changes == []
-    # Twice (prepare and execute): preflight, helper files, per image its state (+ its load record)
-    # and jemalloc (the image's probe, the host's library), per service its model copy, the image's
-    # verdict on its command (probe + record) and its release (probe + state). Once: the engine (the
-    # service role reads it while preparing). At execution only: the release records and one
-    # endpoint check per service.
+    # Twice (prepare and execute): preflight, helper files, per image its state (+ its load record),
+    # what it carries (probe, read once per pass) and the host's jemalloc, per service its model copy,
+    # the image's verdict on its command and its release state. Once: the engine (the service role
+    # reads it while preparing). At execution only: the release records and one endpoint check per
+    # service.
     services, images = len(plan.services), len({i.spec.image.ref for i in plan.services})
     loaded = len({i.spec.image.ref for i in plan.services if i.image_archive})
-    assert len(facts) == 2 * (2 + images + loaded + 2 * images + 5 * services) + 1 + 2 * services
+    assert len(facts) == 2 * (2 + 3 * images + loaded + 3 * services) + 1 + 2 * services
 
 
 @pytest.mark.parametrize("name,data,workload", SEED_HOSTS, ids=[h[0] for h in SEED_HOSTS])

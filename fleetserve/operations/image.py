@@ -10,7 +10,8 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 
 from fleetserve import hostpaths
-from fleetserve.facts.fleet import FileSizes, ImageProbe, ImageState, JsonFiles, in_image
+from fleetserve.facts.fleet import FileSizes, ImageState, JsonFiles, in_image
+from fleetserve.operations import image_probe
 
 
 def _has_digest(state: dict | None, digest: str | None) -> bool:
@@ -153,7 +154,7 @@ def command_accepted(image: str, entrypoint: str, argv: list[str], check_script:
                          argv=["/data/models/Qwen3-30B", "--tensor-parallel-size", "4"],
                          check_script="/usr/local/lib/fleetserve/check_serve_args.py")
     """
-    probe = host.get_fact(ImageProbe, ref=image, entrypoint=entrypoint)
+    probe = image_probe(image, entrypoint)
     key = hashlib.sha256(json.dumps([(probe or {}).get("id"), list(argv)]).encode()).hexdigest()[:20]
     record = hostpaths.image_check(key)
     seen = host.get_fact(JsonFiles, paths=[record]).get(record)

@@ -9,9 +9,9 @@ from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 
 from fleetserve import hostpaths
-from fleetserve.facts.fleet import ImageProbe, ModelState
+from fleetserve.facts.fleet import ModelState
 from fleetserve.facts.parsers import version_at_least
-from fleetserve.operations import fail_command
+from fleetserve.operations import fail_command, image_probe
 
 HUB_DEFAULT_ENDPOINTS = {"hf": "https://huggingface.co", "modelscope": "https://www.modelscope.cn"}
 
@@ -162,7 +162,7 @@ def weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_key: str,
     endpoint = endpoint or HUB_DEFAULT_ENDPOINTS[hub]
     # The hub client inside the image decides how patterns and the endpoint are given (asked of the
     # image; before it is there, as the newest clients take them).
-    clients = host.get_fact(ImageProbe, ref=image, entrypoint=entrypoint) or {}
+    clients = image_probe(image, entrypoint) or {}
     if clients.get("error"):
         yield fail_command(f"fleetserve model: could not ask {image} which hub client it carries (nothing "
                            f"was downloaded):", [clients["error"]])

@@ -12,8 +12,8 @@ from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.api.hiddenvalue import HiddenValue
 
 from fleetserve import hostpaths
-from fleetserve.facts.fleet import EndpointCheck, ImageProbe, ReleaseRecords, ServiceState
-from fleetserve.operations import fail_command
+from fleetserve.facts.fleet import EndpointCheck, ReleaseRecords, ServiceState
+from fleetserve.operations import fail_command, image_probe
 from fleetserve.operations.secrets import write_secret
 
 
@@ -76,7 +76,7 @@ def release_started(service: str, unit_text: str, image_ref: str, model_copy: st
     env_path = hostpaths.env_file(service) if env_text is not None else None
     secret = env_text.unmask() if env_text is not None else None
     if with_image_jemalloc:
-        own = (host.get_fact(ImageProbe, ref=image_ref, entrypoint=entrypoint) or {}).get("jemalloc")
+        own = (image_probe(image_ref, entrypoint) or {}).get("jemalloc")
         unit_text, argv = with_image_jemalloc.get(own, (unit_text, argv))
     state = host.get_fact(ServiceState, service=service, image_ref=image_ref,
                           marker_path=hostpaths.model_marker(model_copy), env_path=env_path, dirs=mount_dirs or [])
