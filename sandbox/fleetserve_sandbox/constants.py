@@ -31,6 +31,7 @@ IMAGES_DIR = CACHE_DIR / "images"  # docker-archive tarballs + .sha256 + the bui
 IMAGE_MANIFEST = IMAGES_DIR / "vllm-standin.json"  # inputs digest + what was built from them
 STANDIN_BASE_DIR = CACHE_DIR / "standin-base"  # debootstrapped bookworm minbase + python3
 STANDIN_BUILD_DIR = CACHE_DIR / "standin-build"  # work dir while assembling the image tree
+STANDIN_CLIENTS_DIR = CACHE_DIR / "standin-clients"  # pip --target of each hub client generation
 
 NODES_DIR = RUN_DIR / "nodes"  # RUN_DIR/nodes/<name>/{upper,work,rootfs,containers}
 LOGS_DIR = RUN_DIR / "logs"
