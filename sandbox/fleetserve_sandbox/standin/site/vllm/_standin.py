@@ -24,6 +24,8 @@ def server():
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "vllm")
     if not os.path.isfile(path):
         raise ImportError(f"No module named {SERVER_MODULE!r} (the stand-in server) and no {path}")
+    if os.path.dirname(path) not in sys.path:  # its sibling modules (as when it runs as a script)
+        sys.path.append(os.path.dirname(path))
     loader = importlib.machinery.SourceFileLoader(SERVER_MODULE, path)
     spec = importlib.util.spec_from_loader(SERVER_MODULE, loader)
     module = importlib.util.module_from_spec(spec)
