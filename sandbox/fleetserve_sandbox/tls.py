@@ -37,6 +37,8 @@ def ensure_ca(ca_dir: Path = C.CA_DIR) -> Path:
     cert = ca_cert(ca_dir)
     if cert.exists() and (ca_dir / "ca.key").exists():
         return cert
+    if ca_dir.exists():  # half a CA (a file deleted by hand): its server certificates are worthless too
+        shutil.rmtree(ca_dir)
     ca_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = ca_dir.with_name(f".{ca_dir.name}-staging-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
