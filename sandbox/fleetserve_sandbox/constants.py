@@ -23,6 +23,7 @@ ROOTFS_BUILD_DIR = CACHE_DIR / "rootfs.build"  # work dir while (re)building; re
 ROOTFS_BUILD_LOG = CACHE_DIR / "rootfs-build.log"
 DOWNLOADS_DIR = CACHE_DIR / "downloads"  # .deb files fetched with `apt-get download`
 HUB_DATA_DIR = CACHE_DIR / "hub"  # the hub's repos (the tiny model is re-seeded only when it changed)
+CA_DIR = CACHE_DIR / "ca"  # the sandbox CA (made once; images and nodes trust it) and the hub's certificate
 
 # the stand-in serving image (image.py)
 PODMAN_DIR = CACHE_DIR / "podman"  # podman config + storage of the image build, apart from the host's
@@ -30,6 +31,7 @@ IMAGES_DIR = CACHE_DIR / "images"  # docker-archive tarballs + .sha256 + the bui
 IMAGE_MANIFEST = IMAGES_DIR / "vllm-standin.json"  # inputs digest + what was built from them
 STANDIN_BASE_DIR = CACHE_DIR / "standin-base"  # debootstrapped bookworm minbase + python3
 STANDIN_BUILD_DIR = CACHE_DIR / "standin-build"  # work dir while assembling the image tree
+STANDIN_CLIENTS_DIR = CACHE_DIR / "standin-clients"  # pip --target of each hub client generation
 
 NODES_DIR = RUN_DIR / "nodes"  # RUN_DIR/nodes/<name>/{upper,work,rootfs,containers}
 LOGS_DIR = RUN_DIR / "logs"
@@ -54,10 +56,12 @@ VETH_PEER_PREFIX = "fse"  # node end before it is moved into the netns and renam
 MAX_NODES = 64  # node_ip(i) = 10.79.0.(10+i) must stay below .255 and clear of .1
 
 HUB_PORT = 8090  # local Hugging Face / ModelScope hub
+HUB_TLS_PORT = 8443  # the same hub over TLS (modelscope <= 1.37 speaks only https)
 REGISTRY_PORT = 5000  # local container registry (docker-registry)
 APT_PROXY_PORT = 3142  # allow-listed apt proxy
 
 HUB_URL = f"http://{HOST_IP}:{HUB_PORT}"
+HUB_HTTPS_URL = f"https://{HOST_IP}:{HUB_TLS_PORT}"
 REGISTRY = f"{HOST_IP}:{REGISTRY_PORT}"
 APT_PROXY_URL = f"http://{HOST_IP}:{APT_PROXY_PORT}"
 

@@ -20,7 +20,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fleetserve_sandbox import aptsources, cgroups, hardware_sim, image, net, nodes, registry, rootfs, services, storage
+from fleetserve_sandbox import (aptsources, cgroups, hardware_sim, image, net, nodes, registry, rootfs, services, storage,
+                                tls)
 from fleetserve_sandbox import constants as C
 from fleetserve_sandbox.layouts import Layout, NodeSpec, validate
 from fleetserve_sandbox.services import Service
@@ -53,12 +54,17 @@ def apt_proxy_service(apt: aptsources.AptConfig | None = None) -> Service:
 
 
 def hub_service() -> Service:
+    """The hub on plain http (HUB_PORT) and, with the sandbox CA's certificate, https (HUB_TLS_PORT)."""
+    cert, key = tls.ensure_server_cert("hub")
     argv = [
         sys.executable, "-m", HUB_MODULE,
         "--bind", C.HOST_IP,
         "--port", str(C.HUB_PORT),
         "--data", str(C.HUB_DATA_DIR),
         "--seed-tiny-model",
+        "--tls-port", str(C.HUB_TLS_PORT),
+        "--tls-cert", str(cert),
+        "--tls-key", str(key),
     ]  # fmt: skip
     return Service("hub", argv, C.HOST_IP, C.HUB_PORT)
 
@@ -66,8 +72,9 @@ def hub_service() -> Service:
 def publish_images() -> dict:
     """Build (or reuse) the stand-in serving images and push them to the sandbox registry.
 
-    Returns fleet.json's `images`: {flavour: {"ref", "tarball", "sha256", "registry_ref", "vllm_version",
-    "vllm_ascend_version"}}: the releases the stand-in's command line is checked as."""
+    Returns fleet.json's `images`: {variant: {"ref", "tarball", "sha256", "registry_ref", "layout",
+    "vllm_version", "vllm_ascend_version", "hf_version", "modelscope_version", "jemalloc"}}: the releases
+    the stand-in's command line is checked as, the hub clients it carries, its own libjemalloc (or None)."""
     try:
         built = image.build_images()
         out = {}
@@ -79,8 +86,7 @@ def publish_images() -> dict:
                 "tarball": entry["tarball"],
                 "sha256": entry["sha256"],
                 "registry_ref": image.push_image(flavour, registry=C.REGISTRY),
-                "vllm_version": image.STANDIN_VLLM_VERSION,
-                "vllm_ascend_version": image.STANDIN_VLLM_ASCEND_VERSION if flavour == "ascend" else None,
+                **image.describe(flavour),
             }
     except (SandboxError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -138,6 +144,8 @@ def fleet_document(layout: Layout, images: dict | None = None) -> dict:
         "known_hosts": str(C.KNOWN_HOSTS),
         "ssh_user": "root",
         "hub_url": C.HUB_URL,
+        "hub_https_url": C.HUB_HTTPS_URL,
+        "ca_cert": str(tls.ca_cert()),
         "registry": C.REGISTRY,
         "apt_proxy": C.APT_PROXY_URL,
         "layout": layout.name,
@@ -213,6 +221,7 @@ def up(
             apt_proxy_service(apt).start()
         with sw.step("rootfs"):
             built = rootfs.ensure_rootfs(force=rebuild)
+            tls.ensure_ca()  # made once: nodes and images trust it, the hub's https certificate comes from it
         hub = None
         with sw.step("registry"):
             registry.service().start()

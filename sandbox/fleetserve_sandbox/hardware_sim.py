@@ -6,7 +6,10 @@ around the accelerators: the simulated `npu-smi` / `hccn_tool` / `nvidia-smi` pr
 state file on every call, so a test can flip a chip's health over ssh), the driver, firmware, dcmi and
 CANN-toolkit files the serving unit mounts or checks, device nodes (`/dev/davinci*`, `/dev/nvidia*`,
 char 1:3 like /dev/null, made at every boot by a oneshot unit because nspawn gives each boot a fresh
-/dev) and, on NVIDIA nodes, a CDI spec so `docker run --device nvidia.com/gpu=0` works.
+/dev) and, on NVIDIA nodes, both ways Docker hosts give GPUs to containers: a CDI spec (`docker run
+--device nvidia.com/gpu=0`) and an `nvidia` OCI runtime registered with podman plus a `docker` that
+understands `--gpus` (`docker run --runtime nvidia --gpus '"device=0,1"'`, sim/docker and
+sim/nvidia-container-runtime).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ DEVICE_MAJOR_MINOR = "1:3"  # same numbers as /dev/null: reads EOF, writes vanis
 _A2_BUS = ["C1", "C2", "81", "82", "01", "02", "41", "42"]
 _A3_BUS = ["9D", "9F", "99", "9B", "B9", "BB", "B5", "B7", "1D", "1F", "19", "1B", "39", "3B", "35", "37"]
 _GB200_BUS = ["00000008:01:00.0", "00000009:01:00.0", "00000018:01:00.0", "00000019:01:00.0"]
+# an HGX H100 baseboard (tests/fixtures/nvidia-smi/h100x8.csv)
+_H100_BUS = ["00000000:18:00.0", "00000000:2A:00.0", "00000000:3A:00.0", "00000000:5D:00.0",
+             "00000000:9A:00.0", "00000000:AB:00.0", "00000000:BA:00.0", "00000000:DB:00.0"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,9 @@ class Kind:
     pci_device_id: str = ""
     gpu_count: int = 0
     cuda_version: str = ""
+    bus_ids: tuple[str, ...] = ()  # NVIDIA: pci.bus_id per GPU
+    compute_cap: str = ""  # NVIDIA: nvidia-smi's compute_cap
+    power_cap_w: int = 0  # NVIDIA: power.limit
 
     @property
     def device_count(self) -> int:
@@ -123,6 +132,23 @@ KINDS: dict[str, Kind] = {
             driver_version="580.82.07",
             cuda_version="13.0",
             product="NVIDIA GB200 NVL4",
+            bus_ids=tuple(_GB200_BUS),
+            compute_cap="10.0",
+            power_cap_w=1200,
+        ),
+        Kind(
+            name="nvidia-h100x8",
+            vendor="nvidia",
+            description="8 x NVIDIA H100 80GB HBM3 (81559 MiB each), given to containers with --gpus",
+            chip_name="NVIDIA H100 80GB HBM3",
+            gpu_count=8,
+            hbm_mb=81559,
+            driver_version="580.82.07",
+            cuda_version="13.0",
+            product="NVIDIA HGX H100 8-GPU",
+            bus_ids=tuple(_H100_BUS),
+            compute_cap="9.0",
+            power_cap_w=700,
         ),
     )
 }
@@ -280,7 +306,10 @@ def _ascend_state(k: Kind, node_index: int) -> dict:
 
 
 def _nvidia_state(k: Kind, node_index: int) -> dict:
-    seed = [(42, 395, 175750), (42, 369, 175366), (41, 354, 175366), (42, 375, 179133)]  # seed 002
+    if k.name == "nvidia-gb200x4":
+        seed = [(42, 395, 175750), (42, 369, 175366), (41, 354, 175366), (42, 375, 179133)]  # seed 002
+    else:  # an idle board: nothing loaded (memory.used 0, as the h100x8 fixture)
+        seed = [(33, 70, 0), (32, 69, 0), (34, 71, 0), (33, 68, 0)]
     gpus = []
     for i in range(k.gpu_count):
         temp, power, used = seed[i % len(seed)]
@@ -289,7 +318,7 @@ def _nvidia_state(k: Kind, node_index: int) -> dict:
                 "index": i,
                 "name": k.chip_name,
                 "uuid": f"GPU-f5{node_index:06x}-0000-4000-8000-{i:012x}",
-                "bus_id": _GB200_BUS[i % len(_GB200_BUS)],
+                "bus_id": k.bus_ids[i % len(k.bus_ids)],
                 "device": f"/dev/nvidia{i}",
                 "persistence": "On",
                 "display_active": "Off",
@@ -298,7 +327,8 @@ def _nvidia_state(k: Kind, node_index: int) -> dict:
                 "temp_c": temp,
                 "perf": "P0",
                 "power_w": power,
-                "power_cap_w": 1200,
+                "power_cap_w": k.power_cap_w,
+                "compute_cap": k.compute_cap,
                 "memory_used_mib": used,
                 "memory_total_mib": k.hbm_mb,
                 "util_pct": 0,
@@ -531,6 +561,20 @@ def cdi_spec(state: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+NVIDIA_RUNTIME_PATH = "/usr/bin/nvidia-container-runtime"
+
+
+def nvidia_containers_conf() -> str:
+    """The node's containers.conf with the `nvidia` runtime registered (what `--runtime nvidia` needs)."""
+    from fleetserve_sandbox.rootfs import CONTAINERS_CONF
+
+    return (CONTAINERS_CONF.rstrip("\n") + "\n\n"
+            "# fleetserve sandbox (NVIDIA node): the NVIDIA Container Toolkit's runtime, as\n"
+            "# `docker run --runtime nvidia` (and --gpus, through /usr/bin/docker) expect\n"
+            "[engine.runtimes]\n"
+            f'nvidia = ["{NVIDIA_RUNTIME_PATH}"]\n')
+
+
 def node_files(state: dict) -> list[NodeFile]:
     """Every file the node needs for its simulated hardware (written into its overlay upper layer)."""
     files = [NodeFile(STATE_PATH, json.dumps(state, indent=2) + "\n")]
@@ -539,6 +583,10 @@ def node_files(state: dict) -> list[NodeFile]:
         files += [
             NodeFile("/usr/bin/nvidia-smi", _sim_program("nvidia-smi"), 0o755),
             NodeFile("/etc/cdi/nvidia.yaml", cdi_spec(state)),
+            # Docker's other way: --runtime nvidia / --gpus (podman-docker's /usr/bin/docker replaced)
+            NodeFile(NVIDIA_RUNTIME_PATH, _sim_program("nvidia-container-runtime"), 0o755),
+            NodeFile("/usr/bin/docker", _sim_program("docker"), 0o755),
+            NodeFile("/etc/containers/containers.conf", nvidia_containers_conf()),
         ]
         return files
     driver = "/usr/local/Ascend/driver"

@@ -115,10 +115,13 @@ _DEFAULT = [
     NodeSpec("sbx-a2-01", "atlas-800-a2", ("qwen3",), toolkit="8.0.RC3"),
     NodeSpec("sbx-a2-sick-01", "atlas-800-a2", ("qwen3",), toolkit="8.0.RC3",
              faults=(Fault(npu=2, chip=0, health="Alarm"),)),
+    # 8 x H100 given to containers with Docker's --gpus (NVIDIA runtime); last, so the others keep their addresses
+    NodeSpec("sbx-h100-01", "nvidia-h100x8", ("qwen3.5",)),
 ]
 
 _BENCH_KINDS = ("atlas-800-a3", "ascend-910b4", "nvidia-gb200x4")
-_SHORT = {"atlas-800-a3": "a3", "atlas-800-a2": "a2", "ascend-910b4": "910b4", "nvidia-gb200x4": "gb200"}
+_SHORT = {"atlas-800-a3": "a3", "atlas-800-a2": "a2", "ascend-910b4": "910b4", "nvidia-gb200x4": "gb200",
+          "nvidia-h100x8": "h100"}
 
 
 def _bench(n: int) -> list[NodeSpec]:
@@ -175,7 +178,8 @@ def cache_layout(n: int) -> Layout:
 
 
 LAYOUTS: dict[str, Layout] = {
-    "default": Layout("default", "one node per seed system (A3, 910B4, GB200, A2 x3 incl. one sick)", _numbered(_DEFAULT)),
+    "default": Layout("default", "one node per seed system (A3, 910B4, GB200, A2 x3 incl. one sick) and an H100 x8",
+                      _numbered(_DEFAULT)),
     "bench16": Layout("bench16", "16 idle qwen3.5 nodes (A3 / 910B4 / GB200)", _numbered(_bench(16))),
     "bench4": Layout("bench4", "4 idle qwen3.5 nodes (A3 / 910B4 / GB200)", _numbered(_bench(4))),
 }

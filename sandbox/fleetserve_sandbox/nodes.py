@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetserve_sandbox import aptsources, cgroups, hardware_sim, net, rootfs, services, storage
+from fleetserve_sandbox import aptsources, cgroups, hardware_sim, net, rootfs, services, storage, tls
 from fleetserve_sandbox import constants as C
 from fleetserve_sandbox.layouts import STORAGE_KIND, Layout, NodeSpec
 from fleetserve_sandbox.registry import node_registries_conf
@@ -183,6 +183,8 @@ def prepare(spec: NodeSpec, fleet: list[NodeSpec], apt: aptsources.AptConfig, cl
         shutil.copyfile(src, dest)
     _write(upper / "etc/apt/apt.conf.d/99zz-fleetserve-sandbox-proxy", apt_proxy_conf())
     _write(upper / "etc/containers/registries.conf.d/50-fleetserve-sandbox.conf", node_registries_conf())
+    # the sandbox CA (the hub's https listener) in the node's system store, as update-ca-certificates does
+    tls.trust_in_tree(upper, tls.ensure_ca(), bundle_from=C.ROOTFS_DIR)
     if spec.kind == STORAGE_KIND:
         hardware_sim.write_node_files(upper, storage.server_files())
         storage.brick_dir().mkdir(parents=True, exist_ok=True)
