@@ -76,7 +76,7 @@ def test_older_hub_clients_get_the_endpoint_and_the_patterns_their_way(fleet, no
 
 
 def test_jemalloc_is_the_images_own_or_the_hosts_proven_copy(fleet):
-    result = fleet.pyinfra("deploys/qwen35.py", "--limit", f"{B4},{GB}")
+    result = fleet.pyinfra("deploys/qwen35.py", "--limit", B4, "--limit", GB)
     assert result.returncode == 0, result.stdout[-4000:]
     own = fleet.doc["images"]["ascend"]["jemalloc"]
     # The vllm-ascend-like image brings its own: preloaded from the image, nothing installed on the host.
@@ -90,7 +90,7 @@ def test_jemalloc_is_the_images_own_or_the_hosts_proven_copy(fleet):
 
 
 def test_nvidia_gpus_reach_containers_through_cdi_and_through_docker_gpus(fleet):
-    result = fleet.pyinfra("deploys/qwen35.py", "--limit", f"{GB},{H100}")
+    result = fleet.pyinfra("deploys/qwen35.py", "--limit", GB, "--limit", H100)
     assert result.returncode == 0, result.stdout[-4000:]
     cdi = fleet.ssh(GB, "cat /etc/systemd/system/fleetserve-qwen35-397b.service").stdout
     gpus = fleet.ssh(H100, "cat /etc/systemd/system/fleetserve-qwen35-397b.service").stdout
@@ -101,4 +101,4 @@ def test_nvidia_gpus_reach_containers_through_cdi_and_through_docker_gpus(fleet)
     # The runtime behind --gpus handed the container all eight GPUs (its own log, on the node).
     added = fleet.ssh(H100, "grep ': added ' /var/log/nvidia-container-runtime.log | tail -n 1").stdout
     assert all(f"/dev/nvidia{i}" in added for i in range(8)), added
-    assert changes_in(fleet.pyinfra("deploys/qwen35.py", "--limit", f"{GB},{H100}").stdout) == (0, 0)
+    assert changes_in(fleet.pyinfra("deploys/qwen35.py", "--limit", GB, "--limit", H100).stdout) == (0, 0)

@@ -119,7 +119,9 @@ class HubServer:
             self._log(line)
 
     def reset(self) -> None:
-        """Clear counters and faults."""
+        """Clear counters and faults, once requests still being answered are counted: a client has its
+        whole answer before the hub counts it, so without the wait that count would land after the reset."""
+        self.stats.settled()
         self.stats.reset()
         self.faults.clear()
 
