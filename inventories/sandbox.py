@@ -68,6 +68,9 @@ sandbox_nodes = [
         "workloads": node["workloads"],
         "distro_family": "rhel" if node.get("distro") in ("rhel", "openeuler", "rocky") else "debian",
         **({"npu_ids": node["npu_ids"]} if node.get("npu_ids") else {}),
+        # Multi-node layouts: the node's group, rank, cluster NIC and address as the sandbox wired them.
+        **({"group": node["group"], "group_rank": node["group_rank"], "nic": node["nic"],
+            "cluster_address": node["cluster_address"]} if node.get("group") else {}),
     })
     for node in _fleet["nodes"]
 ]
