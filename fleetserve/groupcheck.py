@@ -135,11 +135,11 @@ def _network(ip: str | None, netmask: str | None) -> ipaddress.IPv4Network | ipa
 
 def ring_targets(expect: GroupExpectations, host: str,
                  reports: dict[str, dict[str, Any]]) -> tuple[list[tuple[int, str]], list[str]]:
-    """(device, peer NPU IP) pairs this member pings, and the pairs it cannot ping at all (another
+    """(device, peer NPU IP) pairs this member pings, and the NPUs it cannot ping at all (another
     subnet). Devices without an address on either side are left out: that side's own report fails."""
     member, peer = expect.member(host), ring_peer(expect, host)
     mine, theirs = reports.get(host, {}).get("npus", {}), reports.get(peer.host, {}).get("npus", {})
-    pairs, problems = [], []
+    pairs, apart = [], []
     for device in npu_devices(expect, member):
         source, target = mine.get(device) or {}, theirs.get(device) or {}
         if not source.get("ip") or not target.get("ip"):
@@ -149,31 +149,39 @@ def ring_targets(expect: GroupExpectations, host: str,
             inside = network is not None and ipaddress.ip_address(target["ip"]) in network
         except ValueError:
             inside = False
-        if not inside:
-            problems.append(f"{_where(expect, host)}: NPU {device} ({source['ip']}/{source.get('netmask')}) and NPU "
-                            f"{device} of {peer.host} ({target['ip']}) are not in one subnet: HCCL cannot link them "
-                            f"(the NPU IPs in /etc/hccn.conf of one of them are wrong)")
-        else:
+        if inside:
             pairs.append((device, target["ip"]))
-    return pairs, problems
+        else:
+            apart.append((device, f"{source['ip']}/{source.get('netmask')}", target["ip"]))
+    if not apart:
+        return pairs, []
+    device, source, target = apart[0]
+    ids = _devices([d for d, _, _ in apart])
+    return pairs, [f"{_where(expect, host)}: NPU {ids} and NPU {ids} of {peer.host} are not in one subnet (NPU {device}: "
+                   f"{source} here, {target} there): HCCL cannot link them (the NPU IPs in /etc/hccn.conf of one of "
+                   f"them are wrong)"]
 
 
 def ping_problems(expect: GroupExpectations, host: str, pairs: list[tuple[int, str]],
                   results: dict[int, dict[str, Any]]) -> list[str]:
+    """One line per way the pings failed, listing the NPUs, with one device's command and output."""
     peer, tool = ring_peer(expect, host), _tool_name(expect)
-    problems = []
+    failed: dict[str, list[tuple[int, str, str]]] = {}
     for device, address in pairs:
         result = results.get(device) or {}
         if result.get("reached"):
             continue
-        if result.get("sent") is not None:
-            what = f"{result['received']} of {result['sent']} packets came back"
-        else:
-            what = "no answer"
+        what = (f"{result['received']} of {result['sent']} packets came back" if result.get("sent") is not None
+                else "no answer")
         if result.get("failure"):
             what += f" ({result['failure']})"
-        problems.append(f"{_where(expect, host)}: NPU {device} cannot reach NPU {device} of {peer.host} at {address}: "
-                        f"{what}; `{tool} -i {device} -ping -g address {address}` printed {result.get('output')!r}")
+        failed.setdefault(what, []).append((device, address, str(result.get("output"))))
+    problems = []
+    for what, devices in failed.items():
+        device, address, output = devices[0]
+        ids = _devices([d for d, _, _ in devices])
+        problems.append(f"{_where(expect, host)}: NPU {ids} cannot reach NPU {ids} of {peer.host}: {what}; "
+                        f"`{tool} -i {device} -ping -g address {address}` printed {output!r}")
     return problems
 
 

@@ -201,9 +201,15 @@ def test_an_npu_in_another_subnet_is_named_before_any_ping():
                "@fake/n1": report(expect, "@fake/n1", npus={5: {"ip": "ipaddr:192.169.5.11\nnetmask:255.255.255.0\n"}})}
     pairs, problems = ring_targets(expect, "@fake/n0", reports)
     assert 5 not in [d for d, _ in pairs] and len(pairs) == 15
-    assert problems == ["group g1, member @fake/n0: NPU 5 (192.168.5.10/255.255.255.0) and NPU 5 of @fake/n1 "
-                        "(192.169.5.11) are not in one subnet: HCCL cannot link them (the NPU IPs in /etc/hccn.conf "
-                        "of one of them are wrong)"]
+    assert problems == ["group g1, member @fake/n0: NPU 5 and NPU 5 of @fake/n1 are not in one subnet (NPU 5: "
+                        "192.168.5.10/255.255.255.0 here, 192.169.5.11 there): HCCL cannot link them (the NPU IPs in "
+                        "/etc/hccn.conf of one of them are wrong)"]
+    # every NPU of a member in another subnet (the sandbox's multinode-badnic): one line
+    elsewhere = {d: {"ip": f"ipaddr:192.169.{d}.11\nnetmask:255.255.255.0\n"} for d in range(16)}
+    reports["@fake/n1"] = report(expect, "@fake/n1", npus=elsewhere)
+    pairs, (line,) = ring_targets(expect, "@fake/n0", reports)
+    assert pairs == [] and line.startswith("group g1, member @fake/n0: NPU 0-15 and NPU 0-15 of @fake/n1 are not in one "
+                                           "subnet (NPU 0: 192.168.0.10/255.255.255.0 here, 192.169.0.11 there)")
 
 
 def test_a_ping_that_loses_packets_is_a_problem_naming_both_ends():
@@ -212,8 +218,12 @@ def test_a_ping_that_loses_packets_is_a_problem_naming_both_ends():
     results = {0: {"reached": True}, 1: {"reached": False, "sent": 3, "received": 2, "failure": "recv time out seq",
                                          "output": "recv time out seq=O ..."}}
     assert ping_problems(expect, "@fake/n0", pairs, results) == [
-        "group g1, member @fake/n0: NPU 1 cannot reach NPU 1 of @fake/n1 at 192.168.1.11: 2 of 3 packets came back "
-        "(recv time out seq); `hccn_tool -i 1 -ping -g address 192.168.1.11` printed 'recv time out seq=O ...'"]
+        "group g1, member @fake/n0: NPU 1 cannot reach NPU 1 of @fake/n1: 2 of 3 packets came back (recv time out "
+        "seq); `hccn_tool -i 1 -ping -g address 192.168.1.11` printed 'recv time out seq=O ...'"]
+    silent = {d: {"reached": False, "sent": None, "output": ""} for d in range(16)}
+    (line,) = ping_problems(expect, "@fake/n0", [(d, f"192.168.{d}.11") for d in range(16)], silent)
+    assert line.startswith("group g1, member @fake/n0: NPU 0-15 cannot reach NPU 0-15 of @fake/n1: no answer; "
+                           "`hccn_tool -i 0 -ping -g address 192.168.0.11` printed ''")
 
 
 # --- what the members must agree on -----------------------------------------------------------
@@ -358,7 +368,8 @@ def test_a_ping_that_fails_on_one_member_stops_both():
     state, commands, _ = _run(hosts, responses)
     assert len(state.failed_hosts) == 2
     (own,) = _failures(commands["@fake/n1"])
-    assert "NPU 9 cannot reach NPU 9 of @fake/n0 at 192.168.9.10: 2 of 3 packets came back (recv time out seq)" in said(own)
+    assert ("NPU 9 cannot reach NPU 9 of @fake/n0: 2 of 3 packets came back (recv time out seq); `hccn_tool -i 9 -ping "
+            "-g address 192.168.9.10` printed") in said(own)
     (gate,) = _failures(commands["@fake/n0"])
     assert "group g1, member @fake/n1: NPU 9 cannot reach NPU 9 of @fake/n0" in said(gate)
 

@@ -109,8 +109,10 @@ def npus_reach_peer(expect: GroupExpectations, board: GroupBoard):
         return
     tool = expect.hardware.multi_node.npu_nic_tool
     peer = ring_peer(expect, host.name).host
-    if peer in board.problems:  # the peer failed its own check: the gate names it, a ping would only repeat it
-        host.noop(f"group {expect.group}: {peer} failed its own check; not pinged")
+    # A peer that already failed (its own check, or anything before) is named by the gate: a ping
+    # would only repeat it. pyinfra marks failures once an operation ended on every host.
+    if host.state.inventory.get_host(peer, None) in host.state.failed_hosts:
+        host.noop(f"group {expect.group}: {peer} has failed already; not pinged")
         return
     pairs, problems = ring_targets(expect, host.name, board.reports.get(NETWORK, {}))
     if tool and pairs:
