@@ -157,9 +157,9 @@ def ring_targets(expect: GroupExpectations, host: str,
         return pairs, []
     device, source, target = apart[0]
     ids = _devices([d for d, _, _ in apart])
-    return pairs, [f"{_where(expect, host)}: NPU {ids} and NPU {ids} of {peer.host} are not in one subnet (NPU {device}: "
-                   f"{source} here, {target} there): HCCL cannot link them (the NPU IPs in /etc/hccn.conf of one of "
-                   f"them are wrong)"]
+    return pairs, [f"{_where(expect, host)}: NPU {ids} and NPU {ids} of {peer.host} are not in one subnet "
+                   f"(NPU {device}: {source} here, {target} there): HCCL cannot link them (the NPU IPs in "
+                   f"/etc/hccn.conf of one of them are wrong)"]
 
 
 def ping_problems(expect: GroupExpectations, host: str, pairs: list[tuple[int, str]],
@@ -222,10 +222,10 @@ def network_agreement(expect: GroupExpectations, reports: dict[str, dict[str, An
             offset, error = clocks[member.host]
             skew, slack = offset - head_offset, error + head_error
             if abs(skew) - slack > expect.clock_skew_max_s:
-                problems.append(f"group {expect.group}: the clock of {member.host} is {abs(skew):.2f} s "
-                                f"{'ahead of' if skew > 0 else 'behind'} the head {head}'s (measured to +-{slack:.2f} s;"
-                                f" allowed {expect.clock_skew_max_s:g} s, host data group_clock_skew_ms): synchronise "
-                                f"the members' clocks (chrony or NTP)")
+                side = "ahead of" if skew > 0 else "behind"
+                problems.append(f"group {expect.group}: the clock of {member.host} is {abs(skew):.2f} s {side} the "
+                                f"head {head}'s (measured to +-{slack:.2f} s; allowed {expect.clock_skew_max_s:g} s, "
+                                f"host data group_clock_skew_ms): synchronise the members' clocks (chrony or NTP)")
     return problems
 
 

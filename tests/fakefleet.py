@@ -255,7 +255,8 @@ def group_network_output(expect: Any, host: str, *, clock: float = 1_700_000_000
     return lines + [f"@@clock-end {clock + 0.2:.6f}"]
 
 
-def npu_pings_output(devices: list[int], text: str | None = None, per_device: dict[int, str] | None = None) -> list[str]:
+def npu_pings_output(devices: list[int], text: str | None = None,
+                     per_device: dict[int, str] | None = None) -> list[str]:
     """NpuPings output: every device's ping as published (`ping-reached.txt`) unless told otherwise."""
     lines = []
     for device in devices:

@@ -130,7 +130,8 @@ def test_a_members_report_holds_nic_clock_paths_and_every_npu():
 
 def test_a_down_link_unhealthy_nic_and_missing_npu_ip_name_the_group_member_npu_and_value():
     expect = expect_of()
-    got = report(expect, "@fake/n1", npus={3: {"link": fixture("link-down.txt"), "net_health": fixture("net_health-init.txt")},
+    got = report(expect, "@fake/n1", npus={3: {"link": fixture("link-down.txt"),
+                                              "net_health": fixture("net_health-init.txt")},
                                           7: {"ip": "dsmi_get_device_ip_address fail. (ret=-8, logic_id=7)\n"},
                                           8: {"net_health": "net health status: Socket fail\n"}})
     assert member_network_problems(expect, "@fake/n1", got) == [
@@ -208,8 +209,9 @@ def test_an_npu_in_another_subnet_is_named_before_any_ping():
     elsewhere = {d: {"ip": f"ipaddr:192.169.{d}.11\nnetmask:255.255.255.0\n"} for d in range(16)}
     reports["@fake/n1"] = report(expect, "@fake/n1", npus=elsewhere)
     pairs, (line,) = ring_targets(expect, "@fake/n0", reports)
-    assert pairs == [] and line.startswith("group g1, member @fake/n0: NPU 0-15 and NPU 0-15 of @fake/n1 are not in one "
-                                           "subnet (NPU 0: 192.168.0.10/255.255.255.0 here, 192.169.0.11 there)")
+    assert pairs == []
+    assert line.startswith("group g1, member @fake/n0: NPU 0-15 and NPU 0-15 of @fake/n1 are not in one subnet (NPU 0: "
+                           "192.168.0.10/255.255.255.0 here, 192.169.0.11 there)")
 
 
 def test_a_ping_that_loses_packets_is_a_problem_naming_both_ends():
@@ -353,8 +355,8 @@ def test_a_member_with_a_down_npu_fails_and_so_does_every_other_member():
     (own,) = _failures(commands["@fake/n1"])
     assert "group g1, member @fake/n1: NPU 3: link is DOWN" in said(own)
     (gate,) = _failures(commands["@fake/n0"])
-    assert said(gate).startswith("fleetserve group preflight (network): group g1 cannot start: nothing of it is started "
-                                 "on any member\n")
+    assert said(gate).startswith("fleetserve group preflight (network): group g1 cannot start: nothing of it is "
+                                 "started on any member\n")
     assert "group g1, member @fake/n1: NPU 3: link is DOWN" in said(gate)
     # n0 did not ping a member that already failed its own check
     assert not any("-ping -g address" in c for c in commands["@fake/n0"])
@@ -417,7 +419,8 @@ def test_the_content_gate_passes_identical_members_and_stops_all_on_a_different_
         (gate,) = _failures(commands[name])
         assert said(gate).startswith("fleetserve group preflight (content): group g1 cannot start: nothing of it is "
                                      "started on any member\n")
-        assert "is a different image on different members (@fake/n0: abababababab; @fake/n1: efefefefefef)" in said(gate)
+        assert ("is a different image on different members (@fake/n0: abababababab; @fake/n1: efefefefefef)"
+                in said(gate))
 
 
 def test_a_member_without_the_image_fails_its_content_check_and_the_others_at_the_gate():
@@ -446,8 +449,8 @@ def test_a_gate_after_any_operation_names_the_member_that_failed_and_what_it_pri
         group_gate(plans[host.name], step="verify")
         server.shell(name="After the gate", commands=["after-the-gate"])
 
-    fake = [("n0", {**hosts[0][1]}),
-            ("n1", {**hosts[1][1], "fake_responses": {"start-member": {"success": False, "stderr": ["the engine died"]}}})]
+    died = {"start-member": {"success": False, "stderr": ["the engine died"]}}
+    fake = [("n0", {**hosts[0][1]}), ("n1", {**hosts[1][1], "fake_responses": died})]
     state, commands = run_fake_deploy(fake, deploy)
     assert len(state.failed_hosts) == 2
     (gate,) = _failures(commands["@fake/n0"])

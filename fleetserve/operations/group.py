@@ -58,6 +58,16 @@ def _title(expect: GroupExpectations, step: str) -> str:
     return f"fleetserve group preflight ({step}): group {expect.group} cannot start:"
 
 
+def _filed(expect: GroupExpectations, board: GroupBoard, step: str, report: Any, problems: list[str], title: str,
+           passed: str):
+    """File this member's report on the board, then fail it with its problems or say what passed."""
+    board.report(step, host.name, report, problems)
+    if problems:
+        yield fail_command(_title(expect, title), problems)
+    else:
+        host.noop(passed)
+
+
 @operation(is_idempotent=True)
 def member_network(expect: GroupExpectations, board: GroupBoard):
     """
@@ -80,13 +90,10 @@ def member_network(expect: GroupExpectations, board: GroupBoard):
     report = host.get_fact(GroupMemberNetwork, **network_args(expect, host.name))
     answered_at = time.time()
     report["clock"] = clock_offset(report, sent_at, answered_at)
-    problems = member_network_problems(expect, host.name, report)
-    board.report(NETWORK, host.name, report, problems)
-    if problems:
-        yield fail_command(_title(expect, NETWORK), problems)
-        return
     npus = report["npus"]
-    host.noop(f"group {expect.group}: NIC and clock read" + (f", {len(npus)} NPU NICs up and healthy" if npus else ""))
+    yield from _filed(expect, board, NETWORK, report, member_network_problems(expect, host.name, report), NETWORK,
+                      f"group {expect.group}: NIC and clock read" + (f", {len(npus)} NPU NICs up and healthy"
+                                                                      if npus else ""))
 
 
 @operation(is_idempotent=True)
@@ -118,12 +125,9 @@ def npus_reach_peer(expect: GroupExpectations, board: GroupBoard):
     if tool and pairs:
         results = host.get_fact(NpuPings, npu_tool=tool, pairs=[list(p) for p in pairs])
         problems += ping_problems(expect, host.name, pairs, results)
-    board.report(PINGS, host.name, {"pairs": pairs}, problems)
-    if problems:
-        yield fail_command(_title(expect, NETWORK), problems)
-        return
-    host.noop(f"group {expect.group}: {len(pairs)} NPU NICs reach {peer}'s" if pairs
-              else f"group {expect.group}: no NPU NICs to ping")
+    yield from _filed(expect, board, PINGS, {"pairs": pairs}, problems, NETWORK,
+                      f"group {expect.group}: {len(pairs)} NPU NICs reach {peer}'s" if pairs
+                      else f"group {expect.group}: no NPU NICs to ping")
 
 
 @operation(is_idempotent=True)
@@ -144,12 +148,8 @@ def member_content(expect: GroupExpectations, board: GroupBoard):
     if _preparing(f"group {expect.group}: this member's image ids and model revisions"):
         return
     report = host.get_fact(GroupContent, **content_args(expect))
-    problems = member_content_problems(expect, host.name, report)
-    board.report(CONTENT, host.name, report, problems)
-    if problems:
-        yield fail_command(_title(expect, CONTENT), problems)
-        return
-    host.noop(f"group {expect.group}: image ids and model revisions read")
+    yield from _filed(expect, board, CONTENT, report, member_content_problems(expect, host.name, report), CONTENT,
+                      f"group {expect.group}: image ids and model revisions read")
 
 
 def _failed_operation(member: Any) -> list[str]:

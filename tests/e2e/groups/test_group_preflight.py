@@ -8,29 +8,15 @@ Each test brings its own layout up and down (this package runs before the defaul
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import pytest
 
-from tests.e2e.conftest import Fleet, fleetserve
+from tests.e2e.conftest import Fleet, fleet_up
 
 pytestmark = pytest.mark.e2e
 
 A3_MEMBERS = ("sbx-a3x2-01", "sbx-a3x2-02")
 REFUSED = "fleetserve group preflight (network): group a3x2 cannot start:"
-
-
-@contextmanager
-def layout(name: str):
-    up = fleetserve("sandbox", "up", "--layout", name)
-    try:
-        assert up.returncode == 0, f"sandbox up --layout {name} failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
-        from fleetserve_sandbox.constants import FLEET_FILE
-
-        yield Fleet(json.loads(FLEET_FILE.read_text()))
-    finally:
-        down = fleetserve("sandbox", "down", timeout=300)
-        print(down.stdout[-2000:], down.stderr[-2000:])
 
 
 def what_runs(fleet: Fleet, node: str) -> dict[str, str]:
@@ -48,7 +34,7 @@ def refusals(output: str, node: str) -> list[str]:
 
 
 def test_a_group_with_one_members_nic_misconfigured_is_refused_with_nothing_started_on_any_member():
-    with layout("multinode-badnic") as fleet:
+    with fleet_up("multinode-badnic") as fleet:
         before = {node: what_runs(fleet, node) for node in A3_MEMBERS}
         assert before["sbx-a3x2-01"] == {"units": "", "containers": "", "releases": "", "helpers": ""}
         result = fleet.pyinfra("deploys/qwen35.py", "--limit", "sbx-a3x2-*")
@@ -76,7 +62,7 @@ def _set_npu_nics(fleet: Fleet, node: str, **values) -> None:
 
 
 def test_the_healthy_layout_passes_the_group_preflight_and_one_members_fault_refuses_it_on_every_member():
-    with layout("multinode") as fleet:
+    with fleet_up("multinode") as fleet:
         before = {node: what_runs(fleet, node) for node in A3_MEMBERS}
         result = fleet.pyinfra("deploys/preflight.py")
         out = result.stdout
