@@ -10,7 +10,6 @@ import shlex
 import shutil
 from dataclasses import replace
 import subprocess
-from pathlib import Path
 
 import pytest
 
