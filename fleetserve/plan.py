@@ -273,7 +273,7 @@ def plan_groups(settings: Mapping[str, HostData], addresses: Mapping[str, str],
         if ranks and sorted(ranks) != list(range(len(ranks))):
             errors.append(f"{where}: group_rank: {sorted(ranks)} (allowed: 0..{len(hosts) - 1}, each once)")
         for key, what in (("hardware", "hardware kinds"), ("workloads", "workloads"), ("model_cache", "model caches"),
-                          ("shared_dir", "shared directories")):
+                          ("shared_dir", "shared directories"), ("group_clock_skew_ms", "clock skew limits")):
             values = {host: getattr(data, key) for host, data in hosts}
             if len({repr(get_kind(v).kind) if key == "hardware" and v else repr(v) for v in values.values()}) > 1:
                 shown = ", ".join(f"{h}: {'unset' if v is None else v}" for h, v in sorted(values.items()))

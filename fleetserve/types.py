@@ -63,6 +63,9 @@ class MultiNodeNeeds(StrictModel):
     mounts: tuple[BindMount, ...] = ()
     # Environment variable -> which member attribute fills it (the node's own address or NIC).
     member_env: dict[str, Literal["address", "nic"]] = Field(default_factory=dict)
+    # The tool that reports and tests each accelerator's own NIC (hccn_tool): the group preflight
+    # asks it for link, health, address and TLS, and pings the peers' NPU NICs with it.
+    npu_nic_tool: str | None = None
 
 
 class HardwareKind(StrictModel):
@@ -559,6 +562,10 @@ class HostData(StrictModel):
                                 "for inspection. The host is reported failed in every case")
     lock_wait_s: StrictInt = Field(0, ge=0, le=86400, description="seconds to wait for another run holding the "
                                                                  "host's lock before failing the host")
+    group_clock_skew_ms: StrictInt = Field(
+        1000, ge=1, le=600000, description="group members: how far (ms) a member's clock may be from the head's, "
+                                           "beyond the measuring error, before the group preflight refuses the group "
+                                           "(the same on every member)")
     gpu_devices: Literal["cdi", "gpus"] | None = Field(
         None, description="how an NVIDIA host gives GPUs to containers: cdi (CDI device names: Docker >= 25 "
                           "with CDI enabled and specs generated, or podman) or gpus (`--runtime nvidia --gpus`: the "
@@ -718,6 +725,63 @@ class HostPlan:
 
     def verify_timeout_s(self, instance: ServiceInstance) -> int:
         return self.data.verify_timeout_s or instance.spec.start_timeout_s
+
+
+@dataclass(frozen=True)
+class GroupMemberNeeds:
+    """What the group preflight expects of one member of a group."""
+
+    host: str
+    rank: int
+    address: str  # its cluster address: must be on `nic`
+    nic: str | None
+    devices: tuple[int, ...]  # accelerator ids the group's services use (each NPU's NIC carries HCCL traffic)
+
+
+@dataclass(frozen=True)
+class GroupContentNeed:
+    """What must be identical on every member before a service of the group starts."""
+
+    service: str
+    image_ref: str
+    model_copy: str  # the verified copy the service mounts (its marker names the revision)
+
+
+@dataclass(frozen=True)
+class GroupExpectations:
+    """One group, as the group preflight checks it (derived from the plan, pure data)."""
+
+    group: str
+    hardware: HardwareKind
+    members: tuple[GroupMemberNeeds, ...]  # head first, in rank order
+    clock_skew_max_s: float
+    content: tuple[GroupContentNeed, ...] = ()
+
+    @property
+    def head(self) -> GroupMemberNeeds:
+        return self.members[0]
+
+    def member(self, host: str) -> GroupMemberNeeds:
+        return next(m for m in self.members if m.host == host)
+
+
+@dataclass
+class GroupBoard:
+    """What the members of one group found during one pyinfra run, shared by their operations.
+
+    pyinfra runs an operation on every host before the next starts, so a member's gate reads here
+    what every member's earlier group operations reported at execute time (one fact round trip per
+    member), instead of asking each peer again. `reports[step][member]` is a member's report,
+    `problems[member]` what it failed on."""
+
+    group: str
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problems: dict[str, list[str]] = field(default_factory=dict)
+
+    def report(self, step: str, member: str, value: Any, problems: list[str]) -> None:
+        self.reports.setdefault(step, {})[member] = value
+        if problems:
+            self.problems.setdefault(member, []).extend(problems)
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,12 @@ import pytest
 
 from fleetserve import hostpaths
 from fleetserve.builder import model_copy
+from fleetserve.groupcheck import group_expectations
 from fleetserve.plan import plan_host, plan_inventory
 from fleetserve.readiness import expectations_for
 from roles.common import InvalidFleetData
 from roles.serve import serve
-from tests.fakefleet import converged_responses, host_report, run_fake_deploy
+from tests.fakefleet import converged_responses, group_responses, host_report, run_fake_deploy
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_HOSTS = [
@@ -159,9 +160,15 @@ def _group_plans():
     return {p.host: p for p in plan_inventory([(f"@fake/{n}", d) for n, d in A3_GROUP], ["qwen3.5"])}
 
 
+def _sound_group(plans, name: str) -> dict:
+    """A member's answers to the group preflight: NICs up, NPUs reachable, same image and weights."""
+    return group_responses(group_expectations(plans[f"@fake/{name}"]), f"@fake/{name}")
+
+
 def test_a_converged_group_reports_no_change_on_any_member():
     plans = _group_plans()
-    hosts = [(name, {**data, "fake_responses": converged_responses(plans[f"@fake/{name}"])}) for name, data in A3_GROUP]
+    hosts = [(name, {**data, "fake_responses": {**_sound_group(plans, name), **converged_responses(plans[f"@fake/{name}"])}})
+             for name, data in A3_GROUP]
     state, commands = run_fake_deploy(hosts, serve, ["qwen3.5"])
     assert sum(meta.ops_change for meta in state.meta.values()) == 0 and not state.failed_hosts
     worker_checks = [c for c in commands["@fake/a3-worker"] if c.startswith("sh /usr/local/lib/fleetserve/verify-endpoint.sh")]
@@ -177,6 +184,7 @@ def test_a_fresh_group_starts_every_member_and_settles_one_release():
         plan = plans[f"@fake/{name}"]
         expect = expectations_for(plan)
         hosts.append((name, {**data, "fake_responses": {
+            **_sound_group(plans, name),
             "@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, paths=expect.paths, expect=expect),
             "verify-endpoint.sh": ["@@result ok api"],
             "echo @@marker": ["@@marker", "", "@@config", '{"max_position_embeddings": 262144, '
