@@ -331,8 +331,8 @@ def test_missing_weights_download_into_staging_are_checked_then_published_beside
             f"--include '*.safetensors'") in download  # not probed yet: as the newest client takes them
     assert (f"quay.io/ascend/vllm-ascend:v0.18.0rc1 python3 /usr/local/lib/fleetserve/verify_model.py {STAGE} "
             f"--marker .fleetserve-verified.json --hub hf --repo Qwen/Qwen3.5-2B-Base --revision main --endpoint "
-            f"https://hf-mirror.com --include '*.json' --include '*.safetensors' ; then ok=1; break; fi; sleep 3; "
-            f"done;") in verify
+            f"https://hf-mirror.com --include '*.json' --include '*.safetensors' --manifest .fleetserve-manifest.json "
+            f"--sums .fleetserve-sha256sums ; then ok=1; break; fi; sleep 3; done;") in verify
     assert "files already complete stay in" in fetch
     # nothing served is moved or deleted: the verified copy is renamed into the store
     assert publish == f"mv -T {STAGE} {COPY}"
