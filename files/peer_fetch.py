@@ -34,7 +34,7 @@ import tempfile
 import time
 
 POLL_S = 0.5  # how often to ask the source what it has verified since
-REACH_S = 30.0  # how long a source that refuses connections may take to (re)appear
+REACH_S = 30  # how long a source that refuses connections may take to (re)appear (--reach)
 # rsync's exit codes (rsync(1), EXIT VALUES): the daemon refused the module or its path (5), socket
 # I/O (10), partial transfer (23: e.g. a file not there yet), vanished source files (24), I/O
 # timeout (30), daemon connection timeout (35).
@@ -203,8 +203,8 @@ def run(args: argparse.Namespace) -> str | None:
         while True:
             module, lists = source.lists([args.sums, args.manifest, args.marker])
             if source.refused_since is not None:
-                if time.monotonic() - source.refused_since > REACH_S:
-                    return (f"cannot reach the peer source {source.url} for {REACH_S:.0f} s ({source.last_error}): it "
+                if time.monotonic() - source.refused_since > args.reach:
+                    return (f"cannot reach the peer source {source.url} for {args.reach} s ({source.last_error}): it "
                             f"serves its copy only while this run works on it; it failed or left this run (see its "
                             f"own output), or the cluster network between the two hosts is down")
             elif source.refusal():
@@ -259,6 +259,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sums", required=True)
     parser.add_argument("--marker", required=True)
     parser.add_argument("--attempts", type=int, default=3, help="transfers of one file before giving up")
+    parser.add_argument("--reach", type=int, default=REACH_S, help="seconds a source may refuse connections")
     args = parser.parse_args(argv)
     problem = run(args)
     if problem:

@@ -253,8 +253,16 @@ def weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_key: str,
 
 
 def _text(*parts: str) -> str:
-    """Words for the shell: literal text quoted, `$(...)` substitutions kept live (double-quoted)."""
-    return "".join(f'"{p}"' if p.startswith("$(") else shlex.quote(p) for p in parts)
+    """One shell word: literal text quoted, `$(...)` substitutions kept live (double-quoted)."""
+    words, literal = [], ""
+    for part in parts:
+        if part.startswith("$("):
+            words += [shlex.quote(literal)] if literal else []
+            words.append(f'"{part}"')
+            literal = ""
+        else:
+            literal += part
+    return "".join(words + ([shlex.quote(literal)] if literal else []))
 
 
 def _record_check(copy: str, by: str) -> StringCommand:
@@ -335,12 +343,12 @@ def shared_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_ke
                               token_env_file, "--manifest", hostpaths.MANIFEST_FILE,
                               *(["--sums", hostpaths.SUMS_FILE] if verify_sha256 else ["--no-sha256"]))
         owner = f"{lock_file}.owner"
-        holder_text = _text("$(cat " + shlex.quote(owner) + " 2>/dev/null || echo 'a host that left no note')")
-        waiting = _text("fleetserve: waiting up to ", f"{wait_s} s for the lock on {copy}, held by ") + holder_text
+        holder_text = "$(cat " + shlex.quote(owner) + " 2>/dev/null || echo 'a host that left no note')"
+        waiting = _text(f"fleetserve: waiting up to {wait_s} s for the lock on {copy}, held by ", holder_text)
         gave_up = _text(f"fleetserve model: waited {wait_s} s (shared_wait_s) for {copy}: the lock {lock_file} is "
-                        f"still held by ") + holder_text + _text(
-            f", which downloads {what} into {stage} (", "$(du -sh " + shlex.quote(stage) + " 2>/dev/null | cut -f1)",
-            " there so far). Raise shared_wait_s, or look at that host")
+                        f"still held by ", holder_text, f", which downloads {what} into {stage} (",
+                        "$(du -sh " + shlex.quote(stage) + " 2>/dev/null | cut -f1)",
+                        " there so far). Raise shared_wait_s, or look at that host")
         yield StringCommand(
             "mkdir", "-p", QuoteString(store), "&&", "exec", "9>>" + shlex.quote(lock_file), "&&", "{",
             "if", "!", "flock", "-n", "9;", "then", "echo", waiting, ";", "flock", "-w", str(int(wait_s)), "9", "||",
