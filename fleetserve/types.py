@@ -849,3 +849,4 @@ class Expectations:
     cann_min: str | None = None  # reported, not required: the images bring their own CANN
     own_services: tuple[str, ...] = ()
     ports: dict[int, str] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)  # command -> package, on top of the ones every host needs
