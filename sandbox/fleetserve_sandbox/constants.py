@@ -70,6 +70,46 @@ def node_ip(index: int) -> str:
     return f"{SUBNET_PREFIX}.{10 + index}"
 
 
+# The cluster network of layouts that ask for one (multinode, cache-N): a second bridge with no host
+# address -- nodes reach each other (and the storage node) on it, never the host, the hub or the
+# registry. Node i gets a second veth pair, its node end renamed to the layout's NIC name
+# (e.g. ens1f0) with 10.80.0.(10+i)/24. Without it a node's cluster address is its address on fsbr0.
+CLUSTER_BRIDGE = "fsbr1"
+CLUSTER_SUBNET_PREFIX = "10.80.0"
+VETH_CLUSTER_HOST_PREFIX = "fsc"  # host end of node i's cluster veth: fscNN (enslaved to fsbr1)
+VETH_CLUSTER_PEER_PREFIX = "fsd"  # its node end before it is moved into the netns and renamed
+
+
+def cluster_ip(index: int) -> str:
+    return f"{CLUSTER_SUBNET_PREFIX}.{10 + index}"
+
+
+# --- the shared filesystem (layouts with shared_dir) ------------------------------------------
+# A GlusterFS volume served by a storage node (an nspawn node like the others, netns fsn00, not in
+# fleet.json's `nodes`) and FUSE-mounted at the same path on every node at boot.
+STORAGE_NODE = "sbx-storage"
+STORAGE_INDEX = 0  # fsn00: management 10.79.0.10, cluster 10.80.0.10
+STORAGE_HOSTNAME = "sandbox-storage"  # in every node's /etc/hosts (its cluster address when there is one)
+GLUSTER_VOLUME = "fleetserve-shared"
+GLUSTER_BRICK = "/srv/fleetserve-brick"  # inside the storage node; bound from RUN_DIR/nodes/sbx-storage/brick
+GLUSTER_PING_TIMEOUT = 10  # s: a client that vanished without closing its connection loses its locks after this
+SHARED_DIR_DEFAULT = "/mnt/fleetserve-shared"
+
+# --- the simulated NPU network (hccn_tool) ------------------------------------------------------
+# Every node's hardware.json lives in RUN_DIR/fabric/<node>.json (its /etc/fleetserve-sim/hardware.json
+# is a symlink there); the directory is bound into every node at FABRIC_MOUNT so `hccn_tool -ping`
+# sees the peers' NPU addresses and links as they are now.
+FABRIC_DIR = RUN_DIR / "fabric"
+FABRIC_MOUNT = "/etc/fleetserve-sim/fabric"
+
+
+# --- link shaping (tc; this kernel has htb and tbf, not netem) ------------------------------------
+# uplink: everything the host sends into the management bridge (hub, registry, apt proxy: "the
+# internet side"), in aggregate for all nodes, except the control machine's ssh (TCP port 22).
+# lan: each node's egress on its cluster NIC. None leaves a link unshaped.
+SHAPING_EXEMPT_TCP_PORT = 22
+SHAPING_FAST_MBIT = 100_000  # the exempt class: as good as unshaped
+
 # --- cgroups --------------------------------------------------------------------------------
 # Every node and every host service runs in its own cgroup below this one, in the name=systemd
 # and the unified (cgroup2) hierarchy: `down` finds strays there and removes the directories.
@@ -99,6 +139,7 @@ NODE_STOP_TIMEOUT = 20.0  # SIGTERM (clean halt) before SIGKILL
 SERVICE_START_TIMEOUT = 15.0
 SERVICE_STOP_TIMEOUT = 10.0
 HUB_START_TIMEOUT = 120.0  # the hub seeds its tiny model before it listens
+GLUSTER_TIMEOUT = 60.0  # creating and starting the shared volume on the storage node
 APT_TIMEOUT = 900.0
 DEBOOTSTRAP_TIMEOUT = 1800.0
 IMAGE_STEP_TIMEOUT = 900.0  # one podman import/save/push or pip install of the image build

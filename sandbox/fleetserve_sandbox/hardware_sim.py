@@ -148,6 +148,62 @@ class Fault:
             raise ValueError(f"health must be one of {HEALTH_VALUES}, not {self.health!r}")
 
 
+HCCN_LINK_VALUES = ("UP", "DOWN")
+HCCN_HEALTH_VALUES = ("Success", "Socket fail", "Receive timeout", "Unreachable", "Detect ip set", "Init")
+
+
+@dataclass(frozen=True)
+class HccnFault:
+    """Preset an Ascend node's NPU NICs as `hccn_tool` reports them: one device (chip logic id) or all
+    (`device=None`). `subnet` moves the NPU addresses to another /16 (the peers keep 192.168.x.y), so
+    cross-node pings fail: a misconfigured NIC. `tls` sets the TLS switch (peers: 0)."""
+
+    device: int | None = None
+    link: str | None = None  # "DOWN"
+    net_health: str | None = None  # e.g. "Socket fail"
+    subnet: str | None = None  # first two octets, e.g. "192.169"
+    tls: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.link is not None and self.link not in HCCN_LINK_VALUES:
+            raise ValueError(f"link must be one of {HCCN_LINK_VALUES}, not {self.link!r}")
+        if self.net_health is not None and self.net_health not in HCCN_HEALTH_VALUES:
+            raise ValueError(f"net_health must be one of {HCCN_HEALTH_VALUES}, not {self.net_health!r}")
+        if self.subnet is not None:
+            parts = self.subnet.split(".")
+            if len(parts) != 2 or not all(p.isdigit() and 0 <= int(p) <= 255 for p in parts):
+                raise ValueError(f"subnet must be two octets like '192.169', not {self.subnet!r}")
+        if self.tls not in (None, 0, 1):
+            raise ValueError(f"tls must be 0 or 1, not {self.tls!r}")
+
+    def describe(self) -> str:
+        what = [f"link {self.link}" if self.link else "", f"net_health {self.net_health}" if self.net_health else "",
+                f"NPU IPs in {self.subnet}.0.0/16" if self.subnet else "", f"TLS switch {self.tls}" if self.tls is not None else ""]
+        where = "every NPU NIC" if self.device is None else f"NPU NIC of device {self.device}"
+        return f"{where}: {', '.join(w for w in what if w) or 'no change'}"
+
+
+def set_hccn(state: dict, fault: HccnFault) -> dict:
+    """Apply an HccnFault to a state dict (Ascend only); returns the state."""
+    if state["vendor"] != "ascend":
+        raise ValueError(f"{state['node']}: hccn faults need an Ascend node, not {state['kind']}")
+    chips = [c for n in state["npus"] for c in n["chips"] if fault.device is None or c["logic_id"] == fault.device]
+    if not chips:
+        raise ValueError(f"{state['node']}: no NPU device {fault.device}")
+    for c in chips:
+        h = c["hccn"]
+        if fault.link is not None:
+            h["link"] = fault.link
+        if fault.net_health is not None:
+            h["net_health"] = fault.net_health
+        if fault.subnet is not None:
+            for key in ("ip", "gateway", "netdetect"):
+                h[key] = fault.subnet + "." + ".".join(h[key].split(".")[2:])
+        if fault.tls is not None:
+            h["tls"] = fault.tls
+    return state
+
+
 def arch() -> str:
     """The nodes' machine architecture (they share the host kernel)."""
     return platform.machine() or "x86_64"
@@ -267,6 +323,7 @@ def build_state(
     driver_version: str | None = None,
     faults: tuple[Fault, ...] | list[Fault] = (),
     idle: bool = False,
+    hccn_faults: tuple[HccnFault, ...] | list[HccnFault] = (),
 ) -> dict:
     """The hardware.json content for one node.
 
@@ -305,6 +362,8 @@ def build_state(
                 g.update(memory_used_mib=0, power_w=120)
     for f in faults:
         set_health(state, f.npu, f.chip, f.health)
+    for h in hccn_faults:
+        set_hccn(state, h)
     return state
 
 

@@ -3,8 +3,8 @@
 A Debian bookworm ``minbase`` root filesystem with python3 (debootstrapped once, cached under
 CACHE_DIR/standin-base), plus the real hub clients (``huggingface_hub`` -> ``hf``, ``modelscope`` ->
 ``modelscope``) pip-installed into its ``/usr/local/lib/python3.X/dist-packages``, plus the stand-in
-``/usr/local/bin/vllm`` with ``vllm_args.py`` and its tables (from the installed fleetserve) and ``stopsignal.py`` on
-its import path. The tree is imported into podman twice:
+``/usr/local/bin/vllm`` with ``vllm_args.py`` and its tables (from the installed fleetserve), ``stopsignal.py`` and
+``vllm_group.py`` (its multi-node groups) on its import path. The tree is imported into podman twice:
 
 * ``localhost/fleetserve/vllm-standin:ascend`` -- like the vllm-ascend images: no entrypoint,
   ``CMD ["/bin/bash"]``; the unit runs ``docker run ... IMAGE vllm serve MODEL ...`` and the hub
@@ -55,6 +55,7 @@ FLAVOURS = ("ascend", "openai")
 
 STANDIN_VLLM = Path(__file__).resolve().parent / "standin" / "vllm"
 STOPSIGNAL = Path(__file__).resolve().parent / "stopsignal.py"  # the stand-in's signal handling
+STANDIN_GROUP = Path(__file__).resolve().parent / "standin" / "vllm_group.py"  # its multi-node groups
 
 
 # The vLLM release the stand-in parses its command line as (a table generated from vLLM itself).
@@ -268,6 +269,7 @@ def build_inputs() -> dict:
         "vllm_sha256": hashlib.sha256(STANDIN_VLLM.read_bytes()).hexdigest(),
         "vllm_args_sha256": {name: hashlib.sha256(src.read_bytes()).hexdigest() for src, name in vllm_args_sources()},
         "stopsignal_sha256": hashlib.sha256(STOPSIGNAL.read_bytes()).hexdigest(),
+        "vllm_group_sha256": hashlib.sha256(STANDIN_GROUP.read_bytes()).hexdigest(),
         "changes": {f: _changes(f, "") for f in FLAVOURS},
         "arch": _host_arch(),
     }
@@ -345,7 +347,7 @@ def _assemble(base: Path, work: Path) -> Path:
     python = _base_python(base)
     _install_hub_clients(tree, python, _host_arch())
     site = tree / "usr/local/lib" / python / "dist-packages"
-    for source, name in [*vllm_args_sources(), (STOPSIGNAL, "stopsignal.py")]:
+    for source, name in [*vllm_args_sources(), (STOPSIGNAL, "stopsignal.py"), (STANDIN_GROUP, "vllm_group.py")]:
         (site / name).parent.mkdir(exist_ok=True)
         shutil.copyfile(source, site / name)
         (site / name).chmod(0o644)

@@ -300,9 +300,17 @@ def test_refuses_tp_beyond_devices(ascend_root, model_dir):
 
 
 def test_multinode_tp_needs_only_this_nodes_share(ascend_root, model_dir, serve):
-    server = serve([str(model_dir), "-tp", "4", "--nnodes", "2", "--node-rank", "0", "--master-addr", "127.0.0.1"],
-                   ascend_root)
-    assert "using 2" in server.output
+    port = free_port()
+    common = [str(model_dir), "-tp", "4", "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(port)]
+    head = Server(["serve", *common, "--node-rank", "0"], ascend_root)
+    worker = Server(["serve", *common, "--node-rank", "1", "--headless"], ascend_root)
+    try:
+        head.wait_for("Application startup complete.")  # once node rank 1 joined (test_standin_group.py)
+        assert "using 2" in head.output
+        worker.wait_for("group formed")
+        assert "using 2" in worker.output
+    finally:
+        assert head.stop() == 0 and worker.stop() == 0
     proc = run_once(["serve", str(model_dir), "-tp", "8", "--nnodes", "2"], ascend_root)
     assert "please ensure that world_size (4) is less than than max local gpu count (2)" in proc.stderr
 
@@ -536,7 +544,7 @@ def test_image_builds_and_runs(tmp_path):
     assert out.returncode == 0 and image_mod.HF_HUB_VERSION in out.stdout, out.stderr
     out = run(ascend, "modelscope", "--help")
     assert out.returncode == 0 and "usage: modelscope" in out.stdout, out.stderr
-    out = run(ascend, "python3", "-c", "import vllm_args, huggingface_hub, modelscope; "
+    out = run(ascend, "python3", "-c", "import vllm_args, vllm_group, stopsignal, huggingface_hub, modelscope; "
               "print(huggingface_hub.__version__, modelscope.__version__)")
     assert out.stdout.split() == [image_mod.HF_HUB_VERSION, image_mod.MODELSCOPE_VERSION], out.stderr
     inspect = image_mod.podman("image", "inspect", ascend, openai).stdout
