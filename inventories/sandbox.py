@@ -68,6 +68,8 @@ sandbox_nodes = [
         "workloads": node["workloads"],
         "distro_family": "rhel" if node.get("distro") in ("rhel", "openeuler", "rocky") else "debian",
         **({"npu_ids": node["npu_ids"]} if node.get("npu_ids") else {}),
+        # Layouts with a cluster network: the node's address there (peer copies of weights go over it).
+        **({"cluster_address": node["cluster_address"]} if (_fleet.get("networks") or {}).get("cluster") else {}),
     })
     for node in _fleet["nodes"]
 ]
