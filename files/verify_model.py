@@ -2,7 +2,7 @@
 
 usage: verify_model.py DIR --marker NAME --hub hf|modelscope --repo ORG/NAME --revision REV --endpoint URL
                        [--include PATTERN ...] [--no-sha256] [--manifest NAME] [--sums NAME]
-                       [--sums-from FILE] [--follow FILE] [--check-only]
+                       [--sums-from FILE] [--follow FILE] [--check-only] [--listing FILE]
 Token: HF_TOKEN or MODELSCOPE_API_TOKEN from the environment.
 
 Checks, against the hub's own file listing: every expected file is present with the listed size;
@@ -18,7 +18,8 @@ checks against into DIR first; --sums appends "<sha256>  <path>" (sha256sum's fo
 as it passes, so the next host of a peer chain can copy it at once; --follow verifies files as the
 download completes them, until FILE exists (the download's exit status); --sums-from takes the
 digests this host computed while receiving the files instead of hashing them again; --check-only
-(a copy another host published) deletes and writes nothing.
+(a copy another host published) deletes and writes nothing; --listing takes the hub's listing from
+a manifest an earlier verification wrote (an offline bundle's) instead of asking the hub.
 """
 
 from __future__ import annotations
@@ -184,6 +185,17 @@ def follow(directory: str, expected: dict, until: str, check, results: dict) -> 
         time.sleep(0.5)
 
 
+def saved_listing(path: str, hub: str, repo: str, revision: str) -> tuple[dict, str | None]:
+    """The listing a manifest recorded, if it is of this repo and revision."""
+    with open(path, encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    if (manifest.get("hub"), manifest.get("repo_id"), manifest.get("revision")) != (hub, repo, revision):
+        raise ValueError(f"it lists {manifest.get('hub')}:{manifest.get('repo_id')}@{manifest.get('revision')}")
+    if not isinstance(manifest.get("files"), dict):
+        raise ValueError("it lists no files")
+    return manifest["files"], manifest.get("commit")
+
+
 def write_json(path: str, document: dict) -> None:
     with open(path + ".tmp", "w", encoding="utf-8") as handle:
         json.dump(document, handle, sort_keys=True)
@@ -205,16 +217,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sums-from", help="digests already computed on this host (sha256sum format)")
     parser.add_argument("--follow", help="verify files as they complete until this file exists")
     parser.add_argument("--check-only", action="store_true", help="delete and write nothing")
+    parser.add_argument("--listing", help="a manifest written by an earlier verification (an offline bundle's) "
+                                          "instead of asking the hub")
     args = parser.parse_args(argv)
     write = not args.check_only
 
     token = os.environ.get("HF_TOKEN") if args.hub == "hf" else os.environ.get("MODELSCOPE_API_TOKEN")
     lister = hf_listing if args.hub == "hf" else modelscope_listing
     try:
-        listing, commit = lister(args.endpoint.rstrip("/"), args.repo, args.revision, token)
+        if args.listing:
+            listing, commit = saved_listing(args.listing, args.hub, args.repo, args.revision)
+        else:
+            listing, commit = lister(args.endpoint.rstrip("/"), args.repo, args.revision, token)
     except (OSError, ValueError) as exc:
-        print(f"verify: cannot read the file listing of {args.repo}@{args.revision} from {args.endpoint}: {exc}",
-              file=sys.stderr)
+        print(f"verify: cannot read the file listing of {args.repo}@{args.revision} from "
+              f"{args.listing or args.endpoint}: {exc}", file=sys.stderr)
         return 1
     expected = {p: meta for p, meta in listing.items() if included(p, args.include) and not p.startswith(".")}
     identity = {"hub": args.hub, "repo_id": args.repo, "revision": args.revision, "commit": commit,

@@ -454,6 +454,7 @@ def plan_caches(plans: list[HostPlan], addresses: Mapping[str, str], running: se
     - shared: the hosts sharing `shared_dir` and the same copy path take turns on a lock in it; the
       first to get it downloads, the others find the verified copy and verify it. The model's
       host_dir must lie in shared_dir.
+    - bundle: the host copies it from an offline bundle on the host (`fleetserve bundle`).
     - peer: the hosts needing the same copy (a group's members and any other host) form a chain in
       a fixed order (group rank, else inventory order); the first downloads from the hub, each next
       one copies from the one before it over the cluster network, file by file as files are
@@ -492,6 +493,9 @@ def plan_caches(plans: list[HostPlan], addresses: Mapping[str, str], running: se
                                   f"there)")
                     continue
                 chains.setdefault(model.copy_key, []).append(plan)
+            elif mode == "bundle":
+                caches[plan.host][host_dir] = ModelCache("bundle", host_dir, model.copy_key, (plan.host,),
+                                                         bundle_dir=plan.data.bundle_dir)
             else:
                 caches[plan.host][host_dir] = ModelCache("each", host_dir, model.copy_key, (plan.host,))
     for (_, host_dir, key), sharers in shared.items():

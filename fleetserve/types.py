@@ -35,7 +35,7 @@ class PlanError(FleetserveError):
 
 Vendor = Literal["ascend", "nvidia"]
 # Where a host's weights come from (host data model_cache; docs/design.md, "Cache modes").
-CacheMode = Literal["each", "shared", "peer"]
+CacheMode = Literal["each", "shared", "peer", "bundle"]
 # How the image starts vLLM: vllm-ascend images end with CMD bash, so the unit runs `vllm serve`;
 # vllm/vllm-openai has ENTRYPOINT ["vllm", "serve"], so the unit passes only MODEL and flags.
 Entrypoint = Literal["shell", "vllm-serve"]
@@ -552,11 +552,15 @@ class HostData(StrictModel):
                             "sharing `shared_dir` downloads under a lock in it, the others wait for its verified copy "
                             "and verify it; peer = one host downloads, the others needing the same copy receive it "
                             "host to host over the cluster network (rsync), each checking every file's sha256 "
+                            "; bundle = from an offline bundle on the host (`bundle_dir`) "
                             "(docs/design.md, \"Cache modes\")")
     shared_dir: str | None = Field(None, description="model_cache shared: a filesystem every host mounts at this same "
                                                      "path (model dirs must lie in it)")
     shared_wait_s: StrictInt = Field(21600, ge=10, le=604800, description="model_cache shared/peer: how long a host "
                                                                         "waits for another's download")
+    bundle_dir: str | None = Field(None, description="model_cache bundle: where an offline bundle (`fleetserve "
+                                                     "bundle`) is on this host; weights are copied from it and "
+                                                     "verified against its manifest, with no network")
     peer_port: StrictInt = Field(8873, ge=1, le=65535, description="model_cache peer: the TCP port on the cluster "
                                                                    "address where a host serves its copy to the next "
                                                                    "one (an rsync daemon, only while this run needs it)")
@@ -616,6 +620,13 @@ class HostData(StrictModel):
             raise ValueError("must be an IP address (vLLM and HCCL bind and connect to it)") from None
         return value
 
+    @field_validator("bundle_dir")
+    @classmethod
+    def _bundle_dir(cls, value: str | None) -> str | None:
+        if value is not None and (not HOST_PATH.fullmatch(value) or "/../" in value + "/" or value.rstrip("/") == ""):
+            raise ValueError("must be an absolute path of letters, digits and . _ / + - (the bundle's directory)")
+        return value.rstrip("/") if value else value
+
     @field_validator("shared_dir")
     @classmethod
     def _shared_dir(cls, value: str | None) -> str | None:
@@ -633,6 +644,10 @@ class HostData(StrictModel):
         if self.model_cache == "shared" and not self.shared_dir:
             raise ValueError("shared_dir: missing; model_cache shared needs the path every host mounts the shared "
                              "filesystem at")
+        if self.model_cache == "bundle" and not self.bundle_dir:
+            raise ValueError("bundle_dir: missing; model_cache bundle needs where the bundle is on the host")
+        if self.bundle_dir and self.model_cache != "bundle":
+            raise ValueError(f"bundle_dir: only read with model_cache bundle (model_cache is {self.model_cache})")
         if self.shared_dir and self.model_cache != "shared":
             raise ValueError(f"shared_dir: only read with model_cache shared (model_cache is {self.model_cache}); "
                              f"set model_cache: shared or drop shared_dir")
@@ -733,6 +748,7 @@ class ModelCache:
     hosts: tuple[str, ...] = ()
     wait_s: int = 0  # shared/peer: how long to wait for another host's download
     lock_file: str | None = None  # shared: the lock in the shared filesystem
+    bundle_dir: str | None = None  # bundle: where the offline bundle is on this host
     address: str | None = None  # peer: this host's cluster address
     source: PeerLink | None = None  # peer: where this host copies from (None: from the hub)
     receiver: PeerLink | None = None  # peer: the host that copies from this one
@@ -747,6 +763,8 @@ class ModelCache:
             got = f"copies from {self.source.host} ({self.source.address})" if self.source else "downloads from the hub"
             given = f"; serves {self.receiver.host} on port {self.receiver.port}" if self.receiver else ""
             return f"peer: {place}: {got}{given}"
+        if self.mode == "bundle":
+            return f"bundle: copied from the offline bundle in {self.bundle_dir}, verified against its manifest"
         return "each: downloads from the hub itself"
 
 

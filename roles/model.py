@@ -2,7 +2,7 @@
 the way the cache plan says (plan.cache_for: each, shared or peer; docs/design.md, "Cache modes").
 
 Host data it reads (through the plan): `model_download_attempts`, `model_verify_sha256`,
-`clean_staging`, `model_cache`, `shared_wait_s`, `peer_port`, and the hub token key the catalog
+`clean_staging`, `model_cache`, `shared_wait_s`, `peer_port`, `bundle_dir`, and the hub token key the catalog
 names (`model.token_key`).
 """
 
@@ -70,6 +70,10 @@ def model(plan: HostPlan) -> None:
                                    source=model_ops.peer_url(source.address, source.port) if source else None,
                                    source_host=source.host if source else None, serving=cache.receiver is not None,
                                    **args)
+        elif cache.mode == "bundle":
+            offline = {k: v for k, v in args.items() if k not in ("endpoint", "token_env_file")}
+            model_ops.bundle_weights(name=f"{name} ({cache.describe(plan.host)})", bundle_dir=cache.bundle_dir,
+                                     verify_sha256=plan.data.model_verify_sha256, **offline)
         else:
             model_ops.weights(name=name, verify_sha256=plan.data.model_verify_sha256, **args)
     if serving:

@@ -464,6 +464,65 @@ def peer_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_key:
     yield StringCommand("mv", "-T", QuoteString(stage), QuoteString(copy))
 
 
+@operation(is_idempotent=True)
+def bundle_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_key: str, image: str, entrypoint: str,
+                   verify_script: str, bundle_dir: str, include: list[str] | None = None, verify_sha256: bool = True,
+                   attempts: int = 3, max_model_len: int | None = None, tensor_parallel_size: int = 1):
+    """
+    A verified copy of a model taken from an offline bundle on the host (``fleetserve bundle``), with
+    no network: the bundle's copy is copied into staging, verified in the serving image against the
+    manifest the bundle recorded when it was made (sizes, sha256, safetensors headers), checked
+    against the flags and published by rename. A no-op when the copy's verified marker matches.
+
+    + hub, repo_id, revision, host_dir, copy_key, image, entrypoint, verify_script, include,
+      verify_sha256, attempts, max_model_len, tensor_parallel_size: as for ``weights``
+    + bundle_dir: where the bundle is on the host (it holds ``models/<copy_key>/``)
+
+    **Example:**
+
+    .. code:: python
+
+        bundle_weights(hub="modelscope", repo_id="vllm-ascend/Qwen3.5-27B", revision="master",
+                       host_dir="/root/.cache/modelscope/hub/models/vllm-ascend/Qwen3.5-27B",
+                       copy_key="master-0123456789ab", image="quay.io/ascend/vllm-ascend:v0.18.0", entrypoint="shell",
+                       verify_script="/usr/local/lib/fleetserve/verify_model.py", bundle_dir="/mnt/usb/fleet-bundle")
+    """
+    include = list(include or [])
+    identity = {"hub": hub, "repo_id": repo_id, "revision": revision, "include": sorted(include)}
+    what = f"{hub}:{repo_id}@{revision}"
+    store = hostpaths.model_store(host_dir)
+    copy = hostpaths.model_copy(host_dir, copy_key)
+    state = host.get_fact(ModelState, host_dir=host_dir, model_dir=copy)
+    unfit = f"fleetserve model: {what} does not fit the serve flags:"
+    done, commands = _settled(state, identity, copy, host_dir, store, unfit, max_model_len, tensor_parallel_size)
+    if done:
+        yield from commands
+        return
+    source = f"{bundle_dir}/models/{copy_key}"
+    stage = hostpaths.staging_dir(host_dir, copy_key)
+    verify = _verify_call(image, entrypoint, verify_script, stage, hub, repo_id, revision, "offline", include, None,
+                          "--listing", QuoteString(f"{stage}/{hostpaths.MANIFEST_FILE}"), "--manifest",
+                          hostpaths.MANIFEST_FILE, *(["--sums", hostpaths.SUMS_FILE] if verify_sha256
+                                                     else ["--no-sha256"]))
+    yield StringCommand("[", "-f", QuoteString(f"{source}/{hostpaths.MANIFEST_FILE}"), "]", "||", "{", "echo",
+                        QuoteString(f"fleetserve model: the bundle in {bundle_dir} holds no copy {copy_key} of {what} "
+                                    f"(models/{copy_key}/ with its manifest): make the bundle from this inventory "
+                                    f"and catalog (fleetserve bundle)"), ">&2;", "exit", "1;", "}")
+    yield _staged(host_dir, hub, repo_id, stage)
+    # Copied without overwriting what an earlier attempt copied whole; the verifier deletes what is
+    # not, so each attempt copies only what is missing.
+    yield _retried(StringCommand("cp", "-a", "-n", QuoteString(f"{source}/."), QuoteString(f"{stage}/"), "&&", "rm",
+                                 "-f", QuoteString(hostpaths.model_marker(stage)), "&&", verify), attempts,
+                   f"the copy of {what} from the bundle in {bundle_dir} did not verify {attempts} times; is the "
+                   f"bundle complete (sha256sum -c SHA256SUMS in it)?")
+    gate = _config_gate(host_dir, stage, unfit, max_model_len, tensor_parallel_size,
+                        f"the verified copy stays in {stage}; the service keeps what it serves")
+    if gate:
+        yield gate
+        return
+    yield StringCommand("mv", "-T", QuoteString(stage), QuoteString(copy))
+
+
 def peer_daemon_config(address: str, port: int, copies: list[dict]) -> str:
     """rsyncd.conf (rsyncd.conf(5)) serving each copy read-only to its one receiver: no credentials
     exist, nothing is listed, each module is chrooted to the copy (published) or its staging."""
