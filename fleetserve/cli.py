@@ -1,4 +1,5 @@
-"""The `fleetserve` command: offline render, plus the commands of installed plugins (group `fleetserve.cli`)."""
+"""The `fleetserve` command: offline render, offline bundles, plus the commands of installed plugins (group
+`fleetserve.cli`)."""
 
 from __future__ import annotations
 
