@@ -24,7 +24,6 @@ than --wait).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -33,30 +32,15 @@ import sys
 import tempfile
 import time
 
+# Its neighbour in fleetserve's helper directory (the script's own directory is on sys.path).
+from verify_model import parse_sums, sha256_of
+
 POLL_S = 0.5  # how often to ask the source what it has verified since
 REACH_S = 30  # how long a source that refuses connections may take to (re)appear (--reach)
 # rsync's exit codes (rsync(1), EXIT VALUES): the daemon refused the module or its path (5), socket
 # I/O (10), partial transfer (23: e.g. a file not there yet), vanished source files (24), I/O
 # timeout (30), daemon connection timeout (35).
 UNREACHABLE = {10, 35}
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_sums(text: str) -> dict[str, str]:
-    """sha256sum lines -> {path: digest}; a last line still being written is left out."""
-    sums = {}
-    for line in text.splitlines(keepends=True):
-        digest, sep, name = line.rstrip("\n").partition("  ")
-        if sep and line.endswith("\n") and len(digest) == 64:
-            sums[name] = digest
-    return sums
 
 
 class Source:
@@ -134,7 +118,7 @@ class Receiver:
         """What an earlier run already received and checked (files since deleted are not counted)."""
         try:
             with open(self.sums_path, encoding="utf-8") as handle:
-                sums = read_sums(handle.read())
+                sums = parse_sums(handle.read())
         except FileNotFoundError:
             return {}
         return {p: d for p, d in sums.items() if os.path.isfile(os.path.join(self.dir, p))}
@@ -218,7 +202,7 @@ def run(args: argparse.Namespace) -> str | None:
                         receiver.take_manifest(lists[args.manifest])
                     except ValueError as exc:
                         return f"the manifest of the copy at {source.url} is unreadable: {exc}"
-                upstream = read_sums(lists.get(args.sums, ""))
+                upstream = parse_sums(lists.get(args.sums, ""))
                 published = module == args.key and args.marker in lists
                 wanted = {p: d for p, d in upstream.items() if p not in receiver.have}
                 if published and (receiver.manifest is None or receiver.missing()):

@@ -154,17 +154,22 @@ def checker(directory: str, hash_files: bool, known: dict[str, str], sums_out: s
     return check
 
 
-def read_sums(path: str | None) -> dict[str, str]:
-    """A sha256sum-format file -> {path: digest} (complete lines only)."""
-    sums: dict[str, str] = {}
-    if not path or not os.path.isfile(path):
-        return sums
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            digest, sep, name = line.rstrip("\n").partition("  ")
-            if sep and line.endswith("\n") and len(digest) == 64:
-                sums[name] = digest
+def parse_sums(text: str) -> dict[str, str]:
+    """sha256sum lines -> {path: digest}; a last line still being written is left out."""
+    sums = {}
+    for line in text.splitlines(keepends=True):
+        digest, sep, name = line.rstrip("\n").partition("  ")
+        if sep and line.endswith("\n") and len(digest) == 64:
+            sums[name] = digest
     return sums
+
+
+def read_sums(path: str | None) -> dict[str, str]:
+    """A sha256sum-format file -> {path: digest} (none when there is no such file)."""
+    if not path or not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return parse_sums(handle.read())
 
 
 def follow(directory: str, expected: dict, until: str, check, results: dict) -> None:

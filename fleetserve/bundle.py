@@ -17,7 +17,6 @@ data `image_store`: DIR/images).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fleetserve import hostpaths
+from fleetserve.files.verify_model import parse_sums, sha256_of
 from fleetserve.types import FleetserveError, HostPlan, ModelSpec
 
 CLIENTS = {"hf": ("huggingface_hub", "hf"), "modelscope": ("modelscope", "modelscope")}
@@ -65,14 +65,6 @@ def wanted(plans: list[HostPlan]) -> Wanted:
             elif spec.image.ref not in pulled:
                 pulled.append(spec.image.ref)
     return Wanted(models, images, tuple(pulled))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _client(hub: str) -> tuple[str, str]:
@@ -154,8 +146,7 @@ def write_sums(out: Path) -> int:
     """SHA256SUMS of every file in the bundle; model files from the verifier's own lists."""
     known: dict[str, str] = {}
     for sums in out.glob(f"models/*/{hostpaths.SUMS_FILE}"):
-        for line in sums.read_text().splitlines():
-            digest, _, name = line.partition("  ")
+        for name, digest in parse_sums(sums.read_text()).items():
             known[str(sums.parent.relative_to(out) / name)] = digest
     lines = []
     for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != SUMS):

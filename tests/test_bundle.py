@@ -18,21 +18,13 @@ from fleetserve import hostpaths
 from fleetserve.bundle import make_bundle
 from fleetserve.operations import model as model_ops
 from fleetserve.plan import PlanError, plan_inventory
-from fleetserve_sandbox.hub import HubServer, file_counters, seed_tiny_model
+from fleetserve_sandbox.hub import file_counters
 from tests.fakefleet import run_op
 from tests.test_cache_shell import FILES, SHIM, absent, finished, shell
+from tests.test_host_scripts import hub  # noqa: F401 (the loopback hub, a fixture)
 
 REPO = "fleetserve/tiny-qwen"
 ARCHIVE = "Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar"  # the A3 variant's tarball (image_store)
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    data = tmp_path_factory.mktemp("hub")
-    seed_tiny_model(data)
-    server = HubServer(data, "127.0.0.1", 0, log=False).start()
-    yield server
-    server.stop()
 
 
 def inventory(tmp_path: Path, hub, **data) -> list[tuple[str, dict]]:

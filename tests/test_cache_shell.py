@@ -22,8 +22,9 @@ import pytest
 
 from fleetserve import hostpaths
 from fleetserve.operations import model as model_ops
-from fleetserve_sandbox.hub import HubServer, file_counters, seed_tiny_model
+from fleetserve_sandbox.hub import file_counters
 from tests.fakefleet import run_op
+from tests.test_host_scripts import hub  # noqa: F401 (the loopback hub, a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ROOT / "files"
@@ -73,15 +74,6 @@ if gate and program == "hf":
         sys.exit(code)
 os.execve(argv[0], argv, env)
 '''
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    data = tmp_path_factory.mktemp("hub")
-    seed_tiny_model(data)
-    server = HubServer(data, "127.0.0.1", 0, log=False).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture()

@@ -4,6 +4,7 @@ directory, verify, publish atomically; then check the serve flags against config
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import shlex
 
 from pyinfra import host
@@ -136,6 +137,24 @@ def _hub_download(hub: str, repo_id: str, revision: str, stage: str, include: li
     return _image_call(image, entrypoint, program, args, [f"{stage}:{stage}"], env, token_env_file), None
 
 
+def _listed(verify_sha256: bool) -> list[str]:
+    """The verifier's lists beside a download: the hub's listing, and each file's sha256 when hashed."""
+    hashes = ["--sums", hostpaths.SUMS_FILE] if verify_sha256 else ["--no-sha256"]
+    return ["--manifest", hostpaths.MANIFEST_FILE, *hashes]
+
+
+def _hub_pair(image: str, entrypoint: str, verify_script: str, stage: str, hub: str, repo_id: str, revision: str,
+              endpoint: str, include: list[str], token_env_file: str | None,
+              *verify_args: object) -> tuple[StringCommand | None, StringCommand | None]:
+    """(the hub client's download && the verifier, None) or (None, the command failing the host)."""
+    download, failed = _hub_download(hub, repo_id, revision, stage, include, endpoint, image, entrypoint,
+                                     token_env_file)
+    if failed:
+        return None, failed
+    return StringCommand(download, "&&", _verify_call(image, entrypoint, verify_script, stage, hub, repo_id, revision,
+                                                      endpoint, include, token_env_file, *verify_args)), None
+
+
 def _staged(host_dir: str, hub: str, repo_id: str, stage: str) -> StringCommand:
     """The staging directory, and the store's note of which model it holds."""
     store = hostpaths.model_store(host_dir)
@@ -162,20 +181,57 @@ def _config_gate(host_dir: str, directory: str, unfit: str, max_model_len: int |
     return fail_command(unfit, problems + [kept]) if problems else None
 
 
-def _settled(state: dict, identity: dict, copy: str, host_dir: str, store: str, unfit: str,
-             max_model_len: int | None, tensor_parallel_size: int) -> tuple[bool, list[StringCommand]]:
+@dataclass(frozen=True)
+class _Copy:
+    """The copy an operation is after: what it is, where it goes, and the message for a misfit."""
+
+    identity: dict
+    what: str
+    host_dir: str
+    copy: str
+    stage: str
+    unfit: str
+
+
+def _copy(hub: str, repo_id: str, revision: str, include: list[str], host_dir: str, copy_key: str) -> _Copy:
+    what = f"{hub}:{repo_id}@{revision}"
+    return _Copy({"hub": hub, "repo_id": repo_id, "revision": revision, "include": sorted(include)}, what, host_dir,
+                 hostpaths.model_copy(host_dir, copy_key), hostpaths.staging_dir(host_dir, copy_key),
+                 f"fleetserve model: {what} does not fit the serve flags:")
+
+
+def _settled(state: dict, want: _Copy, max_model_len: int | None,
+             tensor_parallel_size: int) -> tuple[bool, list[StringCommand]]:
     """(done, commands) when the copy is already verified here (or an earlier fleetserve's in place)."""
-    if marker_matches(state["marker"], **identity):
+    if marker_matches(state["marker"], **want.identity):
         problems = config_problems(state["config"], max_model_len, tensor_parallel_size)
         if problems:
-            return True, [fail_command(unfit, problems)]
-        host.noop(f"{identity['hub']}:{identity['repo_id']}@{identity['revision']} verified in {copy}")
+            return True, [fail_command(want.unfit, problems)]
+        host.noop(f"{want.what} verified in {want.copy}")
         return True, []
-    if marker_matches(state["legacy_marker"], **identity):
+    if marker_matches(state["legacy_marker"], **want.identity):
         # Verified in place by an earlier fleetserve: it becomes this copy, host_dir its symlink.
-        return True, [StringCommand("mkdir", "-p", QuoteString(store), "&&", "mv", "-T", QuoteString(host_dir),
-                                    QuoteString(copy), "&&", "ln", "-s", QuoteString(copy), QuoteString(host_dir))]
+        return True, [StringCommand("mkdir", "-p", QuoteString(hostpaths.model_store(want.host_dir)), "&&", "mv", "-T",
+                                    QuoteString(want.host_dir), QuoteString(want.copy), "&&", "ln", "-s",
+                                    QuoteString(want.copy), QuoteString(want.host_dir))]
     return False, []
+
+
+def _published(want: _Copy, max_model_len: int | None, tensor_parallel_size: int,
+               kept: str) -> list[StringCommand]:
+    """The staged copy against the flags, then published by rename: a revision that does not fit never
+    becomes a copy a release could start on."""
+    gate = _config_gate(want.host_dir, want.stage, want.unfit, max_model_len, tensor_parallel_size, kept)
+    return [gate] if gate else [StringCommand("mv", "-T", QuoteString(want.stage), QuoteString(want.copy))]
+
+
+def _looked_up(hub: str, repo_id: str, revision: str, include: list[str], host_dir: str, copy_key: str,
+               max_model_len: int | None, tensor_parallel_size: int) -> tuple[_Copy, list[StringCommand] | None]:
+    """The copy as the host has it: the commands that settle it (none: verified), or None to fetch it."""
+    want = _copy(hub, repo_id, revision, include, host_dir, copy_key)
+    state = host.get_fact(ModelState, host_dir=want.host_dir, model_dir=want.copy)
+    done, commands = _settled(state, want, max_model_len, tensor_parallel_size)
+    return want, commands if done else None
 
 
 @operation(is_idempotent=True)
@@ -215,41 +271,25 @@ def weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_key: str,
                 verify_script="/usr/local/lib/fleetserve/verify_model.py", max_model_len=32768)
     """
     include = list(include or [])
-    identity = {"hub": hub, "repo_id": repo_id, "revision": revision, "include": sorted(include)}
-    store = hostpaths.model_store(host_dir)
-    copy = hostpaths.model_copy(host_dir, copy_key)
-    state = host.get_fact(ModelState, host_dir=host_dir, model_dir=copy)
-    unfit = f"fleetserve model: {hub}:{repo_id}@{revision} does not fit the serve flags:"
-    done, commands = _settled(state, identity, copy, host_dir, store, unfit, max_model_len, tensor_parallel_size)
-    if done:
-        yield from commands
-        return
+    want, settled = _looked_up(hub, repo_id, revision, include, host_dir, copy_key, max_model_len, tensor_parallel_size)
+    if settled is not None:
+        return (yield from settled)
+    stage = want.stage
 
-    stage = hostpaths.staging_dir(host_dir, copy_key)
     endpoint = endpoint or HUB_DEFAULT_ENDPOINTS[hub]
-    download, failed = _hub_download(hub, repo_id, revision, stage, include, endpoint, image, entrypoint,
-                                     token_env_file)
+    pair, failed = _hub_pair(image, entrypoint, verify_script, stage, hub, repo_id, revision, endpoint, include,
+                             token_env_file, *_listed(verify_sha256))
     if failed:
         yield failed
         return
-    verify = _verify_call(image, entrypoint, verify_script, stage, hub, repo_id, revision, endpoint, include,
-                          token_env_file, *([] if verify_sha256 else ["--no-sha256"]),
-                          "--manifest", hostpaths.MANIFEST_FILE, *(["--sums", hostpaths.SUMS_FILE] if verify_sha256
-                                                                   else []))
     yield _staged(host_dir, hub, repo_id, stage)
     # Download and verify as a pair, retried: the clients skip files already complete in staging,
     # and the verifier deletes any file that fails, so each attempt fetches only what is missing.
-    yield _retried(StringCommand(download, "&&", verify), attempts,
+    yield _retried(pair, attempts,
                    f"download of {hub}:{repo_id}@{revision} failed {attempts} times; files already complete stay in "
                    f"{stage} for the next run")
-    # The staged copy is checked against the flags before it is published: a revision that does
-    # not fit never becomes a copy a release could start on.
-    gate = _config_gate(host_dir, stage, unfit, max_model_len, tensor_parallel_size,
-                        f"the verified download stays in {stage}; the service keeps what it serves")
-    if gate:
-        yield gate
-        return
-    yield StringCommand("mv", "-T", QuoteString(stage), QuoteString(copy))
+    yield from _published(want, max_model_len, tensor_parallel_size,
+                          f"the verified download stays in {stage}; the service keeps what it serves")
 
 
 def _text(*parts: str) -> str:
@@ -309,16 +349,13 @@ def shared_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_ke
                        holder="a3-node-01", wait_s=21600)
     """
     include = list(include or [])
-    identity = {"hub": hub, "repo_id": repo_id, "revision": revision, "include": sorted(include)}
-    what = f"{hub}:{repo_id}@{revision}"
-    store = hostpaths.model_store(host_dir)
-    copy = hostpaths.model_copy(host_dir, copy_key)
-    state = host.get_fact(ModelState, host_dir=host_dir, model_dir=copy, record=hostpaths.shared_check(copy))
-    unfit = f"fleetserve model: {what} does not fit the serve flags:"
+    want = _copy(hub, repo_id, revision, include, host_dir, copy_key)
+    state = host.get_fact(ModelState, host_dir=host_dir, model_dir=want.copy, record=hostpaths.shared_check(want.copy))
+    copy, stage, what = want.copy, want.stage, want.what
     record = state.get("record") or {}
     checked = record.get("marker_sha256") and record.get("marker_sha256") == state.get("marker_sha256")
-    if checked or not marker_matches(state["marker"], **identity):
-        done, commands = _settled(state, identity, copy, host_dir, store, unfit, max_model_len, tensor_parallel_size)
+    if checked or not marker_matches(state["marker"], **want.identity):
+        done, commands = _settled(state, want, max_model_len, tensor_parallel_size)
         if done:
             yield from commands
             return
@@ -329,19 +366,15 @@ def shared_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_ke
         "||", "{", "echo", QuoteString(f"fleetserve model: the copy of {what} in {copy} (a shared filesystem) does not "
                                        f"verify here; nothing was changed in it. Once it is removed (rm -rf {copy}) "
                                        f"the next run downloads it again"), ">&2;", "exit", "1;", "}")
-    if marker_matches(state["marker"], **identity):
+    if marker_matches(state["marker"], **want.identity):
         # Published by another host before this run (or before this host ever looked): check it here.
         yield StringCommand(check, "&&", _record_check(copy, "verified"))
     else:
-        stage = hostpaths.staging_dir(host_dir, copy_key)
-        download, failed = _hub_download(hub, repo_id, revision, stage, include, endpoint, image, entrypoint,
-                                         token_env_file)
+        pair, failed = _hub_pair(image, entrypoint, verify_script, stage, hub, repo_id, revision, endpoint,
+                                 include, token_env_file, *_listed(verify_sha256))
         if failed:
             yield failed
             return
-        verify = _verify_call(image, entrypoint, verify_script, stage, hub, repo_id, revision, endpoint, include,
-                              token_env_file, "--manifest", hostpaths.MANIFEST_FILE,
-                              *(["--sums", hostpaths.SUMS_FILE] if verify_sha256 else ["--no-sha256"]))
         owner = f"{lock_file}.owner"
         holder_text = "$(cat " + shlex.quote(owner) + " 2>/dev/null || echo 'a host that left no note')"
         waiting = _text(f"fleetserve: waiting up to {wait_s} s for the lock on {copy}, held by ", holder_text)
@@ -350,21 +383,22 @@ def shared_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_ke
                         "$(du -sh " + shlex.quote(stage) + " 2>/dev/null | cut -f1)",
                         " there so far). Raise shared_wait_s, or look at that host")
         yield StringCommand(
-            "mkdir", "-p", QuoteString(store), "&&", "exec", "9>>" + shlex.quote(lock_file), "&&", "{",
+            "mkdir", "-p", QuoteString(hostpaths.model_store(host_dir)), "&&", "exec", "9>>" + shlex.quote(lock_file),
+            "&&", "{",
             "if", "!", "flock", "-n", "9;", "then", "echo", waiting, ";", "flock", "-w", str(int(wait_s)), "9", "||",
             "{", "echo", gave_up, ">&2;", "exit", "1;", "};", "fi;",
             "if", "[", "-f", QuoteString(hostpaths.model_marker(copy)), "];", "then", "flock", "-u", "9;",
             check, "&&", _record_check(copy, "verified"), ";",
             "else", "printf", QuoteString('{"host": "%s", "pid": %s, "since": "%s"}'), QuoteString(holder), '"$$"',
             '"$(date -u +%Y-%m-%dT%H:%M:%SZ)"', ">", QuoteString(owner), "&&", _staged(host_dir, hub, repo_id, stage),
-            "&&", _retried(StringCommand(download, "&&", verify), attempts,
+            "&&", _retried(pair, attempts,
                            f"download of {what} failed {attempts} times; files already complete stay in {stage} for "
                            f"the next host that takes the lock"), ";",
             "mv", "-T", QuoteString(stage), QuoteString(copy), "&&", _record_check(copy, "downloaded"), ";", "fi;",
             "}")
     # A copy in a shared filesystem is a copy of the revision for every host: it is published once it
     # verifies; whether it fits this host's flags is checked here, and a misfit never starts.
-    gate = _config_gate(host_dir, copy, unfit, max_model_len, tensor_parallel_size,
+    gate = _config_gate(host_dir, copy, want.unfit, max_model_len, tensor_parallel_size,
                         f"the verified copy stays in {copy}; the service keeps what it serves")
     if gate:
         yield gate
@@ -412,17 +446,10 @@ def peer_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_key:
                      source="rsync://10.0.0.11:8873", source_host="gb200-01")
     """
     include = list(include or [])
-    identity = {"hub": hub, "repo_id": repo_id, "revision": revision, "include": sorted(include)}
-    what = f"{hub}:{repo_id}@{revision}"
-    store = hostpaths.model_store(host_dir)
-    copy = hostpaths.model_copy(host_dir, copy_key)
-    state = host.get_fact(ModelState, host_dir=host_dir, model_dir=copy)
-    unfit = f"fleetserve model: {what} does not fit the serve flags:"
-    done, commands = _settled(state, identity, copy, host_dir, store, unfit, max_model_len, tensor_parallel_size)
-    if done:
-        yield from commands
-        return
-    stage = hostpaths.staging_dir(host_dir, copy_key)
+    want, settled = _looked_up(hub, repo_id, revision, include, host_dir, copy_key, max_model_len, tensor_parallel_size)
+    if settled is not None:
+        return (yield from settled)
+    stage, what = want.stage, want.what
     endpoint = endpoint or HUB_DEFAULT_ENDPOINTS[hub]
     # The next host waits on this one: when this step fails here, it is told at once (refused).
     stop = ["systemctl", "stop", hostpaths.PEER_UNIT, "2>/dev/null;"] if serving else []
@@ -456,12 +483,8 @@ def peer_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_key:
                             QuoteString(f"fleetserve model: {what} could not be copied from {source_host} ({source}); "
                                         f"the files already received and checked stay in {stage} for the next run"),
                             ">&2;", "exit", "1;", "}")
-    gate = _config_gate(host_dir, stage, unfit, max_model_len, tensor_parallel_size,
-                        f"the verified copy stays in {stage}; the service keeps what it serves")
-    if gate:
-        yield gate
-        return
-    yield StringCommand("mv", "-T", QuoteString(stage), QuoteString(copy))
+    yield from _published(want, max_model_len, tensor_parallel_size,
+                          f"the verified copy stays in {stage}; the service keeps what it serves")
 
 
 @operation(is_idempotent=True)
@@ -488,39 +511,26 @@ def bundle_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_ke
                        verify_script="/usr/local/lib/fleetserve/verify_model.py", bundle_dir="/mnt/usb/fleet-bundle")
     """
     include = list(include or [])
-    identity = {"hub": hub, "repo_id": repo_id, "revision": revision, "include": sorted(include)}
-    what = f"{hub}:{repo_id}@{revision}"
-    store = hostpaths.model_store(host_dir)
-    copy = hostpaths.model_copy(host_dir, copy_key)
-    state = host.get_fact(ModelState, host_dir=host_dir, model_dir=copy)
-    unfit = f"fleetserve model: {what} does not fit the serve flags:"
-    done, commands = _settled(state, identity, copy, host_dir, store, unfit, max_model_len, tensor_parallel_size)
-    if done:
-        yield from commands
-        return
-    source = f"{bundle_dir}/models/{copy_key}"
-    stage = hostpaths.staging_dir(host_dir, copy_key)
+    want, settled = _looked_up(hub, repo_id, revision, include, host_dir, copy_key, max_model_len, tensor_parallel_size)
+    if settled is not None:
+        return (yield from settled)
+    stage, source = want.stage, f"{bundle_dir}/models/{copy_key}"
     verify = _verify_call(image, entrypoint, verify_script, stage, hub, repo_id, revision, "offline", include, None,
-                          "--listing", QuoteString(f"{stage}/{hostpaths.MANIFEST_FILE}"), "--manifest",
-                          hostpaths.MANIFEST_FILE, *(["--sums", hostpaths.SUMS_FILE] if verify_sha256
-                                                     else ["--no-sha256"]))
+                          "--listing", QuoteString(f"{stage}/{hostpaths.MANIFEST_FILE}"), *_listed(verify_sha256))
     yield StringCommand("[", "-f", QuoteString(f"{source}/{hostpaths.MANIFEST_FILE}"), "]", "||", "{", "echo",
-                        QuoteString(f"fleetserve model: the bundle in {bundle_dir} holds no copy {copy_key} of {what} "
-                                    f"(models/{copy_key}/ with its manifest): make the bundle from this inventory "
+                        QuoteString(f"fleetserve model: the bundle in {bundle_dir} holds no copy {copy_key} of "
+                                    f"{want.what} (models/{copy_key}/ with its manifest): make the bundle from this "
+                                    f"inventory "
                                     f"and catalog (fleetserve bundle)"), ">&2;", "exit", "1;", "}")
     yield _staged(host_dir, hub, repo_id, stage)
     # Copied without overwriting what an earlier attempt copied whole; the verifier deletes what is
     # not, so each attempt copies only what is missing.
     yield _retried(StringCommand("cp", "-a", "-n", QuoteString(f"{source}/."), QuoteString(f"{stage}/"), "&&", "rm",
                                  "-f", QuoteString(hostpaths.model_marker(stage)), "&&", verify), attempts,
-                   f"the copy of {what} from the bundle in {bundle_dir} did not verify {attempts} times; is the "
+                   f"the copy of {want.what} from the bundle in {bundle_dir} did not verify {attempts} times; is the "
                    f"bundle complete (sha256sum -c SHA256SUMS in it)?")
-    gate = _config_gate(host_dir, stage, unfit, max_model_len, tensor_parallel_size,
-                        f"the verified copy stays in {stage}; the service keeps what it serves")
-    if gate:
-        yield gate
-        return
-    yield StringCommand("mv", "-T", QuoteString(stage), QuoteString(copy))
+    yield from _published(want, max_model_len, tensor_parallel_size,
+                          f"the verified copy stays in {stage}; the service keeps what it serves")
 
 
 def peer_daemon_config(address: str, port: int, copies: list[dict]) -> str:

@@ -92,10 +92,9 @@ def changes_in(output: str) -> tuple[int, int]:
     return number(match.group(2)), number(match.group(3))
 
 
-# Package scope: the fleet is gone before other e2e modules (which bring their own) run.
-@pytest.fixture(scope="package")
-def fleet():
-    up = fleetserve("sandbox", "up", "--layout", "default")
+def sandbox_fleet(layout: str):
+    """A sandbox fleet of this layout for the fixture that yields from it, torn down even when tests fail."""
+    up = fleetserve("sandbox", "up", "--layout", layout)
     try:
         assert up.returncode == 0, f"sandbox up failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
         from fleetserve_sandbox.constants import FLEET_FILE
@@ -104,3 +103,9 @@ def fleet():
     finally:
         down = fleetserve("sandbox", "down", timeout=300)
         print(down.stdout[-2000:], down.stderr[-2000:])
+
+
+# Package scope: the fleet is gone before other e2e modules (which bring their own) run.
+@pytest.fixture(scope="package")
+def fleet():
+    yield from sandbox_fleet("default")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Fleet, changes_in, fleetserve
+from tests.e2e.conftest import Fleet, changes_in, sandbox_fleet
 
 pytestmark = pytest.mark.e2e
 
@@ -30,15 +30,7 @@ SHARED_MODE = ("--data", "model_cache=shared", "--data", f"shared_dir={SHARED}")
 
 @pytest.fixture(scope="module")
 def fleet():
-    up = fleetserve("sandbox", "up", "--layout", "cache-8")
-    try:
-        assert up.returncode == 0, f"sandbox up failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
-        from fleetserve_sandbox.constants import FLEET_FILE
-
-        yield Fleet(json.loads(FLEET_FILE.read_text()))
-    finally:
-        down = fleetserve("sandbox", "down", timeout=300)
-        print(down.stdout[-2000:], down.stderr[-2000:])
+    yield from sandbox_fleet("cache-8")
 
 
 def deploy(fleet: Fleet, *extra: str, model: dict | None = None, timeout: int = 1500) -> subprocess.CompletedProcess:
@@ -90,7 +82,8 @@ def test_eight_hosts_sharing_a_filesystem_take_the_weights_from_the_hub_once(fle
         name = copy.strip("/").replace("/", "_")
         records.append(json.loads(fleet.ssh(node, f"cat /var/lib/fleetserve/shared/{name}.json").stdout)["by"])
     assert sorted(records) == ["downloaded"] + ["verified"] * 7
-    assert changes_in(deploy(fleet, *SHARED_MODE, model={"host_dir": SHARED_DIR}).stdout) == (0, 0)
+    again = deploy(fleet, *SHARED_MODE, model={"host_dir": SHARED_DIR})
+    assert changes_in(again.stdout) == (0, 0), again.stdout[-8000:]
 
 
 def test_eight_peers_take_the_weights_from_the_hub_once_and_from_each_other_over_the_cluster_network(fleet):
@@ -111,7 +104,8 @@ def test_eight_peers_take_the_weights_from_the_hub_once_and_from_each_other_over
         # the daemon that served the next node is gone: nothing listens for peers after the run
         assert fleet.ssh(node, "systemctl is-active fleetserve-peer-source", check=False).stdout.strip() != "active"
         assert fleet.ssh(node, "ss -Hltn 'sport = :8873'").stdout.strip() == ""
-    assert changes_in(deploy(fleet, "--data", "model_cache=peer").stdout) == (0, 0)
+    again = deploy(fleet, "--data", "model_cache=peer")
+    assert changes_in(again.stdout) == (0, 0), again.stdout[-8000:]
 
 
 def commit_of(fleet: Fleet) -> str:
