@@ -108,7 +108,8 @@ def test_the_first_peer_downloads_and_lists_each_file_as_the_download_completes_
     ended = f"{STAGE}/.fleetserve-download-ended"
     assert fetch.startswith(f"ok=; for attempt in 1 2 3 ; do if {{ rm -f {ended} ; ( docker run")
     assert f"; echo $? > {ended} ) & docker run" in fetch
-    assert f"--manifest .fleetserve-manifest.json --sums .fleetserve-sha256sums --follow {ended} ; v=$?; wait;" in fetch
+    assert (f"--manifest .fleetserve-manifest.json --sums .fleetserve-sha256sums --follow {ended} ; v=$?; wait; "
+            f"[ \"$v\" = 0 ] && rm -f {ended} ; }}") in fetch
     # the next peer hears at once when this one gives up: its daemon stops
     assert fetch.endswith("|| { systemctl stop fleetserve-peer-source 2>/dev/null; echo 'download of hf:Qwen/Qwen3.5-2B-"
                           f"Base@main failed 3 times; files already complete stay in {STAGE} for the next run' >&2; "

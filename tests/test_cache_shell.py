@@ -389,6 +389,7 @@ def test_a_chain_of_two_runs_the_operations_shell_the_second_never_asks_the_hub_
         code_b, out_b = finished(b)
     assert code_a == 0, out_a
     assert code_b == 0, out_b
+    assert not (Path(hostpaths.model_copy(str(dir_a), KEY)) / ".fleetserve-download-ended").exists()
     copy_b = Path(hostpaths.model_copy(str(dir_b), KEY))
     marker = json.loads((copy_b / hostpaths.VERIFIED_MARKER).read_text())
     assert marker["repo_id"] == REPO and marker["sha256_checked"] == 2  # the shards, against the hub's listing

@@ -467,7 +467,8 @@ def peer_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_key:
             verify = _verify_call(image, entrypoint, verify_script, stage, hub, repo_id, revision, endpoint, include,
                                   token_env_file, *listed, "--follow", QuoteString(ended))
             step = StringCommand("{", "rm", "-f", QuoteString(ended), ";", "(", download, ";", "echo", "$?", ">",
-                                 QuoteString(ended), ")", "&", verify, ";", "v=$?;", "wait;", '[ "$v" = 0 ];', "}")
+                                 QuoteString(ended), ")", "&", verify, ";", "v=$?;", "wait;", '[ "$v" = 0 ]', "&&",
+                                 "rm", "-f", QuoteString(ended), ";", "}")
         else:
             step = StringCommand(download, "&&", _verify_call(image, entrypoint, verify_script, stage, hub, repo_id,
                                                               revision, endpoint, include, token_env_file, *listed))
