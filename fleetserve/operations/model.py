@@ -391,11 +391,12 @@ def shared_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_ke
             check, "&&", _record_check(copy, "verified"), ";",
             "else", "printf", QuoteString('{"host": "%s", "pid": %s, "since": "%s"}'), QuoteString(holder), '"$$"',
             '"$(date -u +%Y-%m-%dT%H:%M:%SZ)"', ">", QuoteString(owner), "&&", _staged(host_dir, hub, repo_id, stage),
-            "&&", _retried(pair, attempts,
-                           f"download of {what} failed {attempts} times; files already complete stay in {stage} for "
-                           f"the next host that takes the lock"), ";",
-            "mv", "-T", QuoteString(stage), QuoteString(copy), "&&", _record_check(copy, "downloaded"), ";", "fi;",
-            "}")
+            "&&", "{", _retried(pair, attempts,
+                                f"download of {what} failed {attempts} times; files already complete stay in {stage} "
+                                f"for the next host that takes the lock"), ";", "}",
+            # published only by the chain above: a failure anywhere before leaves the staging unpublished
+            "&&", "mv", "-T", QuoteString(stage), QuoteString(copy), "&&", _record_check(copy, "downloaded"), ";",
+            "fi;", "}")
     # A copy in a shared filesystem is a copy of the revision for every host: it is published once it
     # verifies; whether it fits this host's flags is checked here, and a misfit never starts.
     gate = _config_gate(host_dir, copy, want.unfit, max_model_len, tensor_parallel_size,
