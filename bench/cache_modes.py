@@ -3,7 +3,8 @@ GlusterFS from a storage node, the hub behind a 200 Mbit/s uplink): for each nod
 mode, the wall time until every node holds the verified model, the bytes the hub served, and the
 CPU the nodes spent per GB they received. Then the floor: one node-to-node copy of the model (rsync
 between two nodes' daemons, nothing else), and the peer fan-out from one node holding the copy to
-all the others, against that floor. A benchmark, not a test: it reports, it never asserts.
+all the others, against that floor and against the same step with one receiver (the fixed costs of
+a run on top of one copy). A benchmark, not a test: it reports, it never asserts.
 
     flock /tmp/fleetserve-e2e.lock .venv/bin/python bench/cache_modes.py [--sizes 4 8 16]
         [--modes each shared peer] [--shards 32] [--shard-mib 8] [--lan-mbit N]
@@ -195,9 +196,15 @@ def run_size(size: int, args, size_bytes: int, model_dir: Path) -> dict:
             store = f"{os.path.dirname(LOCAL_DIR)}/.{os.path.basename(LOCAL_DIR)}.fleetserve"
             key = ssh(doc["nodes"][0]["address"], f"basename $(ls -d {store}/*/ | head -1)").stdout.strip()
             figures["floor_s"] = round(floor_copy(doc, key), 2)
+            # the same step with one receiver (node 2; the others hold the copy): the fixed costs of a
+            # run (connect, plan, the daemon, the verifier's container) on top of one copy
+            clean(doc, names[1:2])
+            figures["peer_to_one"] = timed_step(doc, "peer", size_bytes, names, receivers=1)
             clean(doc, names[1:])
             figures["peer_fanout"] = timed_step(doc, "peer", size_bytes, names, receivers=size - 1)
             figures["peer_fanout"]["vs_floor"] = round(figures["peer_fanout"]["seconds"] / figures["floor_s"], 1)
+            figures["peer_fanout"]["vs_one"] = round(figures["peer_fanout"]["seconds"]
+                                                     / figures["peer_to_one"]["seconds"], 2)
             # what a run costs when every node holds the copy (connect, plan, one fact per host)
             figures["converged_run_s"] = round(pyinfra("--data", "model_cache=peer",
                                                        model={"repo_id": REPO, "revision": None})[0], 1)
