@@ -120,7 +120,7 @@ def test_hosts_sharing_a_filesystem_converge_and_a_second_run_changes_nothing(im
     lock = plans["a3-1"].cache_for(plans["a3-1"].services[0].spec.model.host_dir).lock_file
     for name, _ in hosts:  # each takes its turn on the one lock; whoever gets it first downloads
         text = "\n".join(changed(commands[f"@fake/{name}"]))
-        assert f"exec 9>>{lock}" in text and f"' @fake/{name} \"$$\"" in text
+        assert f"exec 9>>{lock} &&" in text and f"' @fake/{name} \"$$\"" in text
     state, commands = run_fake_deploy([(n, {**d, "fake_responses": shared_converged(plans[n])}) for n, d in hosts],
                                       serve, ["qwen3.5"])
     assert not state.failed_hosts and all(meta.ops_change == 0 for meta in state.meta.values())

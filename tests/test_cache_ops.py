@@ -67,9 +67,12 @@ def test_a_shared_copy_another_host_published_is_checked_here_read_only_without_
 def test_a_missing_shared_copy_is_downloaded_by_whichever_host_gets_the_lock():
     commands, run = run_op(model_ops.shared_weights, model_state(COPY, None), **SHARED)
     (locked,) = changes(commands)
-    assert locked.startswith(f"mkdir -p /mnt/shared/models/.Qwen3.5-2B-Base.fleetserve && exec 9>>{LOCK} && {{ if ! "
-                             f"flock -n 9; then echo 'fleetserve: waiting up to 600 s for the lock on {COPY}, held by '"
-                             f"\"$(cat {LOCK}.owner 2>/dev/null || echo 'a host that left no note')\" ; flock -w 600 9 ||")
+    assert locked.startswith(f"i=0; until mkdir -p /mnt/shared/models/.Qwen3.5-2B-Base.fleetserve 2>/dev/null; ( : >> "
+                             f"{LOCK} ) 2>/dev/null; do i=$((i+1)); if [ $i -ge 100 ]; then echo 'fleetserve model: "
+                             f"cannot create the lock {LOCK} in the shared filesystem' >&2; exit 1; fi; sleep 0.1; "
+                             f"done; exec 9>>{LOCK} && {{ if ! ")
+    assert (f"flock -n 9; then echo 'fleetserve: waiting up to 600 s for the lock on {COPY}, held by '"
+            f"\"$(cat {LOCK}.owner 2>/dev/null || echo 'a host that left no note')\" ; flock -w 600 9 ||") in locked
     assert "'fleetserve model: waited 600 s (shared_wait_s) for" in locked and "Raise shared_wait_s" in locked
     # the copy appeared while this host waited: checked read-only, the lock let go first
     published, download = locked.split(" else ", 1)

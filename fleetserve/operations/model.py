@@ -382,9 +382,16 @@ def shared_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_ke
                         f"still held by ", holder_text, f", which downloads {what} into {stage} (",
                         "$(du -sh " + shlex.quote(stage) + " 2>/dev/null | cut -f1)",
                         " there so far). Raise shared_wait_s, or look at that host")
+        store = hostpaths.model_store(host_dir)
         yield StringCommand(
-            "mkdir", "-p", QuoteString(hostpaths.model_store(host_dir)), "&&", "exec", "9>>" + shlex.quote(lock_file),
-            "&&", "{",
+            # Several hosts create the store at once: GlusterFS answers a directory another client is
+            # creating with EEXIST then ENOENT for a moment, so creating it (and the lock in it) is
+            # retried briefly; `exec` itself would end the shell on a failed redirection.
+            "i=0;", "until", "mkdir", "-p", QuoteString(store), "2>/dev/null;", "(", ":", ">>",
+            QuoteString(lock_file), ")", "2>/dev/null;", "do", "i=$((i+1));", "if", "[", "$i", "-ge", "100", "];",
+            "then", "echo", QuoteString(f"fleetserve model: cannot create the lock {lock_file} in the shared "
+                                        f"filesystem"), ">&2;", "exit", "1;", "fi;", "sleep", "0.1;", "done;",
+            "exec", "9>>" + shlex.quote(lock_file), "&&", "{",
             "if", "!", "flock", "-n", "9;", "then", "echo", waiting, ";", "flock", "-w", str(int(wait_s)), "9", "||",
             "{", "echo", gave_up, ">&2;", "exit", "1;", "};", "fi;",
             "if", "[", "-f", QuoteString(hostpaths.model_marker(copy)), "];", "then", "flock", "-u", "9;",
