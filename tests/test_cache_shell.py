@@ -175,13 +175,13 @@ def wait_for_line(process: subprocess.Popen, needle: str, timeout: float = 60) -
 
 # --- shared: real flock between processes ------------------------------------------------------------
 
-def shared_command(shared_fs: Path, hub, holder: str) -> str:
+def shared_command(shared_fs: Path, hub, holder: str, wait_s: int = 60) -> str:
     host_dir = shared_fs / "models" / "tiny-qwen"
     copy = hostpaths.model_copy(str(host_dir), KEY)
     # before: no copy; after the command (the flags' check): the copy with its config
     after = {f"{copy}/config.json 2>/dev/null; echo; echo @@legacy": staged_fits(copy).popitem()[1]}
     (command,) = op_commands(model_ops.shared_weights, {**after, **absent(copy)}, **model_args(host_dir, hub),
-                             lock_file=hostpaths.shared_lock(str(host_dir), KEY), holder=holder, wait_s=60)
+                             lock_file=hostpaths.shared_lock(str(host_dir), KEY), holder=holder, wait_s=wait_s)
     return command
 
 
@@ -229,6 +229,28 @@ def test_a_dead_downloaders_lock_is_taken_by_the_next_host_which_resumes_from_it
     assert (copy / hostpaths.VERIFIED_MARKER).is_file()
     # host-b resumed: the files host-a completed were not fetched again
     assert served_once(hub, [SHARD1, SHARD2, "config.json"])
+
+
+def test_a_waiter_gives_up_after_its_wait_naming_the_holder(tmp_path, hub, machine):
+    shared_fs = tmp_path / "shared"
+    host_dir = shared_fs / "models" / "tiny-qwen"
+    lock = hostpaths.shared_lock(str(host_dir), KEY)
+    Path(lock).parent.mkdir(parents=True)
+    Path(lock + ".owner").write_text('{"host": "host-a", "pid": 4242, "since": "2026-01-01T00:00:00Z"}')
+    holder = subprocess.Popen(["flock", lock, "-c", "echo held; read _"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, out = finished(shell(shared_command(shared_fs, hub, "host-b", wait_s=1), machine))
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert code == 1
+    assert (f"fleetserve model: waited 1 s (shared_wait_s) for {hostpaths.model_copy(str(host_dir), KEY)}: the lock "
+            f'{lock} is still held by {{"host": "host-a", "pid": 4242, "since": "2026-01-01T00:00:00Z"}}, which '
+            f"downloads hf:{REPO}@main into {hostpaths.staging_dir(str(host_dir), KEY)}") in out
+    assert "Raise shared_wait_s, or look at that host" in out
+    assert not hub.snapshot()["files"]  # it downloaded nothing
 
 
 def wait_until(condition, timeout: float = 60) -> None:
