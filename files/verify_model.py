@@ -2,7 +2,7 @@
 
 usage: verify_model.py DIR --marker NAME --hub hf|modelscope --repo ORG/NAME --revision REV --endpoint URL
                        [--include PATTERN ...] [--no-sha256] [--manifest NAME] [--sums NAME]
-                       [--sums-from FILE] [--follow FILE] [--check-only] [--listing FILE]
+                       [--sums-from FILE] [--follow FILE] [--check-only] [--listing FILE] [--env-file FILE]
 Token: HF_TOKEN or MODELSCOPE_API_TOKEN from the environment.
 
 Checks, against the hub's own file listing: every expected file is present with the listed size;
@@ -224,8 +224,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--check-only", action="store_true", help="delete and write nothing")
     parser.add_argument("--listing", help="a manifest written by an earlier verification (an offline bundle's) "
                                           "instead of asking the hub")
+    parser.add_argument("--env-file", help="read the hub token from this file of KEY=VALUE lines, taken literally "
+                                           "as docker --env-file takes them (run on the host, not in the image)")
     args = parser.parse_args(argv)
     write = not args.check_only
+    if args.env_file:
+        with open(args.env_file, encoding="utf-8") as handle:
+            for line in handle:
+                key, sep, value = line.rstrip("\n").partition("=")
+                if sep and key in ("HF_TOKEN", "MODELSCOPE_API_TOKEN"):
+                    os.environ[key] = value
 
     token = os.environ.get("HF_TOKEN") if args.hub == "hf" else os.environ.get("MODELSCOPE_API_TOKEN")
     lister = hf_listing if args.hub == "hf" else modelscope_listing

@@ -131,7 +131,10 @@ def test_a_next_peer_copies_from_the_previous_then_verifies_against_the_hub_befo
     assert fetch.startswith(f"{{ python3 /usr/local/lib/fleetserve/peer_fetch.py {STAGE} --source "
                             f"rsync://10.80.0.11:8873 --key {KEY} --wait 600 --attempts 3 --marker "
                             f".fleetserve-verified.json --manifest .fleetserve-manifest.json --sums "
-                            f".fleetserve-sha256sums && docker run")
+                            f".fleetserve-sha256sums && python3 /usr/local/lib/fleetserve/verify_model.py {STAGE} "
+                            f"--marker .fleetserve-verified.json --hub hf --repo Qwen/Qwen3.5-2B-Base --revision main "
+                            f"--endpoint http://10.79.0.1:8090 --sums-from")
+    assert "docker run" not in fetch  # the host's python3: no container per host of the chain
     # this host's own hashes against the hub's listing: nothing is hashed twice
     assert (f"--sums-from {STAGE}/.fleetserve-sha256sums --manifest .fleetserve-manifest.json --sums "
             f".fleetserve-sha256sums ; }} || {{ systemctl stop fleetserve-peer-source 2>/dev/null; echo 'fleetserve "

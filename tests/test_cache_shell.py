@@ -418,3 +418,24 @@ def test_a_chain_of_two_runs_the_operations_shell_the_second_never_asks_the_hub_
     assert "sha256 checked against" in out_b  # with the hashes it took while receiving: nothing hashed twice
     clients = hub.snapshot()["files"][REPO]
     assert served_once(hub, [p for p in clients if not p.endswith("/")])
+
+
+def test_the_verifier_on_the_host_reads_the_hub_token_from_the_env_file_literally(tmp_path):
+    """A receiver verifies with the host's python3: the token comes from the same 0600 file docker
+    reads (--env-file, values taken literally), never from the command line."""
+    from fleetserve_sandbox.hub import HubServer, publish_dir
+    from fleetserve_sandbox.tinymodel import write_tiny_model
+
+    token = "hf_a=b'c\"d"
+    write_tiny_model(tmp_path / "model")
+    publish_dir(tmp_path / "hub", "org/gated", tmp_path / "model", access="gated", tokens=[token])
+    env_file = tmp_path / "hub.env"
+    env_file.write_text(f"HF_TOKEN={token}\n")
+    with HubServer(tmp_path / "hub", "127.0.0.1", 0, log=False) as gated:
+        argv = [sys.executable, str(FILES / "verify_model.py"), str(tmp_path / "model"), "--marker",
+                hostpaths.VERIFIED_MARKER, "--hub", "hf", "--repo", "org/gated", "--revision", "main", "--endpoint",
+                gated.url, "--check-only"]
+        refused = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        taken = subprocess.run([*argv, "--env-file", str(env_file)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "cannot read the file listing" in refused.stderr
+    assert taken.returncode == 0, taken.stderr

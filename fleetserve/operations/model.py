@@ -105,15 +105,22 @@ def client_call(hub: str, repo_id: str, revision: str, stage: str, include: list
     return "modelscope", args, env, None
 
 
-def _verify_call(image: str, entrypoint: str, verify_script: str, directory: str, hub: str, repo_id: str,
-                 revision: str, endpoint: str, include: list[str], token_env_file: str | None, *extra: object,
-                 read_only: bool = False) -> StringCommand:
-    """verify_model.py in the serving image over `directory` (docs: files/verify_model.py)."""
+def _verify_args(verify_script: str, directory: str, hub: str, repo_id: str, revision: str, endpoint: str,
+                 include: list[str]) -> list[object]:
+    """verify_model.py's command line over `directory` (docs: files/verify_model.py)."""
     args: list[object] = [verify_script, QuoteString(directory), "--marker", hostpaths.VERIFIED_MARKER,
                           "--hub", hub, "--repo", QuoteString(repo_id), "--revision", QuoteString(revision),
                           "--endpoint", QuoteString(endpoint)]
     for pattern in include:
         args += ["--include", QuoteString(pattern)]
+    return args
+
+
+def _verify_call(image: str, entrypoint: str, verify_script: str, directory: str, hub: str, repo_id: str,
+                 revision: str, endpoint: str, include: list[str], token_env_file: str | None, *extra: object,
+                 read_only: bool = False) -> StringCommand:
+    """verify_model.py in the serving image over `directory`."""
+    args = _verify_args(verify_script, directory, hub, repo_id, revision, endpoint, include)
     mount = f"{directory}:{directory}" + (":ro" if read_only else "")
     return _image_call(image, entrypoint, "python3", [*args, *extra],
                        [mount, f"{verify_script}:{verify_script}:ro"], {}, token_env_file)
@@ -431,8 +438,8 @@ def peer_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_key:
     (rsync, from that host's daemon: ``peer_source_started``), checks its sha256 against the hub's
     and its source's, and lists it in turn: a pipeline, file by file. A file that does not match is
     fetched again; the copy is verified against the hub (sizes, sha256 from this host's own hashes,
-    safetensors headers) and the flags before it is published by rename. A no-op when the copy's
-    verified marker matches.
+    safetensors headers; with the host's python3, as the receiver itself runs) and the flags before
+    it is published by rename. A no-op when the copy's verified marker matches.
 
     + hub, repo_id, revision, host_dir, copy_key, image, entrypoint, verify_script, include, endpoint,
       token_env_file, attempts, max_model_len, tensor_parallel_size: as for ``weights``
@@ -486,8 +493,12 @@ def peer_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_key:
         fetch = StringCommand("python3", QuoteString(fetch_script), QuoteString(stage), "--source", QuoteString(source),
                               "--key", QuoteString(copy_key), "--wait", str(int(wait_s)), "--attempts",
                               str(int(attempts)), "--marker", hostpaths.VERIFIED_MARKER, *listed)
-        verify = _verify_call(image, entrypoint, verify_script, stage, hub, repo_id, revision, endpoint, include,
-                              token_env_file, "--sums-from", QuoteString(f"{stage}/{hostpaths.SUMS_FILE}"), *listed)
+        # Verified with the host's python3 (peer_fetch.py needs it anyway): no container to start on
+        # every host of the chain, and the hashes taken while receiving are used, not taken again.
+        verify = StringCommand("python3", *_verify_args(verify_script, stage, hub, repo_id, revision, endpoint,
+                                                        include),
+                               *(["--env-file", QuoteString(token_env_file)] if token_env_file else []),
+                               "--sums-from", QuoteString(f"{stage}/{hostpaths.SUMS_FILE}"), *listed)
         yield StringCommand("{", fetch, "&&", verify, ";", "}", "||", "{", *stop, "echo",
                             QuoteString(f"fleetserve model: {what} could not be copied from {source_host} ({source}); "
                                         f"the files already received and checked stay in {stage} for the next run"),
