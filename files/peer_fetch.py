@@ -35,7 +35,9 @@ import time
 # Its neighbour in fleetserve's helper directory (the script's own directory is on sys.path).
 from verify_model import parse_sums, sha256_of
 
-POLL_S = 0.5  # how often to ask the source what it has verified since
+# How often to ask the source what it verified since: soon after a file came (the next is likely on its
+# way down the chain), then less and less often while nothing comes.
+POLL_MIN_S, POLL_MAX_S = 0.05, 0.5
 REACH_S = 30  # how long a source that refuses connections may take to (re)appear (--reach)
 # rsync's exit codes (rsync(1), EXIT VALUES): the daemon refused the module or its path (5), socket
 # I/O (10), partial transfer (23: e.g. a file not there yet), vanished source files (24), I/O
@@ -71,9 +73,9 @@ class Source:
         return None
 
     def lists(self, names: list[str]) -> tuple[str | None, dict[str, str]]:
-        """(module, {name: text}) of the source's lists: from its published copy when there is
-        one, else from the copy in progress; (None, {}) while neither has any yet."""
-        for module in (self.key, f"{self.key}.partial"):
+        """(module, {name: text}) of the source's lists: from its copy in progress while there is one
+        (one connection a poll), else from its published copy; (None, {}) while neither has any yet."""
+        for module in (f"{self.key}.partial", self.key):
             shutil.rmtree(self.scratch, ignore_errors=True)
             os.makedirs(self.scratch)
             code = self.rsync(*[f"{self.url}/{module}/{name}" for name in names], self.scratch + "/")
@@ -184,6 +186,7 @@ def run(args: argparse.Namespace) -> str | None:
         source = Source(args.source, args.key, scratch)
         receiver = Receiver(args)
         deadline = time.monotonic() + args.wait
+        delay = POLL_MIN_S
         while True:
             module, lists = source.lists([args.sums, args.manifest, args.marker])
             if source.refused_since is not None:
@@ -224,8 +227,11 @@ def run(args: argparse.Namespace) -> str | None:
                 what = f"{len(receiver.missing())} files" if receiver.manifest else "its file list"
                 return (f"waited {args.wait} s (shared_wait_s) for {what} from the peer source {source.url}; "
                         f"{len(receiver.have)} files arrived")
-            if not progress:
-                time.sleep(POLL_S)
+            if progress:
+                delay = POLL_MIN_S
+            else:
+                time.sleep(delay)
+                delay = min(POLL_MAX_S, delay * 2)
         print(f"peer_fetch: {len(receiver.have)} files of {args.key} from {source.url} ({receiver.received} received "
               f"this run, {receiver.refetched} fetched again after a mismatch)")
         return None

@@ -381,7 +381,7 @@ def test_a_peer_not_allowed_by_the_source_is_refused_at_once(tmp_path, hub, mach
     assert result.returncode == 1 and time.monotonic() - started < 20
     assert f"the peer source {source} refuses this host the copy {KEY}" in result.stderr
     # rsync 3.5's daemon answers a host it does not allow as it answers for a module it does not have
-    assert f"@ERROR: Unknown module '{KEY}'" in result.stderr
+    assert f"@ERROR: Unknown module '{KEY}.partial'" in result.stderr
 
 
 def test_a_source_that_cannot_be_reached_fails_with_the_reason(tmp_path):
