@@ -10,11 +10,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from functools import cache
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
 
+from fleetserve import hostpaths
 from fleetserve.catalog import (
     did_you_mean,
     format_validation_error,
@@ -38,6 +40,8 @@ from fleetserve.types import (
     HostData,
     HostPlan,
     Member,
+    ModelCache,
+    PeerLink,
     PlanError,
     ServiceInstance,
     ServiceSpec,
@@ -380,8 +384,10 @@ def _image_archive(spec: ServiceSpec, image_store: str, svc: str, problems: list
 
 
 def plan_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]], workloads: Iterable[str],
-                   catalog: Catalog | None = None, preview: bool = False) -> list[HostPlan]:
-    """Plan every host; raise one PlanError with all problems of all hosts."""
+                   catalog: Catalog | None = None, preview: bool = False,
+                   running: Iterable[str] | None = None) -> list[HostPlan]:
+    """Plan every host; raise one PlanError with all problems of all hosts. `running`: the hosts
+    this run deploys to (pyinfra's --limit), when not all: peer chains are made of those only."""
     workloads = list(workloads)
     hosts = list(hosts)
     if not hosts:
@@ -416,9 +422,100 @@ def plan_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]], workloads: It
         except FleetserveError as exc:
             errors.append(str(exc))
     errors += _group_agreement(plans, groups)
+    if not errors:
+        addresses = {name: _host_address(name, data) for name, data in hosts}
+        plans = plan_caches(plans, addresses, set(running) if running is not None else None, errors)
     if errors:
         raise PlanError("\n".join(dict.fromkeys(line for block in errors for line in block.splitlines())))
     return plans
+
+
+def _cluster_address(plan: HostPlan, ssh_address: str) -> str | None:
+    return plan.data.cluster_address or (ssh_address if _is_ip(ssh_address) else None)
+
+
+def _chain_order(plans: list[HostPlan]) -> dict[str, tuple[int, int, int]]:
+    """The order of a peer chain: a group's members together by rank, where its first member stands
+    in the inventory; other hosts in inventory order."""
+    first_of_group: dict[str, int] = {}
+    order = {}
+    for index, plan in enumerate(plans):
+        group = plan.data.group
+        anchor = first_of_group.setdefault(group, index) if group else index
+        order[plan.host] = (anchor, plan.data.group_rank or 0, index)
+    return order
+
+
+def plan_caches(plans: list[HostPlan], addresses: Mapping[str, str], running: set[str] | None,
+                errors: list[str]) -> list[HostPlan]:
+    """Each host's way to each model copy it serves (host data model_cache), computed offline:
+
+    - each: the host downloads from the hub itself.
+    - shared: the hosts sharing `shared_dir` and the same copy path take turns on a lock in it; the
+      first to get it downloads, the others find the verified copy and verify it. The model's
+      host_dir must lie in shared_dir.
+    - bundle: the host copies it from an offline bundle on the host (`fleetserve bundle`).
+    - peer: the hosts needing the same copy (a group's members and any other host) form a chain in
+      a fixed order (group rank, else inventory order); the first downloads from the hub, each next
+      one copies from the one before it over the cluster network, file by file as files are
+      verified upstream. Every host of a chain needs a cluster address. With `running` (a --limit
+      run), chains are made of the running hosts only.
+    """
+    caches: dict[str, dict[str, ModelCache]] = {plan.host: {} for plan in plans}
+    shared: dict[tuple[str, str, str], list[HostPlan]] = {}
+    chains: dict[str, list[HostPlan]] = {}
+    holders: dict[tuple[str, str], tuple[str, dict]] = {}  # (shared_dir, host_dir) -> (host, identity)
+    for plan in plans:
+        copies = {i.spec.model.host_dir: i.spec for i in plan.services}
+        for host_dir, spec in copies.items():
+            model = spec.model
+            mode = plan.data.model_cache
+            if mode == "shared":
+                shared_dir = plan.data.shared_dir or ""
+                if PurePosixPath(shared_dir) not in PurePosixPath(host_dir).parents:
+                    errors.append(f"host {plan.host}: service {spec.name}: model.host_dir: {host_dir} is not inside "
+                                  f"shared_dir {shared_dir}; with model_cache shared the weights must live on the "
+                                  f"shared filesystem (set service_overrides {{{spec.name!r}: {{model: {{host_dir: "
+                                  f"{shared_dir}/...}}}}}}, or another model_cache)")
+                    continue
+                first = holders.setdefault((shared_dir, host_dir), (plan.host, model.identity()))
+                if first[1] != model.identity():
+                    errors.append(f"host {plan.host}: service {spec.name}: model.host_dir: {host_dir} in shared_dir "
+                                  f"{shared_dir} holds {_what(spec)} here and another model or revision on host "
+                                  f"{first[0]}; hosts sharing a directory must serve the same model in it")
+                    continue
+                shared.setdefault((shared_dir, host_dir, model.copy_key), []).append(plan)
+            elif mode == "peer" and (running is None or plan.host in running):
+                if _cluster_address(plan, addresses[plan.host]) is None:
+                    errors.append(f"host {plan.host}: cluster_address: missing, and ssh_hostname "
+                                  f"{addresses[plan.host]!r} is not an IP address; model_cache peer copies weights "
+                                  f"host to host over the cluster network (set cluster_address to this host's IP "
+                                  f"there)")
+                    continue
+                chains.setdefault(model.copy_key, []).append(plan)
+            elif mode == "bundle":
+                caches[plan.host][host_dir] = ModelCache("bundle", host_dir, model.copy_key, (plan.host,),
+                                                         bundle_dir=plan.data.bundle_dir)
+            else:
+                caches[plan.host][host_dir] = ModelCache("each", host_dir, model.copy_key, (plan.host,))
+    for (_, host_dir, key), sharers in shared.items():
+        names = tuple(p.host for p in sharers)
+        for plan in sharers:
+            caches[plan.host][host_dir] = ModelCache("shared", host_dir, key, names, wait_s=plan.data.shared_wait_s,
+                                                     lock_file=hostpaths.shared_lock(host_dir, key))
+    order = _chain_order(plans)
+    for key, chain in chains.items():
+        chain.sort(key=lambda p: order[p.host])
+        names = tuple(p.host for p in chain)
+        dirs = [next(i.spec.model.host_dir for i in p.services if i.spec.model.copy_key == key) for p in chain]
+        links = [PeerLink(p.host, _cluster_address(p, addresses[p.host]) or "", p.data.peer_port, host_dir)
+                 for p, host_dir in zip(chain, dirs)]
+        for index, (plan, link) in enumerate(zip(chain, links)):
+            caches[plan.host][link.host_dir] = ModelCache(
+                "peer", link.host_dir, key, names, wait_s=plan.data.shared_wait_s, address=link.address,
+                source=links[index - 1] if index else None,
+                receiver=links[index + 1] if index + 1 < len(links) else None)
+    return [replace(plan, caches=caches[plan.host]) for plan in plans]
 
 
 def _group_agreement(plans: list[HostPlan], groups: dict[str, GroupInfo]) -> list[str]:

@@ -23,6 +23,8 @@ def _max_version(versions: list[str | None]) -> str | None:
 
 # Commands the roles and the host scripts run on the host, with the package that brings each.
 REQUIRED_TOOLS = {"curl": "curl", "ss": "iproute2", "flock": "util-linux", "systemctl": "systemd"}
+# model_cache peer: the receiver (files/peer_fetch.py) and the daemon serving the next host.
+PEER_TOOLS = {"rsync": "rsync", "python3": "python3", "systemd-run": "systemd"}
 
 
 def expectations_for(plan: HostPlan) -> Expectations:
@@ -74,6 +76,7 @@ def expectations_for(plan: HostPlan) -> Expectations:
         cann_min=_max_version([i.spec.requires.cann for i in plan.services]),
         own_services=tuple(i.name for i in plan.services),
         ports=ports,
+        tools={**REQUIRED_TOOLS, **(PEER_TOOLS if any(c.mode == "peer" for c in plan.caches.values()) else {})},
     )
 
 
@@ -100,7 +103,7 @@ def report_args(expect: Expectations) -> dict[str, Any]:
         "toolkit_info_glob": hardware.toolkit_info_glob,
         "cdi_dirs": list(hardware.cdi_dirs),
         "cdi_kind": (hardware.cdi_device or "").partition("=")[0] or None,
-        "tools": sorted(REQUIRED_TOOLS),
+        "tools": sorted(expect.tools or REQUIRED_TOOLS),
         "ports": sorted(expect.ports),
         "containers": [hostpaths.container_name(s) for s in expect.own_services],
         "models": [[m.host_dir, hostpaths.model_store(m.host_dir), m.copy_dir,
@@ -164,9 +167,10 @@ def check_host(report: dict[str, Any], expect: Expectations) -> list[str]:
     problems += _model_dir_problems(report, expect)
     problems += _disk_problems(report, expect)
     problems += _port_problems(report, expect)
-    missing_tools = [t for t in REQUIRED_TOOLS if t not in report.get("tools", [])]
+    tools = expect.tools or REQUIRED_TOOLS
+    missing_tools = [t for t in tools if t not in report.get("tools", [])]
     if missing_tools:
-        problems.append("commands missing: " + ", ".join(f"{t} (package {REQUIRED_TOOLS[t]})" for t in missing_tools))
+        problems.append("commands missing: " + ", ".join(f"{t} (package {tools[t]})" for t in missing_tools))
 
     for installed in report.get("installed", []):
         name = installed.get("service")

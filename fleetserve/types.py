@@ -34,6 +34,8 @@ class PlanError(FleetserveError):
 # --- hardware kinds (filled from fleetserve/hardware.yaml) -----------------------------------
 
 Vendor = Literal["ascend", "nvidia"]
+# Where a host's weights come from (host data model_cache; docs/design.md, "Cache modes").
+CacheMode = Literal["each", "shared", "peer", "bundle"]
 # How the image starts vLLM: vllm-ascend images end with CMD bash, so the unit runs `vllm serve`;
 # vllm/vllm-openai has ENTRYPOINT ["vllm", "serve"], so the unit passes only MODEL and flags.
 Entrypoint = Literal["shell", "vllm-serve"]
@@ -548,14 +550,23 @@ class HostData(StrictModel):
                                               "NCCL sockets)")
     cluster_address: str | None = Field(None, description="group members: the host's address on the cluster network "
                                                           "(default: ssh_hostname)")
-    model_cache: Literal["each", "shared", "peer"] = Field(
-        "each", description="where weights come from: each host from the hub; shared: one host of those sharing "
-                            "`shared_dir` downloads under a lock, the others wait for its verified copy; peer: one "
-                            "host of a group downloads, the others copy it from a peer over the cluster network")
+    model_cache: CacheMode = Field(
+        "each", description="where weights come from: each = every host from the hub; shared = one host of those "
+                            "sharing `shared_dir` downloads under a lock in it, the others wait for its verified copy "
+                            "and verify it; peer = one host downloads, the others needing the same copy receive it "
+                            "host to host over the cluster network (rsync), each checking every file's sha256 "
+                            "; bundle = from an offline bundle on the host (`bundle_dir`) "
+                            "(docs/design.md, \"Cache modes\")")
     shared_dir: str | None = Field(None, description="model_cache shared: a filesystem every host mounts at this same "
                                                      "path (model dirs must lie in it)")
     shared_wait_s: StrictInt = Field(21600, ge=10, le=604800, description="model_cache shared/peer: how long a host "
                                                                         "waits for another's download")
+    bundle_dir: str | None = Field(None, description="model_cache bundle: where an offline bundle (`fleetserve "
+                                                     "bundle`) is on this host; weights are copied from it and "
+                                                     "verified against its manifest, with no network")
+    peer_port: StrictInt = Field(8873, ge=1, le=65535, description="model_cache peer: the TCP port on the cluster "
+                                                                   "address where a host serves its copy to the next "
+                                                                   "one (an rsync daemon, only while this run needs it)")
     on_failure: Literal["rollback", "stop", "leave"] = Field(
         "rollback", description="a new release that fails verify: rollback = start the previous release again "
                                 "(stop when there is none); stop = stop the service; leave = leave it running "
@@ -616,6 +627,13 @@ class HostData(StrictModel):
             raise ValueError("must be an IP address (vLLM and HCCL bind and connect to it)") from None
         return value
 
+    @field_validator("bundle_dir")
+    @classmethod
+    def _bundle_dir(cls, value: str | None) -> str | None:
+        if value is not None and (not HOST_PATH.fullmatch(value) or "/../" in value + "/" or value.rstrip("/") == ""):
+            raise ValueError("must be an absolute path of letters, digits and . _ / + - (the bundle's directory)")
+        return value.rstrip("/") if value else value
+
     @field_validator("shared_dir")
     @classmethod
     def _shared_dir(cls, value: str | None) -> str | None:
@@ -633,6 +651,10 @@ class HostData(StrictModel):
         if self.model_cache == "shared" and not self.shared_dir:
             raise ValueError("shared_dir: missing; model_cache shared needs the path every host mounts the shared "
                              "filesystem at")
+        if self.model_cache == "bundle" and not self.bundle_dir:
+            raise ValueError("bundle_dir: missing; model_cache bundle needs where the bundle is on the host")
+        if self.bundle_dir and self.model_cache != "bundle":
+            raise ValueError(f"bundle_dir: only read with model_cache bundle (model_cache is {self.model_cache})")
         if self.shared_dir and self.model_cache != "shared":
             raise ValueError(f"shared_dir: only read with model_cache shared (model_cache is {self.model_cache}); "
                              f"set model_cache: shared or drop shared_dir")
@@ -710,6 +732,50 @@ class ServiceInstance:
 
 
 @dataclass(frozen=True)
+class PeerLink:
+    """Another host of a peer chain, as this host reaches it on the cluster network."""
+
+    host: str
+    address: str  # its cluster address
+    port: int  # where its daemon serves (its peer_port)
+    host_dir: str  # the model's directory there
+
+
+@dataclass(frozen=True)
+class ModelCache:
+    """How one host gets one verified model copy (fleetserve.plan.plan_caches): from the hub itself
+    (each), through a shared filesystem under a lock (shared), or from the previous host of a chain
+    over the cluster network (peer)."""
+
+    mode: CacheMode
+    host_dir: str
+    copy_key: str
+    # Every host getting this copy the same way, in order (this host included): the hosts sharing
+    # the directory (shared) or the chain (peer: the first downloads from the hub).
+    hosts: tuple[str, ...] = ()
+    wait_s: int = 0  # shared/peer: how long to wait for another host's download
+    lock_file: str | None = None  # shared: the lock in the shared filesystem
+    bundle_dir: str | None = None  # bundle: where the offline bundle is on this host
+    address: str | None = None  # peer: this host's cluster address
+    source: PeerLink | None = None  # peer: where this host copies from (None: from the hub)
+    receiver: PeerLink | None = None  # peer: the host that copies from this one
+
+    def describe(self, host: str) -> str:
+        """This host's part, for an operator."""
+        if self.mode == "shared":
+            return (f"shared: one of {len(self.hosts)} hosts ({', '.join(self.hosts)}) downloads under the lock "
+                    f"{self.lock_file}; the others wait up to {self.wait_s} s and verify")
+        if self.mode == "peer":
+            place = f"host {self.hosts.index(host) + 1} of {len(self.hosts)} ({' -> '.join(self.hosts)})"
+            got = f"copies from {self.source.host} ({self.source.address})" if self.source else "downloads from the hub"
+            given = f"; serves {self.receiver.host} on port {self.receiver.port}" if self.receiver else ""
+            return f"peer: {place}: {got}{given}"
+        if self.mode == "bundle":
+            return f"bundle: copied from the offline bundle in {self.bundle_dir}, verified against its manifest"
+        return "each: downloads from the hub itself"
+
+
+@dataclass(frozen=True)
 class HostPlan:
     """Everything a run does on one host, validated."""
 
@@ -722,6 +788,20 @@ class HostPlan:
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     skipped_workloads: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    caches: Mapping[str, ModelCache] = field(default_factory=dict)  # by model host_dir (plan_caches)
+
+    def cache_for(self, host_dir: str) -> ModelCache:
+        """How this host gets the model copy of host_dir (each, unless the cache plan says otherwise)."""
+        found = self.caches.get(host_dir)
+        if found is not None:
+            return found
+        copy_key = next(i.spec.model.copy_key for i in self.services if i.spec.model.host_dir == host_dir)
+        return ModelCache(mode="each", host_dir=host_dir, copy_key=copy_key, hosts=(self.host,))
+
+    @property
+    def peer_sources(self) -> tuple[ModelCache, ...]:
+        """The copies this host serves to the next host of a peer chain."""
+        return tuple(c for c in self.caches.values() if c.mode == "peer" and c.receiver)
 
     def verify_timeout_s(self, instance: ServiceInstance) -> int:
         return self.data.verify_timeout_s or instance.spec.start_timeout_s
@@ -851,3 +931,4 @@ class Expectations:
     cann_min: str | None = None  # reported, not required: the images bring their own CANN
     own_services: tuple[str, ...] = ()
     ports: dict[int, str] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)  # command -> package, on top of the ones every host needs

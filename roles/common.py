@@ -27,8 +27,10 @@ def host_plan(workloads: list[str]) -> HostPlan:
     cached = _PLANS.get(state)
     if cached is None or cached[0] != key:
         hosts = [(h.name, h.data.dict()) for h in state.inventory]
+        # A --limit run: peer chains are made of the hosts this run reaches.
+        running = [h.name for h in state.inventory if state.is_host_in_limit(h)]
         try:
-            plans = plan_inventory(hosts, workloads)
+            plans = plan_inventory(hosts, workloads, running=running)
         except FleetserveError as exc:
             raise InvalidFleetData("invalid fleet data, no host was changed:\n" + str(exc)) from None
         if not any(plan.services for plan in plans):

@@ -96,7 +96,7 @@ def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32,
     probe = {"hf": "0.36.2", "modelscope": "1.37.1", "vllm": "0.18.0", "jemalloc": image_jemalloc}
     responses: dict[str, Any] = {
         "@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, expect=expect, verified=True,
-                                    paths=expect.paths),
+                                    paths=expect.paths, tools=tuple(expect.tools)),
         "@@path $(command -v docker": ["@@path /usr/bin/docker"],
         "/var/lib/fleetserve/images/probe-": [f"@@id {image_id}", "@@probe", json.dumps(probe)],
     }

@@ -99,7 +99,7 @@ def test_fresh_ready_host_gets_everything(name, data, workload, image_store):
         key = spec.model.copy_key
         # published as a copy beside whatever is served; host_dir names it only once it is verified
         assert f"mv -T {hostpaths.staging_dir(spec.model.host_dir, key)} {model_copy(instance)}" in text
-        assert f"ln -sfn {model_copy(instance)} {spec.model.host_dir}.fleetserve-link" in text
+        assert f"ln -sfn {model_copy(instance)} {spec.model.host_dir}.fleetserve-link-" in text
         assert f"install -m 644 /var/lib/fleetserve/releases/{spec.name}/" in text and f"systemctl restart {unit}" in text
         assert text.index(f"systemctl restart {unit}") < text.index(f"ln -sfn {model_copy(instance)}")
     if plan.services[0].spec.api_key_key:

@@ -333,8 +333,8 @@ def test_missing_weights_download_into_staging_are_checked_then_published_beside
             f"--include '*.safetensors'") in download  # not probed yet: as the newest client takes them
     assert (f"quay.io/ascend/vllm-ascend:v0.18.0rc1 python3 /usr/local/lib/fleetserve/verify_model.py {STAGE} "
             f"--marker .fleetserve-verified.json --hub hf --repo Qwen/Qwen3.5-2B-Base --revision main --endpoint "
-            f"https://hf-mirror.com --include '*.json' --include '*.safetensors' ; then ok=1; break; fi; sleep 3; "
-            f"done;") in verify
+            f"https://hf-mirror.com --include '*.json' --include '*.safetensors' --manifest .fleetserve-manifest.json "
+            f"--sums .fleetserve-sha256sums ; then ok=1; break; fi; sleep 3; done;") in verify
     assert "files already complete stay in" in fetch
     # nothing served is moved or deleted: the verified copy is renamed into the store
     assert publish == f"mv -T {STAGE} {COPY}"
@@ -533,8 +533,22 @@ def test_a_candidate_that_answers_becomes_current_and_older_releases_are_pruned(
     ops = changes(commands, "for s in", VERIFY)
     assert ops[0].startswith("printf %s '{\"candidate\": null, \"current\": \"r3\", \"failed\": null, \"previous\": \"r2\"}'")
     assert ops[1] == ("{ [ -L /data/m ] || rmdir /data/m 2>/dev/null || true; } && ln -sfn /data/.m.fleetserve/v2-abc "
-                      "/data/m.fleetserve-link && mv -T -f /data/m.fleetserve-link /data/m")
+                      "/data/m.fleetserve-link-_fake_h && mv -T -f /data/m.fleetserve-link-_fake_h /data/m")
     assert ops[2:] == ["rm -rf -- /var/lib/fleetserve/releases/x/r1", "docker rmi sha256:1 >/dev/null 2>&1 || true"]
+    assert not state.failed_hosts
+
+
+@pytest.mark.parametrize("shared_dir,pruned", [(None, ["/mnt/shared/.m.fleetserve/v1-abc"]), ("/mnt/shared", [])])
+def test_a_copy_in_a_shared_cache_is_never_pruned_by_one_host(shared_dir, pruned):
+    # r1 is dropped with its copy; in a shared cache other hosts may still serve that copy
+    records = _records({"current": "r2", "previous": "r1", "candidate": "r3"},
+                       r1={"model_copy": "/mnt/shared/.m.fleetserve/v1-abc"},
+                       r2={"model_copy": "/mnt/shared/.m.fleetserve/v2-abc"},
+                       r3={"model_copy": "/mnt/shared/.m.fleetserve/v3-abc"})
+    commands, state = _verify(records, OK, host_dir="/mnt/shared/m", model_copy="/mnt/shared/.m.fleetserve/v3-abc",
+                              shared_dir=shared_dir)
+    ops = changes(commands, "for s in", VERIFY)
+    assert ops[2] == "rm -rf -- " + " ".join(["/var/lib/fleetserve/releases/x/r1", *pruned])
     assert not state.failed_hosts
 
 

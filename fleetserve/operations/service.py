@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from io import BytesIO
+from pathlib import PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
@@ -127,6 +129,10 @@ def prune_plan(records: dict[str, dict]) -> tuple[list[str], list[str], list[str
     return dirs, copies, images
 
 
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
 def _promoted(service: str, releases: dict, candidate: str) -> dict:
     current = releases.get("current")
     previous = current if current and current != candidate else releases.get("previous")
@@ -144,7 +150,7 @@ def _failure_lines(result: dict, unit: str) -> list[str]:
 @operation(is_idempotent=True)
 def release_verified(service: str, port: int, model: str, serve_path: str, timeout_s: int, host_dir: str,
                      model_copy: str, on_failure: str = "rollback", env_path: str | None = None,
-                     head_address: str | None = None, settle: bool = True):
+                     head_address: str | None = None, settle: bool = True, shared_dir: str | None = None):
     """
     Prove the service answers from its own container, then settle its release: a candidate that
     answers becomes ``current`` (the one it replaced ``previous``), ``host_dir`` points at its model
@@ -165,6 +171,8 @@ def release_verified(service: str, port: int, model: str, serve_path: str, timeo
     + head_address: a headless member of a group: the head whose API proves the group formed
     + settle: make a candidate that answers current here; a group's members leave that to
       ``group_release_settled``, once every member's candidate answered
+    + shared_dir: the shared filesystem of ``model_cache: shared``: copies in it are never pruned
+      here (other hosts may serve them)
 
     **Example:**
 
@@ -194,7 +202,7 @@ def release_verified(service: str, port: int, model: str, serve_path: str, timeo
         host.noop(f"release {candidate} of {service} answers{where}; it becomes current with the whole group")
         return
     if result["ok"]:
-        yield from _promote(service, records, candidate, host_dir, model_copy)
+        yield from _promote(service, records, candidate, host_dir, model_copy, shared_dir)
         return
     if not candidate:
         yield fail_command(f"fleetserve verify: {model} on port {port}{where} is not serving (this run changed "
@@ -204,13 +212,16 @@ def release_verified(service: str, port: int, model: str, serve_path: str, timeo
                      f"release {candidate} of {service} failed", _failure_lines(result, unit))
 
 
-def _promote(service: str, records: dict, candidate: str, host_dir: str, model_copy: str):
+def _promote(service: str, records: dict, candidate: str, host_dir: str, model_copy: str,
+             shared_dir: str | None = None):
     """The candidate becomes current (the one it replaced previous), host_dir names its model copy,
-    and what no kept release needs is pruned."""
+    and what no kept release needs is pruned (never a copy in a shared cache: other hosts serve it)."""
     entry = records.get(service, {"state": {}, "releases": {}})
     releases = entry["state"]
     yield _state_command(service, _promoted(service, releases, candidate))
-    link = f"{host_dir}.fleetserve-link"
+    # Named per host: in a shared cache every host of the run renames its own link onto host_dir at
+    # once (rename is atomic; one shared temporary name is not).
+    link = f"{host_dir}.fleetserve-link-{_safe_name(host.name)}"
     # host_dir (absent, empty, or fleetserve's symlink: preflight refused anything else) now names
     # the current copy, for operators and tools that read the model directory.
     yield StringCommand("{", "[", "-L", QuoteString(host_dir), "]", "||", "rmdir", QuoteString(host_dir),
@@ -218,6 +229,8 @@ def _promote(service: str, records: dict, candidate: str, host_dir: str, model_c
                         QuoteString(link), "&&", "mv", "-T", "-f", QuoteString(link), QuoteString(host_dir))
     settled = {**records, service: {**entry, "state": _promoted(service, releases, candidate)}}
     dirs, copies, images = prune_plan(settled)
+    if shared_dir:
+        copies = [c for c in copies if PurePosixPath(shared_dir) not in PurePosixPath(c).parents]
     if dirs or copies:
         yield StringCommand("rm", "-rf", "--", *[QuoteString(p) for p in dirs + copies])
     for image_id in images:
@@ -275,7 +288,8 @@ def _serve_path_of(record: dict, default: str) -> str:
 @operation(is_idempotent=True)
 def group_release_settled(service: str, group: str, members: list[str], host_dir: str, model_copy: str,
                           port: int, model: str, serve_path: str, timeout_s: int, on_failure: str = "rollback",
-                          env_path: str | None = None, head_address: str | None = None):
+                          env_path: str | None = None, head_address: str | None = None,
+                          shared_dir: str | None = None):
     """
     Settle a group's release as one, after every member checked its candidate
     (``release_verified(settle=False)``): when all members are still standing, the candidate becomes
@@ -290,6 +304,7 @@ def group_release_settled(service: str, group: str, members: list[str], host_dir
     + port, model, serve_path, timeout_s, env_path, head_address: how a rolled back release is
       checked again (as for ``release_verified``)
     + on_failure: ``rollback``, ``stop`` or ``leave``
+    + shared_dir: as for ``release_verified``
 
     **Example:**
 
@@ -314,7 +329,7 @@ def group_release_settled(service: str, group: str, members: list[str], host_dir
         host.noop(f"group {group}: release {entry['state'].get('current')} of {service} is current on every member")
         return
     if not failed:
-        yield from _promote(service, records, candidate, host_dir, model_copy)
+        yield from _promote(service, records, candidate, host_dir, model_copy, shared_dir)
         return
     why = [f"member {name} of group {group} failed (its errors are above); a group runs one release on every "
            f"member or none" for name in failed]

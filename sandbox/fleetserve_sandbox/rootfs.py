@@ -50,7 +50,7 @@ CHROOT_PACKAGES = (
 )
 # Installed with the server package but started only on the storage node (its upper layer enables glusterd).
 GLUSTER_UNITS = ("glusterd.service", "glustereventsd.service", "gluster-ta-volume.service")
-RECIPE_VERSION = 7  # bump when the build steps change in a way the data below does not show
+RECIPE_VERSION = 8  # bump when the build steps change in a way the data below does not show
 
 # containers.conf for podman inside a node on this kind of host (hybrid cgroups, nspawn seccomp)
 CONTAINERS_CONF = """\

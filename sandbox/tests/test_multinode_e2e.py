@@ -335,14 +335,12 @@ def test_hccn_tool_per_node_with_faults(doc):
 # --- groups formed by stand-in processes on two nodes -------------------------------------------
 
 
-def standin_tar() -> bytes:
-    """The stand-in program and what it imports, as /opt/standin, plus a config-only model at /opt/model."""
+def standin_tar(variant: str) -> bytes:
+    """The stand-in as the image carries it (the server module, the vllm packages of this image
+    variant, vllm_args), in /opt/standin, plus a config-only model at /opt/model."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(image.STANDIN_VLLM, "standin/vllm")
-        tar.add(image.STANDIN_GROUP, "standin/vllm_group.py")
-        tar.add(image.STOPSIGNAL, "standin/stopsignal.py")
-        for source, name in image.vllm_args_sources():
+        for source, name in image.standin_sources(variant):
             tar.add(source, f"standin/{name}")
         config = json.dumps({"num_attention_heads": 8, "max_position_embeddings": 4096}).encode()
         info = tarfile.TarInfo("model/config.json")
@@ -353,12 +351,12 @@ def standin_tar() -> bytes:
 
 @pytest.fixture(scope="module")
 def standin(doc):
-    data = standin_tar()
     for name in A3 + GB:
+        data = standin_tar("ascend" if name in A3 else "openai")
         proc = subprocess.run(nodes.ssh_argv(node(doc, name)["address"], "rm -rf /opt/standin /opt/model && "
                                              "tar -C /opt -xf -"), input=data, capture_output=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
-    return "/opt/standin/vllm serve /opt/model --load-format dummy"
+    return f"/opt/standin/{image.SERVER_MODULE}.py serve /opt/model --load-format dummy"
 
 
 def start_unit(doc, name: str, unit: str, args: str) -> None:
@@ -401,7 +399,8 @@ def test_data_parallel_group_across_the_a3_nodes(doc, standin):
     try:
         start_unit(doc, A3[0], "standin-head", f"{dp} --port 8000")
         start_unit(doc, A3[1], "standin-member", f"{dp} --headless --data-parallel-start-rank 2")
-        assert wait_health(head["address"], 200) == 200
+        assert wait_health(head["address"], 200) == 200, (journal(doc, A3[0], "standin-head")[-3000:]
+                                                          + journal(doc, A3[1], "standin-member")[-3000:])
         text = journal(doc, A3[0], "standin-head")
         assert f"data parallel rank(s) 2-3 on {A3[1]} ({member['cluster_address']})" in text
         assert "Data parallel group formed" in journal(doc, A3[1], "standin-member")
