@@ -5,6 +5,7 @@ with independent commands (ssh, docker inspect, the head's API from the controll
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -67,15 +68,29 @@ def test_a_member_that_cannot_join_rolls_the_whole_group_back(fleet):
     converged = fleet.pyinfra("deploys/qwen35.py")
     assert converged.returncode == 0, converged.stdout[-4000:]
     before = {n: release_state(fleet, n, A3_SERVICE)["current"] for n in A3}
-    # The member's NIC names no interface: its engine fails as gloo does, so the group cannot form.
-    data = {"*": {"verify_timeout_s": 40}, A3[1]: {"nic": "eth9"}}
-    failed = fleet.pyinfra("deploys/qwen35.py", "--limit", "sbx-a3x2-*", env={"FLEETSERVE_SANDBOX_DATA": json.dumps(data)})
+    head = node_doc(fleet, A3[0])["cluster_address"]
+    # A new release moves the group's RPC port to one the member cannot reach (a route rule on the
+    # member, like a firewall on the cluster network): the group preflight passes (NICs, NPU links),
+    # the member's engine never joins, the head never answers. The previous release's port stays open.
+    from fleetserve_sandbox.net import netns_path
+
+    # The node may not change its own routing (no CAP_NET_ADMIN): set from the machine, in its netns.
+    rule = ["nsenter", f"--net={netns_path(node_doc(fleet, A3[1])['index'])}", "ip", "rule", "{}", "to", head,
+            "ipproto", "tcp", "dport", "13390", "prohibit"]
+    subprocess.run([a.format("add") for a in rule], check=True)
+    try:
+        failed = fleet.pyinfra("deploys/qwen35.py", "--limit", "sbx-a3x2-*", env={"FLEETSERVE_SANDBOX_DATA": json.dumps(
+            {"*": {"verify_timeout_s": 40}})}, overrides={A3_SERVICE: {"data_parallel_rpc_port": 13390}})
+    finally:
+        subprocess.run([a.format("del") for a in rule], check=True)
     assert failed.returncode == 1
-    assert "Unable to find address for: eth9" in failed.stdout  # the member's own words, from its journal
+    # the member's own words, from its journal
+    assert f"Front-end at tcp://{head}:13390 not reachable yet" in failed.stdout, failed.stdout[-6000:]
     for node in A3:
         state = release_state(fleet, node, A3_SERVICE)
         # Every member is back on the release it ran before, the new one recorded as failed.
         assert state["current"] == before[node] and state["failed"] and state["failed"] != before[node]
+        assert "13389" in " ".join(release_record(fleet, node, A3_SERVICE, state["current"])["argv"])
     # ... and the group formed again on it: the head answers.
     assert "qwen3.5" in chat(node_doc(fleet, A3[0])["address"], 8000, "qwen3.5")["choices"][0]["message"]["content"]
     assert changes_in(fleet.pyinfra("deploys/qwen35.py", "--limit", "sbx-a3x2-*").stdout) == (0, 0)
