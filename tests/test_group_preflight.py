@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-from dataclasses import replace
 import subprocess
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
@@ -35,6 +36,7 @@ from fleetserve.groupcheck import (
     ring_peer,
     ring_targets,
 )
+from fleetserve.operations import group as group_ops
 from fleetserve.plan import plan_inventory
 from fleetserve.types import GroupBoard, GroupMemberNeeds
 from roles.group import group_content, group_gate, group_network
@@ -375,7 +377,10 @@ def test_a_ping_that_fails_on_one_member_stops_both():
     assert "group g1, member @fake/n1: NPU 9 cannot reach NPU 9 of @fake/n0" in said(gate)
 
 
-def test_members_that_disagree_all_fail_at_the_gate_with_the_same_lines():
+def test_members_that_disagree_all_fail_at_the_gate_with_the_same_lines(monkeypatch):
+    # The controller's clock stands still: the skew printed is then exactly the members' 30 s, however
+    # long the fake run takes between reading one member and the other.
+    monkeypatch.setattr(group_ops, "time", SimpleNamespace(time=lambda: 1_700_000_000.0))
     hosts = members(A3)
     responses = _sound(hosts)
     expect = group_expectations(plans_of(hosts)["@fake/n0"])
