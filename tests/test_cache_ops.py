@@ -289,3 +289,27 @@ def test_the_archives_kept_for_peers_are_removed_after_the_step():
     assert f"rm -rf -- {HELD}" in commands
     commands, _ = run_op(image_ops.peer_archives_removed, directories=[HELD])
     assert not any(c.startswith("rm") for c in commands)
+
+
+def test_a_source_that_loads_the_archive_during_the_step_is_still_the_next_hosts_source(tmp_path):
+    """peer_loaded decides with what peer_archive_served found before any host loaded the archive: a
+    source that has loaded it by the time its receiver asks is not taken for a converged host."""
+    from pyinfra.operations import python
+
+    archive = tmp_path / "img.tar"
+    archive.write_bytes(b"x" * 10)
+
+    def a_loaded_it():
+        host.state.inventory.get_host("@fake/a").connector.data["fake_responses"].update(LOADED_HERE)
+
+    def deploy():
+        me = next(link for link in CHAIN[:2] if link["host"] == host.name)
+        image_ops.peer_archive_served(ref=IMAGE, fingerprint=IMAGE_FP, sha256=IMAGE_SHA, remote_dir=IMAGES,
+                                      chain=CHAIN[:2], address=me["address"], port=8873, wait_s=600)
+        python.call(function=a_loaded_it)
+        image_ops.peer_loaded(ref=IMAGE, archive=str(archive), remote_dir=IMAGES, fingerprint=IMAGE_FP,
+                              sha256=IMAGE_SHA, chain=CHAIN[:2], fetch_script="/usr/local/lib/fleetserve/peer_fetch.py",
+                              wait_s=600)
+    state, commands = run_fake_deploy([("a", {}), ("b", {})], deploy, check_for_changes=False)
+    assert any("--source rsync://10.80.0.11:8873" in c for c in commands["@fake/b"])
+    assert not any(c.startswith("<upload") for c in commands["@fake/b"]) and not state.failed_hosts
