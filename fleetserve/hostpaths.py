@@ -143,6 +143,18 @@ def image_archive(remote_dir: str, archive: str) -> str:
     return f"{remote_dir}/{posixpath.basename(archive)}"
 
 
+def peer_image_key(sha256: str) -> str:
+    """The name an image archive travels under in a peer chain (its rsync modules: ``peer_modules``)."""
+    return f"image-{sha256[:16]}"
+
+
+def peer_image_dir(remote_dir: str, key: str) -> str:
+    """Where a peer host keeps an image archive it received and checked, with its lists (MANIFEST_FILE,
+    SUMS_FILE), for the next host of the chain: only this directory is served, never the rest of
+    remote_dir. Removed once the step is over (the archive itself stays only with image_keep_archive)."""
+    return f"{remote_dir}/.peer-{key}"
+
+
 def provided_by_the_system(path: str) -> bool:
     """Mount sources under /usr, /etc and /dev are the driver's and the OS's: preflight requires
     them; fleetserve never creates them."""

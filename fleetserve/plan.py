@@ -39,6 +39,7 @@ from fleetserve.types import (
     HardwareKind,
     HostData,
     HostPlan,
+    ImageCache,
     Member,
     ModelCache,
     PeerLink,
@@ -459,11 +460,13 @@ def plan_caches(plans: list[HostPlan], addresses: Mapping[str, str], running: se
       a fixed order (group rank, else inventory order); the first downloads from the hub, each next
       one copies from the one before it over the cluster network, file by file as files are
       verified upstream. Every host of a chain needs a cluster address. With `running` (a --limit
-      run), chains are made of the running hosts only.
+      run), chains are made of the running hosts only. Image archives (`source: load`) of peer hosts
+      go along the same chains, one per archive: the first host needing it gets it from the controller.
     """
     caches: dict[str, dict[str, ModelCache]] = {plan.host: {} for plan in plans}
     shared: dict[tuple[str, str, str], list[HostPlan]] = {}
     chains: dict[str, list[HostPlan]] = {}
+    image_chains: dict[tuple[str, str], list[HostPlan]] = {}  # (ref, archive) -> hosts loading it (peer)
     holders: dict[tuple[str, str], tuple[str, dict]] = {}  # (shared_dir, host_dir) -> (host, identity)
     for plan in plans:
         copies = {i.spec.model.host_dir: i.spec for i in plan.services}
@@ -498,6 +501,12 @@ def plan_caches(plans: list[HostPlan], addresses: Mapping[str, str], running: se
                                                          bundle_dir=plan.data.bundle_dir)
             else:
                 caches[plan.host][host_dir] = ModelCache("each", host_dir, model.copy_key, (plan.host,))
+        if plan.data.model_cache == "peer" and (running is None or plan.host in running) \
+                and _cluster_address(plan, addresses[plan.host]) is not None:
+            archives = {(i.spec.image.ref, i.image_archive) for i in plan.services
+                        if i.spec.image.source == "load" and i.image_archive}
+            for archive in sorted(archives):
+                image_chains.setdefault(archive, []).append(plan)
     for (_, host_dir, key), sharers in shared.items():
         names = tuple(p.host for p in sharers)
         for plan in sharers:
@@ -515,7 +524,17 @@ def plan_caches(plans: list[HostPlan], addresses: Mapping[str, str], running: se
                 "peer", link.host_dir, key, names, wait_s=plan.data.shared_wait_s, address=link.address,
                 source=links[index - 1] if index else None,
                 receiver=links[index + 1] if index + 1 < len(links) else None)
-    return [replace(plan, caches=caches[plan.host]) for plan in plans]
+    # Image archives go along the same chains (same order and addresses): a chain per archive.
+    image_caches: dict[str, dict[tuple[str, str], ImageCache]] = {plan.host: {} for plan in plans}
+    for (ref, archive), chain in image_chains.items():
+        if len(chain) < 2:
+            continue  # one host: from the controller, as in every mode
+        chain.sort(key=lambda p: order[p.host])
+        links = tuple(PeerLink(p.host, _cluster_address(p, addresses[p.host]) or "", p.data.peer_port,
+                               p.data.image_remote_dir or hostpaths.IMAGE_CACHE_DIR) for p in chain)
+        for plan in chain:
+            image_caches[plan.host][(ref, archive)] = ImageCache(ref, archive, links)
+    return [replace(plan, caches=caches[plan.host], image_caches=image_caches[plan.host]) for plan in plans]
 
 
 def _group_agreement(plans: list[HostPlan], groups: dict[str, GroupInfo]) -> list[str]:

@@ -3,6 +3,8 @@ unmet requirement. Nothing here talks to a host."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from typing import Any
 
@@ -87,6 +89,24 @@ def archive_fingerprint(path: str, sha256: str | None) -> str:
         return f"sha256:{sha256}"
     stat = os.stat(path)
     return f"size:{stat.st_size}:mtime:{stat.st_mtime_ns}"
+
+
+def archive_sha256(path: str, sha256: str | None) -> str:
+    """The archive's sha256 every receiver of a peer chain checks: the catalog's, else computed here
+    on the controller, once per archive file (size and modification time) in a run."""
+    if sha256:
+        return sha256
+    stat = os.stat(path)
+    return _hashed(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _hashed(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def report_args(expect: Expectations) -> dict[str, Any]:

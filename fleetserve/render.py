@@ -74,6 +74,9 @@ def render_host(plan: HostPlan) -> str:
         cache = plan.cache_for(instance.spec.model.host_dir)
         if cache.mode != "each":
             out.append(f"# weights: {cache.describe(plan.host)}")
+        chain = plan.image_cache_for(instance.spec.image.ref, instance.image_archive)
+        if chain:
+            out.append(f"# image archive: {chain.describe(plan.host)}")
         out.append(f"\n# --- {files.unit_path}\n{files.unit_text.rstrip()}")
         if files.env_path and files.env_text is not None:
             out.append(f"\n# --- {files.env_path} (mode 0600, values masked)\n{masked_env_text(files.env_text).rstrip()}")

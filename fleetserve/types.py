@@ -555,7 +555,7 @@ class HostData(StrictModel):
                             "sharing `shared_dir` downloads under a lock in it, the others wait for its verified copy "
                             "and verify it; peer = one host downloads, the others needing the same copy receive it "
                             "host to host over the cluster network (rsync), each checking every file's sha256 "
-                            "; bundle = from an offline bundle on the host (`bundle_dir`) "
+                            "(image archives of `source: load` travel the same chain); bundle = from an offline bundle on the host (`bundle_dir`) "
                             "(docs/design.md, \"Cache modes\")")
     shared_dir: str | None = Field(None, description="model_cache shared: a filesystem every host mounts at this same "
                                                      "path (model dirs must lie in it)")
@@ -738,7 +738,7 @@ class PeerLink:
     host: str
     address: str  # its cluster address
     port: int  # where its daemon serves (its peer_port)
-    host_dir: str  # the model's directory there
+    host_dir: str  # the model's directory there (an image archive's chain: its image_remote_dir)
 
 
 @dataclass(frozen=True)
@@ -776,6 +776,27 @@ class ModelCache:
 
 
 @dataclass(frozen=True)
+class ImageCache:
+    """How one host gets one image archive in peer mode (fleetserve.plan.plan_caches): the hosts
+    loading the same archive form the chain the model copies use (same order, same addresses); at
+    run time the hosts that already loaded it are left out, the first of the others receives the
+    archive from the controller and each next one pulls it from the one before it."""
+
+    ref: str
+    archive: str  # the controller path
+    chain: tuple[PeerLink, ...]  # every host of the chain, in order (this host included)
+
+    def describe(self, host: str) -> str:
+        """This host's part, for an operator."""
+        names = [link.host for link in self.chain]
+        index = names.index(host)
+        got = f"pulls it from {names[index - 1]}" if index else "receives it from the controller"
+        given = f"; serves {names[index + 1]}" if index + 1 < len(names) else ""
+        return (f"peer: host {index + 1} of {len(names)} ({' -> '.join(names)}): {got}{given} (hosts that already "
+                f"loaded it are skipped)")
+
+
+@dataclass(frozen=True)
 class HostPlan:
     """Everything a run does on one host, validated."""
 
@@ -789,6 +810,7 @@ class HostPlan:
     skipped_workloads: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     caches: Mapping[str, ModelCache] = field(default_factory=dict)  # by model host_dir (plan_caches)
+    image_caches: Mapping[tuple[str, str], ImageCache] = field(default_factory=dict)  # by (ref, archive), peer only
 
     def cache_for(self, host_dir: str) -> ModelCache:
         """How this host gets the model copy of host_dir (each, unless the cache plan says otherwise)."""
@@ -797,6 +819,10 @@ class HostPlan:
             return found
         copy_key = next(i.spec.model.copy_key for i in self.services if i.spec.model.host_dir == host_dir)
         return ModelCache(mode="each", host_dir=host_dir, copy_key=copy_key, hosts=(self.host,))
+
+    def image_cache_for(self, ref: str, archive: str | None) -> ImageCache | None:
+        """The peer chain an image archive travels along to this host (None: from the controller)."""
+        return self.image_caches.get((ref, archive or ""))
 
     @property
     def peer_sources(self) -> tuple[ModelCache, ...]:

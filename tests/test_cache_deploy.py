@@ -71,10 +71,17 @@ def test_a_fresh_peer_chain_downloads_once_and_copies_host_to_host(image_store):
     for name in ("a3-1", "a3-2", "a3-3"):
         assert f"mv -T {hostpaths.staging_dir(plans[name].services[0].spec.model.host_dir, key)} " \
                f"{model_copy(plans[name].services[0])}" in text[name]
+    # the image archive: from this controller to the first host only, then host to host, checked and loaded
+    archive = "/var/cache/fleetserve/images/Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar"
+    assert f"<upload {archive}>" in text["a3-1"] and f"docker load -i {archive}" in text["a3-1"]
+    for name, source in (("a3-2", "10.0.0.1"), ("a3-3", "10.0.0.2")):
+        assert f"<upload {archive}>" not in text[name]
+        assert f"--source rsync://{source}:8873 --key image-" in text[name]
+        assert "docker load -i /var/cache/fleetserve/images/.peer-image-" in text[name]
     # the daemon starts before the copies move and stops after every host of the step has its copy
     first = text["a3-1"]
-    assert first.index("systemd-run") < first.index("modelscope download") < first.index("systemctl stop "
-                                                                                         "fleetserve-peer-source ;")
+    assert first.rindex("systemd-run") < first.index("modelscope download") < first.rindex("systemctl stop "
+                                                                                          "fleetserve-peer-source ;")
 
 
 def test_a_peer_host_without_rsync_fails_preflight_naming_it(image_store):

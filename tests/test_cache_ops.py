@@ -9,6 +9,7 @@ import json
 from pyinfra import host
 
 from fleetserve import hostpaths
+from fleetserve.operations import image as image_ops
 from fleetserve.operations import model as model_ops
 from tests.fakefleet import run_fake_deploy, run_op
 
@@ -195,3 +196,120 @@ def test_the_daemon_is_stopped_after_the_step_and_a_stopped_one_is_left_alone():
                                  "2>/dev/null; rm -f /run/fleetserve/peer-rsyncd.conf ; true"]
     commands, _ = run_op(model_ops.peer_source_stopped, {"systemctl is-active fleetserve-peer-source": ["inactive"]})
     assert changes(commands) == []
+
+
+# --- image archives along a peer chain -----------------------------------------------------------------
+
+IMAGE = "vllm-ascend:v0"
+IMAGE_SHA = "ab" * 32
+IMAGE_FP = f"sha256:{IMAGE_SHA}"
+IMAGES = "/var/cache/fleetserve/images"
+HELD = f"{IMAGES}/.peer-image-abababababababab"
+IMAGE_RECORD = "/var/lib/fleetserve/images/vllm-ascend_v0.json"
+CHAIN = [{"host": f"@fake/{n}", "address": f"10.80.0.1{i}", "port": 8873} for i, n in enumerate("abc", 1)]
+LOADED_HERE = {"docker image inspect --format": ["sha256:1 []"], f"for p in {IMAGE_RECORD};": [
+    f"@@file:{IMAGE_RECORD}", json.dumps({"fingerprint": IMAGE_FP, "image_id": "sha256:1"})]}
+
+
+def along_the_chain(archive, states: dict[str, dict]) -> tuple[dict[str, list[str]], object]:
+    """The image step of three peer hosts a -> b -> c (each with these fact outputs), as the role runs it."""
+    def deploy():
+        me = next(link for link in CHAIN if link["host"] == host.name)
+        image_ops.peer_archive_served(ref=IMAGE, fingerprint=IMAGE_FP, sha256=IMAGE_SHA, remote_dir=IMAGES,
+                                      chain=CHAIN, address=me["address"], port=8873, wait_s=600)
+        image_ops.peer_loaded(ref=IMAGE, archive=str(archive), remote_dir=IMAGES, fingerprint=IMAGE_FP,
+                              sha256=IMAGE_SHA, chain=CHAIN, fetch_script="/usr/local/lib/fleetserve/peer_fetch.py",
+                              wait_s=600)
+    state, commands = run_fake_deploy([(n, {"fake_responses": states.get(n, {})}) for n in "abc"], deploy,
+                                      check_for_changes=False)
+    facts = ("docker image inspect --format", "for p in")
+    return {n.removeprefix("@fake/"): [c for c in cs if not c.startswith(facts)] for n, cs in commands.items()}, state
+
+
+def test_an_image_archive_goes_from_the_controller_to_the_first_peer_then_host_to_host(tmp_path):
+    archive = tmp_path / "img.tar"
+    archive.write_bytes(b"x" * 10)
+    commands, state = along_the_chain(archive, {})
+    remote = f"{IMAGES}/img.tar"
+    serve_a, start_a, made_a, upload_a, check_a, listed_a, load_a = commands["a"][:7]
+    assert (serve_a, made_a) == (f"mkdir -p {HELD}", f"mkdir -p {IMAGES}") and upload_a == f"<upload {remote}>"
+    assert ("[image-abababababababab]\n    path = " + HELD + "\n    hosts allow = 10.80.0.12\n    hosts deny = *"
+            in start_a and "use chroot = yes\nread only = yes\nlist = no" in start_a)
+    # a mismatch from the controller stops the daemon at once: the next host hears it
+    assert check_a.endswith(f"|| {{ systemctl stop fleetserve-peer-source 2>/dev/null; echo 'image archive {remote}: "
+                            f"sha256 does not match {IMAGE_SHA}; removed it' >&2; rm -f {remote} ; exit 1; }}")
+    # listed for the next host only once it matched: a hard link, then the lists by rename
+    assert listed_a.startswith(f"mkdir -p {HELD} && ln -f {remote} {HELD}/img.tar && printf %s '{{\"files\": "
+                               f"{{\"img.tar\": {{\"size\": 10, \"sha256\": \"{IMAGE_SHA}\"}}}}}}' > {HELD}/"
+                               f".fleetserve-manifest.json.tmp")
+    assert listed_a.endswith(f"mv -f {HELD}/.fleetserve-sha256sums.tmp {HELD}/.fleetserve-sha256sums")
+    assert load_a == f"docker load -i {remote}" and commands["a"][-1] == f"rm -f {remote}"
+    # b pulls from a and serves c; c pulls from b, and nobody after it: its copy goes after loading
+    for name, source, serves in (("b", "a", True), ("c", "b", False)):
+        url = f"rsync://10.80.0.1{'abc'.index(source) + 1}:8873"
+        ours = commands[name]
+        fetch, check = (ours[2], ours[3]) if serves else (ours[0], ours[1])
+        if serves:
+            assert "hosts allow = 10.80.0.13" in ours[1]
+        assert not any(c.startswith("<upload") for c in ours)  # never through the controller
+        assert fetch.startswith(f"mkdir -p {HELD} && python3 /usr/local/lib/fleetserve/peer_fetch.py {HELD} --source "
+                                f"{url} --key image-abababababababab --wait 600 --attempts 3 --marker "
+                                f".fleetserve-verified.json --manifest .fleetserve-manifest.json --sums "
+                                f".fleetserve-sha256sums || {{ ")
+        assert (f"echo 'fleetserve image: the archive of {IMAGE} (img.tar) could not be copied from @fake/{source} "
+                f"({url}); nothing was loaded' >&2; exit 1; }}") in fetch
+        assert check.startswith(f"grep -qxF '{IMAGE_SHA}  img.tar' {HELD}/.fleetserve-sha256sums || {{ ")
+        assert ("systemctl stop fleetserve-peer-source" in check) == serves == ("systemctl stop" in fetch)
+        assert (f"rm -rf {HELD} ; echo 'fleetserve image: the archive of {IMAGE} (img.tar) from @fake/{source} ({url}) "
+                f"does not match sha256 {IMAGE_SHA}; deleted it, nothing was loaded' >&2; exit 1; }}") in check
+        assert f"docker load -i {HELD}/img.tar" in ours
+        assert (ours[-1] == f"rm -rf {HELD}") != serves
+    assert not state.failed_hosts
+
+
+def test_hosts_that_loaded_the_archive_neither_send_nor_receive_the_chain_closes_over_them(tmp_path):
+    archive = tmp_path / "img.tar"
+    archive.write_bytes(b"x" * 10)
+    commands, state = along_the_chain(archive, {"b": LOADED_HERE})
+    assert commands["b"] == []
+    assert "hosts allow = 10.80.0.13" in commands["a"][1]  # a serves c directly
+    assert "--source rsync://10.80.0.11:8873" in commands["c"][0]
+    # the first host converged: the second is the first needing it, from the controller
+    commands, _ = along_the_chain(archive, {"a": LOADED_HERE})
+    assert commands["a"] == [] and "<upload /var/cache/fleetserve/images/img.tar>" in commands["b"]
+    assert "--source rsync://10.80.0.12:8873" in commands["c"][0]
+    # all converged: nothing anywhere, no daemon, no copy
+    commands, state = along_the_chain(archive, {n: LOADED_HERE for n in "abc"})
+    assert commands == {"a": [], "b": [], "c": []} and not state.failed_hosts
+
+
+def test_the_archives_kept_for_peers_are_removed_after_the_step():
+    commands, _ = run_op(image_ops.peer_archives_removed, {f"for p in {HELD};": [f"{HELD} 755 "]},
+                         directories=[HELD])
+    assert f"rm -rf -- {HELD}" in commands
+    commands, _ = run_op(image_ops.peer_archives_removed, directories=[HELD])
+    assert not any(c.startswith("rm") for c in commands)
+
+
+def test_a_source_that_loads_the_archive_during_the_step_is_still_the_next_hosts_source(tmp_path):
+    """peer_loaded decides with what peer_archive_served found before any host loaded the archive: a
+    source that has loaded it by the time its receiver asks is not taken for a converged host."""
+    from pyinfra.operations import python
+
+    archive = tmp_path / "img.tar"
+    archive.write_bytes(b"x" * 10)
+
+    def a_loaded_it():
+        host.state.inventory.get_host("@fake/a").connector.data["fake_responses"].update(LOADED_HERE)
+
+    def deploy():
+        me = next(link for link in CHAIN[:2] if link["host"] == host.name)
+        image_ops.peer_archive_served(ref=IMAGE, fingerprint=IMAGE_FP, sha256=IMAGE_SHA, remote_dir=IMAGES,
+                                      chain=CHAIN[:2], address=me["address"], port=8873, wait_s=600)
+        python.call(function=a_loaded_it)
+        image_ops.peer_loaded(ref=IMAGE, archive=str(archive), remote_dir=IMAGES, fingerprint=IMAGE_FP,
+                              sha256=IMAGE_SHA, chain=CHAIN[:2], fetch_script="/usr/local/lib/fleetserve/peer_fetch.py",
+                              wait_s=600)
+    state, commands = run_fake_deploy([("a", {}), ("b", {})], deploy, check_for_changes=False)
+    assert any("--source rsync://10.80.0.11:8873" in c for c in commands["@fake/b"])
+    assert not any(c.startswith("<upload") for c in commands["@fake/b"]) and not state.failed_hosts

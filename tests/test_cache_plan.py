@@ -115,3 +115,22 @@ def test_a_peer_without_a_cluster_address_is_refused_naming_host_and_key():
             "model_cache peer copies weights host to host over the cluster network") in refused(inventory)
     inventory[1][1]["cluster_address"] = "10.2.0.2"  # the cluster network's address is enough
     assert caches(plan_inventory(inventory, ["qwen3.5"], preview=True))["a3-02"].source.address == "10.0.0.11"
+
+
+def test_image_archives_travel_the_chain_of_the_weights_and_a_lone_host_gets_its_own_from_the_controller():
+    plans = plan_inventory(hosts(3, model_cache="peer", peer_port=9000, image_remote_dir="/data/images"), ["qwen3.5"],
+                           preview=True)
+    instance = plans[0].services[0]
+    assert instance.spec.image.source == "load"
+    chains = [p.image_cache_for(instance.spec.image.ref, instance.image_archive) for p in plans]
+    assert chains[0] == chains[1] == chains[2] and chains[0].archive == instance.image_archive
+    assert chains[0].chain == (PeerLink("a3-01", "10.0.0.11", 9000, "/data/images"),
+                               PeerLink("a3-02", "10.0.0.12", 9000, "/data/images"),
+                               PeerLink("a3-03", "10.0.0.13", 9000, "/data/images"))
+    assert ("# image archive: peer: host 1 of 3 (a3-01 -> a3-02 -> a3-03): receives it from the controller; serves "
+            "a3-02 (hosts that already loaded it are skipped)") in render_host(plans[0])
+    assert "# image archive: peer: host 3 of 3 (a3-01 -> a3-02 -> a3-03): pulls it from a3-02 (" in render_host(plans[2])
+    for plans in (plan_inventory(hosts(3), ["qwen3.5"], preview=True),
+                  plan_inventory(hosts(3, model_cache="peer"), ["qwen3.5"], preview=True, running=["a3-02"])):
+        assert all(p.image_cache_for(instance.spec.image.ref, instance.image_archive) is None for p in plans)
+        assert not any("# image archive:" in render_host(p) for p in plans)

@@ -439,3 +439,132 @@ def test_the_verifier_on_the_host_reads_the_hub_token_from_the_env_file_literall
         taken = subprocess.run([*argv, "--env-file", str(env_file)], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "cannot read the file listing" in refused.stderr
     assert taken.returncode == 0, taken.stderr
+
+
+# --- image archives along a peer chain: the operations' shell, a real rsync daemon ----------------------
+
+FAKE_DOCKER = """#!/bin/sh
+# docker load records what it loaded; inspect answers an image id
+case "$1" in
+  load) echo "$3" >> "$DOCKER_LOG"; [ -f "$3" ] ;;
+  image) case "$*" in *--format*) echo sha256:9 ;; esac ;;
+esac
+"""
+
+
+def image_chain(tmp_path: Path, port: int, archive: Path, sha: str) -> dict[str, list[str]]:
+    """What peer_archive_served and peer_loaded run on a (first, from the controller) and b (from a)."""
+    from pyinfra import host as current
+    from fleetserve.operations import image as image_ops
+    from tests.fakefleet import run_fake_deploy
+
+    chain = [{"host": "@fake/a", "address": "127.0.0.1", "port": port},
+             {"host": "@fake/b", "address": "127.0.0.1", "port": port}]
+
+    def deploy():
+        remote_dir = str(tmp_path / current.name.removeprefix("@fake/") / "images")
+        image_ops.peer_archive_served(ref="img:v0", fingerprint=f"sha256:{sha}", sha256=sha, remote_dir=remote_dir,
+                                      chain=chain, address="127.0.0.1", port=port, wait_s=30)
+        image_ops.peer_loaded(ref="img:v0", archive=str(archive), remote_dir=remote_dir, fingerprint=f"sha256:{sha}",
+                              sha256=sha, chain=chain, fetch_script=str(FILES / "peer_fetch.py"), wait_s=30,
+                              attempts=2)
+    state, commands = run_fake_deploy([("a", {}), ("b", {})], deploy, check_for_changes=False)
+    assert not state.failed_hosts
+    facts = ("docker image inspect --format", "for p in")
+    return {name.removeprefix("@fake/"): [c for c in cs if not c.startswith(facts)] for name, cs in commands.items()}
+
+
+def run_host(commands: list[str], env: dict, upload: tuple[Path, Path] | None = None) -> tuple[int, str]:
+    """The commands as one host runs them, in order (the controller's upload is a copy here; the
+    daemon is the test's own)."""
+    shown = []
+    for command in commands:
+        if command.startswith("<upload"):
+            shutil.copy(*upload)
+            continue
+        if command.startswith("mkdir -p /run/fleetserve"):
+            continue  # systemd-run: the test runs the daemon
+        code, out = finished(shell(command, env))
+        shown.append(out)
+        if code:
+            return code, "".join(shown)
+    return 0, "".join(shown)
+
+
+@pytest.fixture()
+def image_host(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "docker-bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setattr(hostpaths, "STATE_DIR", str(tmp_path / "state"))
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DOCKER_LOG": str(tmp_path / "docker.log")}
+
+
+def archive_on_the_controller(tmp_path: Path) -> tuple[Path, str]:
+    import hashlib
+    archive = tmp_path / "controller" / "img.tar"
+    archive.parent.mkdir()
+    archive.write_bytes(os.urandom(300_000))
+    return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+@contextmanager
+def listed_by_the_first_host(tmp_path: Path, env: dict):
+    """Host a's step run (the archive from the controller, checked, loaded and listed for b) with its
+    daemon serving b: (the archive's sha256, its key, a's directory for b, a's daemon, b's commands)."""
+    archive, sha = archive_on_the_controller(tmp_path)
+    key = hostpaths.peer_image_key(sha)
+    held_a = Path(hostpaths.peer_image_dir(str(tmp_path / "a" / "images"), key))
+    held_a.mkdir(parents=True)
+    served_a = {"key": key, "copy": str(held_a), "stage": str(held_a), "receiver_address": "127.0.0.1"}
+    with rsync_daemon(tmp_path, [served_a]) as source:
+        commands = image_chain(tmp_path, int(source.rsplit(":", 1)[1]), archive, sha)
+        code, out = run_host(commands["a"], env, (archive, tmp_path / "a" / "images" / "img.tar"))
+        assert code == 0, out
+        assert (held_a / "img.tar").read_bytes() == archive.read_bytes()
+        yield sha, key, held_a, source, commands["b"]
+
+
+def test_an_image_archive_goes_host_to_host_and_is_loaded_from_the_received_copy(tmp_path, image_host):
+    with listed_by_the_first_host(tmp_path, image_host) as (sha, key, held_a, _, commands_b):
+        code, out = run_host(commands_b, image_host)
+    assert code == 0, out
+    assert "peer_fetch: 1 files of " + key in out
+    held_b = Path(hostpaths.peer_image_dir(str(tmp_path / "b" / "images"), key))
+    loads = (tmp_path / "docker.log").read_text().split()
+    assert loads == [str(tmp_path / "a" / "images" / "img.tar"), str(held_b / "img.tar")]
+    assert (held_a / "img.tar").is_file()  # kept for b until the step ends
+    assert not (tmp_path / "a" / "images" / "img.tar").exists()  # image_keep_archive unset
+    assert not held_b.exists()  # the last of the chain keeps nothing
+    record = json.loads(Path(hostpaths.image_record("img:v0")).read_text())
+    assert record == {"ref": "img:v0", "archive": "img.tar", "fingerprint": f"sha256:{sha}", "image_id": "sha256:9"}
+
+
+@pytest.mark.parametrize("source_lists", ["honest", "lying"])
+def test_a_received_archive_that_does_not_match_is_deleted_never_loaded_and_the_source_named(tmp_path, image_host,
+                                                                                                source_lists):
+    with listed_by_the_first_host(tmp_path, image_host) as (sha, key, held_a, source, commands_b):
+        damaged = bytearray((held_a / "img.tar").read_bytes())
+        damaged[-10] ^= 0xFF  # the source's copy changed after it was checked: same size, another sha256
+        (held_a / "img.tar").unlink()
+        (held_a / "img.tar").write_bytes(bytes(damaged))
+        if source_lists == "lying":  # its lists agree with the damaged copy: only the catalog's sha256 catches it
+            import hashlib
+            wrong = hashlib.sha256(bytes(damaged)).hexdigest()
+            (held_a / hostpaths.SUMS_FILE).write_text(f"{wrong}  img.tar\n")
+            manifest = json.loads((held_a / hostpaths.MANIFEST_FILE).read_text())
+            manifest["files"]["img.tar"]["sha256"] = wrong
+            (held_a / hostpaths.MANIFEST_FILE).write_text(json.dumps(manifest))
+        code, out = run_host(commands_b, image_host)
+    assert code == 1
+    held_b = Path(hostpaths.peer_image_dir(str(tmp_path / "b" / "images"), key))
+    assert not (held_b / "img.tar").exists()  # deleted
+    assert (tmp_path / "docker.log").read_text().split() == [str(tmp_path / "a" / "images" / "img.tar")]  # a only
+    if source_lists == "honest":
+        assert "img.tar from rsync://127.0.0.1:" in out and "did not match after 2 transfers" in out
+        assert "fleetserve image: the archive of img:v0 (img.tar) could not be copied from @fake/a" in out
+    else:
+        assert (f"fleetserve image: the archive of img:v0 (img.tar) from @fake/a ({source}) does not match sha256 "
+                f"{sha}; deleted it, nothing was loaded") in out
+        assert not held_b.exists()

@@ -555,8 +555,9 @@ def bundle_weights(hub: str, repo_id: str, revision: str, host_dir: str, copy_ke
 
 def peer_daemon_config(address: str, port: int, copies: list[dict]) -> str:
     """rsyncd.conf (rsyncd.conf(5)) serving each copy read-only to its one receiver: no credentials
-    exist, nothing is listed, each module is chrooted to the copy (published) or its staging."""
-    lines = ["# fleetserve: model copies for the next host of a peer chain, during a run only",
+    exist, nothing is listed, each module is chrooted to the copy (published) or its staging (an
+    image archive: both are the directory holding it and its lists, ``hostpaths.peer_image_dir``)."""
+    lines = ["# fleetserve: model copies and image archives for the next host of a peer chain, during a run only",
              f"address = {address}", f"port = {int(port)}", "use chroot = yes", "read only = yes", "list = no",
              "reverse lookup = no", "timeout = 300", "max connections = 16",
              f"lock file = {hostpaths.RUN_DIR}/peer-rsyncd.lock", ""]
@@ -606,23 +607,30 @@ def peer_source_started(address: str, port: int, copies: list[dict], wait_s: int
     if not needed:
         host.noop("no peer needs a copy from this host")
         return
+    yield peer_daemon_started(address, port, needed, wait_s)
+
+
+def peer_daemon_started(address: str, port: int, copies: list[dict], wait_s: int) -> StringCommand:
+    """(Re)start the transient unit running the rsync daemon for these copies (``peer_daemon_config``),
+    and wait until it listens; ``peer_source_stopped`` ends it."""
     unit, config = hostpaths.PEER_UNIT, hostpaths.PEER_CONFIG
     listening = f'ss -Hltn "sport = :{int(port)}" | grep -q .'
-    yield StringCommand(
-        "mkdir", "-p", hostpaths.RUN_DIR, "&&", "printf", "%s", QuoteString(peer_daemon_config(address, port, needed)),
+    return StringCommand(
+        "mkdir", "-p", hostpaths.RUN_DIR, "&&", "printf", "%s", QuoteString(peer_daemon_config(address, port, copies)),
         ">", config, "&&", "{", "systemctl", "stop", unit, "2>/dev/null;", "systemctl", "reset-failed", unit,
         "2>/dev/null;", "true;", "}", "&&", "systemd-run", "--quiet", "--collect", f"--unit={unit}",
         f"--property=RuntimeMaxSec={int(wait_s)}", "rsync", "--daemon", "--no-detach", f"--config={config}", "&&",
         "for i in $(seq 100); do", listening, "&& break; sleep 0.1; done;", listening, "||", "{", "echo",
-        QuoteString(f"fleetserve model: the rsync daemon serving peers did not listen on {address}:{port}:"), ">&2;",
+        QuoteString(f"fleetserve: the rsync daemon serving peers did not listen on {address}:{port}:"), ">&2;",
         "journalctl", "-u", unit, "-n", "20", "--no-pager", ">&2;", "exit", "1;", "}")
 
 
 @operation(is_idempotent=True)
 def peer_source_stopped():
     """
-    Stop serving model copies to peers (the daemon of ``peer_source_started``), once every host of
-    this step holds its copy. A no-op when it is not running.
+    Stop serving model copies or image archives to peers (the daemon of ``peer_source_started`` or
+    ``image.peer_archive_served``), once every host of this step holds its copy. A no-op when it is
+    not running.
 
     **Example:**
 

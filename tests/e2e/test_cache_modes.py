@@ -186,3 +186,46 @@ def test_a_downloader_killed_mid_download_leaves_a_lock_the_next_run_takes(fleet
         if done and path != SHARD2:
             assert stats[path]["total"]["completed"] == 1, path
     assert stats[SHARD2]["total"]["completed"] == 1 and stats[SHARD2]["total"]["interrupted"] == 1
+
+
+def test_an_image_archive_goes_from_the_controller_to_one_peer_then_node_to_node(fleet, tmp_path):
+    import hashlib
+    import shutil
+    import tarfile
+
+    nodes = NODES[:3]
+    image = fleet.doc["images"]["ascend"]
+    # The same image with one more member in the archive: an archive no node has loaded.
+    archive = tmp_path / Path(image["tarball"]).name
+    shutil.copyfile(image["tarball"], archive)
+    with tarfile.open(archive, "a") as tar:
+        note = tmp_path / "note.txt"
+        note.write_text(f"peer {time.time()}\n")
+        tar.add(note, arcname="fleetserve-peer.txt")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    key = f"image-{digest[:16]}"
+    record = "/var/lib/fleetserve/images/" + image["ref"].replace("/", "_").replace(":", "_") + ".json"
+    run = lambda: fleet.pyinfra("deploys/qwen35.py", "--data", "model_cache=peer",  # noqa: E731
+                                *[a for n in nodes for a in ("--limit", n)],
+                                overrides={SERVICE: {"image": {"tarball": str(archive), "sha256": digest}}},
+                                timeout=1500)
+    for node in nodes:  # the daemon's log of this run is what follows
+        fleet.ssh(node, "date +%s > /tmp/fleetserve-e2e-image-since")
+    result = run()
+    assert result.returncode == 0, result.stdout[-6000:]
+    for index, node in enumerate(nodes):
+        loaded = json.loads(fleet.ssh(node, f"cat {record}").stdout)
+        assert loaded["fingerprint"] == f"sha256:{digest}", node
+        # nothing kept: neither the archive nor the directory it was served from
+        assert fleet.ssh(node, "ls -A /var/cache/fleetserve/images 2>/dev/null; true").stdout.split() == [], node
+        assert fleet.ssh(node, "ss -Hltn 'sport = :8873'").stdout.strip() == ""
+        # each node but the last served the archive to the next one, over the cluster network
+        served = fleet.ssh(node, "journalctl -u fleetserve-peer-source --no-pager -o cat --since "
+                                 "@$(cat /tmp/fleetserve-e2e-image-since)", check=False).stdout
+        if index + 1 < len(nodes):
+            receiver = fleet.doc["nodes"][index + 1]["cluster_address"]
+            assert f"rsync on {key}" in served and receiver in served, served[-3000:]
+        else:
+            assert key not in served, served[-3000:]
+    again = run()
+    assert changes_in(again.stdout) == (0, 0), again.stdout[-8000:]
