@@ -109,6 +109,7 @@ class Receiver:
     def __init__(self, args: argparse.Namespace) -> None:
         self.dir = args.dir
         self.args = args
+        self.reference = getattr(args, "reference", "the hub's")
         self.sums_path = os.path.join(args.dir, args.sums)
         self.have = self._own_sums()
         self.manifest: dict | None = None
@@ -142,10 +143,10 @@ class Receiver:
             return "missing after the transfer"
         size = os.path.getsize(local)
         if meta.get("size") is not None and size != meta["size"]:
-            return f"{size} bytes, the hub lists {meta['size']}"
+            return f"{size} bytes, {self.reference} lists {meta['size']}"
         actual = sha256_of(local)
         if meta.get("sha256") and actual != meta["sha256"]:
-            return f"sha256 {actual} does not match the hub's {meta['sha256']}"
+            return f"sha256 {actual} does not match {self.reference} {meta['sha256']}"
         if upstream and actual != upstream:
             return f"sha256 {actual} does not match the {upstream} its source verified"
         with open(self.sums_path, "a", encoding="utf-8") as handle:
@@ -250,6 +251,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--marker", required=True)
     parser.add_argument("--attempts", type=int, default=3, help="transfers of one file before giving up")
     parser.add_argument("--reach", type=int, default=REACH_S, help="seconds a source may refuse connections")
+    parser.add_argument("--reference", default="the hub's", help="whose sizes and sha256 the manifest holds, in "
+                        "messages (an image archive's are the catalog's)")
     args = parser.parse_args(argv)
     problem = run(args)
     if problem:

@@ -255,7 +255,7 @@ def test_an_image_archive_goes_from_the_controller_to_the_first_peer_then_host_t
         assert fetch.startswith(f"mkdir -p {HELD} && python3 /usr/local/lib/fleetserve/peer_fetch.py {HELD} --source "
                                 f"{url} --key image-abababababababab --wait 600 --attempts 3 --marker "
                                 f".fleetserve-verified.json --manifest .fleetserve-manifest.json --sums "
-                                f".fleetserve-sha256sums || {{ ")
+                                f".fleetserve-sha256sums --reference 'the catalog'\"'\"'s' || {{ ")
         assert (f"echo 'fleetserve image: the archive of {IMAGE} (img.tar) could not be copied from @fake/{source} "
                 f"({url}); nothing was loaded' >&2; exit 1; }}") in fetch
         assert check.startswith(f"grep -qxF '{IMAGE_SHA}  img.tar' {HELD}/.fleetserve-sha256sums || {{ ")

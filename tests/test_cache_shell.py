@@ -563,6 +563,7 @@ def test_a_received_archive_that_does_not_match_is_deleted_never_loaded_and_the_
     assert (tmp_path / "docker.log").read_text().split() == [str(tmp_path / "a" / "images" / "img.tar")]  # a only
     if source_lists == "honest":
         assert "img.tar from rsync://127.0.0.1:" in out and "did not match after 2 transfers" in out
+        assert "does not match the catalog's" in out and "the hub's" not in out  # whose sha256 it is
         assert "fleetserve image: the archive of img:v0 (img.tar) could not be copied from @fake/a" in out
     else:
         assert (f"fleetserve image: the archive of img:v0 (img.tar) from @fake/a ({source}) does not match sha256 "

@@ -239,7 +239,7 @@ def peer_loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha25
         "mkdir", "-p", QuoteString(directory), "&&", "python3", QuoteString(fetch_script), QuoteString(directory),
         "--source", QuoteString(url), "--key", QuoteString(key), "--wait", str(int(wait_s)), "--attempts",
         str(int(attempts)), "--marker", hostpaths.VERIFIED_MARKER, "--manifest", hostpaths.MANIFEST_FILE, "--sums",
-        hostpaths.SUMS_FILE, "||", "{", *stop, "echo",
+        hostpaths.SUMS_FILE, "--reference", QuoteString("the catalog's"), "||", "{", *stop, "echo",
         QuoteString(f"fleetserve image: {what} could not be copied from {source['host']} ({url}); nothing was "
                     f"loaded"), ">&2;", "exit", "1;", "}")
     # The sha256 peer_fetch took while receiving, against the one given here (not the source's word).
