@@ -41,6 +41,8 @@ def expectations_for(plan: HostPlan) -> Expectations:
         for device in instance.member(plan.host).devices:
             devices[device] = spec.name
         ports[spec.port] = spec.name
+        if instance.group and instance.member(plan.host).is_head and spec.head_port:
+            ports[spec.head_port] = spec.name  # the members join here: nothing else may hold it
         key = spec.model.copy_key
         models.append(ModelNeed(service=spec.name, host_dir=spec.model.host_dir,
                                 copy_dir=hostpaths.model_copy(spec.model.host_dir, key),

@@ -89,12 +89,12 @@ def group_flags(spec: ServiceSpec, seat: GroupSeat) -> list[str]:
     tutorials (data-parallel) and vLLM's multi-node docs (nnodes) give them."""
     if spec.multi_node == "data-parallel":
         local = spec.data_parallel_size_local or 1
-        flags = ["--data-parallel-address", seat.head_address, "--data-parallel-rpc-port", str(spec.data_parallel_rpc_port)]
+        flags = ["--data-parallel-address", seat.head_address, "--data-parallel-rpc-port", str(spec.head_port)]
         if seat.rank:
             flags += ["--headless", "--data-parallel-start-rank", str(seat.rank * local)]
         return flags
     flags = ["--nnodes", str(seat.nodes), "--node-rank", str(seat.rank), "--master-addr", seat.head_address,
-             "--master-port", str(spec.master_port)]
+             "--master-port", str(spec.head_port)]
     return flags + (["--headless"] if seat.rank else [])
 
 

@@ -428,6 +428,13 @@ class ServiceSpec(StrictModel):
         """Devices one host needs for this service (single node: TP x PP x DP)."""
         return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
 
+    @property
+    def head_port(self) -> int | None:
+        """The port the head of a group listens on for its members (None off a group)."""
+        if self.multi_node == "data-parallel":
+            return self.data_parallel_rpc_port
+        return self.master_port if self.multi_node == "nnodes" else None
+
     def devices_per_node(self, nodes: int) -> int:
         """Devices each of `nodes` members needs: TP x PP x local DP replicas (data-parallel), or its
         equal share of TP x PP x DP (nnodes)."""

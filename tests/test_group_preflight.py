@@ -38,6 +38,7 @@ from fleetserve.groupcheck import (
 )
 from fleetserve.operations import group as group_ops
 from fleetserve.plan import plan_inventory
+from fleetserve.readiness import _port_problems, expectations_for
 from fleetserve.types import GroupBoard, GroupMemberNeeds
 from roles.group import group_content, group_gate, group_network
 from roles.serve import serve
@@ -525,3 +526,18 @@ def test_group_roles_add_nothing_for_hosts_without_a_group():
     assert group_expectations(plan) is None
     state, commands, _ = _run(hosts, {})
     assert commands["@fake/solo"] == [] and not state.failed_hosts
+
+
+@pytest.mark.parametrize("base,port", [(A3, 13389), (GB, 29500)], ids=["data-parallel", "nnodes"])
+def test_the_heads_member_port_must_be_free_or_its_own_before_the_group_starts(base, port):
+    plans = plans_of(members(base))
+    head, member = (expectations_for(plans[name]) for name, _ in members(base))
+    assert port in head.ports and port not in member.ports  # only the head listens for the members
+    service = head.ports[port]
+    foreign = {"listeners": {port: [{"pid": 77, "cgroup": "0::/system.slice/other.service"}]}, "containers": {}}
+    assert _port_problems(foreign, head) == [
+        f"port {port} is held by pid 77 (0::/system.slice/other.service), not by service {service}'s container; stop "
+        f"it or give the service another port"]
+    own = {"listeners": {port: [{"pid": 78, "cgroup": "0::/system.slice/docker-abc.scope"}]},
+           "containers": {hostpaths.container_name(service): "abc"}}
+    assert _port_problems(own, head) == []  # a converged head holds it itself
