@@ -1,7 +1,8 @@
 """fleetserve: OpenAI-API checks run inside the serving container (stdlib only).
 
-argv: PORT MODEL [ENV_FILE [SERVE_PATH]]. With SERVE_PATH, /v1/models must list MODEL with that
-model path as its root (the release's weights, not another server's). The API key comes from ENV_FILE (the unit's systemd EnvironmentFile,
+argv: PORT MODEL [ENV_FILE [SERVE_PATH [ADDRESS]]]. With SERVE_PATH, /v1/models must list MODEL with that
+model path as its root (the release's weights, not another server's). ADDRESS (default 127.0.0.1) is
+where the API answers: a group's head, when a headless member checks the group it joined. The API key comes from ENV_FILE (the unit's systemd EnvironmentFile,
 read here so it is never on a command line) or, inside the container, from VLLM_API_KEY. Exits
 non-zero with what was asked and what came back when an answer is missing or wrong.
 """
@@ -40,7 +41,8 @@ def api_key(env_file):
 
 def main(argv):
     port, model = int(argv[0]), argv[1]
-    base = f"http://127.0.0.1:{port}"
+    address = argv[4] if len(argv) > 4 and argv[4] else "127.0.0.1"
+    base = f"http://{'[' + address + ']' if ':' in address else address}:{port}"
     headers = {"Content-Type": "application/json"}
     key = api_key(argv[2] if len(argv) > 2 and argv[2] else None)
     if key:

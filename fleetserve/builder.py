@@ -7,6 +7,7 @@ HardwareKind, paths from fleetserve.hostpaths.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -34,10 +35,15 @@ def jemalloc_choice(plan: HostPlan, in_image: str | None) -> Jemalloc | None:
     return Jemalloc(preload=hostpaths.JEMALLOC_IN_CONTAINER, host_library=plan.jemalloc_path)
 
 
-def container_env(instance: ServiceInstance, jemalloc: Jemalloc | None) -> list[tuple[str, str]]:
-    """Non-secret environment for the container, in order: catalog env, visible devices, jemalloc."""
+def container_env(instance: ServiceInstance, jemalloc: Jemalloc | None,
+                  member: Member | None = None) -> list[tuple[str, str]]:
+    """Non-secret environment for the container, in order: catalog env, a group member's own network
+    (its address and NIC, as the hardware's multi-node needs name them), visible devices, jemalloc."""
     spec, hardware = instance.spec, instance.hardware
     env = list(spec.env.items())
+    if instance.group and member is not None:
+        env += [(name, member.address if source == "address" else member.nic or "")
+                for name, source in hardware.multi_node.member_env.items()]
     if spec.device_mode == "privileged":
         # The container sees every device; pin it to its own (the Qwen3 on 800T A2 write-up's way).
         env.append((hardware.visible_devices_env, ",".join(str(d) for d in spec.devices)))
@@ -84,6 +90,8 @@ def bind_mounts(instance: ServiceInstance, jemalloc: Jemalloc | None) -> list[Bi
     if hardware.cache_mount:
         mounts.append(hardware.cache_mount)
     mounts += spec.extra_mounts()
+    if instance.group:  # what the hardware's members need to talk to each other (hccn_tool, hccn.conf)
+        mounts += [m for m in hardware.multi_node.mounts if m.container not in {x.container for x in mounts}]
     # This release's own verified copy, read-only, where vLLM is told to find the model (also when
     # a mount above already covers that path): a new copy never changes what a running release sees.
     mounts.append(BindMount(host=model_copy(instance), container=spec.model.serve_path, read_only=True))
@@ -130,14 +138,14 @@ def container_run_argv(instance: ServiceInstance, member: Member, plan: HostPlan
     jemalloc = jemalloc_choice(plan, jemalloc_in_image)
     for mount in bind_mounts(instance, jemalloc):
         argv += ["-v", mount.docker_arg()]
-    for key, value in container_env(instance, jemalloc):
+    for key, value in container_env(instance, jemalloc, member):
         argv += ["-e", f"{key}={value}"]
     for key in secret_env_names(instance):
         argv += ["-e", key]  # value comes from the unit's EnvironmentFile, never the command line
     argv.append(spec.image.ref)
     if instance.entrypoint == "shell":
         argv += ["vllm", "serve"]
-    return argv + list(instance.serve_args)
+    return argv + list(member.serve_args or instance.serve_args)
 
 
 def created_mount_dirs(instance: ServiceInstance, plan: HostPlan) -> list[str]:
@@ -216,3 +224,13 @@ def service_files(instance: ServiceInstance, member: Member, plan: HostPlan, eng
 
 def masked_env_text(text: str) -> str:
     return re.sub(r"^([A-Za-z_][A-Za-z0-9_]*)=.*$", r"\1=*MASKED*", text, flags=re.M)
+
+
+def group_release(instance: ServiceInstance) -> str | None:
+    """One digest of what every member of a group runs (command, address, NIC, image, model copy):
+    part of each member's release record, so a change on any member is a new release on all."""
+    if not instance.group:
+        return None
+    what = [instance.spec.image.ref, model_copy(instance),
+            [[m.host, m.address, m.nic, list(m.serve_args)] for m in instance.members]]
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -136,21 +137,27 @@ def format_validation_error(error: ValidationError, where: str, service_names: l
             prefix = f"{where}: service {service_names[int(loc[1])]}"
             loc = loc[2:]
         value = item.get("input")
+        message = item["msg"].removeprefix("Value error, ")
+        if not loc or (len(loc) == 2 and loc[0] == "services"):
+            # A check across keys names its key first ("key: message"); the value shown is that key's.
+            key, sep, rest = message.partition(": ")
+            if sep and re.fullmatch(r"[a-z_]+", key) and isinstance(value, dict):
+                loc, message, value = [*loc, key], rest, value.get(key)
         if item["type"] == "missing":
             shown = ""
         elif isinstance(value, (dict, list)):
             shown = f" (got a {'mapping' if isinstance(value, dict) else 'list'})"
         else:
             shown = f" (got {value!r})"
-        lines.append(f"{prefix}: {'.'.join(loc) or '(top level)'}: {item['msg']}{shown}")
+        lines.append(f"{prefix}: {'.'.join(loc) or '(top level)'}: {message}{shown}")
     return "\n".join(lines)
 
 
-def select_variant(entry: CatalogEntry, hardware_kind: str) -> dict[str, Any] | None:
-    """The raw variant for this hardware (aliases resolved), or None if no variant fits."""
+def select_variant(entry: CatalogEntry, hardware_kind: str, nodes: int = 1) -> dict[str, Any] | None:
+    """The raw variant for this hardware (aliases resolved) spanning `nodes` hosts, or None."""
     kind = get_kind(hardware_kind).kind
     for raw in entry.document["variants"]:
-        if any(get_kind(k).kind == kind for k in raw["hardware"]):
+        if raw.get("nodes", 1) == nodes and any(get_kind(k).kind == kind for k in raw["hardware"]):
             return raw
     return None
 

@@ -1,4 +1,5 @@
-"""The `fleetserve` command: offline render, plus the commands of installed plugins (group `fleetserve.cli`)."""
+"""The `fleetserve` command: offline render, offline bundles, plus the commands of installed plugins (group
+`fleetserve.cli`)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     render_cmd.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
                             help="override host data, as pyinfra's --data (JSON values allowed)")
 
+    bundle_cmd = commands.add_parser("bundle", help="pack what a deploy takes from the internet (verified model "
+                                                    "copies, image archives, SHA256SUMS) into one directory for an "
+                                                    "air-gapped fleet")
+    bundle_cmd.add_argument("inventory")
+    bundle_cmd.add_argument("deploy")
+    bundle_cmd.add_argument("--out", required=True, help="the bundle's directory (resumed when it exists)")
+    bundle_cmd.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                            help="override host data, as pyinfra's --data (JSON values allowed)")
+
     add_plugin_commands(commands)
 
     args = parser.parse_args(argv)
@@ -60,6 +70,20 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(render(args.inventory, args.deploy, host=args.host, override_data=_parse_data(args.data)))
         except (FleetserveError, RenderError) as exc:
             print(f"fleetserve render: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "bundle":
+        from pathlib import Path
+
+        from fleetserve.bundle import make_bundle
+        from fleetserve.plan import plan_inventory
+        from fleetserve.render import RenderError, deploy_workloads, load_inventory_hosts
+
+        try:
+            hosts = load_inventory_hosts(args.inventory, _parse_data(args.data))
+            make_bundle(plan_inventory(hosts, deploy_workloads(args.deploy)), Path(args.out))
+        except (FleetserveError, RenderError) as exc:
+            print(f"fleetserve bundle: {exc}", file=sys.stderr)
             return 2
         return 0
     return int(args.func(args) or 0)

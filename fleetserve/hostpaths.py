@@ -22,13 +22,23 @@ VERIFIED_MARKER = ".fleetserve-verified.json"  # written into a model dir only a
 MODEL_STORE_SUFFIX = ".fleetserve"  # <parent>/.<name>.fleetserve/<key>/: one verified copy per revision
 STAGING_PREFIX = ".partial-"  # <store>/.partial-<key>/: a download in progress, resumed by the next run
 STORE_OWNER_FILE = ".fleetserve-store.json"  # in a store: which hub/repo it holds
+# Written by the verifier beside the weights: the hub's listing it checked against (sizes, sha256,
+# commit), and the sha256 of every verified file (sha256sum's format, one line per file, appended as
+# each file passes, so the next host of a peer chain can take it before the rest is done).
+MANIFEST_FILE = ".fleetserve-manifest.json"
+SUMS_FILE = ".fleetserve-sha256sums"
+# Peer mode: the rsync daemon serving this host's copies to the next host, only during a run.
+PEER_UNIT = "fleetserve-peer-source"  # a transient unit (systemd-run), never a file
+PEER_CONFIG = f"{RUN_DIR}/peer-rsyncd.conf"
+# What a host checked of a copy in a shared filesystem (the copy is another host's download).
+SHARED_CHECKS_DIR = f"{STATE_DIR}/shared"
 UNIT_PREFIX = "fleetserve-"
 # Every unit fleetserve installs, for a glob on the host (other deploys' services included).
 UNIT_GLOB = f"{SYSTEMD_DIR}/{UNIT_PREFIX}*.service"
 # Each unit carries a one-line JSON manifest after this prefix (devices, port) for other deploys.
 MANIFEST_PREFIX = "# fleetserve-manifest: "
 # Helper scripts that go to LIB_DIR (sources in the package's files/).
-HELPER_FILES = ("verify_model.py", "verify-endpoint.sh", "verify_api.py", "check_serve_args.py")
+HELPER_FILES = ("verify_model.py", "verify-endpoint.sh", "verify_api.py", "check_serve_args.py", "peer_fetch.py")
 # Where the host's jemalloc is mounted in a container whose image has none: a path of its own, so
 # it never covers a file the image brings.
 JEMALLOC_IN_CONTAINER = "/usr/local/lib/fleetserve-jemalloc/libjemalloc.so.2"
@@ -84,6 +94,22 @@ def model_marker(model_dir: str) -> str:
     return f"{model_dir}/{VERIFIED_MARKER}"
 
 
+def shared_lock(host_dir: str, key: str) -> str:
+    """The lock one host of a shared filesystem holds while it downloads a copy (beside the copy,
+    so every host mounting the filesystem locks the same file)."""
+    return f"{model_store(host_dir)}/.lock-{key}"
+
+
+def shared_check(copy: str) -> str:
+    """This host's record that it verified a copy another host downloaded into a shared filesystem."""
+    return f"{SHARED_CHECKS_DIR}/{copy.strip('/').replace('/', '_')}.json"
+
+
+def peer_modules(key: str) -> tuple[str, str]:
+    """rsync module names under which a peer source serves a copy: published, and still staging."""
+    return key, f"{key}.partial"
+
+
 def release_dir(service: str) -> str:
     """A service's releases: <id>/{release.json, unit, env} and state.json (current, previous)."""
     return f"{STATE_DIR}/releases/{service}"
@@ -115,6 +141,18 @@ def lib_file(name: str) -> str:
 def image_archive(remote_dir: str, archive: str) -> str:
     """Where an image archive is copied on the host before `docker load`."""
     return f"{remote_dir}/{posixpath.basename(archive)}"
+
+
+def peer_image_key(sha256: str) -> str:
+    """The name an image archive travels under in a peer chain (its rsync modules: ``peer_modules``)."""
+    return f"image-{sha256[:16]}"
+
+
+def peer_image_dir(remote_dir: str, key: str) -> str:
+    """Where a peer host keeps an image archive it received and checked, with its lists (MANIFEST_FILE,
+    SUMS_FILE), for the next host of the chain: only this directory is served, never the rest of
+    remote_dir. Removed once the step is over (the archive itself stays only with image_keep_archive)."""
+    return f"{remote_dir}/.peer-{key}"
 
 
 def provided_by_the_system(path: str) -> bool:

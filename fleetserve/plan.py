@@ -7,13 +7,16 @@ validated here (role tunables included); roles only read the plan.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from functools import cache
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
 
+from fleetserve import hostpaths
 from fleetserve.catalog import (
     did_you_mean,
     format_validation_error,
@@ -26,15 +29,20 @@ from fleetserve.catalog import (
 )
 from fleetserve.hardware import get_kind, known_kinds
 from fleetserve.hostos import jemalloc_library, jemalloc_package
-from fleetserve.serveargs import serve_args
+from fleetserve.serveargs import GroupSeat, serve_args
 from fleetserve.types import (
     Catalog,
     CatalogError,
     FleetserveError,
+    GroupInfo,
+    GroupSeatInfo,
     HardwareKind,
     HostData,
     HostPlan,
+    ImageCache,
     Member,
+    ModelCache,
+    PeerLink,
     PlanError,
     ServiceInstance,
     ServiceSpec,
@@ -100,7 +108,7 @@ def _check_overrides(name: str, overrides: dict[str, Any], catalog: Catalog, err
 
 
 def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], catalog: Catalog | None = None,
-              preview: bool = False) -> HostPlan:
+              preview: bool = False, group: GroupInfo | None = None) -> HostPlan:
     """Validate one host for the given workloads; raise PlanError listing every problem.
 
     `catalog` defaults to the built-in entries plus the host's `catalog_dir`. `preview` (offline
@@ -157,10 +165,13 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], cata
     for workload in clash_scope:
         entry = catalog[workload]
         where = f"host {name}: workload {workload}"
-        raw = select_variant(entry, hardware.kind)
+        nodes = len(group.members) if group else 1
+        raw = select_variant(entry, hardware.kind, nodes)
         if raw is None:
-            fits = sorted({k for v in entry.document["variants"] for k in v["hardware"]})
-            errors.append(f"{where}: no variant for hardware {hardware.kind} (catalog has variants for: "
+            fits = sorted({k + (f" x{v['nodes']} nodes" if v.get("nodes", 1) > 1 else "")
+                           for v in entry.document["variants"] for k in v["hardware"]})
+            what = f"{hardware.kind} x{nodes} nodes (group {group.name})" if group else hardware.kind
+            errors.append(f"{where}: no variant for hardware {what} (catalog has variants for: "
                           f"{', '.join(fits)})")
             continue
         try:
@@ -170,7 +181,7 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], cata
             continue
         for spec in variant.services:
             svc = f"{where}: service {spec.name}"
-            errors.extend(_check_service(svc, spec, hardware, host_ids, unhealthy))
+            errors.extend(_check_service(svc, spec, hardware, host_ids, unhealthy, nodes))
             if spec.name in names:
                 errors.append(f"{svc}: name is used by another service on this host")
             names.add(spec.name)
@@ -186,15 +197,10 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], cata
             errors.extend(_check_model_dir(svc, spec, models_by_dir))
             if workload not in active:
                 continue
-            result = serve_args(spec, hardware.vllm_platform)
-            errors.extend(f"{svc}: {problem}" for problem in result.problems)
-            if result.devices_needed > len(spec.devices):
-                errors.append(f"{svc}: vLLM's parallel sizes need {result.devices_needed} devices on this node, "
-                              f"the service is given {len(spec.devices)} ({list(spec.devices)})")
+            members, args = _members(svc, spec, hardware, name, data, group, errors)
             archive = _image_archive(spec, settings.image_store, svc, warnings if preview else errors)
-            member = Member(host=name, address=_host_address(name, data), devices=spec.devices)
-            instances.append(ServiceInstance(workload, spec, hardware, (member,), result.args, archive,
-                                             variant.follows))
+            instances.append(ServiceInstance(workload, spec, hardware, members, args, archive, variant.follows,
+                                             group.name if group else None))
 
     secrets = _secrets(name, data, instances, preview, errors, warnings)
     if errors:
@@ -203,6 +209,84 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], cata
     return HostPlan(host=name, hardware=hardware, data=settings, services=tuple(instances),
                     jemalloc_path=jemalloc_path, jemalloc_package=jemalloc_package(settings.distro_family),
                     secrets=secrets, skipped_workloads=skipped, warnings=tuple(warnings))
+
+
+def _members(svc: str, spec: ServiceSpec, hardware: HardwareKind, name: str, data: Mapping[str, Any],
+             group: GroupInfo | None, errors: list[str]) -> tuple[tuple[Member, ...], tuple[str, ...]]:
+    """The service's members (this host alone, or every host of its group, head first), each with the
+    exact arguments vLLM gets there, checked by that vLLM release's parser."""
+    seats = group.members if group else (GroupSeatInfo(name, 0, _host_address(name, data), None),)
+    if group and not spec.multi_node:
+        errors.append(f"{svc}: multi_node: the variant spans {len(seats)} nodes, so the service must say how its "
+                      f"members are wired (allowed: data-parallel, nnodes)")
+        return (), ()
+    members = []
+    for seat in seats:
+        placed = GroupSeat(seat.rank, len(seats), group.head.address) if group else None
+        result = serve_args(spec, hardware.vllm_platform, placed)
+        where = f"{svc}: member {seat.host} (rank {seat.rank})" if group else svc
+        errors.extend(f"{where}: {problem}" for problem in result.problems)
+        if result.devices_needed > len(spec.devices):
+            errors.append(f"{where}: vLLM's parallel sizes need {result.devices_needed} devices on this node, "
+                          f"the service is given {len(spec.devices)} ({list(spec.devices)})")
+        members.append(Member(host=seat.host, address=seat.address, devices=spec.devices, rank=seat.rank,
+                              nic=seat.nic, serve_args=result.args))
+    return tuple(members), members[0].serve_args
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def plan_groups(settings: Mapping[str, HostData], addresses: Mapping[str, str],
+                errors: list[str]) -> dict[str, GroupInfo]:
+    """Inventory groups, validated before any service is planned: exactly one head, ranks 0..k-1,
+    every member with an address and a NIC, one hardware kind, the same workloads, and for a shared
+    cache the same path everywhere."""
+    by_group: dict[str, list[tuple[str, HostData]]] = {}
+    for host, data in settings.items():
+        if data.group:
+            by_group.setdefault(data.group, []).append((host, data))
+        elif data.group_rank is not None:
+            errors.append(f"host {host}: group_rank: {data.group_rank} without a group (set group, or drop group_rank)")
+    groups = {}
+    for name, hosts in sorted(by_group.items()):
+        where = f"group {name}"
+        ranks: dict[int, list[str]] = {}
+        for host, data in hosts:
+            if data.group_rank is None:
+                errors.append(f"{where}: member {host}: group_rank: missing (allowed: 0..{len(hosts) - 1}; 0 is the head)")
+            else:
+                ranks.setdefault(data.group_rank, []).append(host)
+            if not data.nic:
+                errors.append(f"{where}: member {host}: nic: missing (the network interface of its cluster address, "
+                              f"for HCCL/GLOO/TP/NCCL sockets)")
+            if not data.cluster_address and not _is_ip(addresses[host]):
+                errors.append(f"{where}: member {host}: cluster_address: missing, and ssh_hostname {addresses[host]!r} "
+                              f"is not an IP address (HCCL_IF_IP and vLLM's head address need the member's IP on "
+                              f"the cluster network)")
+        for rank, holders in sorted(ranks.items()):
+            if len(holders) > 1:
+                what = "two heads" if rank == 0 else f"rank {rank} twice"
+                errors.append(f"{where}: group_rank: {what}: {', '.join(sorted(holders))} (each rank once)")
+        if hosts and 0 not in ranks:
+            errors.append(f"{where}: group_rank: no head (one member must have group_rank 0)")
+        if ranks and sorted(ranks) != list(range(len(ranks))):
+            errors.append(f"{where}: group_rank: {sorted(ranks)} (allowed: 0..{len(hosts) - 1}, each once)")
+        for key, what in (("hardware", "hardware kinds"), ("workloads", "workloads"), ("model_cache", "model caches"),
+                          ("shared_dir", "shared directories"), ("group_clock_skew_ms", "clock skew limits")):
+            values = {host: getattr(data, key) for host, data in hosts}
+            if len({repr(get_kind(v).kind) if key == "hardware" and v else repr(v) for v in values.values()}) > 1:
+                shown = ", ".join(f"{h}: {'unset' if v is None else v}" for h, v in sorted(values.items()))
+                errors.append(f"{where}: {key}: members of different {what} ({shown}); a group is alike everywhere")
+        seats = sorted((GroupSeatInfo(host, data.group_rank or 0, data.cluster_address or addresses[host], data.nic)
+                        for host, data in hosts), key=lambda seat: seat.rank)
+        groups[name] = GroupInfo(name, tuple(seats))
+    return groups
 
 
 def _secrets(name: str, data: Mapping[str, Any], instances: list[ServiceInstance], preview: bool,
@@ -233,7 +317,7 @@ def _secrets(name: str, data: Mapping[str, Any], instances: list[ServiceInstance
 
 
 def _check_service(svc: str, spec: ServiceSpec, hardware: HardwareKind, host_ids: tuple[int, ...],
-                   unhealthy: set[int]) -> list[str]:
+                   unhealthy: set[int], nodes: int = 1) -> list[str]:
     errors = []
     word = hardware.accelerator_word
     outside = [d for d in spec.devices if d not in host_ids]
@@ -243,9 +327,9 @@ def _check_service(svc: str, spec: ServiceSpec, hardware: HardwareKind, host_ids
     sick = sorted(set(spec.devices) & unhealthy)
     if sick:
         errors.append(f"{svc}: devices: {sick} are marked unhealthy in unhealthy_devices")
-    needed = spec.world_size
-    sizes = (f"tensor_parallel_size {spec.tensor_parallel_size} x pipeline_parallel_size "
-             f"{spec.pipeline_parallel_size} x data_parallel_size {spec.data_parallel_size}")
+    errors += [f"{svc}: {problem}" for problem in spec.group_size_problems(nodes)]
+    needed = spec.devices_per_node(nodes)
+    sizes = spec.sizes(nodes)
     if needed > len(host_ids):
         errors.append(f"{svc}: {sizes} needs {needed} devices but the host has {len(host_ids)}")
     elif needed > len(spec.devices):
@@ -301,14 +385,23 @@ def _image_archive(spec: ServiceSpec, image_store: str, svc: str, problems: list
 
 
 def plan_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]], workloads: Iterable[str],
-                   catalog: Catalog | None = None, preview: bool = False) -> list[HostPlan]:
-    """Plan every host; raise one PlanError with all problems of all hosts."""
+                   catalog: Catalog | None = None, preview: bool = False,
+                   running: Iterable[str] | None = None) -> list[HostPlan]:
+    """Plan every host; raise one PlanError with all problems of all hosts. `running`: the hosts
+    this run deploys to (pyinfra's --limit), when not all: peer chains are made of those only."""
     workloads = list(workloads)
     hosts = list(hosts)
     if not hosts:
         raise PlanError("the inventory has no hosts")
     plans, errors = [], []
     catalogs: dict[Any, Catalog] = {}  # loaded once per catalog_dir, not once per host
+    known = {}
+    for name, data in hosts:  # groups need every member's validated data first
+        try:
+            known[name] = HostData.model_validate({k: v for k, v in data.items() if k in HostData.model_fields})
+        except ValidationError:
+            pass  # plan_host reports it with the host's name
+    groups = plan_groups(known, {name: _host_address(name, data) for name, data in hosts}, errors)
     for name, data in hosts:
         host_catalog = catalog
         if host_catalog is None:
@@ -324,10 +417,136 @@ def plan_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]], workloads: It
                     errors.append(f"host {name}: catalog_dir: must be a directory path (got {directory!r})")
                     continue
             host_catalog = catalogs[key]
+        group = groups.get(known[name].group) if name in known and known[name].group else None
         try:
-            plans.append(plan_host(name, data, workloads, host_catalog, preview))
+            plans.append(plan_host(name, data, workloads, host_catalog, preview, group))
         except FleetserveError as exc:
             errors.append(str(exc))
+    errors += _group_agreement(plans, groups)
+    if not errors:
+        addresses = {name: _host_address(name, data) for name, data in hosts}
+        plans = plan_caches(plans, addresses, set(running) if running is not None else None, errors)
     if errors:
-        raise PlanError("\n".join(errors))
+        raise PlanError("\n".join(dict.fromkeys(line for block in errors for line in block.splitlines())))
     return plans
+
+
+def _cluster_address(plan: HostPlan, ssh_address: str) -> str | None:
+    return plan.data.cluster_address or (ssh_address if _is_ip(ssh_address) else None)
+
+
+def _chain_order(plans: list[HostPlan]) -> dict[str, tuple[int, int, int]]:
+    """The order of a peer chain: a group's members together by rank, where its first member stands
+    in the inventory; other hosts in inventory order."""
+    first_of_group: dict[str, int] = {}
+    order = {}
+    for index, plan in enumerate(plans):
+        group = plan.data.group
+        anchor = first_of_group.setdefault(group, index) if group else index
+        order[plan.host] = (anchor, plan.data.group_rank or 0, index)
+    return order
+
+
+def plan_caches(plans: list[HostPlan], addresses: Mapping[str, str], running: set[str] | None,
+                errors: list[str]) -> list[HostPlan]:
+    """Each host's way to each model copy it serves (host data model_cache), computed offline:
+
+    - each: the host downloads from the hub itself.
+    - shared: the hosts sharing `shared_dir` and the same copy path take turns on a lock in it; the
+      first to get it downloads, the others find the verified copy and verify it. The model's
+      host_dir must lie in shared_dir.
+    - bundle: the host copies it from an offline bundle on the host (`fleetserve bundle`).
+    - peer: the hosts needing the same copy (a group's members and any other host) form a chain in
+      a fixed order (group rank, else inventory order); the first downloads from the hub, each next
+      one copies from the one before it over the cluster network, file by file as files are
+      verified upstream. Every host of a chain needs a cluster address. With `running` (a --limit
+      run), chains are made of the running hosts only. Image archives (`source: load`) of peer hosts
+      go along the same chains, one per archive: the first host needing it gets it from the controller.
+    """
+    caches: dict[str, dict[str, ModelCache]] = {plan.host: {} for plan in plans}
+    shared: dict[tuple[str, str, str], list[HostPlan]] = {}
+    chains: dict[str, list[HostPlan]] = {}
+    image_chains: dict[tuple[str, str], list[HostPlan]] = {}  # (ref, archive) -> hosts loading it (peer)
+    holders: dict[tuple[str, str], tuple[str, dict]] = {}  # (shared_dir, host_dir) -> (host, identity)
+    for plan in plans:
+        copies = {i.spec.model.host_dir: i.spec for i in plan.services}
+        for host_dir, spec in copies.items():
+            model = spec.model
+            mode = plan.data.model_cache
+            if mode == "shared":
+                shared_dir = plan.data.shared_dir or ""
+                if PurePosixPath(shared_dir) not in PurePosixPath(host_dir).parents:
+                    errors.append(f"host {plan.host}: service {spec.name}: model.host_dir: {host_dir} is not inside "
+                                  f"shared_dir {shared_dir}; with model_cache shared the weights must live on the "
+                                  f"shared filesystem (set service_overrides {{{spec.name!r}: {{model: {{host_dir: "
+                                  f"{shared_dir}/...}}}}}}, or another model_cache)")
+                    continue
+                first = holders.setdefault((shared_dir, host_dir), (plan.host, model.identity()))
+                if first[1] != model.identity():
+                    errors.append(f"host {plan.host}: service {spec.name}: model.host_dir: {host_dir} in shared_dir "
+                                  f"{shared_dir} holds {_what(spec)} here and another model or revision on host "
+                                  f"{first[0]}; hosts sharing a directory must serve the same model in it")
+                    continue
+                shared.setdefault((shared_dir, host_dir, model.copy_key), []).append(plan)
+            elif mode == "peer" and (running is None or plan.host in running):
+                if _cluster_address(plan, addresses[plan.host]) is None:
+                    errors.append(f"host {plan.host}: cluster_address: missing, and ssh_hostname "
+                                  f"{addresses[plan.host]!r} is not an IP address; model_cache peer copies weights "
+                                  f"host to host over the cluster network (set cluster_address to this host's IP "
+                                  f"there)")
+                    continue
+                chains.setdefault(model.copy_key, []).append(plan)
+            elif mode == "bundle":
+                caches[plan.host][host_dir] = ModelCache("bundle", host_dir, model.copy_key, (plan.host,),
+                                                         bundle_dir=plan.data.bundle_dir)
+            else:
+                caches[plan.host][host_dir] = ModelCache("each", host_dir, model.copy_key, (plan.host,))
+        if plan.data.model_cache == "peer" and (running is None or plan.host in running) \
+                and _cluster_address(plan, addresses[plan.host]) is not None:
+            archives = {(i.spec.image.ref, i.image_archive) for i in plan.services
+                        if i.spec.image.source == "load" and i.image_archive}
+            for archive in sorted(archives):
+                image_chains.setdefault(archive, []).append(plan)
+    for (_, host_dir, key), sharers in shared.items():
+        names = tuple(p.host for p in sharers)
+        for plan in sharers:
+            caches[plan.host][host_dir] = ModelCache("shared", host_dir, key, names, wait_s=plan.data.shared_wait_s,
+                                                     lock_file=hostpaths.shared_lock(host_dir, key))
+    order = _chain_order(plans)
+    for key, chain in chains.items():
+        chain.sort(key=lambda p: order[p.host])
+        names = tuple(p.host for p in chain)
+        dirs = [next(i.spec.model.host_dir for i in p.services if i.spec.model.copy_key == key) for p in chain]
+        links = [PeerLink(p.host, _cluster_address(p, addresses[p.host]) or "", p.data.peer_port, host_dir)
+                 for p, host_dir in zip(chain, dirs)]
+        for index, (plan, link) in enumerate(zip(chain, links)):
+            caches[plan.host][link.host_dir] = ModelCache(
+                "peer", link.host_dir, key, names, wait_s=plan.data.shared_wait_s, address=link.address,
+                source=links[index - 1] if index else None,
+                receiver=links[index + 1] if index + 1 < len(links) else None)
+    # Image archives go along the same chains (same order and addresses): a chain per archive.
+    image_caches: dict[str, dict[tuple[str, str], ImageCache]] = {plan.host: {} for plan in plans}
+    for (ref, archive), chain in image_chains.items():
+        if len(chain) < 2:
+            continue  # one host: from the controller, as in every mode
+        chain.sort(key=lambda p: order[p.host])
+        links = tuple(PeerLink(p.host, _cluster_address(p, addresses[p.host]) or "", p.data.peer_port,
+                               p.data.image_remote_dir or hostpaths.IMAGE_CACHE_DIR) for p in chain)
+        for plan in chain:
+            image_caches[plan.host][(ref, archive)] = ImageCache(ref, archive, links)
+    return [replace(plan, caches=caches[plan.host], image_caches=image_caches[plan.host]) for plan in plans]
+
+
+def _group_agreement(plans: list[HostPlan], groups: dict[str, GroupInfo]) -> list[str]:
+    """Every member of a group runs the same services, alike: same spec (image, model, flags, ports)."""
+    errors = []
+    for name, group in groups.items():
+        seen: dict[str, tuple[str, ServiceSpec]] = {}
+        member_plans = [p for p in plans if p.host in {m.host for m in group.members}]
+        for plan in member_plans:
+            for instance in plan.services:
+                first = seen.setdefault(instance.name, (plan.host, instance.spec))
+                if first[1] != instance.spec:
+                    errors.append(f"group {name}: service {instance.name} differs between members {first[0]} and "
+                                  f"{plan.host} (their service_overrides must agree: same image, model, ports, flags)")
+    return errors

@@ -3,6 +3,8 @@ unmet requirement. Nothing here talks to a host."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from typing import Any
 
@@ -23,6 +25,8 @@ def _max_version(versions: list[str | None]) -> str | None:
 
 # Commands the roles and the host scripts run on the host, with the package that brings each.
 REQUIRED_TOOLS = {"curl": "curl", "ss": "iproute2", "flock": "util-linux", "systemctl": "systemd"}
+# model_cache peer: the receiver (files/peer_fetch.py) and the daemon serving the next host.
+PEER_TOOLS = {"rsync": "rsync", "python3": "python3", "systemd-run": "systemd"}
 
 
 def expectations_for(plan: HostPlan) -> Expectations:
@@ -37,6 +41,8 @@ def expectations_for(plan: HostPlan) -> Expectations:
         for device in instance.member(plan.host).devices:
             devices[device] = spec.name
         ports[spec.port] = spec.name
+        if instance.group and instance.member(plan.host).is_head and spec.head_port:
+            ports[spec.head_port] = spec.name  # the members join here: nothing else may hold it
         key = spec.model.copy_key
         models.append(ModelNeed(service=spec.name, host_dir=spec.model.host_dir,
                                 copy_dir=hostpaths.model_copy(spec.model.host_dir, key),
@@ -74,6 +80,7 @@ def expectations_for(plan: HostPlan) -> Expectations:
         cann_min=_max_version([i.spec.requires.cann for i in plan.services]),
         own_services=tuple(i.name for i in plan.services),
         ports=ports,
+        tools={**REQUIRED_TOOLS, **(PEER_TOOLS if any(c.mode == "peer" for c in plan.caches.values()) else {})},
     )
 
 
@@ -84,6 +91,24 @@ def archive_fingerprint(path: str, sha256: str | None) -> str:
         return f"sha256:{sha256}"
     stat = os.stat(path)
     return f"size:{stat.st_size}:mtime:{stat.st_mtime_ns}"
+
+
+def archive_sha256(path: str, sha256: str | None) -> str:
+    """The archive's sha256 every receiver of a peer chain checks: the catalog's, else computed here
+    on the controller, once per archive file (size and modification time) in a run."""
+    if sha256:
+        return sha256
+    stat = os.stat(path)
+    return _hashed(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _hashed(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def report_args(expect: Expectations) -> dict[str, Any]:
@@ -100,7 +125,7 @@ def report_args(expect: Expectations) -> dict[str, Any]:
         "toolkit_info_glob": hardware.toolkit_info_glob,
         "cdi_dirs": list(hardware.cdi_dirs),
         "cdi_kind": (hardware.cdi_device or "").partition("=")[0] or None,
-        "tools": sorted(REQUIRED_TOOLS),
+        "tools": sorted(expect.tools or REQUIRED_TOOLS),
         "ports": sorted(expect.ports),
         "containers": [hostpaths.container_name(s) for s in expect.own_services],
         "models": [[m.host_dir, hostpaths.model_store(m.host_dir), m.copy_dir,
@@ -164,9 +189,10 @@ def check_host(report: dict[str, Any], expect: Expectations) -> list[str]:
     problems += _model_dir_problems(report, expect)
     problems += _disk_problems(report, expect)
     problems += _port_problems(report, expect)
-    missing_tools = [t for t in REQUIRED_TOOLS if t not in report.get("tools", [])]
+    tools = expect.tools or REQUIRED_TOOLS
+    missing_tools = [t for t in tools if t not in report.get("tools", [])]
     if missing_tools:
-        problems.append("commands missing: " + ", ".join(f"{t} (package {REQUIRED_TOOLS[t]})" for t in missing_tools))
+        problems.append("commands missing: " + ", ".join(f"{t} (package {tools[t]})" for t in missing_tools))
 
     for installed in report.get("installed", []):
         name = installed.get("service")

@@ -66,6 +66,17 @@ def render_host(plan: HostPlan) -> str:
                    f"on port {instance.spec.port}")
         if instance.follows:
             out.append(f"# follows: {instance.follows}")
+        if instance.group:
+            me, head = instance.member(plan.host), instance.members[0]
+            role = "the head" if me.is_head else f"rank {me.rank}, joins the head {head.host} ({head.address})"
+            out.append(f"# group {instance.group}: {len(instance.members)} nodes ({', '.join(m.host for m in instance.members)}); "
+                       f"this host is {role}; cluster address {me.address} on {me.nic}")
+        cache = plan.cache_for(instance.spec.model.host_dir)
+        if cache.mode != "each":
+            out.append(f"# weights: {cache.describe(plan.host)}")
+        chain = plan.image_cache_for(instance.spec.image.ref, instance.image_archive)
+        if chain:
+            out.append(f"# image archive: {chain.describe(plan.host)}")
         out.append(f"\n# --- {files.unit_path}\n{files.unit_text.rstrip()}")
         if files.env_path and files.env_text is not None:
             out.append(f"\n# --- {files.env_path} (mode 0600, values masked)\n{masked_env_text(files.env_text).rstrip()}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from fleetserve.types import TYPED_FLAGS, ServiceSpec
+from fleetserve.types import GROUP_FLAGS, TYPED_FLAGS, ServiceSpec
 from fleetserve.vllm_args import (
     ServeArgsError,
     UnknownVersionError,
@@ -23,6 +23,7 @@ _TYPED: tuple[tuple[str, str, object], ...] = (
     ("host", "host", None),
     ("port", "port", object()),
     ("data-parallel-size", "data_parallel_size", 1),
+    ("data-parallel-size-local", "data_parallel_size_local", None),
     ("tensor-parallel-size", "tensor_parallel_size", 1),
     ("pipeline-parallel-size", "pipeline_parallel_size", 1),
     ("max-model-len", "max_model_len", None),
@@ -30,6 +31,15 @@ _TYPED: tuple[tuple[str, str, object], ...] = (
 # Options that carry secrets: they never reach a unit or a process list.
 SECRET_OPTIONS = {"--api-key": "api_key_key (a host data key; passed as VLLM_API_KEY)",
                   "--hf-token": "model.token_key (a host data key; given to the hub client only)"}
+
+
+@dataclass(frozen=True)
+class GroupSeat:
+    """Where one member sits in a service spanning nodes."""
+
+    rank: int  # 0 is the head
+    nodes: int
+    head_address: str
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,8 @@ def _canonical_flag(key: str, value: object, spec: ServiceSpec, platform: str) -
     typed = TYPED_FLAGS.get(primary[2:])
     if typed:
         return None, f"flags: {key!r} is vLLM's {primary}, which has its own field ({typed}): set that instead"
+    if primary[2:] in GROUP_FLAGS:
+        return None, f"flags: {key!r} is vLLM's {primary}, which fleetserve sets for each member of a group from the inventory"
     if written in option.option_strings:
         return written, None  # already one of vLLM's own spellings (e.g. --no-enable-prefix-caching)
     if parsed.given[primary] is False and option.kind == "boolean_optional":
@@ -72,9 +84,23 @@ def _canonical_flag(key: str, value: object, spec: ServiceSpec, platform: str) -
     return primary, None
 
 
-def serve_args(spec: ServiceSpec, platform: str) -> ServeArgsResult:
-    """MODEL followed by the serve flags in a stable order (typed fields first, then catalog flags),
-    every flag in vLLM's own spelling, and what vLLM would refuse."""
+def group_flags(spec: ServiceSpec, seat: GroupSeat) -> list[str]:
+    """The flags that wire one member of a service spanning nodes, as vllm-ascend's multi-node
+    tutorials (data-parallel) and vLLM's multi-node docs (nnodes) give them."""
+    if spec.multi_node == "data-parallel":
+        local = spec.data_parallel_size_local or 1
+        flags = ["--data-parallel-address", seat.head_address, "--data-parallel-rpc-port", str(spec.head_port)]
+        if seat.rank:
+            flags += ["--headless", "--data-parallel-start-rank", str(seat.rank * local)]
+        return flags
+    flags = ["--nnodes", str(seat.nodes), "--node-rank", str(seat.rank), "--master-addr", seat.head_address,
+             "--master-port", str(spec.head_port)]
+    return flags + (["--headless"] if seat.rank else [])
+
+
+def serve_args(spec: ServiceSpec, platform: str, seat: GroupSeat | None = None) -> ServeArgsResult:
+    """MODEL followed by the serve flags in a stable order (typed fields first, then catalog flags,
+    then a group member's wiring), every flag in vLLM's own spelling, and what vLLM would refuse."""
     problems: list[str] = []
     version = spec.image.vllm_version
     if version not in known_versions():
@@ -91,7 +117,8 @@ def serve_args(spec: ServiceSpec, platform: str) -> ServeArgsResult:
         value = getattr(spec, field_name)
         if value is not None and (field_name in spec.model_fields_set or value != default):
             args += [f"--{flag}", _flag_value(value)]
-    for key, value in spec.flags.items():
+    head = seat is None or seat.rank == 0
+    for key, value in [*spec.flags.items(), *(spec.head_flags.items() if head else ())]:
         if value is None or value is False:
             continue
         option, problem = _canonical_flag(key, value, spec, platform)
@@ -100,6 +127,8 @@ def serve_args(spec: ServiceSpec, platform: str) -> ServeArgsResult:
             continue
         option = option or f"--{key}"
         args += [option] if value is True else [option, _flag_value(value)]
+    if seat is not None:
+        args += group_flags(spec, seat)
     try:
         refused = validate_serve_flags(args, version=version, platform=platform,
                                        platform_version=spec.image.vllm_ascend_version)

@@ -8,6 +8,7 @@ refused with the path of the value; the plan is frozen dataclasses of already-va
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 import re
@@ -33,6 +34,8 @@ class PlanError(FleetserveError):
 # --- hardware kinds (filled from fleetserve/hardware.yaml) -----------------------------------
 
 Vendor = Literal["ascend", "nvidia"]
+# Where a host's weights come from (host data model_cache; docs/design.md, "Cache modes").
+CacheMode = Literal["each", "shared", "peer", "bundle"]
 # How the image starts vLLM: vllm-ascend images end with CMD bash, so the unit runs `vllm serve`;
 # vllm/vllm-openai has ENTRYPOINT ["vllm", "serve"], so the unit passes only MODEL and flags.
 Entrypoint = Literal["shell", "vllm-serve"]
@@ -62,6 +65,9 @@ class MultiNodeNeeds(StrictModel):
     mounts: tuple[BindMount, ...] = ()
     # Environment variable -> which member attribute fills it (the node's own address or NIC).
     member_env: dict[str, Literal["address", "nic"]] = Field(default_factory=dict)
+    # The tool that reports and tests each accelerator's own NIC (hccn_tool): the group preflight
+    # asks it for link, health, address and TLS, and pings the peers' NPU NICs with it.
+    npu_nic_tool: str | None = None
 
 
 class HardwareKind(StrictModel):
@@ -297,7 +303,12 @@ TYPED_FLAGS = {
     "data-parallel-size": "data_parallel_size",
     "max-model-len": "max_model_len",
     "model": "model",
+    "data-parallel-size-local": "data_parallel_size_local",
+    "data-parallel-rpc-port": "data_parallel_rpc_port",
+    "master-port": "master_port",
 }
+# Flags fleetserve sets per member of a service spanning nodes, from the inventory: never in a catalog.
+GROUP_FLAGS = ("data-parallel-address", "data-parallel-start-rank", "headless", "nnodes", "node-rank", "master-addr")
 
 
 class ServiceSpec(StrictModel):
@@ -319,9 +330,20 @@ class ServiceSpec(StrictModel):
     pipeline_parallel_size: Int = Field(1, ge=1)
     data_parallel_size: Int = Field(1, ge=1)
     max_model_len: Int | None = Field(None, ge=1)
+    multi_node: Literal["data-parallel", "nnodes"] | None = Field(
+        None, description="how the members of a service spanning nodes are wired: data-parallel (vllm-ascend's way: the "
+                          "head with --data-parallel-address/--data-parallel-rpc-port, the others --headless with their "
+                          "--data-parallel-start-rank) or nnodes (--nnodes/--node-rank/--master-addr, --headless off the "
+                          "head; NVIDIA, and TP/PP across nodes)")
+    data_parallel_size_local: Int | None = Field(None, ge=1, description="data-parallel: replicas on each member")
+    data_parallel_rpc_port: Int = Field(13389, ge=1, le=65535, description="data-parallel: the head's RPC port")
+    master_port: Int = Field(29500, ge=1, le=65535, description="nnodes: the head's rendezvous port")
     flags: dict[str, FlagValue] = Field(
         default_factory=dict, description="further vllm serve flags in order: true = switch, false/null = omit"
     )
+    head_flags: dict[str, FlagValue] = Field(
+        default_factory=dict, description="flags only the head of a service spanning nodes gets (its API servers, "
+                                          "e.g. api-server-count: vLLM refuses them with --headless); after `flags`")
     env: dict[str, str] = Field(default_factory=dict, description="container environment (not secrets)")
     mounts: tuple[str, ...] = Field((), description="extra host:container[:ro] bind mounts")
     shm_size: str | None = Field("1g", description="--shm-size (docker's 64 MB default crashes EngineCore)")
@@ -407,6 +429,48 @@ class ServiceSpec(StrictModel):
         return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
 
     @property
+    def head_port(self) -> int | None:
+        """The port the head of a group listens on for its members (None off a group)."""
+        if self.multi_node == "data-parallel":
+            return self.data_parallel_rpc_port
+        return self.master_port if self.multi_node == "nnodes" else None
+
+    def devices_per_node(self, nodes: int) -> int:
+        """Devices each of `nodes` members needs: TP x PP x local DP replicas (data-parallel), or its
+        equal share of TP x PP x DP (nnodes)."""
+        if nodes <= 1:
+            return self.world_size
+        if self.multi_node == "data-parallel":
+            return self.tensor_parallel_size * self.pipeline_parallel_size * (self.data_parallel_size_local or 1)
+        return self.world_size // nodes
+
+    def sizes(self, nodes: int = 1) -> str:
+        """The parallel sizes, as an operator reads them in a message."""
+        text = (f"tensor_parallel_size {self.tensor_parallel_size} x pipeline_parallel_size "
+                f"{self.pipeline_parallel_size} x data_parallel_size {self.data_parallel_size}")
+        if nodes > 1 and self.multi_node == "data-parallel":
+            text += f" (data_parallel_size_local {self.data_parallel_size_local or 1} on each of {nodes} nodes)"
+        elif nodes > 1:
+            text += f" over {nodes} nodes"
+        return text
+
+    def group_size_problems(self, nodes: int) -> list[str]:
+        """How the parallel sizes fail to split over `nodes` members (empty when they do)."""
+        if nodes <= 1 or not self.multi_node:
+            return []
+        if self.multi_node == "data-parallel":
+            local = self.data_parallel_size_local or 1
+            if local * nodes != self.data_parallel_size:
+                return [f"data_parallel_size: {self.data_parallel_size} must be data_parallel_size_local {local} x "
+                        f"{nodes} nodes = {local * nodes} (each member runs its local replicas; the start ranks "
+                        f"0, {local}, ... must not overlap or leave gaps)"]
+            return []
+        if self.world_size % nodes:
+            return [f"{self.sizes()} = {self.world_size} devices does not split evenly over {nodes} nodes "
+                    f"(--nnodes {nodes} gives each node world size / nodes)"]
+        return []
+
+    @property
     def api_name(self) -> str:
         """The model name clients put in requests (what /v1/models lists)."""
         return self.served_model_name or self.model.serve_path
@@ -420,9 +484,10 @@ class ServiceSpec(StrictModel):
 
 
 class Variant(StrictModel):
-    """The services to run on one host of the listed hardware kinds."""
+    """The services to run on one host (or one group of `nodes` hosts) of the listed hardware kinds."""
 
     hardware: tuple[str, ...] = Field(description="hardware kinds this variant runs on")
+    nodes: Int = Field(1, ge=1, le=64, description="how many hosts one instance spans (a group of that size)")
     services: tuple[ServiceSpec, ...]
     follows: str | None = Field(None, description="the tutorial or write-up this variant reproduces")
     notes: str | None = None
@@ -485,12 +550,40 @@ class HostData(StrictModel):
                                                               "(slow for 800 GB models, but catches corruption)")
     verify_timeout_s: StrictInt | None = Field(
         None, ge=10, le=86400, description="seconds verify waits for /health; unset: each service's start_timeout_s")
+    group: str | None = Field(None, description="the group of hosts this host serves with: hosts with the same group "
+                                                "form one instance of the catalog variant for that many nodes")
+    group_rank: StrictInt | None = Field(None, ge=0, le=63, description="this host's rank in its group; 0 is the head")
+    nic: str | None = Field(None, description="group members: the network interface of cluster_address (HCCL/GLOO/TP/"
+                                              "NCCL sockets)")
+    cluster_address: str | None = Field(None, description="group members: the host's address on the cluster network "
+                                                          "(default: ssh_hostname)")
+    model_cache: CacheMode = Field(
+        "each", description="where weights come from: each = every host from the hub; shared = one host of those "
+                            "sharing `shared_dir` downloads under a lock in it, the others wait for its verified copy "
+                            "and verify it; peer = one host downloads, the others needing the same copy receive it "
+                            "host to host over the cluster network (rsync), each checking every file's sha256 "
+                            "(image archives of `source: load` travel the same chain); bundle = from an offline bundle on the host (`bundle_dir`) "
+                            "(docs/design.md, \"Cache modes\")")
+    shared_dir: str | None = Field(None, description="model_cache shared: a filesystem every host mounts at this same "
+                                                     "path (model dirs must lie in it)")
+    shared_wait_s: StrictInt = Field(21600, ge=10, le=604800, description="model_cache shared/peer: how long a host "
+                                                                        "waits for another's download")
+    bundle_dir: str | None = Field(None, description="model_cache bundle: where an offline bundle (`fleetserve "
+                                                     "bundle`) is on this host; weights are copied from it and "
+                                                     "verified against its manifest, with no network")
+    peer_port: StrictInt = Field(8873, ge=1, le=65535, description="model_cache peer: the TCP port on the cluster "
+                                                                   "address where a host serves its copy to the next "
+                                                                   "one (an rsync daemon, only while this run needs it)")
     on_failure: Literal["rollback", "stop", "leave"] = Field(
         "rollback", description="a new release that fails verify: rollback = start the previous release again "
                                 "(stop when there is none); stop = stop the service; leave = leave it running "
                                 "for inspection. The host is reported failed in every case")
     lock_wait_s: StrictInt = Field(0, ge=0, le=86400, description="seconds to wait for another run holding the "
                                                                  "host's lock before failing the host")
+    group_clock_skew_ms: StrictInt = Field(
+        1000, ge=1, le=600000, description="group members: how far (ms) a member's clock may be from the head's, "
+                                           "beyond the measuring error, before the group preflight refuses the group "
+                                           "(the same on every member)")
     gpu_devices: Literal["cdi", "gpus"] | None = Field(
         None, description="how an NVIDIA host gives GPUs to containers: cdi (CDI device names: Docker >= 25 "
                           "with CDI enabled and specs generated, or podman) or gpus (`--runtime nvidia --gpus`: the "
@@ -515,6 +608,65 @@ class HostData(StrictModel):
     def _controller_dir(cls, value: str | None) -> str | None:
         return no_control_chars(value, "path") if value is not None else None
 
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+            raise ValueError("must be a name of letters, digits and . _ - (up to 63)")
+        return value
+
+    @field_validator("nic")
+    @classmethod
+    def _nic(cls, value: str | None) -> str | None:
+        # Linux interface names: at most 15 bytes, no '/' or blanks (IFNAMSIZ - 1).
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,14}", value):
+            raise ValueError("must be a network interface name (up to 15 letters, digits and . _ : @ -), e.g. enp189s0f0")
+        return value
+
+    @field_validator("cluster_address")
+    @classmethod
+    def _cluster_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address (vLLM and HCCL bind and connect to it)") from None
+        return value
+
+    @field_validator("bundle_dir")
+    @classmethod
+    def _bundle_dir(cls, value: str | None) -> str | None:
+        if value is not None and (not HOST_PATH.fullmatch(value) or "/../" in value + "/" or value.rstrip("/") == ""):
+            raise ValueError("must be an absolute path of letters, digits and . _ / + - (the bundle's directory)")
+        return value.rstrip("/") if value else value
+
+    @field_validator("shared_dir")
+    @classmethod
+    def _shared_dir(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        # A shared mount may well be /root/.cache (the Qwen3.5 tutorial's) or /home; never a system tree.
+        system = ("", "/", "/usr", "/etc", "/var", "/tmp", "/boot", "/proc", "/sys", "/dev", "/run", "/root")
+        if not HOST_PATH.fullmatch(value) or value.rstrip("/") in system or "/../" in value + "/":
+            raise ValueError("must be an absolute path of letters, digits and . _ / + - (the mount point of the "
+                             "shared filesystem or a directory in it; not /, /root or a system directory)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _cache_complete(self) -> HostData:
+        if self.model_cache == "shared" and not self.shared_dir:
+            raise ValueError("shared_dir: missing; model_cache shared needs the path every host mounts the shared "
+                             "filesystem at")
+        if self.model_cache == "bundle" and not self.bundle_dir:
+            raise ValueError("bundle_dir: missing; model_cache bundle needs where the bundle is on the host")
+        if self.bundle_dir and self.model_cache != "bundle":
+            raise ValueError(f"bundle_dir: only read with model_cache bundle (model_cache is {self.model_cache})")
+        if self.shared_dir and self.model_cache != "shared":
+            raise ValueError(f"shared_dir: only read with model_cache shared (model_cache is {self.model_cache}); "
+                             f"set model_cache: shared or drop shared_dir")
+        return self
+
 
 # --- the plan -----------------------------------------------------------------------------------
 
@@ -524,9 +676,37 @@ class Member:
     """One host's part of a service instance."""
 
     host: str
-    address: str
+    address: str  # the host's cluster address (the head's is the group's rendezvous)
     devices: tuple[int, ...]
     rank: int = 0  # node rank in the group; 0 is the head
+    nic: str | None = None  # the NIC of `address` (HCCL/GLOO/TP/NCCL sockets)
+    serve_args: tuple[str, ...] = ()  # MODEL then flags, as vllm serve receives them on this member
+
+    @property
+    def is_head(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
+class GroupSeatInfo:
+    """One host of an inventory group, as the planner sees it before planning its services."""
+
+    host: str
+    rank: int
+    address: str
+    nic: str | None
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """Hosts that serve together (host data `group`), head first."""
+
+    name: str
+    members: tuple[GroupSeatInfo, ...]
+
+    @property
+    def head(self) -> GroupSeatInfo:
+        return self.members[0]
 
 
 @dataclass(frozen=True)
@@ -540,6 +720,7 @@ class ServiceInstance:
     serve_args: tuple[str, ...]  # MODEL then flags, as vllm serve receives them
     image_archive: str | None = None  # controller path of the archive (image source load)
     follows: str | None = None  # the tutorial or write-up the catalog variant reproduces
+    group: str | None = None  # the inventory group it spans (None: one host)
 
     @property
     def name(self) -> str:
@@ -558,6 +739,71 @@ class ServiceInstance:
 
 
 @dataclass(frozen=True)
+class PeerLink:
+    """Another host of a peer chain, as this host reaches it on the cluster network."""
+
+    host: str
+    address: str  # its cluster address
+    port: int  # where its daemon serves (its peer_port)
+    host_dir: str  # the model's directory there (an image archive's chain: its image_remote_dir)
+
+
+@dataclass(frozen=True)
+class ModelCache:
+    """How one host gets one verified model copy (fleetserve.plan.plan_caches): from the hub itself
+    (each), through a shared filesystem under a lock (shared), or from the previous host of a chain
+    over the cluster network (peer)."""
+
+    mode: CacheMode
+    host_dir: str
+    copy_key: str
+    # Every host getting this copy the same way, in order (this host included): the hosts sharing
+    # the directory (shared) or the chain (peer: the first downloads from the hub).
+    hosts: tuple[str, ...] = ()
+    wait_s: int = 0  # shared/peer: how long to wait for another host's download
+    lock_file: str | None = None  # shared: the lock in the shared filesystem
+    bundle_dir: str | None = None  # bundle: where the offline bundle is on this host
+    address: str | None = None  # peer: this host's cluster address
+    source: PeerLink | None = None  # peer: where this host copies from (None: from the hub)
+    receiver: PeerLink | None = None  # peer: the host that copies from this one
+
+    def describe(self, host: str) -> str:
+        """This host's part, for an operator."""
+        if self.mode == "shared":
+            return (f"shared: one of {len(self.hosts)} hosts ({', '.join(self.hosts)}) downloads under the lock "
+                    f"{self.lock_file}; the others wait up to {self.wait_s} s and verify")
+        if self.mode == "peer":
+            place = f"host {self.hosts.index(host) + 1} of {len(self.hosts)} ({' -> '.join(self.hosts)})"
+            got = f"copies from {self.source.host} ({self.source.address})" if self.source else "downloads from the hub"
+            given = f"; serves {self.receiver.host} on port {self.receiver.port}" if self.receiver else ""
+            return f"peer: {place}: {got}{given}"
+        if self.mode == "bundle":
+            return f"bundle: copied from the offline bundle in {self.bundle_dir}, verified against its manifest"
+        return "each: downloads from the hub itself"
+
+
+@dataclass(frozen=True)
+class ImageCache:
+    """How one host gets one image archive in peer mode (fleetserve.plan.plan_caches): the hosts
+    loading the same archive form the chain the model copies use (same order, same addresses); at
+    run time the hosts that already loaded it are left out, the first of the others receives the
+    archive from the controller and each next one pulls it from the one before it."""
+
+    ref: str
+    archive: str  # the controller path
+    chain: tuple[PeerLink, ...]  # every host of the chain, in order (this host included)
+
+    def describe(self, host: str) -> str:
+        """This host's part, for an operator."""
+        names = [link.host for link in self.chain]
+        index = names.index(host)
+        got = f"pulls it from {names[index - 1]}" if index else "receives it from the controller"
+        given = f"; serves {names[index + 1]}" if index + 1 < len(names) else ""
+        return (f"peer: host {index + 1} of {len(names)} ({' -> '.join(names)}): {got}{given} (hosts that already "
+                f"loaded it are skipped)")
+
+
+@dataclass(frozen=True)
 class HostPlan:
     """Everything a run does on one host, validated."""
 
@@ -570,9 +816,85 @@ class HostPlan:
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     skipped_workloads: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    caches: Mapping[str, ModelCache] = field(default_factory=dict)  # by model host_dir (plan_caches)
+    image_caches: Mapping[tuple[str, str], ImageCache] = field(default_factory=dict)  # by (ref, archive), peer only
+
+    def cache_for(self, host_dir: str) -> ModelCache:
+        """How this host gets the model copy of host_dir (each, unless the cache plan says otherwise)."""
+        found = self.caches.get(host_dir)
+        if found is not None:
+            return found
+        copy_key = next(i.spec.model.copy_key for i in self.services if i.spec.model.host_dir == host_dir)
+        return ModelCache(mode="each", host_dir=host_dir, copy_key=copy_key, hosts=(self.host,))
+
+    def image_cache_for(self, ref: str, archive: str | None) -> ImageCache | None:
+        """The peer chain an image archive travels along to this host (None: from the controller)."""
+        return self.image_caches.get((ref, archive or ""))
+
+    @property
+    def peer_sources(self) -> tuple[ModelCache, ...]:
+        """The copies this host serves to the next host of a peer chain."""
+        return tuple(c for c in self.caches.values() if c.mode == "peer" and c.receiver)
 
     def verify_timeout_s(self, instance: ServiceInstance) -> int:
         return self.data.verify_timeout_s or instance.spec.start_timeout_s
+
+
+@dataclass(frozen=True)
+class GroupMemberNeeds:
+    """What the group preflight expects of one member of a group."""
+
+    host: str
+    rank: int
+    address: str  # its cluster address: must be on `nic`
+    nic: str | None
+    devices: tuple[int, ...]  # accelerator ids the group's services use (each NPU's NIC carries HCCL traffic)
+
+
+@dataclass(frozen=True)
+class GroupContentNeed:
+    """What must be identical on every member before a service of the group starts."""
+
+    service: str
+    image_ref: str
+    model_copy: str  # the verified copy the service mounts (its marker names the revision)
+
+
+@dataclass(frozen=True)
+class GroupExpectations:
+    """One group, as the group preflight checks it (derived from the plan, pure data)."""
+
+    group: str
+    hardware: HardwareKind
+    members: tuple[GroupMemberNeeds, ...]  # head first, in rank order
+    clock_skew_max_s: float
+    content: tuple[GroupContentNeed, ...] = ()
+
+    @property
+    def head(self) -> GroupMemberNeeds:
+        return self.members[0]
+
+    def member(self, host: str) -> GroupMemberNeeds:
+        return next(m for m in self.members if m.host == host)
+
+
+@dataclass
+class GroupBoard:
+    """What the members of one group found during one pyinfra run, shared by their operations.
+
+    pyinfra runs an operation on every host before the next starts, so a member's gate reads here
+    what every member's earlier group operations reported at execute time (one fact round trip per
+    member), instead of asking each peer again. `reports[step][member]` is a member's report,
+    `problems[member]` what it failed on."""
+
+    group: str
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problems: dict[str, list[str]] = field(default_factory=dict)
+
+    def report(self, step: str, member: str, value: Any, problems: list[str]) -> None:
+        self.reports.setdefault(step, {})[member] = value
+        if problems:
+            self.problems.setdefault(member, []).extend(problems)
 
 
 @dataclass(frozen=True)
@@ -642,3 +964,4 @@ class Expectations:
     cann_min: str | None = None  # reported, not required: the images bring their own CANN
     own_services: tuple[str, ...] = ()
     ports: dict[int, str] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)  # command -> package, on top of the ones every host needs

@@ -21,15 +21,19 @@ except FileNotFoundError:
 
 _TINY_REPO = "fleetserve/tiny-qwen"
 _images = _fleet["images"]  # flavour -> {ref, tarball, sha256, registry_ref}
+_CATALOG = load_catalog()
 
 
-def _overrides() -> dict:
-    """Per catalog service: the tiny model from the sandbox hub and the stand-in image."""
+def _overrides(kind: str) -> dict:
+    """Per catalog service a node of this hardware kind runs: the tiny model from the sandbox hub and
+    the stand-in image of its vendor. (Per kind: one service name may be an Ascend variant's and an
+    NVIDIA variant's, e.g. qwen35-397b on 2 x A3 and on GB200.)"""
     overrides = {}
-    for entry in load_catalog().values():
+    for entry in _CATALOG.values():
         for variant in entry.document["variants"]:
-            openai = any(kind.startswith("nvidia") for kind in variant["hardware"])
-            image = _images["openai" if openai else "ascend"]
+            if kind not in variant["hardware"]:
+                continue
+            image = _images["openai" if kind.startswith("nvidia") else "ascend"]
             for service in variant["services"]:
                 if service["image"]["source"] == "load":
                     swapped = {"ref": image["ref"], "tarball": image["tarball"], "sha256": image["sha256"]}
@@ -54,20 +58,29 @@ _common = {
     "ssh_look_for_keys": False,
     "ssh_allow_agent": False,
     "arch": "x86_64",
-    "service_overrides": _overrides(),
     "verify_timeout_s": 120,
     # The GB200 service's key: a sandbox value, not a secret (the e2e tests try a hostile one).
     "qwen35_api_key": os.environ.get("FLEETSERVE_SANDBOX_API_KEY", "sandbox-api-key"),
 }
+
+_extra_data = json.loads(os.environ.get("FLEETSERVE_SANDBOX_DATA") or "{}")
 
 sandbox_nodes = [
     (node["name"], {
         **_common,
         "ssh_hostname": node["address"],
         "hardware": node["kind"],
+        "service_overrides": _overrides(node["kind"]),
         "workloads": node["workloads"],
         "distro_family": "rhel" if node.get("distro") in ("rhel", "openeuler", "rocky") else "debian",
         **({"npu_ids": node["npu_ids"]} if node.get("npu_ids") else {}),
+        # Multi-node layouts: the node's group and its place on the cluster network.
+        **({"group": node["group"], "group_rank": node["group_rank"]} if node.get("group") else {}),
+        **({"nic": node["nic"], "cluster_address": node["cluster_address"]}
+           if (_fleet.get("networks") or {}).get("cluster") else {}),
+        # Per-run host data on top, for every node ("*") and per node (the e2e tests use it).
+        **_extra_data.get("*", {}),
+        **_extra_data.get(node["name"], {}),
     })
     for node in _fleet["nodes"]
 ]

@@ -1,4 +1,5 @@
-"""pyinfra roles (`@deploy`): preflight -> jemalloc -> image -> model -> service -> verify.
+"""pyinfra roles (`@deploy`): preflight -> group network -> image -> jemalloc -> model -> group content
+-> service -> verify (the group roles only on hosts that serve a group).
 
 Each role takes the host's validated plan (roles.common.host_plan) and calls pure operations from
 fleetserve.operations. Every tunable a role uses is a host data key validated by the planner, with

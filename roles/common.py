@@ -27,13 +27,32 @@ def host_plan(workloads: list[str]) -> HostPlan:
     cached = _PLANS.get(state)
     if cached is None or cached[0] != key:
         hosts = [(h.name, h.data.dict()) for h in state.inventory]
+        # A --limit run: peer chains are made of the hosts this run reaches.
+        running = [h.name for h in state.inventory if state.is_host_in_limit(h)]
         try:
-            plans = plan_inventory(hosts, workloads)
+            plans = plan_inventory(hosts, workloads, running=running)
         except FleetserveError as exc:
             raise InvalidFleetData("invalid fleet data, no host was changed:\n" + str(exc)) from None
         if not any(plan.services for plan in plans):
             raise InvalidFleetData(f"nothing to do: no host of this inventory serves {', '.join(workloads)} "
                                    f"(each host's `workloads` names what it serves)")
+        _whole_groups(state, plans)
         cached = (key, {plan.host: plan for plan in plans})
         _PLANS[state] = cached
     return cached[1][host.name]
+
+
+def _whole_groups(state: State, plans: list[HostPlan]) -> None:
+    """--limit/--exclude may not split a group: its members switch releases together."""
+    problems = []
+    for plan in plans:
+        for instance in plan.services:
+            if not instance.group or not instance.member(plan.host).is_head:
+                continue
+            names = [m.host for m in instance.members]
+            left_out = [n for n in names if not state.is_host_in_limit(state.inventory.get_host(n))]
+            if left_out and len(left_out) < len(names):
+                problems.append(f"group {instance.group}: this run leaves out {', '.join(left_out)} (--limit/--exclude); "
+                                f"a group is deployed whole (members: {', '.join(names)})")
+    if problems:
+        raise InvalidFleetData("invalid fleet data, no host was changed:\n" + "\n".join(problems))

@@ -1,5 +1,6 @@
 """Preflight role: check the host can run its services; change nothing, fail the host with one line
-per unmet requirement. Also the read-only readiness table of deploys/preflight.py."""
+per unmet requirement. Also the read-only readiness table of deploys/preflight.py (with the group
+network preflight for hosts that serve a group)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fleetserve.operations import host as host_ops
 from fleetserve.readiness import check_host, expectations_for, report_args
 from fleetserve.types import HostPlan
 from roles.common import host_plan
+from roles.group import group_network
 
 # Rows of the readiness table, per pyinfra run, until the last host has reported.
 _ROWS: WeakKeyDictionary[State, dict[str, dict]] = WeakKeyDictionary()
@@ -52,6 +54,7 @@ def readiness_report(workloads: list[str]) -> None:
         print_readiness_table(list(rows.values()))
     if plan.services:
         preflight(plan)
+        group_network(plan)
 
 
 def print_readiness_table(rows: list[dict]) -> None:

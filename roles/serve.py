@@ -1,4 +1,5 @@
-"""The whole job for a host: lock -> preflight -> helper files -> image -> jemalloc -> model -> service -> verify."""
+"""The whole job for a host: lock -> preflight -> group network -> helper files -> image -> jemalloc -> model
+-> group content -> service -> verify (the group steps only on hosts that serve a group)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pyinfra.api import deploy
 from fleetserve import hostlock, hostpaths
 from fleetserve.operations import host as host_ops
 from roles.common import host_plan
+from roles.group import group_content, group_network
 from roles.image import image
 from roles.jemalloc import jemalloc
 from roles.model import model
@@ -34,10 +36,12 @@ def serve(workloads: list[str]) -> None:
     # One run per host, held until this run's connection ends (before anything is read to decide).
     host_ops.run_lock(name="One fleetserve run on this host", problem=hostlock.acquire(host, plan.data.lock_wait_s))
     preflight(plan)
+    group_network(plan)  # every member ready and the group's network sound, or no member goes on
     host_ops.files_present(name=f"Helper scripts in {hostpaths.LIB_DIR}", directory=hostpaths.LIB_DIR,
                            files=helper_files())
     image(plan)
     jemalloc(plan)  # after the image: the image's own jemalloc wins
     model(plan)
+    group_content(plan)  # the same image and weights on every member, or nothing of the group starts
     service(plan)
     verify(plan)

@@ -9,7 +9,7 @@ from pyinfra.api import deploy
 from pyinfra.api.hiddenvalue import HiddenValue
 
 from fleetserve import hostpaths
-from fleetserve.builder import created_mount_dirs, model_copy, service_files
+from fleetserve.builder import created_mount_dirs, group_release, model_copy, service_files
 from fleetserve.facts.fleet import EngineInfo
 from fleetserve.hostos import image_jemalloc_paths
 from fleetserve.operations import image as image_ops
@@ -31,7 +31,7 @@ def service(plan: HostPlan) -> None:
                for path in image_jemalloc_paths(plan.data.arch)} if plan.jemalloc_path else {}
         image_ops.command_accepted(
             name=f"{spec.image.ref}'s own vLLM accepts the command of {spec.name}",
-            image=spec.image.ref, entrypoint=instance.entrypoint, argv=list(instance.serve_args),
+            image=spec.image.ref, entrypoint=instance.entrypoint, argv=list(member.serve_args or instance.serve_args),
             check_script=hostpaths.lib_file("check_serve_args.py"), cpu=instance.hardware.vendor == "nvidia",
             mounts=[f"{m.host}:{m.container}:ro" for m in instance.hardware.driver_mounts],
         )
@@ -41,4 +41,5 @@ def service(plan: HostPlan) -> None:
             argv=list(files.argv), env_text=HiddenValue(files.env_text) if files.env_text is not None else None,
             mount_dirs=created_mount_dirs(instance, plan), entrypoint=instance.entrypoint,
             with_image_jemalloc={path: (f.unit_text, list(f.argv)) for path, f in own.items()},
+            group_release=group_release(instance),
         )

@@ -18,9 +18,24 @@ from fleetserve.types import HostPlan
 def verify(plan: HostPlan) -> None:
     for instance in host.loop(plan.services):
         spec = instance.spec
+        member, head = instance.member(plan.host), instance.members[0]
+        # A headless member serves no API: the group's head answering proves the group formed.
+        head_address = None if member.is_head else head.address
+        check = dict(service=spec.name, port=spec.port, model=spec.api_name, serve_path=spec.model.serve_path,
+                     timeout_s=plan.verify_timeout_s(instance), env_path=env_file_path(instance),
+                     head_address=head_address)
+        # Copies in a shared cache are every host's: never pruned by one of them.
+        shared_dir = plan.data.shared_dir if plan.data.model_cache == "shared" else None
+        where = f" (group {instance.group}, through its head {head.host})" if head_address else ""
         service_ops.release_verified(
-            name=f"{spec.api_name} answers on port {spec.port}", service=spec.name, port=spec.port,
-            model=spec.api_name, serve_path=spec.model.serve_path, timeout_s=plan.verify_timeout_s(instance),
-            host_dir=spec.model.host_dir, model_copy=model_copy(instance), on_failure=plan.data.on_failure,
-            env_path=env_file_path(instance),
+            name=f"{spec.api_name} answers on port {spec.port}{where}", host_dir=spec.model.host_dir,
+            model_copy=model_copy(instance), on_failure=plan.data.on_failure, settle=not instance.group,
+            shared_dir=shared_dir, **check,
         )
+        if instance.group:
+            # After every member's check (operations run in lock-step): one release on all, or none.
+            service_ops.group_release_settled(
+                name=f"Group {instance.group}: one release of {spec.name} on every member",
+                group=instance.group, members=[m.host for m in instance.members], host_dir=spec.model.host_dir,
+                model_copy=model_copy(instance), on_failure=plan.data.on_failure, shared_dir=shared_dir, **check,
+            )

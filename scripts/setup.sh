@@ -14,3 +14,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ sandbox/pyproject.t
   .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' -e './sandbox[test]'
   touch "$stamp"
 fi
+# The cache modes' tests run a real rsync daemon and client on loopback (tests/test_cache_shell.py).
+if ! command -v rsync >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync >/dev/null
+fi

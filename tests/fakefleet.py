@@ -19,7 +19,7 @@ from pyinfra.context import ctx_state
 from importlib import resources
 
 from fleetserve import hostpaths
-from fleetserve.builder import created_mount_dirs, model_copy, service_files
+from fleetserve.builder import created_mount_dirs, group_release, model_copy, service_files
 from fleetserve.facts.parsers import parse_npu_smi_info, parse_nvidia_smi_csv
 from fleetserve.hardware import get_kind
 from fleetserve.hostos import jemalloc_library
@@ -96,7 +96,7 @@ def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32,
     probe = {"hf": "0.36.2", "modelscope": "1.37.1", "vllm": "0.18.0", "jemalloc": image_jemalloc}
     responses: dict[str, Any] = {
         "@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, expect=expect, verified=True,
-                                    paths=expect.paths),
+                                    paths=expect.paths, tools=tuple(expect.tools)),
         "@@path $(command -v docker": ["@@path /usr/bin/docker"],
         "/var/lib/fleetserve/images/probe-": [f"@@id {image_id}", "@@probe", json.dumps(probe)],
     }
@@ -113,14 +113,15 @@ def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32,
         spec = instance.spec
         engine = Engine(path="/usr/bin/docker", service_unit=None)
         files = service_files(instance, instance.member(plan.host), plan, engine, jemalloc_in_image=image_jemalloc)
-        key = hashlib.sha256(json.dumps([image_id, list(instance.serve_args)]).encode()).hexdigest()[:20]
+        argv = instance.member(plan.host).serve_args or instance.serve_args
+        key = hashlib.sha256(json.dumps([image_id, list(argv)]).encode()).hexdigest()[:20]
         accepted = hostpaths.image_check(key)
         responses[f"for p in {accepted};"] = [f"@@file:{accepted}", json.dumps({"verdict": "accepted"})]
         copy = model_copy(instance)
         config = {"max_position_embeddings": 262144, "num_attention_heads": 16}
         marker_sha = "cd" * 32
         record = release_record(spec.name, files.unit_text, files.env_text, spec.image.ref, image_id, copy, marker_sha,
-                                list(files.argv))
+                                list(files.argv), group_release(instance))
         state = {"current": record["id"], "previous": None, "candidate": None, "failed": None}
         records += [f"@@state:{spec.name}", json.dumps(state), f"@@release:{spec.name}", json.dumps(record)]
         unit_sha = hashlib.sha256(files.unit_text.encode()).hexdigest()
@@ -180,18 +181,21 @@ class Recorder:
 
 
 def run_fake_deploy(hosts: list[tuple[str, dict]], deploy: Callable, *args, check_for_changes: bool = True,
-                    ) -> tuple[State, dict[str, list[str]]]:
+                    limit: list[str] | None = None, serial: bool = False) -> tuple[State, dict[str, list[str]]]:
     """Connect, prepare and execute `deploy(*args)` on @fake hosts; return the state and, per host,
-    every command the connector received (uploads appear as `<upload PATH>`)."""
+    every command the connector received (uploads appear as `<upload PATH>`). `limit`: only these
+    hosts run (pyinfra's --limit); `serial`: one host after the other (--serial)."""
     inventory = Inventory(([(f"@fake/{name}", {"fake_delay": 0, "fake_delay_jitter": 0, **data,
                                                "fake_responses": {**data.get("fake_responses", {}), **FAILS}})
                             for name, data in hosts], {}))
     state = State(inventory, Config(FAIL_PERCENT=None), check_for_changes=check_for_changes)
+    if limit is not None:
+        state.limit_hosts = [inventory.get_host(f"@fake/{name}") for name in limit]
     with ctx_state.use(state), Recorder() as recorder:
         connect_all(state)
         add_deploy(state, deploy, *args)
         try:
-            run_ops(state)
+            run_ops(state, serial=serial)
         except PyinfraError as exc:  # every host failed: the tests read state.failed_hosts
             if "No hosts remaining" not in str(exc):
                 raise
@@ -209,3 +213,82 @@ def run_op(op: Callable, responses: dict[str, Any] | None = None, **kwargs) -> t
 
 def jemalloc_for(arch: str = "aarch64", family: str = "debian") -> str:
     return jemalloc_library(family, arch)
+
+
+# --- group members (the group preflight's facts) -----------------------------------------------
+
+HCCN = FIXTURES / "hccn_tool"
+
+
+def npu_ip(member_index: int, device: int) -> str:
+    """A member's NPU IP: device i of every member in 192.168.i.0/24 (one subnet per NPU index)."""
+    return f"192.168.{device}.{10 + member_index}"
+
+
+def group_network_output(expect: Any, host: str, *, clock: float = 1_700_000_000.0, addresses: list[str] | None = None,
+                         nic_error: str | None = None, paths: list[str] | None = None, tool: bool = True,
+                         npus: dict[int, dict[str, str]] | None = None) -> list[str]:
+    """GroupMemberNetwork output of a sound member (override pieces to break it). `npus` replaces what
+    the NIC tool prints per device and query (fixture texts by default: UP, Success, its NPU IP, TLS off)."""
+    index = [m.host for m in expect.members].index(host)
+    member = expect.member(host)
+    lines = [f"@@clock-start {clock:.6f}"]
+    if member.nic:
+        if nic_error:
+            lines += ["@@nic", nic_error, "@@nic-rc 1"]
+        else:
+            shown = addresses if addresses is not None else [f"{member.address}/24"]
+            lines += ["@@nic", *[f"3: {member.nic}    inet {a} brd 10.1.0.255 scope global {member.nic}\\       "
+                                 "valid_lft forever preferred_lft forever" for a in shown], "@@nic-rc 0"]
+    lines += ["@@paths", *(paths if paths is not None else [m.host for m in expect.hardware.multi_node.mounts])]
+    if expect.hardware.multi_node.npu_nic_tool:
+        if not tool:
+            lines.append("@@npu-tool-missing")
+        else:
+            for device in member.devices:
+                said = {"link": (HCCN / "link-up.txt").read_text(),
+                        "net_health": (HCCN / "net_health-success.txt").read_text(),
+                        "ip": f"ipaddr:{npu_ip(index, device)}\nnetmask:255.255.255.0\n",
+                        "tls": (HCCN / "tls-with-certificates.txt").read_text(),
+                        **(npus or {}).get(device, {})}
+                for query in ("link", "net_health", "ip", "tls"):
+                    lines += [f"@@npu:{device}:{query}", *said[query].splitlines()]
+    return lines + [f"@@clock-end {clock + 0.2:.6f}"]
+
+
+def npu_pings_output(devices: list[int], text: str | None = None,
+                     per_device: dict[int, str] | None = None) -> list[str]:
+    """NpuPings output: every device's ping as published (`ping-reached.txt`) unless told otherwise."""
+    lines = []
+    for device in devices:
+        said = (per_device or {}).get(device, text if text is not None else (HCCN / "ping-reached.txt").read_text())
+        lines += [f"@@ping:{device}", *said.splitlines()]
+    return lines
+
+
+def group_content_output(expect: Any, image_id: str = "sha256:" + "ab" * 32, marker: dict | None = None) -> list[str]:
+    """GroupContent output: every service's image present and its copy verified (`marker`)."""
+    lines = [f"@@image:{ref} {image_id}" for ref in sorted({c.image_ref for c in expect.content})]
+    for need in expect.content:
+        shown = marker if marker is not None else {"hub": "modelscope", "repo_id": "Qwen/Qwen3.5-397B-A17B",
+                                                   "revision": "master", "commit": "0123abcd", "include": [],
+                                                   "files": 100, "bytes": 800 * 10**9,
+                                                   "verified_at": f"2026-08-01T00:00:0{len(lines) % 10}+00:00"}
+        lines += [f"@@marker:{hostpaths.model_marker(need.model_copy)}", json.dumps(shown)]
+    return lines
+
+
+def group_responses(expect: Any, host: str, *, network: list[str] | None = None, pings: list[str] | None = None,
+                    content: list[str] | None = None) -> dict[str, Any]:
+    """Responses to a member's group facts (sound unless given), to put BEFORE a plan's other responses."""
+    member = expect.member(host)
+    devices = list(member.devices) if expect.hardware.multi_node.npu_nic_tool else []
+    return {GROUP_NETWORK: network if network is not None else group_network_output(expect, host),
+            NPU_PINGS: pings if pings is not None else npu_pings_output(devices),
+            GROUP_CONTENT: content if content is not None else group_content_output(expect)}
+
+
+# The group facts' commands (anchored: a failure message quoting a command must not match them).
+GROUP_NETWORK = re.compile(r'^echo "@@clock-start')
+NPU_PINGS = re.compile(r"^to=\S+ .* -ping -g address ")
+GROUP_CONTENT = re.compile(r'^echo "@@image:')

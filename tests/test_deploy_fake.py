@@ -12,11 +12,12 @@ import pytest
 
 from fleetserve import hostpaths
 from fleetserve.builder import model_copy
-from fleetserve.plan import plan_host
+from fleetserve.groupcheck import group_expectations
+from fleetserve.plan import plan_host, plan_inventory
 from fleetserve.readiness import expectations_for
 from roles.common import InvalidFleetData
 from roles.serve import serve
-from tests.fakefleet import converged_responses, host_report, run_fake_deploy
+from tests.fakefleet import converged_responses, group_responses, host_report, run_fake_deploy
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_HOSTS = [
@@ -55,14 +56,14 @@ def test_converged_host_reports_no_change_and_reads_each_fact_once_per_phase(nam
     assert meta.ops_change == 0 and not state.failed_hosts
     facts, changes = _fact_or_change(commands[f"@fake/{name}"])
     assert changes == []
-    # Twice (prepare and execute): preflight, helper files, per image its state (+ its load record)
-    # and jemalloc (the image's probe, the host's library), per service its model copy, the image's
-    # verdict on its command (probe + record) and its release (probe + state). Once: the engine (the
-    # service role reads it while preparing). At execution only: the release records and one
-    # endpoint check per service.
+    # Twice (prepare and execute): preflight, helper files, per image its state (+ its load record),
+    # what it carries (probe, read once per pass) and the host's jemalloc, per service its model copy,
+    # the image's verdict on its command and its release state. Once: the engine (the service role
+    # reads it while preparing). At execution only: the release records and one endpoint check per
+    # service.
     services, images = len(plan.services), len({i.spec.image.ref for i in plan.services})
     loaded = len({i.spec.image.ref for i in plan.services if i.image_archive})
-    assert len(facts) == 2 * (2 + images + loaded + 2 * images + 5 * services) + 1 + 2 * services
+    assert len(facts) == 2 * (2 + 3 * images + loaded + 3 * services) + 1 + 2 * services
 
 
 @pytest.mark.parametrize("name,data,workload", SEED_HOSTS, ids=[h[0] for h in SEED_HOSTS])
@@ -98,7 +99,7 @@ def test_fresh_ready_host_gets_everything(name, data, workload, image_store):
         key = spec.model.copy_key
         # published as a copy beside whatever is served; host_dir names it only once it is verified
         assert f"mv -T {hostpaths.staging_dir(spec.model.host_dir, key)} {model_copy(instance)}" in text
-        assert f"ln -sfn {model_copy(instance)} {spec.model.host_dir}.fleetserve-link" in text
+        assert f"ln -sfn {model_copy(instance)} {spec.model.host_dir}.fleetserve-link-" in text
         assert f"install -m 644 /var/lib/fleetserve/releases/{spec.name}/" in text and f"systemctl restart {unit}" in text
         assert text.index(f"systemctl restart {unit}") < text.index(f"ln -sfn {model_copy(instance)}")
     if plan.services[0].spec.api_key_key:
@@ -146,3 +147,54 @@ def test_the_pyinfra_cli_runs_a_deploy_file_with_config_and_reports_invalid_data
     output = result.stdout + result.stderr
     assert "invalid fleet data, no host was changed" in output
     assert "needs 16 devices but the host has 8" in output
+
+
+# --- a service spanning two nodes ----------------------------------------------------------------
+
+A3_GROUP = [(name, {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"], "group": "g1", "group_rank": rank,
+                    "nic": "eth1", "cluster_address": f"10.1.0.{10 + rank}"})
+            for rank, name in enumerate(["a3-head", "a3-worker"])]
+
+
+def _group_plans():
+    return {p.host: p for p in plan_inventory([(f"@fake/{n}", d) for n, d in A3_GROUP], ["qwen3.5"])}
+
+
+def _sound_group(plans, name: str) -> dict:
+    """A member's answers to the group preflight: NICs up, NPUs reachable, same image and weights."""
+    return group_responses(group_expectations(plans[f"@fake/{name}"]), f"@fake/{name}")
+
+
+def test_a_converged_group_reports_no_change_on_any_member():
+    plans = _group_plans()
+    hosts = [(name, {**data, "fake_responses": {**_sound_group(plans, name), **converged_responses(plans[f"@fake/{name}"])}})
+             for name, data in A3_GROUP]
+    state, commands = run_fake_deploy(hosts, serve, ["qwen3.5"])
+    assert sum(meta.ops_change for meta in state.meta.values()) == 0 and not state.failed_hosts
+    worker_checks = [c for c in commands["@fake/a3-worker"] if c.startswith("sh /usr/local/lib/fleetserve/verify-endpoint.sh")]
+    # The headless member proves the group through the head's API.
+    assert worker_checks and all(c.endswith(" 10.1.0.10") for c in worker_checks)
+    assert not any(c.endswith(" 10.1.0.10") for c in commands["@fake/a3-head"] if c.startswith("sh /usr/local/lib/fleetserve/verify-endpoint.sh"))
+
+
+def test_a_fresh_group_starts_every_member_and_settles_one_release():
+    plans = _group_plans()
+    hosts = []
+    for name, data in A3_GROUP:
+        plan = plans[f"@fake/{name}"]
+        expect = expectations_for(plan)
+        hosts.append((name, {**data, "fake_responses": {
+            **_sound_group(plans, name),
+            "@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, paths=expect.paths, expect=expect),
+            "verify-endpoint.sh": ["@@result ok api"],
+            "echo @@marker": ["@@marker", "", "@@config", '{"max_position_embeddings": 262144, '
+                                                          '"num_attention_heads": 16}', "@@legacy"],
+            "for s in /var/lib/fleetserve/releases/*/": ["@@state:qwen35-397b-bf16", '{"candidate": "c1", "current": null}']}}))
+    state, commands = run_fake_deploy(hosts, serve, ["qwen3.5"])
+    assert not state.failed_hosts
+    for name, flags in (("a3-head", "--data-parallel-address 10.1.0.10 --data-parallel-rpc-port 13389"),
+                        ("a3-worker", "--headless --data-parallel-start-rank 1")):
+        text = "\n".join(_fact_or_change(commands[f"@fake/{name}"])[1])
+        assert "systemctl restart fleetserve-qwen35-397b-bf16.service" in text and flags in text
+        # made current only by the group's settle step, after every member's check
+        assert text.count('"current": "c1"') == 1

@@ -1,5 +1,6 @@
 """Each fact: the command it sends, and what it makes of real-format output (present and absent)."""
 
+import hashlib
 import json
 import subprocess
 
@@ -169,9 +170,10 @@ def test_model_state():
     marker = {"hub": "hf", "repo_id": "Qwen/Qwen3.5-2B-Base", "revision": "main", "include": []}
     state = ModelState().process(["@@marker", json.dumps(marker), "", "@@config", '{"num_attention_heads": 16}',
                                   "@@legacy"])
-    assert state == {"marker": marker, "config": {"num_attention_heads": 16}, "legacy_marker": None}
+    unchecked = {"marker_sha256": None, "record": None}
+    assert state == {"marker": marker, "config": {"num_attention_heads": 16}, "legacy_marker": None, **unchecked}
     assert ModelState().process(["@@marker", "", "@@config", "@@legacy", json.dumps(marker)]) == {
-        "marker": None, "config": None, "legacy_marker": marker}
+        "marker": None, "config": None, "legacy_marker": marker, **unchecked}
     assert ModelState().process(["@@marker", "{trunc", "@@config"])["marker"] == {"_unreadable": "{trunc"}
 
 
@@ -183,7 +185,16 @@ def test_model_state_in_a_real_shell(tmp_path):
     (legacy / ".fleetserve-verified.json").write_text('{"hub": "modelscope"}')
     run = lambda cmd: subprocess.run(["sh", "-c", cmd], capture_output=True, text=True).stdout.splitlines()  # noqa
     state = ModelState().process(run(ModelState().command(host_dir=str(legacy), model_dir=str(copy))))
-    assert state == {"marker": {"hub": "hf"}, "config": {"num_attention_heads": 8}, "legacy_marker": {"hub": "modelscope"}}
+    assert state == {"marker": {"hub": "hf"}, "config": {"num_attention_heads": 8}, "legacy_marker": {"hub": "modelscope"},
+                     "marker_sha256": None, "record": None}
+    # A copy in a shared filesystem: the marker's digest and this host's record of checking it.
+    record = tmp_path / "record.json"
+    command = ModelState().command(host_dir=str(legacy), model_dir=str(copy), record=str(record))
+    assert ModelState().process(run(command))["record"] is None
+    record.write_text('{"by": "verified"}')
+    state = ModelState().process(run(command))
+    assert state["record"] == {"by": "verified"}
+    assert state["marker_sha256"] == hashlib.sha256(b'{"hub": "hf"}').hexdigest()
     link = tmp_path / "link"
     link.symlink_to(copy)  # a symlink host_dir is fleetserve's own, never a legacy copy
     assert ModelState().process(run(ModelState().command(host_dir=str(link), model_dir=str(copy))))["legacy_marker"] is None

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,93 @@ def test_systemd_reads_the_env_file_the_same_way(tmp_path):
     env_file.write_text(f"VLLM_API_KEY={env_file_value(secret)}\n")
     out = subprocess.run(["bash", "-c", f". {env_file}; printf %s \"$VLLM_API_KEY\""], capture_output=True, text=True)
     assert out.stdout == secret
+
+
+# --- verify-endpoint.sh on a headless group member ----------------------------------------------
+
+class _HeadAPI(http.server.BaseHTTPRequestHandler):
+    """The group head's OpenAI-compatible answers, as verify_api.py reads them."""
+
+    def _send(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self._send({"data": [{"id": "qwen3.5", "root": "/srv/m"}]} if self.path == "/v1/models" else {})
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._send({"choices": [{"text": " bright"}]} if self.path == "/v1/completions"
+                   else {"choices": [{"message": {"content": "Paris"}}]})
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def head_api():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HeadAPI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def _member_tools(tmp_path: Path, restarts: str = "echo 0", running: str = "true") -> dict:
+    """systemctl, docker and journalctl of a member whose unit is active; its container as given."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tools = {
+        "systemctl": f'case "$1" in is-active) echo active;; show) {restarts};; esac',
+        "docker": f'case "$3" in *.Id*) echo cafe;; *.State.Running*) echo {running};; *) echo status=running;; esac',
+        "journalctl": "echo 'engine core joined the head'",
+    }
+    for name, body in tools.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+
+def _verify_member(tmp_path: Path, port: int, env: dict, timeout: int = 5) -> list[str]:
+    lib = tmp_path / "lib"
+    lib.mkdir(exist_ok=True)
+    for name in ("verify-endpoint.sh", "verify_api.py"):
+        shutil.copy(FILES / name, lib / name)
+    result = subprocess.run(["sh", str(lib / "verify-endpoint.sh"), str(port), "qwen3.5", "fleetserve-x.service",
+                             "fleetserve-x", str(timeout), "", "/srv/m", "127.0.0.1"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0
+    return result.stdout.splitlines()
+
+
+def test_a_headless_member_is_proven_by_the_heads_answers_and_its_own_running_container(tmp_path, head_api):
+    out = _verify_member(tmp_path, head_api, _member_tools(tmp_path))
+    assert out[0] == "@@result ok api" and '"chat": "Paris"' in out[-1]
+
+
+def test_a_headless_member_whose_container_is_not_running_fails(tmp_path, head_api):
+    out = _verify_member(tmp_path, head_api, _member_tools(tmp_path, running="false"))
+    assert out[0] == "@@result fail listener" and "container fleetserve-x is not running" in "\n".join(out)
+
+
+def test_a_headless_member_that_restarted_while_the_group_formed_fails(tmp_path, head_api):
+    # NRestarts grows with every look: the member's unit crashed and came back after the first one.
+    counter = tmp_path / "restarts"
+    counter.write_text("0")
+    grow = f"n=$(cat {counter}); echo $n; echo $((n + 1)) > {counter}"
+    out = _verify_member(tmp_path, head_api, _member_tools(tmp_path, restarts=grow))
+    assert out[0].startswith("@@result fail") and "crashed and was restarted" in "\n".join(out)
+
+
+def test_a_head_that_never_answers_fails_the_member_naming_the_head(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = _verify_member(tmp_path, port, _member_tools(tmp_path), timeout=1)
+    assert out[0] == "@@result fail health"
+    assert "/health of the group's head 127.0.0.1 did not answer 200 within 1s" in "\n".join(out)

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from pyinfra.api import State
 from pyinfra.api.hiddenvalue import HiddenValue
+from pyinfra.operations import server
 
 from fleetserve.operations import host as host_ops
 from fleetserve.operations import image as image_ops
@@ -331,8 +333,8 @@ def test_missing_weights_download_into_staging_are_checked_then_published_beside
             f"--include '*.safetensors'") in download  # not probed yet: as the newest client takes them
     assert (f"quay.io/ascend/vllm-ascend:v0.18.0rc1 python3 /usr/local/lib/fleetserve/verify_model.py {STAGE} "
             f"--marker .fleetserve-verified.json --hub hf --repo Qwen/Qwen3.5-2B-Base --revision main --endpoint "
-            f"https://hf-mirror.com --include '*.json' --include '*.safetensors' ; then ok=1; break; fi; sleep 3; "
-            f"done;") in verify
+            f"https://hf-mirror.com --include '*.json' --include '*.safetensors' --manifest .fleetserve-manifest.json "
+            f"--sums .fleetserve-sha256sums ; then ok=1; break; fi; sleep 3; done;") in verify
     assert "files already complete stay in" in fetch
     # nothing served is moved or deleted: the verified copy is renamed into the store
     assert publish == f"mv -T {STAGE} {COPY}"
@@ -531,8 +533,22 @@ def test_a_candidate_that_answers_becomes_current_and_older_releases_are_pruned(
     ops = changes(commands, "for s in", VERIFY)
     assert ops[0].startswith("printf %s '{\"candidate\": null, \"current\": \"r3\", \"failed\": null, \"previous\": \"r2\"}'")
     assert ops[1] == ("{ [ -L /data/m ] || rmdir /data/m 2>/dev/null || true; } && ln -sfn /data/.m.fleetserve/v2-abc "
-                      "/data/m.fleetserve-link && mv -T -f /data/m.fleetserve-link /data/m")
+                      "/data/m.fleetserve-link-_fake_h && mv -T -f /data/m.fleetserve-link-_fake_h /data/m")
     assert ops[2:] == ["rm -rf -- /var/lib/fleetserve/releases/x/r1", "docker rmi sha256:1 >/dev/null 2>&1 || true"]
+    assert not state.failed_hosts
+
+
+@pytest.mark.parametrize("shared_dir,pruned", [(None, ["/mnt/shared/.m.fleetserve/v1-abc"]), ("/mnt/shared", [])])
+def test_a_copy_in_a_shared_cache_is_never_pruned_by_one_host(shared_dir, pruned):
+    # r1 is dropped with its copy; in a shared cache other hosts may still serve that copy
+    records = _records({"current": "r2", "previous": "r1", "candidate": "r3"},
+                       r1={"model_copy": "/mnt/shared/.m.fleetserve/v1-abc"},
+                       r2={"model_copy": "/mnt/shared/.m.fleetserve/v2-abc"},
+                       r3={"model_copy": "/mnt/shared/.m.fleetserve/v3-abc"})
+    commands, state = _verify(records, OK, host_dir="/mnt/shared/m", model_copy="/mnt/shared/.m.fleetserve/v3-abc",
+                              shared_dir=shared_dir)
+    ops = changes(commands, "for s in", VERIFY)
+    assert ops[2] == "rm -rf -- " + " ".join(["/var/lib/fleetserve/releases/x/r1", *pruned])
     assert not state.failed_hosts
 
 
@@ -578,6 +594,78 @@ def test_verify_does_not_probe_while_preparing():
                                       check_for_changes=True)
     # at execution only (none in the change-detection pass, when nothing was started yet)
     assert len([c for c in commands["@fake/h"] if c.startswith(VERIFY)]) == 1
+
+
+# --- a group's release: checked on every member, settled as one --------------------------------
+
+def test_a_headless_member_checks_the_heads_api_and_leaves_settling_to_the_group():
+    records = _records({"current": "r1", "candidate": "r2"})
+    commands, state = _verify(records, OK, head_address="10.1.0.10", settle=False)
+    assert f"{VERIFY} 8000 qwen3.5 fleetserve-x.service fleetserve-x 60 /etc/fleetserve/x.env /srv/m 10.1.0.10" in commands
+    assert changes(commands, "for s in", VERIFY) == [] and not state.failed_hosts  # nothing promoted yet
+
+
+def test_a_member_record_carries_the_groups_release():
+    plain = service_ops.release_record("x", "unit", None, "img", "sha256:1", "/m/c", "m1", ["a"])
+    grouped = service_ops.release_record("x", "unit", None, "img", "sha256:1", "/m/c", "m1", ["a"], "g-abc")
+    assert "group_release" not in plain and grouped["group_release"] == "g-abc" and plain["id"] != grouped["id"]
+
+
+SETTLE_ARGS = dict(service="x", group="g1", members=["@fake/head", "@fake/worker"], host_dir="/data/m",
+                   model_copy="/data/.m.fleetserve/v2-abc", port=8000, model="qwen3.5", serve_path="/srv/m",
+                   timeout_s=60, env_path="/etc/fleetserve/x.env")
+
+
+def _settle_group(records_by_host: dict[str, list[str]], fail_on: set[str] = frozenset(), again=OK,
+                  **overrides) -> tuple[State, dict[str, list[str]]]:
+    """Both members run an earlier step (failing on `fail_on`), then settle the group's release."""
+    hosts = []
+    for name in ("head", "worker"):
+        responses = {"for s in /var/lib/fleetserve/releases/*/": records_by_host[name], VERIFY: again}
+        if name in fail_on:
+            responses["earlier-step"] = {"success": False}
+        hosts.append((name, {"fake_responses": responses}))
+
+    def deploy():
+        server.shell(name="An earlier step", commands=["earlier-step"])
+        service_ops.group_release_settled(**{**SETTLE_ARGS, **overrides})
+
+    return run_fake_deploy(hosts, deploy, check_for_changes=False)
+
+
+def test_a_group_whose_members_all_answered_makes_the_candidate_current_on_each():
+    records = _records({"current": "r1", "candidate": "r2"}, r1={}, r2={})
+    state, commands = _settle_group({"head": records, "worker": records})
+    for name in ("@fake/head", "@fake/worker"):
+        ops = changes(commands[name], "for s in", "earlier-step")
+        assert '"candidate": null, "current": "r2", "failed": null, "previous": "r1"' in ops[0]
+    assert not state.failed_hosts
+
+
+def test_a_converged_group_settles_nothing():
+    records = _records({"current": "r2"}, r2={})
+    state, commands = _settle_group({"head": records, "worker": records})
+    assert all(changes(c, "for s in", "earlier-step") == [] for c in commands.values()) and not state.failed_hosts
+
+
+def test_when_one_member_fails_the_others_put_the_previous_release_back_and_fail_naming_it():
+    records = _records({"current": "r1", "candidate": "r2"}, r1={"image_ref": "img:1", "image_id": "sha256:1"}, r2={})
+    state, commands = _settle_group({"head": records, "worker": records}, fail_on={"worker"})
+    head = changes(commands["@fake/head"], "for s in", "earlier-step", VERIFY)
+    assert head[0] == "install -m 644 /var/lib/fleetserve/releases/x/r1/unit /etc/systemd/system/fleetserve-x.service"
+    assert "systemctl daemon-reload && systemctl restart fleetserve-x.service" in head
+    assert ("fleetserve verify: release r2 of x answered here but group g1 did not form and was rolled back:"
+            in head[-1]) and "member @fake/worker of group g1 failed" in head[-1]
+    assert {h.name for h in state.failed_hosts} == {"@fake/head", "@fake/worker"}
+    assert commands["@fake/worker"] == ["earlier-step"]  # a failed host runs nothing more
+
+
+def test_a_member_failing_while_nothing_changed_reports_the_group_not_whole():
+    records = _records({"current": "r1"}, r1={})
+    state, commands = _settle_group({"head": records, "worker": records}, fail_on={"worker"})
+    (failing,) = changes(commands["@fake/head"], "for s in", "earlier-step")
+    assert "group g1 is not whole" in failing and "member @fake/worker" in failing
+    assert not any(c.startswith(("install", "systemctl")) for c in commands["@fake/head"])
 
 
 # --- host lock ---------------------------------------------------------------------------------

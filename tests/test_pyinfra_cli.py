@@ -58,3 +58,15 @@ def test_secrets_never_appear_even_with_vv_and_diff(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:]
     assert "Release of qwen35-397b installed and started (if new)" in result.stdout
     assert "sk-topsecret-42" not in result.stdout
+
+
+def test_a_run_that_would_split_a_group_is_refused_before_any_host_is_touched(tmp_path):
+    result = pyinfra(tmp_path, '''
+        _d = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"], "fake_delay": 0, "group": "g1", "nic": "eth1"}
+        hosts = [("@fake/a3-01", {**_d, "group_rank": 0, "cluster_address": "10.1.0.10"}),
+                 ("@fake/a3-02", {**_d, "group_rank": 1, "cluster_address": "10.1.0.11"})]
+    ''', "deploys/qwen35.py", "--limit", "@fake/a3-01")
+    assert result.returncode == 1
+    assert ("group g1: this run leaves out @fake/a3-02 (--limit/--exclude); a group is deployed whole "
+            "(members: @fake/a3-01, @fake/a3-02)") in result.stdout
+    assert "Traceback" not in result.stdout and "Starting operation" not in result.stdout

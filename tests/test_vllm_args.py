@@ -54,13 +54,18 @@ def _doc_cases():
 @pytest.mark.parametrize("tag,version,command", list(_doc_cases()))
 def test_docs_commands_get_the_real_parsers_verdict(tag, version, command):
     assert command["source"].startswith("docs/source/") and command["tag"] == tag
-    verdict = command["verdict"]
+    _assert_verdict(version, command["verdict"],
+                    lambda: parse_serve_args(command["argv"], version=version, platform="ascend", platform_version=tag))
+
+
+def _assert_verdict(version: str, verdict: dict, parse) -> None:
+    """fleetserve's parse accepts what vLLM accepted, and refuses the rest with vLLM's exit code and
+    words (less the memory address in a function's repr and pydantic's link line)."""
     try:
-        parse_serve_args(command["argv"], version=version, platform="ascend", platform_version=tag)
+        parse()
     except ServeArgsError as err:
         assert not verdict["accepted"], f"fleetserve refuses what vLLM {version} accepts: {err.describe()}"
         assert err.exit_code == verdict["exit_code"]
-        # vLLM's own words (less the memory address in a function's repr and pydantic's link line)
         assert _lines(str(err)) == _lines(verdict["error"])
     else:
         assert verdict["accepted"], f"fleetserve accepts what vLLM {version} refuses: {verdict['error']}"
@@ -82,19 +87,15 @@ def _lines(text: str) -> list[str]:
 def test_edge_cases_get_the_real_parsers_verdict_and_words(version, case):
     """Corner cases, judged by each version's real parser + validate_parsed_serve_args (no plugin)."""
     table = load_table(version)
-    verdict = case["verdict"]
-    try:
+
+    def parse():
         parsed = vllm_args._parse(case["argv"], table, None, None)
         cli_checks = {c["error"] for c in table.post_parse_checks["requires"]}
         for err in vllm_args._late_errors(parsed, table, None):
             if err.message in cli_checks:  # the checks `vllm serve` makes before anything starts
                 raise err
-    except ServeArgsError as err:
-        assert not verdict["accepted"], f"fleetserve refuses what vLLM {version} accepts: {err.describe()}"
-        assert err.exit_code == verdict["exit_code"]
-        assert _lines(str(err)) == _lines(verdict["error"])
-    else:
-        assert verdict["accepted"], f"fleetserve accepts what vLLM {version} refuses: {verdict['error']}"
+
+    _assert_verdict(version, case["verdict"], parse)
 
 
 def test_docs_fixtures_cover_the_docs():

@@ -354,19 +354,36 @@ class ImageState(Fact):
 
 class ModelState(Fact):
     """A model copy's verified marker and config.json (None when absent), and the marker an earlier
-    fleetserve left in host_dir itself when host_dir is a real directory."""
+    fleetserve left in host_dir itself when host_dir is a real directory. With `record` (a copy in a
+    shared filesystem): the marker's sha256 and this host's record of checking that copy."""
 
-    def command(self, host_dir: str, model_dir: str) -> str:
+    def command(self, host_dir: str, model_dir: str, record: str | None = None) -> str:
         d, m = _q(host_dir), _q(model_dir)
-        return (f"echo @@marker; cat {_q(hostpaths.model_marker(model_dir))} 2>/dev/null; echo;"
-                f" echo @@config; cat {m}/config.json 2>/dev/null; echo;"
+        marker = _q(hostpaths.model_marker(model_dir))
+        checked = (f" echo \"@@marker-sha $(sha256sum {marker} 2>/dev/null | cut -d' ' -f1)\";"
+                   f" echo @@record; cat {_q(record)} 2>/dev/null; echo;") if record else ""
+        return (f"echo @@marker; cat {marker} 2>/dev/null; echo;"
+                f" echo @@config; cat {m}/config.json 2>/dev/null; echo;{checked}"
                 f" echo @@legacy; [ -d {d} ] && [ ! -L {d} ] && cat {_q(hostpaths.model_marker(host_dir))} 2>/dev/null;"
                 " true")
 
     def process(self, output: list[str]) -> dict[str, Any]:
         sections = split_sections(output)
         return {"marker": _json_or_none(sections.get("marker")), "config": _json_or_none(sections.get("config")),
-                "legacy_marker": _json_or_none(sections.get("legacy"))}
+                "legacy_marker": _json_or_none(sections.get("legacy")),
+                "marker_sha256": ((sections.get("marker-sha") or [""])[0] or "").strip() or None,
+                "record": _json_or_none(sections.get("record"))}
+
+
+class UnitActive(Fact):
+    """What `systemctl is-active` says of a unit: active, activating, failed, inactive (also for a
+    transient unit that is gone)."""
+
+    def command(self, unit: str) -> str:
+        return f"systemctl is-active {_q(unit)} 2>/dev/null; true"
+
+    def process(self, output: list[str]) -> str:
+        return next((line.strip() for line in output if line.strip()), "inactive")
 
 
 def _json_or_none(lines: list[str] | None) -> Any:
@@ -510,16 +527,18 @@ class ReleaseRecords(Fact):
 class EndpointCheck(Fact):
     """Waits for the service to be healthy, then proves it is the service's own container answering:
     the listener on the port belongs to that container, /v1/models lists the served name with the
-    model path the release serves, one completion and one chat answer come back. The API key is read
+    model path the release serves, one completion and one chat answer come back. A headless member of
+    a group (``head_address``) checks the head's API instead, and that its own container ran throughout. The API key is read
     on the host from the unit's EnvironmentFile (given by path), never part of this command."""
 
     shell_executable = "sh"
 
     def command(self, port: int, model: str, service: str, serve_path: str, timeout_s: int,
-                env_path: str | None = None) -> str:
+                env_path: str | None = None, head_address: str | None = None) -> str:
+        # head_address: a headless group member checks the head's API and its own container.
         return " ".join(["sh", hostpaths.lib_file("verify-endpoint.sh"), str(int(port)), _q(model),
                          _q(hostpaths.unit_name(service)), _q(hostpaths.container_name(service)), str(int(timeout_s)),
-                         _q(env_path or ""), _q(serve_path)])
+                         _q(env_path or ""), _q(serve_path), *([_q(head_address)] if head_address else [])])
 
     def process(self, output: list[str]) -> dict[str, Any]:
         sections = split_sections(output)

@@ -9,8 +9,8 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 
 from fleetserve import hostpaths
-from fleetserve.facts.fleet import FileDigests, HostReport, ImageProbe, PathsExist, in_image
-from fleetserve.operations import fail_command
+from fleetserve.facts.fleet import FileDigests, HostReport, PathsExist, in_image
+from fleetserve.operations import fail_command, image_probe
 from fleetserve.readiness import check_host, host_notes, report_args
 from fleetserve.types import Expectations
 
@@ -58,7 +58,7 @@ def jemalloc(image: str, entrypoint: str, family: str, package: str, library: st
         jemalloc(image="vllm/vllm-openai:v0.18.0-cu130", entrypoint="vllm-serve", family="debian",
                  package="libjemalloc2", library="/usr/lib/aarch64-linux-gnu/libjemalloc.so.2")
     """
-    probe = host.get_fact(ImageProbe, ref=image, entrypoint=entrypoint)
+    probe = image_probe(image, entrypoint)
     if probe and probe.get("error"):
         yield fail_command(f"fleetserve jemalloc: could not look inside {image} (nothing was restarted):",
                            [probe["error"]])

@@ -5,12 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import weakref
+
+from collections.abc import Iterator
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
+from pyinfra.api import FileUploadCommand, Host, QuoteString, State, StringCommand, operation
 
 from fleetserve import hostpaths
-from fleetserve.facts.fleet import FileSizes, ImageProbe, ImageState, JsonFiles, in_image
+from fleetserve.facts.fleet import FileModes, FileSizes, ImageState, JsonFiles, in_image
+from fleetserve.operations import image_probe
+from fleetserve.operations.model import peer_daemon_started, peer_url
 
 
 def _has_digest(state: dict | None, digest: str | None) -> bool:
@@ -43,13 +48,27 @@ def loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha256: st
         loaded(ref="vllm-ascend:qwen3_5-v0-a3", archive="images/Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar",
                remote_dir="/var/cache/fleetserve/images", fingerprint="size:12884901888:mtime:1764000000000000000")
     """
-    record_path = hostpaths.image_record(ref)
-    present = host.get_fact(ImageState, ref=ref)
-    record = host.get_fact(JsonFiles, paths=[record_path]).get(record_path) or {}
-    if present is not None and record.get("fingerprint") == fingerprint and record.get("image_id") == present["id"]:
+    if _converged(host, ref, fingerprint):
         host.noop(f"image {ref} present, loaded from this archive")
         return
     remote = hostpaths.image_archive(remote_dir, archive)
+    yield from _uploaded(archive, remote, remote_dir, sha256)
+    yield from _loaded_from(remote, ref, archive, fingerprint)
+    if not keep_archive:
+        yield StringCommand("rm", "-f", QuoteString(remote))
+
+
+def _converged(target: Host, ref: str, fingerprint: str) -> bool:
+    """The image is on `target` and was loaded there from the archive with this fingerprint."""
+    record_path = hostpaths.image_record(ref)
+    present = target.get_fact(ImageState, ref=ref)
+    record = target.get_fact(JsonFiles, paths=[record_path]).get(record_path) or {}
+    return present is not None and record.get("fingerprint") == fingerprint and record.get("image_id") == present["id"]
+
+
+def _uploaded(archive: str, remote: str, remote_dir: str, sha256: str | None,
+              *on_failure: object) -> Iterator[StringCommand | FileUploadCommand]:
+    """The archive copied from the controller and checked (`on_failure` runs before a mismatch fails)."""
     yield StringCommand("mkdir", "-p", QuoteString(remote_dir))
     # An archive left by an interrupted run is reused when its size matches (sha256 is checked below).
     if host.get_fact(FileSizes, paths=[remote]).get(remote) != os.path.getsize(archive):
@@ -57,8 +76,14 @@ def loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha256: st
     if sha256:
         yield StringCommand(
             "echo", QuoteString(f"{sha256}  {remote}"), "|", "sha256sum", "-c", "--quiet", "-",
-            "||", "{", "echo", QuoteString(f"image archive {remote}: sha256 does not match {sha256}; removed it"),
+            "||", "{", *on_failure, "echo",
+            QuoteString(f"image archive {remote}: sha256 does not match {sha256}; removed it"),
             ">&2;", "rm", "-f", QuoteString(remote), ";", "exit", "1;", "}")
+
+
+def _loaded_from(remote: str, ref: str, archive: str, fingerprint: str) -> Iterator[StringCommand]:
+    """`docker load` of the archive at `remote`, checked, and the record of which archive it was."""
+    record_path = hostpaths.image_record(ref)
     yield StringCommand("docker", "load", "-i", QuoteString(remote))
     yield StringCommand("docker", "image", "inspect", QuoteString(ref), ">/dev/null", "2>&1", "||", "{",
                         "echo", QuoteString(f"{remote} loaded, but it does not contain {ref}; images now:"), ">&2;",
@@ -71,8 +96,186 @@ def loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha256: st
                         "tr", "-d", QuoteString("\\n"), ">>", QuoteString(record_path + ".tmp"), "&&", "printf", "%s",
                         QuoteString('"}'), ">>", QuoteString(record_path + ".tmp"), "&&", "mv", "-f",
                         QuoteString(record_path + ".tmp"), QuoteString(record_path))
-    if not keep_archive:
-        yield StringCommand("rm", "-f", QuoteString(remote))
+
+
+# Which hosts of a chain need the archive, as peer_archive_served found them before any host loaded
+# it (pyinfra ends an operation on every host before the next begins): peer_loaded decides with the
+# same answer, never with a source that loaded it in the meantime. Per run state, by (ref, fingerprint).
+_NEEDING: weakref.WeakKeyDictionary[State, dict[tuple[str, str], frozenset[str]]] = weakref.WeakKeyDictionary()
+
+
+def _needing(ref: str, fingerprint: str) -> frozenset[str] | None:
+    return _NEEDING.get(host.state, {}).get((ref, fingerprint))
+
+
+def _peer_neighbours(ref: str, fingerprint: str, chain: list[dict],
+                     fresh: bool = False) -> tuple[dict | None, dict | None]:
+    """(source, receiver) of this host in its image chain at run time: the nearest hosts before and
+    after it that are in this run and have not loaded the archive (a converged host neither sends
+    nor receives, so the chain closes over it); (None, None) when no other host needs it. `fresh`:
+    ask the hosts (before the step), else take what was asked then."""
+    names = [link["host"] for link in chain]
+    here = names.index(host.name)
+    needing = None if fresh else _needing(ref, fingerprint)
+    if needing is None:
+        state = host.state
+        hosts = {name: state.inventory.get_host(name, None) for name in names}
+        needing = frozenset(name for name, other in hosts.items()
+                            if other is not None and other in state.active_hosts and not _converged(other, ref,
+                                                                                                     fingerprint))
+        _NEEDING.setdefault(state, {})[(ref, fingerprint)] = needing
+    source = next((link for link in reversed(chain[:here]) if link["host"] in needing), None)
+    receiver = next((link for link in chain[here + 1:] if link["host"] in needing), None)
+    return source, receiver
+
+
+def _peer_served(key: str, directory: str, receiver: dict) -> dict:
+    """The rsync modules of one archive (``peer_daemon_config``): both name the directory holding it."""
+    return {"key": key, "copy": directory, "stage": directory, "receiver_address": receiver["address"]}
+
+
+@operation(is_idempotent=True)
+def peer_archive_served(ref: str, fingerprint: str, sha256: str, remote_dir: str, chain: list[dict], address: str,
+                        port: int, wait_s: int):
+    """
+    Serve this host's copy of an image archive to the next host of its peer chain that needs it:
+    the transient rsync daemon of the model copies (same unit, same rules: bound to this host's
+    cluster address, read-only, unlisted, chrooted to the archive's directory
+    ``hostpaths.peer_image_dir``, allowed to the receiver's address only, no credentials). A no-op
+    when this host already loaded the archive or no later host of the chain needs it. It ends with
+    ``model.peer_source_stopped``.
+
+    + ref, fingerprint: as for ``loaded``
+    + sha256: the archive's sha256 (names its modules: ``hostpaths.peer_image_key``)
+    + remote_dir: where this host keeps archives (the archive's directory is made in it)
+    + chain: every host of the chain in order (``fleetserve.types.ImageCache.chain``), each
+      ``{"host", "address", "port"}``
+    + address: this host's cluster address (the daemon binds it)
+    + port: the daemon's TCP port
+    + wait_s: the longest the daemon may live
+
+    **Example:**
+
+    .. code:: python
+
+        peer_archive_served(ref="vllm-ascend:qwen3_5-v0-a3", fingerprint="sha256:" + "ab" * 32,
+                            sha256="ab" * 32, remote_dir="/var/cache/fleetserve/images", address="10.80.0.11",
+                            port=8873, wait_s=21600, chain=[{"host": "a3-01", "address": "10.80.0.11", "port": 8873},
+                                                            {"host": "a3-02", "address": "10.80.0.12", "port": 8873}])
+    """
+    _, receiver = _peer_neighbours(ref, fingerprint, chain, fresh=True)
+    if host.name not in (_needing(ref, fingerprint) or ()):
+        host.noop(f"image {ref} loaded from this archive here: this host serves no peer")
+        return
+    if receiver is None:
+        host.noop(f"no later peer needs the archive of {ref}")
+        return
+    key = hostpaths.peer_image_key(sha256)
+    directory = hostpaths.peer_image_dir(remote_dir, key)
+    yield StringCommand("mkdir", "-p", QuoteString(directory))
+    yield peer_daemon_started(address, port, [_peer_served(key, directory, receiver)], wait_s)
+
+
+@operation(is_idempotent=True)
+def peer_loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha256: str, chain: list[dict],
+                fetch_script: str, wait_s: int, attempts: int = 3, keep_archive: bool = False):
+    """
+    ``loaded``, with the archive travelling along a peer chain over the cluster network: the first
+    host of the chain that needs the archive gets it from the controller; each next one pulls it
+    with rsync from the one before it (``peer_archive_served``; ``files/peer_fetch.py``, as model
+    copies travel) and checks its sha256 while receiving, against the source's list and against
+    ``sha256`` given here (the catalog's, or computed once on the controller). A copy that does
+    not match is deleted, never loaded, and the host fails naming its source. A host that serves
+    the next one lists the archive (a hard link, no second copy, with its lists) only once it
+    matched, and keeps it until the step ends (``peer_archives_removed``). A no-op when the image
+    was loaded from this archive (its fingerprint); such a host neither sends nor receives.
+
+    + ref, archive, remote_dir, fingerprint, keep_archive: as for ``loaded``
+    + sha256: the archive's sha256 (required: every receiver checks it)
+    + chain: as for ``peer_archive_served``
+    + fetch_script: the receiver's path on the host (``fleetserve.hostpaths.lib_file("peer_fetch.py")``)
+    + wait_s: how long a receiver waits for its source's archive
+    + attempts: transfers of a mismatching archive before giving up
+
+    **Example:**
+
+    .. code:: python
+
+        peer_loaded(ref="vllm-ascend:qwen3_5-v0-a3", archive="images/Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar",
+                    remote_dir="/var/cache/fleetserve/images", fingerprint="sha256:" + "ab" * 32,
+                    sha256="ab" * 32, fetch_script="/usr/local/lib/fleetserve/peer_fetch.py", wait_s=21600,
+                    chain=[{"host": "a3-01", "address": "10.80.0.11", "port": 8873},
+                           {"host": "a3-02", "address": "10.80.0.12", "port": 8873}])
+    """
+    if _converged(host, ref, fingerprint):
+        host.noop(f"image {ref} present, loaded from this archive")
+        return
+    source, receiver = _peer_neighbours(ref, fingerprint, chain)
+    key = hostpaths.peer_image_key(sha256)
+    directory = hostpaths.peer_image_dir(remote_dir, key)
+    name = os.path.basename(archive)
+    held, remote = f"{directory}/{name}", hostpaths.image_archive(remote_dir, archive)
+    sums, manifest = f"{directory}/{hostpaths.SUMS_FILE}", f"{directory}/{hostpaths.MANIFEST_FILE}"
+    # The next host waits on this one: when this step fails here, it is told at once (refused).
+    stop = ["systemctl", "stop", hostpaths.PEER_UNIT, "2>/dev/null;"] if receiver else []
+    if source is None:
+        yield from _uploaded(archive, remote, remote_dir, sha256, *stop)
+        if receiver:
+            # Listed for the next host only once it matched: the lists appear by rename, last.
+            listing = json.dumps({"files": {name: {"size": os.path.getsize(archive), "sha256": sha256}}})
+            yield StringCommand(
+                "mkdir", "-p", QuoteString(directory), "&&", "ln", "-f", QuoteString(remote), QuoteString(held), "&&",
+                "printf", "%s", QuoteString(listing), ">", QuoteString(manifest + ".tmp"), "&&", "mv", "-f",
+                QuoteString(manifest + ".tmp"), QuoteString(manifest), "&&", "printf", "%s",
+                QuoteString(f"{sha256}  {name}\n"), ">", QuoteString(sums + ".tmp"), "&&", "mv", "-f",
+                QuoteString(sums + ".tmp"), QuoteString(sums))
+        yield from _loaded_from(remote, ref, archive, fingerprint)
+        if not keep_archive:
+            yield StringCommand("rm", "-f", QuoteString(remote))  # the listed hard link serves the next host
+        return
+    url = peer_url(source["address"], source["port"])
+    what = f"the archive of {ref} ({name})"
+    yield StringCommand(
+        "mkdir", "-p", QuoteString(directory), "&&", "python3", QuoteString(fetch_script), QuoteString(directory),
+        "--source", QuoteString(url), "--key", QuoteString(key), "--wait", str(int(wait_s)), "--attempts",
+        str(int(attempts)), "--marker", hostpaths.VERIFIED_MARKER, "--manifest", hostpaths.MANIFEST_FILE, "--sums",
+        hostpaths.SUMS_FILE, "--reference", QuoteString("the catalog's"), "||", "{", *stop, "echo",
+        QuoteString(f"fleetserve image: {what} could not be copied from {source['host']} ({url}); nothing was "
+                    f"loaded"), ">&2;", "exit", "1;", "}")
+    # The sha256 peer_fetch took while receiving, against the one given here (not the source's word).
+    yield StringCommand(
+        "grep", "-qxF", QuoteString(f"{sha256}  {name}"), QuoteString(sums), "||", "{", *stop, "rm", "-rf",
+        QuoteString(directory), ";", "echo",
+        QuoteString(f"fleetserve image: {what} from {source['host']} ({url}) does not match sha256 {sha256}; "
+                    f"deleted it, nothing was loaded"), ">&2;", "exit", "1;", "}")
+    yield from _loaded_from(held, ref, archive, fingerprint)
+    if keep_archive:
+        yield StringCommand("ln", "-f", QuoteString(held), QuoteString(remote))
+    if not receiver:
+        yield StringCommand("rm", "-rf", QuoteString(directory))  # the last of the chain: nobody pulls it
+
+
+@operation(is_idempotent=True)
+def peer_archives_removed(directories: list[str]):
+    """
+    Remove the archives a host kept for the next host of an image chain (``peer_loaded``), once
+    the step is over and the daemon stopped: every host of the chain has it then, or failed.
+
+    + directories: the archives' directories (``hostpaths.peer_image_dir``)
+
+    **Example:**
+
+    .. code:: python
+
+        peer_archives_removed(directories=["/var/cache/fleetserve/images/.peer-image-abababababababab"])
+    """
+    found = host.get_fact(FileModes, paths=list(directories))
+    present = [d for d in directories if d in found]
+    if not present:
+        host.noop("no image archive kept for peers")
+        return
+    for directory in present:
+        yield StringCommand("rm", "-rf", "--", QuoteString(directory))
 
 
 @operation(is_idempotent=True)
@@ -153,7 +356,7 @@ def command_accepted(image: str, entrypoint: str, argv: list[str], check_script:
                          argv=["/data/models/Qwen3-30B", "--tensor-parallel-size", "4"],
                          check_script="/usr/local/lib/fleetserve/check_serve_args.py")
     """
-    probe = host.get_fact(ImageProbe, ref=image, entrypoint=entrypoint)
+    probe = image_probe(image, entrypoint)
     key = hashlib.sha256(json.dumps([(probe or {}).get("id"), list(argv)]).encode()).hexdigest()[:20]
     record = hostpaths.image_check(key)
     seen = host.get_fact(JsonFiles, paths=[record]).get(record)

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from io import BytesIO
+from pathlib import PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from pyinfra.api.hiddenvalue import HiddenValue
 
 from fleetserve import hostpaths
-from fleetserve.facts.fleet import EndpointCheck, ImageProbe, ReleaseRecords, ServiceState
-from fleetserve.operations import fail_command
+from fleetserve.facts.fleet import EndpointCheck, ReleaseRecords, ServiceState
+from fleetserve.operations import fail_command, image_probe
 from fleetserve.operations.secrets import write_secret
 
 
@@ -22,12 +24,16 @@ def _sha(text: str | None) -> str | None:
 
 
 def release_record(service: str, unit_text: str, env_text: str | None, image_ref: str, image_id: str | None,
-                   model_copy: str, marker_sha: str | None, argv: list[str]) -> dict:
+                   model_copy: str, marker_sha: str | None, argv: list[str], group_release: str | None = None) -> dict:
     """What a release is: everything the running service depends on. Its id is a digest of it, so
-    the same inputs are the same release, and any change is a new one."""
+    the same inputs are the same release, and any change is a new one. A member of a group also
+    records the group's release (``fleetserve.builder.group_release``: every member's command), so a
+    change on any member is a new release on all of them."""
     record = {"service": service, "unit_sha256": _sha(unit_text), "env_sha256": _sha(env_text),
               "image_ref": image_ref, "image_id": image_id, "model_copy": model_copy,
               "model_marker_sha256": marker_sha, "argv": list(argv)}
+    if group_release:
+        record["group_release"] = group_release
     record["id"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
     return record
 
@@ -42,7 +48,8 @@ def _state_command(service: str, state: dict) -> StringCommand:
 @operation(is_idempotent=True)
 def release_started(service: str, unit_text: str, image_ref: str, model_copy: str, argv: list[str],
                     env_text: HiddenValue | None = None, mount_dirs: list[str] | None = None,
-                    entrypoint: str = "shell", with_image_jemalloc: dict[str, tuple[str, list[str]]] | None = None):
+                    entrypoint: str = "shell", with_image_jemalloc: dict[str, tuple[str, list[str]]] | None = None,
+                    group_release: str | None = None):
     """
     Start a new release of a service unless the one running is it. A release is recorded on the
     host (unit, secrets, image id, model copy, argv) before its unit is installed; it becomes the
@@ -59,6 +66,7 @@ def release_started(service: str, unit_text: str, image_ref: str, model_copy: st
     + entrypoint: ``shell`` or ``vllm-serve`` (how to run a program in the image, to ask it what it carries)
     + with_image_jemalloc: the unit and argv to use instead when the image brings its own jemalloc,
       by where the image has it (``unit_text``/``argv`` mount the host's otherwise)
+    + group_release: a group member's shared release digest (``fleetserve.builder.group_release``)
 
     **Example:**
 
@@ -70,12 +78,12 @@ def release_started(service: str, unit_text: str, image_ref: str, model_copy: st
     env_path = hostpaths.env_file(service) if env_text is not None else None
     secret = env_text.unmask() if env_text is not None else None
     if with_image_jemalloc:
-        own = (host.get_fact(ImageProbe, ref=image_ref, entrypoint=entrypoint) or {}).get("jemalloc")
+        own = (image_probe(image_ref, entrypoint) or {}).get("jemalloc")
         unit_text, argv = with_image_jemalloc.get(own, (unit_text, argv))
     state = host.get_fact(ServiceState, service=service, image_ref=image_ref,
                           marker_path=hostpaths.model_marker(model_copy), env_path=env_path, dirs=mount_dirs or [])
     record = release_record(service, unit_text, secret, image_ref, state["image_id"], model_copy,
-                            state["marker_sha256"], argv)
+                            state["marker_sha256"], argv, group_release)
     releases = state["state"]
     installed = state["unit_sha256"] == record["unit_sha256"] and (
         env_path is None or (state["env_sha256"] == record["env_sha256"] and state["env_mode"] == "600"))
@@ -121,6 +129,10 @@ def prune_plan(records: dict[str, dict]) -> tuple[list[str], list[str], list[str
     return dirs, copies, images
 
 
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
 def _promoted(service: str, releases: dict, candidate: str) -> dict:
     current = releases.get("current")
     previous = current if current and current != candidate else releases.get("previous")
@@ -137,7 +149,8 @@ def _failure_lines(result: dict, unit: str) -> list[str]:
 
 @operation(is_idempotent=True)
 def release_verified(service: str, port: int, model: str, serve_path: str, timeout_s: int, host_dir: str,
-                     model_copy: str, on_failure: str = "rollback", env_path: str | None = None):
+                     model_copy: str, on_failure: str = "rollback", env_path: str | None = None,
+                     head_address: str | None = None, settle: bool = True, shared_dir: str | None = None):
     """
     Prove the service answers from its own container, then settle its release: a candidate that
     answers becomes ``current`` (the one it replaced ``previous``), ``host_dir`` points at its model
@@ -155,6 +168,11 @@ def release_verified(service: str, port: int, model: str, serve_path: str, timeo
     + on_failure: ``rollback`` (start the previous release again; stop when there is none), ``stop``
       or ``leave`` (keep the failed candidate running for inspection)
     + env_path: the unit's EnvironmentFile, read on the host for the API key
+    + head_address: a headless member of a group: the head whose API proves the group formed
+    + settle: make a candidate that answers current here; a group's members leave that to
+      ``group_release_settled``, once every member's candidate answered
+    + shared_dir: the shared filesystem of ``model_cache: shared``: copies in it are never pruned
+      here (other hosts may serve them)
 
     **Example:**
 
@@ -174,33 +192,59 @@ def release_verified(service: str, port: int, model: str, serve_path: str, timeo
     releases = entry["state"]
     candidate = releases.get("candidate")
     check = dict(port=port, model=model, service=service, serve_path=serve_path, timeout_s=timeout_s,
-                 env_path=env_path)
+                 env_path=env_path, head_address=head_address)
     result = host.get_fact(EndpointCheck, **check)
+    where = f" through the group's head {head_address}" if head_address else ""
     if result["ok"] and not candidate:
-        host.noop(f"{model} answers on port {port} from release {releases.get('current')}")
+        host.noop(f"{model} answers on port {port}{where} from release {releases.get('current')}")
+        return
+    if result["ok"] and not settle:
+        host.noop(f"release {candidate} of {service} answers{where}; it becomes current with the whole group")
         return
     if result["ok"]:
-        yield _state_command(service, _promoted(service, releases, candidate))
-        link = f"{host_dir}.fleetserve-link"
-        # host_dir (absent, empty, or fleetserve's symlink: preflight refused anything else) now names
-        # the current copy, for operators and tools that read the model directory.
-        yield StringCommand("{", "[", "-L", QuoteString(host_dir), "]", "||", "rmdir", QuoteString(host_dir),
-                            "2>/dev/null", "||", "true;", "}", "&&", "ln", "-sfn", QuoteString(model_copy),
-                            QuoteString(link), "&&", "mv", "-T", "-f", QuoteString(link), QuoteString(host_dir))
-        settled = {**records, service: {**entry, "state": _promoted(service, releases, candidate)}}
-        dirs, copies, images = prune_plan(settled)
-        if dirs or copies:
-            yield StringCommand("rm", "-rf", "--", *[QuoteString(p) for p in dirs + copies])
-        for image_id in images:
-            yield StringCommand("docker", "rmi", QuoteString(image_id), ">/dev/null", "2>&1", "||", "true")
+        yield from _promote(service, records, candidate, host_dir, model_copy, shared_dir)
         return
-
-    lines = _failure_lines(result, unit)
-    current = releases.get("current")
-    failed = {**releases, "candidate": None, "failed": candidate}
     if not candidate:
-        title = f"fleetserve verify: {model} on port {port} is not serving (this run changed nothing of it):"
-    elif candidate == current:
+        yield fail_command(f"fleetserve verify: {model} on port {port}{where} is not serving (this run changed "
+                           f"nothing of it):", _failure_lines(result, unit))
+        return
+    yield from _undo(service, entry, on_failure, env_path, check, serve_path,
+                     f"release {candidate} of {service} failed", _failure_lines(result, unit))
+
+
+def _promote(service: str, records: dict, candidate: str, host_dir: str, model_copy: str,
+             shared_dir: str | None = None):
+    """The candidate becomes current (the one it replaced previous), host_dir names its model copy,
+    and what no kept release needs is pruned (never a copy in a shared cache: other hosts serve it)."""
+    entry = records.get(service, {"state": {}, "releases": {}})
+    releases = entry["state"]
+    yield _state_command(service, _promoted(service, releases, candidate))
+    # Named per host: in a shared cache every host of the run renames its own link onto host_dir at
+    # once (rename is atomic; one shared temporary name is not).
+    link = f"{host_dir}.fleetserve-link-{_safe_name(host.name)}"
+    # host_dir (absent, empty, or fleetserve's symlink: preflight refused anything else) now names
+    # the current copy, for operators and tools that read the model directory.
+    yield StringCommand("{", "[", "-L", QuoteString(host_dir), "]", "||", "rmdir", QuoteString(host_dir),
+                        "2>/dev/null", "||", "true;", "}", "&&", "ln", "-sfn", QuoteString(model_copy),
+                        QuoteString(link), "&&", "mv", "-T", "-f", QuoteString(link), QuoteString(host_dir))
+    settled = {**records, service: {**entry, "state": _promoted(service, releases, candidate)}}
+    dirs, copies, images = prune_plan(settled)
+    if shared_dir:
+        copies = [c for c in copies if PurePosixPath(shared_dir) not in PurePosixPath(c).parents]
+    if dirs or copies:
+        yield StringCommand("rm", "-rf", "--", *[QuoteString(p) for p in dirs + copies])
+    for image_id in images:
+        yield StringCommand("docker", "rmi", QuoteString(image_id), ">/dev/null", "2>&1", "||", "true")
+
+
+def _undo(service: str, entry: dict, on_failure: str, env_path: str | None, check: dict, serve_path: str,
+          what: str, lines: list[str]):
+    """The candidate did not make it: on_failure decides what runs now; the host fails, saying why."""
+    releases = entry["state"]
+    candidate, current = releases.get("candidate"), releases.get("current")
+    unit = hostpaths.unit_name(service)
+    failed = {**releases, "candidate": None, "failed": candidate}
+    if candidate == current:
         # The current release itself was restarted (its unit was repaired, or it had stopped): there is
         # nothing newer to undo, so it is left as it is for the operator.
         yield _state_command(service, failed)
@@ -217,17 +261,17 @@ def release_verified(service: str, port: int, model: str, serve_path: str, timeo
         yield StringCommand("systemctl", "daemon-reload", "&&", "systemctl", "restart", QuoteString(unit))
         yield _state_command(service, failed)
         back = host.get_fact(EndpointCheck, **{**check, "serve_path": _serve_path_of(previous, serve_path)})
-        lines.append(f"rolled back to release {current}: " + (
-            "it answers again" if back["ok"] else f"it did not come back ({back['stage']}): {back['detail'][-300:]}"))
-        title = f"fleetserve verify: release {candidate} of {service} failed and was rolled back:"
+        lines = [*lines, f"rolled back to release {current}: " + (
+            "it answers again" if back["ok"] else f"it did not come back ({back['stage']}): {back['detail'][-300:]}")]
+        title = f"fleetserve verify: {what} and was rolled back:"
     elif on_failure in ("rollback", "stop"):
         yield StringCommand("systemctl", "stop", QuoteString(unit))
         yield _state_command(service, failed)
-        title = f"fleetserve verify: release {candidate} of {service} failed and was stopped" + (
+        title = f"fleetserve verify: {what} and was stopped" + (
             " (there is no earlier release to go back to):" if on_failure == "rollback" else ":")
     else:
         yield _state_command(service, failed)
-        title = f"fleetserve verify: release {candidate} of {service} failed and is left running for inspection:"
+        title = f"fleetserve verify: {what} and is left running for inspection:"
     yield fail_command(title, lines)
 
 
@@ -239,3 +283,61 @@ def _serve_path_of(record: dict, default: str) -> str:
     rest = argv[argv.index(image) + 1:]
     rest = rest[2:] if rest[:2] == ["vllm", "serve"] else rest
     return rest[0] if rest else default
+
+
+@operation(is_idempotent=True)
+def group_release_settled(service: str, group: str, members: list[str], host_dir: str, model_copy: str,
+                          port: int, model: str, serve_path: str, timeout_s: int, on_failure: str = "rollback",
+                          env_path: str | None = None, head_address: str | None = None,
+                          shared_dir: str | None = None):
+    """
+    Settle a group's release as one, after every member checked its candidate
+    (``release_verified(settle=False)``): when all members are still standing, the candidate becomes
+    current on each; when any member failed (any earlier step, or its check), every other member
+    puts its previous release back the same way (``on_failure``) and fails, naming the member, so
+    the group never runs half old and half new.
+
+    + service: the service's name
+    + group: the inventory group
+    + members: every member's inventory name, head first
+    + host_dir, model_copy: as for ``release_verified``
+    + port, model, serve_path, timeout_s, env_path, head_address: how a rolled back release is
+      checked again (as for ``release_verified``)
+    + on_failure: ``rollback``, ``stop`` or ``leave``
+    + shared_dir: as for ``release_verified``
+
+    **Example:**
+
+    .. code:: python
+
+        group_release_settled(service="qwen35-397b", group="qwen35-397b-a3x2", members=["a3-01", "a3-02"],
+                              host_dir="/data/models/Qwen3.5-397B-A17B",
+                              model_copy="/data/models/.Qwen3.5-397B-A17B.fleetserve/master-0123456789ab",
+                              port=8000, model="qwen3.5", serve_path="/data/models/Qwen3.5-397B-A17B",
+                              timeout_s=1800)
+    """
+    if not host.state.is_executing:
+        host.noop(f"group {group}'s release of {service} is settled when the deploy runs")
+        return
+    # Operations run in lock-step: every member has finished each earlier step by now, and a member
+    # that failed any of them is in the run's failed hosts.
+    failed = [name for name in members if host.state.inventory.get_host(name) in host.state.failed_hosts]
+    records = host.get_fact(ReleaseRecords)
+    entry = records.get(service, {"state": {}, "releases": {}})
+    candidate = entry["state"].get("candidate")
+    if not failed and not candidate:
+        host.noop(f"group {group}: release {entry['state'].get('current')} of {service} is current on every member")
+        return
+    if not failed:
+        yield from _promote(service, records, candidate, host_dir, model_copy, shared_dir)
+        return
+    why = [f"member {name} of group {group} failed (its errors are above); a group runs one release on every "
+           f"member or none" for name in failed]
+    if not candidate:
+        yield fail_command(f"fleetserve verify: group {group} is not whole: this member's release of {service} "
+                           f"did not change, but the group cannot serve without:", why)
+        return
+    check = dict(port=port, model=model, service=service, serve_path=serve_path, timeout_s=timeout_s,
+                 env_path=env_path, head_address=head_address)
+    yield from _undo(service, entry, on_failure, env_path, check, serve_path,
+                     f"release {candidate} of {service} answered here but group {group} did not form", why)

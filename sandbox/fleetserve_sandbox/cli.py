@@ -30,13 +30,19 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 0
     t = report["timings"]
     print(f"sandbox fleet up: layout {report['layout']}, {len(report['nodes'])} nodes")
-    for n in report["nodes"]:
+    for n in report.get("storage", []) + report["nodes"]:
         print(
             f"  {n['name']:<18} {n['address']:<12} ssh {n['ssh_seconds']:.1f}s  "
             f"{n['state']} {n['ready_seconds']:.1f}s"
         )
     if report["rootfs_built_seconds"]:
         print(f"rootfs built in {report['rootfs_built_seconds']:.0f} s")
+    if layout.shared_dir:
+        print(f"shared filesystem: GlusterFS volume {C.GLUSTER_VOLUME} on {C.STORAGE_NODE}, mounted at "
+              f"{layout.shared_dir} on every node")
+    if layout.shaping.uplink_mbit or layout.shaping.lan_mbit:
+        print(f"shaping: uplink {layout.shaping.uplink_mbit or 'unshaped'} Mbit/s (ssh exempt), cluster LAN "
+              f"{layout.shaping.lan_mbit or 'unshaped'} Mbit/s")
     print(f"hub: {report['hub']}")
     if report.get("images"):
         print("images: " + ", ".join(f"{k} -> {v['registry_ref']}" for k, v in report["images"].items()))
@@ -87,7 +93,8 @@ def add_sandbox_commands(subparsers: argparse._SubParsersAction) -> argparse.Arg
     p = sub.add_parser("up", help="bring the sandbox fleet up (replaces any earlier one)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--nodes", type=int, metavar="N", help="N nodes cycling through the node kinds")
-    g.add_argument("--layout", metavar="NAME", help=f"a named layout: {', '.join(LAYOUTS)} (default: default)")
+    g.add_argument("--layout", metavar="NAME",
+                   help=f"a named layout: {', '.join(LAYOUTS)}, cache-N, nodesN (default: default)")
     p.add_argument("--timeout", type=float, default=C.BOOT_TIMEOUT, help="seconds to wait for the nodes")
     p.add_argument("--rebuild", action="store_true", help="rebuild the cached node rootfs first")
     p.add_argument("--no-hub", action="store_true", help="do not start the local model hub")

@@ -23,6 +23,7 @@ ROOTFS_BUILD_DIR = CACHE_DIR / "rootfs.build"  # work dir while (re)building; re
 ROOTFS_BUILD_LOG = CACHE_DIR / "rootfs-build.log"
 DOWNLOADS_DIR = CACHE_DIR / "downloads"  # .deb files fetched with `apt-get download`
 HUB_DATA_DIR = CACHE_DIR / "hub"  # the hub's repos (the tiny model is re-seeded only when it changed)
+CA_DIR = CACHE_DIR / "ca"  # the sandbox CA (made once; images and nodes trust it) and the hub's certificate
 
 # the stand-in serving image (image.py)
 PODMAN_DIR = CACHE_DIR / "podman"  # podman config + storage of the image build, apart from the host's
@@ -30,6 +31,7 @@ IMAGES_DIR = CACHE_DIR / "images"  # docker-archive tarballs + .sha256 + the bui
 IMAGE_MANIFEST = IMAGES_DIR / "vllm-standin.json"  # inputs digest + what was built from them
 STANDIN_BASE_DIR = CACHE_DIR / "standin-base"  # debootstrapped bookworm minbase + python3
 STANDIN_BUILD_DIR = CACHE_DIR / "standin-build"  # work dir while assembling the image tree
+STANDIN_CLIENTS_DIR = CACHE_DIR / "standin-clients"  # pip --target of each hub client generation
 
 NODES_DIR = RUN_DIR / "nodes"  # RUN_DIR/nodes/<name>/{upper,work,rootfs,containers}
 LOGS_DIR = RUN_DIR / "logs"
@@ -54,10 +56,12 @@ VETH_PEER_PREFIX = "fse"  # node end before it is moved into the netns and renam
 MAX_NODES = 64  # node_ip(i) = 10.79.0.(10+i) must stay below .255 and clear of .1
 
 HUB_PORT = 8090  # local Hugging Face / ModelScope hub
+HUB_TLS_PORT = 8443  # the same hub over TLS (modelscope <= 1.37 speaks only https)
 REGISTRY_PORT = 5000  # local container registry (docker-registry)
 APT_PROXY_PORT = 3142  # allow-listed apt proxy
 
 HUB_URL = f"http://{HOST_IP}:{HUB_PORT}"
+HUB_HTTPS_URL = f"https://{HOST_IP}:{HUB_TLS_PORT}"
 REGISTRY = f"{HOST_IP}:{REGISTRY_PORT}"
 APT_PROXY_URL = f"http://{HOST_IP}:{APT_PROXY_PORT}"
 
@@ -69,6 +73,46 @@ def node_netns(index: int) -> str:
 def node_ip(index: int) -> str:
     return f"{SUBNET_PREFIX}.{10 + index}"
 
+
+# The cluster network of layouts that ask for one (multinode, cache-N): a second bridge with no host
+# address -- nodes reach each other (and the storage node) on it, never the host, the hub or the
+# registry. Node i gets a second veth pair, its node end renamed to the layout's NIC name
+# (e.g. ens1f0) with 10.80.0.(10+i)/24. Without it a node's cluster address is its address on fsbr0.
+CLUSTER_BRIDGE = "fsbr1"
+CLUSTER_SUBNET_PREFIX = "10.80.0"
+VETH_CLUSTER_HOST_PREFIX = "fsc"  # host end of node i's cluster veth: fscNN (enslaved to fsbr1)
+VETH_CLUSTER_PEER_PREFIX = "fsd"  # its node end before it is moved into the netns and renamed
+
+
+def cluster_ip(index: int) -> str:
+    return f"{CLUSTER_SUBNET_PREFIX}.{10 + index}"
+
+
+# --- the shared filesystem (layouts with shared_dir) ------------------------------------------
+# A GlusterFS volume served by a storage node (an nspawn node like the others, netns fsn00, not in
+# fleet.json's `nodes`) and FUSE-mounted at the same path on every node at boot.
+STORAGE_NODE = "sbx-storage"
+STORAGE_INDEX = 0  # fsn00: management 10.79.0.10, cluster 10.80.0.10
+STORAGE_HOSTNAME = "sandbox-storage"  # in every node's /etc/hosts (its cluster address when there is one)
+GLUSTER_VOLUME = "fleetserve-shared"
+GLUSTER_BRICK = "/srv/fleetserve-brick"  # inside the storage node; bound from RUN_DIR/nodes/sbx-storage/brick
+GLUSTER_PING_TIMEOUT = 10  # s: a client that vanished without closing its connection loses its locks after this
+SHARED_DIR_DEFAULT = "/mnt/fleetserve-shared"
+
+# --- the simulated NPU network (hccn_tool) ------------------------------------------------------
+# Every node's hardware.json lives in RUN_DIR/fabric/<node>.json (its /etc/fleetserve-sim/hardware.json
+# is a symlink there); the directory is bound into every node at FABRIC_MOUNT so `hccn_tool -ping`
+# sees the peers' NPU addresses and links as they are now.
+FABRIC_DIR = RUN_DIR / "fabric"
+FABRIC_MOUNT = "/etc/fleetserve-sim/fabric"
+
+
+# --- link shaping (tc; this kernel has htb and tbf, not netem) ------------------------------------
+# uplink: everything the host sends into the management bridge (hub, registry, apt proxy: "the
+# internet side"), in aggregate for all nodes, except the control machine's ssh (TCP port 22).
+# lan: each node's egress on its cluster NIC. None leaves a link unshaped.
+SHAPING_EXEMPT_TCP_PORT = 22
+SHAPING_FAST_MBIT = 100_000  # the exempt class: as good as unshaped
 
 # --- cgroups --------------------------------------------------------------------------------
 # Every node and every host service runs in its own cgroup below this one, in the name=systemd
@@ -99,6 +143,7 @@ NODE_STOP_TIMEOUT = 20.0  # SIGTERM (clean halt) before SIGKILL
 SERVICE_START_TIMEOUT = 15.0
 SERVICE_STOP_TIMEOUT = 10.0
 HUB_START_TIMEOUT = 120.0  # the hub seeds its tiny model before it listens
+GLUSTER_TIMEOUT = 60.0  # creating and starting the shared volume on the storage node
 APT_TIMEOUT = 900.0
 DEBOOTSTRAP_TIMEOUT = 1800.0
 IMAGE_STEP_TIMEOUT = 900.0  # one podman import/save/push or pip install of the image build

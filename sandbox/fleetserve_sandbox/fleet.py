@@ -1,7 +1,8 @@
 """The sandbox fleet: `up`, `down` and `status`.
 
-    up      host packages -> clear stale state -> bridge + apt proxy -> rootfs (cached) -> registry + hub
-            -> prepare and boot every node -> wait for sshd and systemd `running` -> RUN_DIR/fleet.json
+    up      host packages -> clear stale state -> bridges + apt proxy -> rootfs (cached) -> registry + hub
+            -> prepare every node -> [storage node + GlusterFS volume] -> boot every node -> wait for sshd
+            and systemd `running` (shared filesystem mounted) -> [tc shaping] -> RUN_DIR/fleet.json
     down    halt nodes -> stop services -> remove netns, links, cgroups, run dir -> verify nothing is left
     status  nodes (ssh reachable, systemd state) and host services
 
@@ -19,9 +20,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fleetserve_sandbox import aptsources, cgroups, hardware_sim, image, net, nodes, registry, rootfs, services
+from fleetserve_sandbox import (aptsources, cgroups, hardware_sim, image, net, nodes, registry, rootfs, services, storage,
+                                tls)
 from fleetserve_sandbox import constants as C
-from fleetserve_sandbox.layouts import Layout, validate
+from fleetserve_sandbox.layouts import Layout, NodeSpec, validate
 from fleetserve_sandbox.services import Service
 from fleetserve_sandbox.system import (
     SandboxError,
@@ -52,12 +54,17 @@ def apt_proxy_service(apt: aptsources.AptConfig | None = None) -> Service:
 
 
 def hub_service() -> Service:
+    """The hub on plain http (HUB_PORT) and, with the sandbox CA's certificate, https (HUB_TLS_PORT)."""
+    cert, key = tls.ensure_server_cert("hub")
     argv = [
         sys.executable, "-m", HUB_MODULE,
         "--bind", C.HOST_IP,
         "--port", str(C.HUB_PORT),
         "--data", str(C.HUB_DATA_DIR),
         "--seed-tiny-model",
+        "--tls-port", str(C.HUB_TLS_PORT),
+        "--tls-cert", str(cert),
+        "--tls-key", str(key),
     ]  # fmt: skip
     return Service("hub", argv, C.HOST_IP, C.HUB_PORT)
 
@@ -65,8 +72,9 @@ def hub_service() -> Service:
 def publish_images() -> dict:
     """Build (or reuse) the stand-in serving images and push them to the sandbox registry.
 
-    Returns fleet.json's `images`: {flavour: {"ref", "tarball", "sha256", "registry_ref", "vllm_version",
-    "vllm_ascend_version"}}: the releases the stand-in's command line is checked as."""
+    Returns fleet.json's `images`: {variant: {"ref", "tarball", "sha256", "registry_ref", "layout",
+    "vllm_version", "vllm_ascend_version", "hf_version", "modelscope_version", "jemalloc"}}: the releases
+    the stand-in's command line is checked as, the hub clients it carries, its own libjemalloc (or None)."""
     try:
         built = image.build_images()
         out = {}
@@ -78,8 +86,7 @@ def publish_images() -> dict:
                 "tarball": entry["tarball"],
                 "sha256": entry["sha256"],
                 "registry_ref": image.push_image(flavour, registry=C.REGISTRY),
-                "vllm_version": image.STANDIN_VLLM_VERSION,
-                "vllm_ascend_version": image.STANDIN_VLLM_ASCEND_VERSION if flavour == "ascend" else None,
+                **image.describe(flavour),
             }
     except (SandboxError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -99,30 +106,71 @@ def _service_handles() -> list[Service]:
 # --- fleet file -----------------------------------------------------------------------------
 
 
+def _node_entry(layout: Layout, n: NodeSpec) -> dict:
+    groups = layout.groups()
+    cluster = layout.cluster_network
+    entry = {
+        "name": n.name,
+        "kind": n.kind,
+        "address": C.node_ip(n.index),
+        "workloads": list(n.workloads),
+        "distro": n.distro,
+        "index": n.index,
+        "npu_ids": hardware_sim.kind(n.kind).device_ids,
+        # Simulated hardware faults preset by the layout (e.g. a chip in Alarm, an NPU NIC in another
+        # subnet): the node is expected to fail preflight.
+        "faults": [f"NPU {f.npu} chip {f.chip}: {f.health}" for f in n.faults]
+        + [f"hccn {h.describe()}" for h in n.hccn_faults],
+        # multi-node groups: the group's name, this node's rank in it (0 = the head) and its size
+        "group": n.group,
+        "group_rank": n.group_rank,
+        "group_size": len(groups[n.group]) if n.group is not None else None,
+        # the node's cluster NIC and address (HCCL_IF_IP, GLOO/TP/HCCL_SOCKET_IFNAME, DP/master address)
+        "nic": n.nic if cluster else "eth0",
+        "cluster_address": C.cluster_ip(n.index) if cluster else C.node_ip(n.index),
+        "shared_dir": layout.shared_dir,
+    }
+    if hardware_sim.kind(n.kind).vendor == "ascend":
+        state = hardware_sim.build_state(n.kind, n.name, n.index, hccn_faults=n.hccn_faults)
+        entry["npu_ips"] = {str(c["logic_id"]): c["hccn"]["ip"] for npu in state["npus"] for c in npu["chips"]}
+    return entry
+
+
 def fleet_document(layout: Layout, images: dict | None = None) -> dict:
+    store = layout.storage
     doc = {
-        "nodes": [
-            {
-                "name": n.name,
-                "kind": n.kind,
-                "address": C.node_ip(n.index),
-                "workloads": list(n.workloads),
-                "distro": n.distro,
-                "index": n.index,
-                "npu_ids": hardware_sim.kind(n.kind).device_ids,
-                # Simulated hardware faults preset by the layout (e.g. a chip in Alarm): the node
-                # is expected to fail preflight.
-                "faults": [f"NPU {f.npu} chip {f.chip}: {f.health}" for f in n.faults],
-            }
-            for n in layout.nodes
-        ],
+        "nodes": [_node_entry(layout, n) for n in layout.nodes],
         "ssh_key": str(C.SSH_KEY),
         "known_hosts": str(C.KNOWN_HOSTS),
         "ssh_user": "root",
         "hub_url": C.HUB_URL,
+        "hub_https_url": C.HUB_HTTPS_URL,
+        "ca_cert": str(tls.ca_cert()),
         "registry": C.REGISTRY,
         "apt_proxy": C.APT_PROXY_URL,
         "layout": layout.name,
+        "networks": {
+            "management": {"bridge": C.BRIDGE, "subnet": f"{C.SUBNET_PREFIX}.0/{C.PREFIX_LEN}", "host": C.HOST_IP,
+                           "nic": "eth0"},
+            "cluster": {"bridge": C.CLUSTER_BRIDGE, "subnet": f"{C.CLUSTER_SUBNET_PREFIX}.0/{C.PREFIX_LEN}"}
+            if layout.cluster_network else None,
+        },
+        "shaping": {"uplink_mbit": layout.shaping.uplink_mbit, "lan_mbit": layout.shaping.lan_mbit,
+                    "uplink_exempt_tcp_port": C.SHAPING_EXEMPT_TCP_PORT},
+        "groups": {
+            g: {"kind": members[0].kind, "members": [m.name for m in members], "head": members[0].name}
+            for g, members in layout.groups().items()
+        },
+        "shared_fs": None if store is None else {
+            "type": "glusterfs",
+            "path": layout.shared_dir,
+            "server": store.name,
+            "server_address": storage.server_address(layout.cluster_network),
+            "ssh_address": C.node_ip(store.index),
+            "volume": C.GLUSTER_VOLUME,
+            "source": f"{C.STORAGE_HOSTNAME}:/{C.GLUSTER_VOLUME}",
+            "ping_timeout_s": C.GLUSTER_PING_TIMEOUT,
+        },
     }
     if images is not None:
         doc["images"] = images
@@ -168,9 +216,12 @@ def up(
         apt = aptsources.read_host_apt()
         with sw.step("network_and_proxy"):
             net.bridge_up()
+            if layout.cluster_network:
+                net.cluster_bridge_up()
             apt_proxy_service(apt).start()
         with sw.step("rootfs"):
             built = rootfs.ensure_rootfs(force=rebuild)
+            tls.ensure_ca()  # made once: nodes and images trust it, the hub's https certificate comes from it
         hub = None
         with sw.step("registry"):
             registry.service().start()
@@ -179,23 +230,38 @@ def up(
                 # start now, check later: it may take a while to seed its model
                 services.spawn(hub.name, hub.argv, cgroup=hub.cgroup, log_file=hub.log_file)
         specs = list(layout.nodes)
+        store = layout.storage
         with sw.step("prepare_nodes"):
             nodes.ensure_client_key()
             pub = (C.SSH_KEY.with_suffix(".pub")).read_text()
-            with ThreadPoolExecutor(max_workers=min(8, len(specs))) as pool:
-                lines = list(pool.map(lambda s: nodes.prepare(s, specs, apt, pub), specs))
+            everyone = [store, *specs] if store is not None else specs
+            with ThreadPoolExecutor(max_workers=min(8, len(everyone))) as pool:
+                lines = list(pool.map(lambda s: nodes.prepare(s, specs, apt, pub, layout), everyone))
             C.KNOWN_HOSTS.write_text("".join(lines))
         images_job = None
         image_pool = ThreadPoolExecutor(max_workers=1)
         if with_images:
             t_images = time.monotonic()
             images_job = image_pool.submit(publish_images)  # runs while the nodes boot
+        store_ready = []
+        if store is not None:
+            with sw.step("shared_fs"):  # the volume exists before any node mounts it at boot
+                nodes.start(store, layout)
+                store_ready = [nodes.wait_ready(store, time.monotonic(), boot_timeout)]
+                if not (store_ready[0].error or store_ready[0].state != "running"):
+                    storage.create_volume(C.node_ip(store.index), layout.cluster_network)
         with sw.step("boot_nodes"):
             started: dict[str, float] = {}
-            for s in specs:
-                nodes.start(s)
-                started[s.name] = time.monotonic()
-            ready = nodes.wait_all(specs, started, boot_timeout)
+            if not any(r.error or r.state != "running" for r in store_ready):
+                for s in specs:
+                    nodes.start(s, layout)
+                    started[s.name] = time.monotonic()
+                ready = nodes.wait_all(specs, started, boot_timeout)
+            else:
+                ready = []
+        if layout.shaping.uplink_mbit or layout.shaping.lan_mbit:
+            with sw.step("shaping"):
+                apply_shaping(layout)
         images = None
         if images_job is not None:
             with sw.step("images_wait"):
@@ -210,10 +276,12 @@ def up(
         if hub is not None:
             with sw.step("hub"):
                 hub_state = _wait_hub(hub)
-        bad = [r for r in ready if r.error or r.state != "running"]
+        bad = [r for r in store_ready + ready if r.error or r.state != "running"]
         report = {
             "layout": layout.name,
             "nodes": [r.__dict__ for r in ready],
+            "storage": [r.__dict__ for r in store_ready],
+            "shaping": shaping_status(layout),
             "rootfs_built_seconds": round(built, 1),
             "hub": hub_state,
             "timings": sw.as_dict(),
@@ -228,6 +296,24 @@ def up(
         _write_json(C.FLEET_FILE, fleet_document(layout, images))
         report["images"] = images
         return report
+
+
+def apply_shaping(layout: Layout) -> None:
+    """tc: the uplink on the management bridge, the LAN rate on every node's cluster NIC."""
+    if layout.shaping.uplink_mbit:
+        net.apply_tc(net.uplink_commands(layout.shaping.uplink_mbit), "uplink to the hub")
+    if layout.shaping.lan_mbit:
+        if not layout.cluster_network:
+            raise SandboxError(f"layout {layout.name}: a LAN rate needs the cluster network")
+        for n in [*(s for s in [layout.storage] if s is not None), *layout.nodes]:
+            net.apply_tc(net.lan_commands(n.index, n.nic, layout.shaping.lan_mbit), f"cluster NIC of {n.name}")
+
+
+def shaping_status(layout: Layout) -> dict:
+    out = {}
+    if layout.shaping.uplink_mbit and net.link_exists(C.BRIDGE):
+        out[C.BRIDGE] = net.qdisc_summary(C.BRIDGE)
+    return out
 
 
 def _wait_hub(hub: Service) -> str:
@@ -409,6 +495,11 @@ def status() -> dict:
     if fleet:
         with ThreadPoolExecutor(max_workers=max(1, len(fleet["nodes"]))) as pool:
             doc["nodes"] = list(pool.map(_probe, fleet["nodes"]))
+        shared = fleet.get("shared_fs")
+        if shared:
+            doc["storage"] = _probe({"name": shared["server"], "kind": "storage", "address": shared["ssh_address"]})
+            doc["shared_fs"] = shared
+        doc["shaping"] = fleet.get("shaping")
     elif _known_node_names():
         doc["partial"] = _known_node_names()
     doc["services"] = [s.status() for s in _service_handles()]
@@ -422,10 +513,17 @@ def format_status(doc: dict) -> str:
         lines.append("sandbox fleet: down" + (f" (partial state for {', '.join(doc['partial'])})" if doc.get("partial") else ""))
     else:
         rows = [("NAME", "KIND", "ADDRESS", "SSH", "SYSTEMD")]
-        for n in doc["nodes"]:
+        for n in doc["nodes"] + ([doc["storage"]] if doc.get("storage") else []):
             rows.append((n["name"], n["kind"], n["address"], "yes" if n.get("ssh") else "no", n.get("systemd", "")))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if doc.get("shared_fs"):
+        fs = doc["shared_fs"]
+        lines.append(f"shared filesystem: {fs['type']} {fs['source']} at {fs['path']} on every node")
+    shaping = doc.get("shaping") or {}
+    if shaping.get("uplink_mbit") or shaping.get("lan_mbit"):
+        lines.append(f"shaping: uplink {shaping.get('uplink_mbit') or 'unshaped'} Mbit/s, "
+                     f"cluster LAN {shaping.get('lan_mbit') or 'unshaped'} Mbit/s")
     lines.append("")
     rows = [("SERVICE", "ADDRESS", "PID", "STATE")]
     for s in doc["services"]:

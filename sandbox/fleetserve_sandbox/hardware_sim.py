@@ -6,7 +6,10 @@ around the accelerators: the simulated `npu-smi` / `hccn_tool` / `nvidia-smi` pr
 state file on every call, so a test can flip a chip's health over ssh), the driver, firmware, dcmi and
 CANN-toolkit files the serving unit mounts or checks, device nodes (`/dev/davinci*`, `/dev/nvidia*`,
 char 1:3 like /dev/null, made at every boot by a oneshot unit because nspawn gives each boot a fresh
-/dev) and, on NVIDIA nodes, a CDI spec so `docker run --device nvidia.com/gpu=0` works.
+/dev) and, on NVIDIA nodes, both ways Docker hosts give GPUs to containers: a CDI spec (`docker run
+--device nvidia.com/gpu=0`) and an `nvidia` OCI runtime registered with podman plus a `docker` that
+understands `--gpus` (`docker run --runtime nvidia --gpus '"device=0,1"'`, sim/docker and
+sim/nvidia-container-runtime).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ DEVICE_MAJOR_MINOR = "1:3"  # same numbers as /dev/null: reads EOF, writes vanis
 _A2_BUS = ["C1", "C2", "81", "82", "01", "02", "41", "42"]
 _A3_BUS = ["9D", "9F", "99", "9B", "B9", "BB", "B5", "B7", "1D", "1F", "19", "1B", "39", "3B", "35", "37"]
 _GB200_BUS = ["00000008:01:00.0", "00000009:01:00.0", "00000018:01:00.0", "00000019:01:00.0"]
+# an HGX H100 baseboard (tests/fixtures/nvidia-smi/h100x8.csv)
+_H100_BUS = ["00000000:18:00.0", "00000000:2A:00.0", "00000000:3A:00.0", "00000000:5D:00.0",
+             "00000000:9A:00.0", "00000000:AB:00.0", "00000000:BA:00.0", "00000000:DB:00.0"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,9 @@ class Kind:
     pci_device_id: str = ""
     gpu_count: int = 0
     cuda_version: str = ""
+    bus_ids: tuple[str, ...] = ()  # NVIDIA: pci.bus_id per GPU
+    compute_cap: str = ""  # NVIDIA: nvidia-smi's compute_cap
+    power_cap_w: int = 0  # NVIDIA: power.limit
 
     @property
     def device_count(self) -> int:
@@ -123,6 +132,23 @@ KINDS: dict[str, Kind] = {
             driver_version="580.82.07",
             cuda_version="13.0",
             product="NVIDIA GB200 NVL4",
+            bus_ids=tuple(_GB200_BUS),
+            compute_cap="10.0",
+            power_cap_w=1200,
+        ),
+        Kind(
+            name="nvidia-h100x8",
+            vendor="nvidia",
+            description="8 x NVIDIA H100 80GB HBM3 (81559 MiB each), given to containers with --gpus",
+            chip_name="NVIDIA H100 80GB HBM3",
+            gpu_count=8,
+            hbm_mb=81559,
+            driver_version="580.82.07",
+            cuda_version="13.0",
+            product="NVIDIA HGX H100 8-GPU",
+            bus_ids=tuple(_H100_BUS),
+            compute_cap="9.0",
+            power_cap_w=700,
         ),
     )
 }
@@ -146,6 +172,62 @@ class Fault:
     def __post_init__(self) -> None:
         if self.health not in HEALTH_VALUES:
             raise ValueError(f"health must be one of {HEALTH_VALUES}, not {self.health!r}")
+
+
+HCCN_LINK_VALUES = ("UP", "DOWN")
+HCCN_HEALTH_VALUES = ("Success", "Socket fail", "Receive timeout", "Unreachable", "Detect ip set", "Init")
+
+
+@dataclass(frozen=True)
+class HccnFault:
+    """Preset an Ascend node's NPU NICs as `hccn_tool` reports them: one device (chip logic id) or all
+    (`device=None`). `subnet` moves the NPU addresses to another /16 (the peers keep 192.168.x.y), so
+    cross-node pings fail: a misconfigured NIC. `tls` sets the TLS switch (peers: 0)."""
+
+    device: int | None = None
+    link: str | None = None  # "DOWN"
+    net_health: str | None = None  # e.g. "Socket fail"
+    subnet: str | None = None  # first two octets, e.g. "192.169"
+    tls: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.link is not None and self.link not in HCCN_LINK_VALUES:
+            raise ValueError(f"link must be one of {HCCN_LINK_VALUES}, not {self.link!r}")
+        if self.net_health is not None and self.net_health not in HCCN_HEALTH_VALUES:
+            raise ValueError(f"net_health must be one of {HCCN_HEALTH_VALUES}, not {self.net_health!r}")
+        if self.subnet is not None:
+            parts = self.subnet.split(".")
+            if len(parts) != 2 or not all(p.isdigit() and 0 <= int(p) <= 255 for p in parts):
+                raise ValueError(f"subnet must be two octets like '192.169', not {self.subnet!r}")
+        if self.tls not in (None, 0, 1):
+            raise ValueError(f"tls must be 0 or 1, not {self.tls!r}")
+
+    def describe(self) -> str:
+        what = [f"link {self.link}" if self.link else "", f"net_health {self.net_health}" if self.net_health else "",
+                f"NPU IPs in {self.subnet}.0.0/16" if self.subnet else "", f"TLS switch {self.tls}" if self.tls is not None else ""]
+        where = "every NPU NIC" if self.device is None else f"NPU NIC of device {self.device}"
+        return f"{where}: {', '.join(w for w in what if w) or 'no change'}"
+
+
+def set_hccn(state: dict, fault: HccnFault) -> dict:
+    """Apply an HccnFault to a state dict (Ascend only); returns the state."""
+    if state["vendor"] != "ascend":
+        raise ValueError(f"{state['node']}: hccn faults need an Ascend node, not {state['kind']}")
+    chips = [c for n in state["npus"] for c in n["chips"] if fault.device is None or c["logic_id"] == fault.device]
+    if not chips:
+        raise ValueError(f"{state['node']}: no NPU device {fault.device}")
+    for c in chips:
+        h = c["hccn"]
+        if fault.link is not None:
+            h["link"] = fault.link
+        if fault.net_health is not None:
+            h["net_health"] = fault.net_health
+        if fault.subnet is not None:
+            for key in ("ip", "gateway", "netdetect"):
+                h[key] = fault.subnet + "." + ".".join(h[key].split(".")[2:])
+        if fault.tls is not None:
+            h["tls"] = fault.tls
+    return state
 
 
 def arch() -> str:
@@ -224,7 +306,10 @@ def _ascend_state(k: Kind, node_index: int) -> dict:
 
 
 def _nvidia_state(k: Kind, node_index: int) -> dict:
-    seed = [(42, 395, 175750), (42, 369, 175366), (41, 354, 175366), (42, 375, 179133)]  # seed 002
+    if k.name == "nvidia-gb200x4":
+        seed = [(42, 395, 175750), (42, 369, 175366), (41, 354, 175366), (42, 375, 179133)]  # seed 002
+    else:  # an idle board: nothing loaded (memory.used 0, as the h100x8 fixture)
+        seed = [(33, 70, 0), (32, 69, 0), (34, 71, 0), (33, 68, 0)]
     gpus = []
     for i in range(k.gpu_count):
         temp, power, used = seed[i % len(seed)]
@@ -233,7 +318,7 @@ def _nvidia_state(k: Kind, node_index: int) -> dict:
                 "index": i,
                 "name": k.chip_name,
                 "uuid": f"GPU-f5{node_index:06x}-0000-4000-8000-{i:012x}",
-                "bus_id": _GB200_BUS[i % len(_GB200_BUS)],
+                "bus_id": k.bus_ids[i % len(k.bus_ids)],
                 "device": f"/dev/nvidia{i}",
                 "persistence": "On",
                 "display_active": "Off",
@@ -242,7 +327,8 @@ def _nvidia_state(k: Kind, node_index: int) -> dict:
                 "temp_c": temp,
                 "perf": "P0",
                 "power_w": power,
-                "power_cap_w": 1200,
+                "power_cap_w": k.power_cap_w,
+                "compute_cap": k.compute_cap,
                 "memory_used_mib": used,
                 "memory_total_mib": k.hbm_mb,
                 "util_pct": 0,
@@ -267,6 +353,7 @@ def build_state(
     driver_version: str | None = None,
     faults: tuple[Fault, ...] | list[Fault] = (),
     idle: bool = False,
+    hccn_faults: tuple[HccnFault, ...] | list[HccnFault] = (),
 ) -> dict:
     """The hardware.json content for one node.
 
@@ -305,6 +392,8 @@ def build_state(
                 g.update(memory_used_mib=0, power_w=120)
     for f in faults:
         set_health(state, f.npu, f.chip, f.health)
+    for h in hccn_faults:
+        set_hccn(state, h)
     return state
 
 
@@ -472,6 +561,20 @@ def cdi_spec(state: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+NVIDIA_RUNTIME_PATH = "/usr/bin/nvidia-container-runtime"
+
+
+def nvidia_containers_conf() -> str:
+    """The node's containers.conf with the `nvidia` runtime registered (what `--runtime nvidia` needs)."""
+    from fleetserve_sandbox.rootfs import CONTAINERS_CONF
+
+    return (CONTAINERS_CONF.rstrip("\n") + "\n\n"
+            "# fleetserve sandbox (NVIDIA node): the NVIDIA Container Toolkit's runtime, as\n"
+            "# `docker run --runtime nvidia` (and --gpus, through /usr/bin/docker) expect\n"
+            "[engine.runtimes]\n"
+            f'nvidia = ["{NVIDIA_RUNTIME_PATH}"]\n')
+
+
 def node_files(state: dict) -> list[NodeFile]:
     """Every file the node needs for its simulated hardware (written into its overlay upper layer)."""
     files = [NodeFile(STATE_PATH, json.dumps(state, indent=2) + "\n")]
@@ -480,6 +583,10 @@ def node_files(state: dict) -> list[NodeFile]:
         files += [
             NodeFile("/usr/bin/nvidia-smi", _sim_program("nvidia-smi"), 0o755),
             NodeFile("/etc/cdi/nvidia.yaml", cdi_spec(state)),
+            # Docker's other way: --runtime nvidia / --gpus (podman-docker's /usr/bin/docker replaced)
+            NodeFile(NVIDIA_RUNTIME_PATH, _sim_program("nvidia-container-runtime"), 0o755),
+            NodeFile("/usr/bin/docker", _sim_program("docker"), 0o755),
+            NodeFile("/etc/containers/containers.conf", nvidia_containers_conf()),
         ]
         return files
     driver = "/usr/local/Ascend/driver"

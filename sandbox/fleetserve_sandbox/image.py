@@ -1,24 +1,33 @@
-"""The sandbox's stand-in serving image, built without any registry.
+"""The sandbox's stand-in serving images, one per variant (hub clients, jemalloc, vLLM), built without a registry.
 
-A Debian bookworm ``minbase`` root filesystem with python3 (debootstrapped once, cached under
-CACHE_DIR/standin-base), plus the real hub clients (``huggingface_hub`` -> ``hf``, ``modelscope`` ->
-``modelscope``) pip-installed into its ``/usr/local/lib/python3.X/dist-packages``, plus the stand-in
-``/usr/local/bin/vllm`` with ``vllm_args.py`` and its tables (from the installed fleetserve) and ``stopsignal.py`` on
-its import path. The tree is imported into podman twice:
+Every variant is a Debian bookworm ``minbase`` root filesystem with python3 (debootstrapped once, cached
+under CACHE_DIR/standin-base) plus, in ``/usr/local/lib/python3.X/dist-packages``:
 
-* ``localhost/fleetserve/vllm-standin:ascend`` -- like the vllm-ascend images: no entrypoint,
-  ``CMD ["/bin/bash"]``; the unit runs ``docker run ... IMAGE vllm serve MODEL ...`` and the hub
-  clients run as ``docker run ... IMAGE hf download ...``;
-* ``localhost/fleetserve/vllm-standin:openai`` -- like vllm/vllm-openai: ``ENTRYPOINT ["vllm",
-  "serve"]``; the unit passes only ``MODEL --flags``; hub clients need ``--entrypoint hf``.
+* the real hub clients of one generation (pip-installed once per generation into
+  CACHE_DIR/standin-clients), with their console scripts (``hf``, ``modelscope``, ...) in /usr/local/bin:
+  ``current`` = huggingface_hub 2.4.0 + modelscope 1.40.2, ``old`` = huggingface_hub 0.36.2 + modelscope 1.37.1;
+* the stand-in vLLM: the ``vllm`` package of standin/site (``/usr/local/bin/vllm`` is its console script
+  ``vllm.entrypoints.cli.main:main``) with a ``vllm-<version>.dist-info``, ``vllm_ascend`` (and its
+  dist-info) in the ascend layout, the server ``vllm_standin`` (standin/vllm) and every other
+  ``standin/*.py`` module, ``vllm_args.py`` with its tables (from the installed fleetserve, found with
+  importlib) and ``stopsignal.py``;
+* the sandbox CA (tls.py): in the system store through the image's own ``update-ca-certificates`` (stdlib
+  ssl/urllib) and appended to certifi's ``cacert.pem`` (requests and httpx read certifi).
 
-Each image is saved as a docker-archive tarball in CACHE_DIR/images with a ``.sha256`` beside it.
-A build is redone only when its inputs change (stand-in sources, client versions, recipe).
+Variants with ``jemalloc`` carry Debian's libjemalloc2 (dpkg-installed) and set ``LD_PRELOAD`` only in
+``/root/.bashrc``, as vllm-ascend 0.13-0.18 images do; the others have no jemalloc at all.
 
-Every podman call goes through :func:`podman`, which keeps podman's configuration and storage under
-the sandbox state dir (CACHE_DIR/podman) instead of the host-wide locations.
+Layouts: ``ascend`` is like the vllm-ascend images (no entrypoint, ``CMD ["/bin/bash"]``: the unit runs
+``IMAGE vllm serve MODEL ...``, hub clients ``IMAGE hf download ...``); ``openai`` is like vllm/vllm-openai
+(``ENTRYPOINT ["vllm", "serve"]``: the unit passes ``MODEL --flags``, hub clients need ``--entrypoint hf``;
+nvidia/cuda's ``NVIDIA_VISIBLE_DEVICES=all`` and ``NVIDIA_DRIVER_CAPABILITIES=compute,utility``).
 
-CLI: ``python -m fleetserve_sandbox.image build [--force]`` | ``push TAG [--registry R] [--name N]``
+Each image is saved as a docker-archive tarball in CACHE_DIR/images with a ``.sha256`` beside it. A build
+is redone only when its inputs change (sources, client versions, CA, variants, recipe). Every podman call
+goes through :func:`podman`, which keeps podman's configuration and storage under CACHE_DIR/podman
+instead of the host-wide locations.
+
+CLI: ``python -m fleetserve_sandbox.image build [--force]`` | ``list`` | ``push TAG [--registry R] [--name N]``
 | ``podman ARGS...`` (podman with the sandbox's storage).
 """
 
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -35,32 +45,85 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from fleetserve_sandbox import aptsources
+from fleetserve_sandbox import aptsources, tls
 from fleetserve_sandbox import constants as C
 from fleetserve_sandbox.system import SandboxError, ensure_host_packages, file_lock, log, run
 
-HF_HUB_VERSION = "2.4.0"
-MODELSCOPE_VERSION = "1.40.2"
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "ca-certificates")
-# Bump when the way the image is put together changes (forces a rebuild).
-RECIPE_VERSION = "1"
-
+# Bump when the way the images are put together changes (forces a rebuild).
+RECIPE_VERSION = "2"
 IMAGE_REPO = "localhost/fleetserve/vllm-standin"
-FLAVOURS = ("ascend", "openai")
 
 
-STANDIN_VLLM = Path(__file__).resolve().parent / "standin" / "vllm"
-STOPSIGNAL = Path(__file__).resolve().parent / "stopsignal.py"  # the stand-in's signal handling
+@dataclass(frozen=True)
+class Clients:
+    """One generation of the hub clients an image carries (pinned: the e2e tests rely on how each reads
+    its endpoint and its --include patterns)."""
+
+    name: str
+    huggingface_hub: str
+    modelscope: str
+    note: str
 
 
-# The vLLM release the stand-in parses its command line as (a table generated from vLLM itself).
+CLIENTS: dict[str, Clients] = {c.name: c for c in (
+    Clients("current", "2.4.0", "1.40.2",
+            "hf >= 1.0: one pattern per --include (repeat the flag); modelscope >= 1.38 reads MODELSCOPE_ENDPOINT "
+            "(a full URL, http allowed)"),
+    Clients("old", "0.36.2", "1.37.1",
+            "hf < 1.0: `--include a b` (a repeated flag keeps only the last); modelscope <= 1.37 reads only "
+            "MODELSCOPE_DOMAIN, a bare host[:port], always https"),
+)}
+HF_HUB_VERSION = CLIENTS["current"].huggingface_hub
+MODELSCOPE_VERSION = CLIENTS["current"].modelscope
+
+# The vLLM release the default images' stand-in parses its command line as (a table generated from vLLM
+# itself), and the vllm-ascend release whose platform rules the ascend layout applies.
 STANDIN_VLLM_VERSION = "0.18.0"
-# The vllm-ascend release whose platform rules the ascend flavour applies.
 STANDIN_VLLM_ASCEND_VERSION = "0.18.0rc1"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One stand-in image: tag localhost/fleetserve/vllm-standin:<tag>."""
+
+    tag: str
+    layout: str  # "ascend" (vllm-ascend: CMD bash) | "openai" (vllm/vllm-openai: ENTRYPOINT vllm serve)
+    clients: str  # key of CLIENTS
+    jemalloc: bool  # Debian's libjemalloc2, LD_PRELOAD in /root/.bashrc only
+    vllm_version: str
+    vllm_ascend_version: str | None
+    like: str  # the real images it behaves like
+
+
+VARIANTS: dict[str, Variant] = {v.tag: v for v in (
+    Variant("ascend", "ascend", "current", True, STANDIN_VLLM_VERSION, STANDIN_VLLM_ASCEND_VERSION,
+            "quay.io/ascend/vllm-ascend:v0.18.0rc1 (libjemalloc2, LD_PRELOAD in ~/.bashrc), with current hub clients"),
+    Variant("openai", "openai", "current", False, STANDIN_VLLM_VERSION, None,
+            "vllm/vllm-openai (no jemalloc), with current hub clients"),
+    Variant("ascend-oldclients", "ascend", "old", False, STANDIN_VLLM_VERSION, STANDIN_VLLM_ASCEND_VERSION,
+            "vllm-ascend images built with hub < 1.0 and modelscope <= 1.37 (no jemalloc, like v0.12.0rc1)"),
+    Variant("openai-oldclients", "openai", "old", False, STANDIN_VLLM_VERSION, None,
+            "vllm/vllm-openai 0.12-0.18 (transformers < 5 pins hub < 1.0; modelscope < 1.38)"),
+    Variant("ascend-private", "ascend", "current", True, "0.12.0", "0.12.0rc1",
+            "a private build whose vLLM is 0.12.0: it refuses flags newer releases accept (--mamba-cache-mode)"),
+    Variant("openai-private", "openai", "current", False, "0.12.0", None,
+            "a private vllm-openai build whose vLLM is 0.12.0 (refuses --mamba-cache-mode)"),
+)}
+FLAVOURS = tuple(VARIANTS)  # every tag, in build order
+
+STANDIN_DIR = Path(__file__).resolve().parent / "standin"
+STANDIN_VLLM = STANDIN_DIR / "vllm"  # the server; `vllm_standin` in the image
+STANDIN_SITE = STANDIN_DIR / "site"  # the `vllm` and `vllm_ascend` packages
+STANDIN_GROUP = STANDIN_DIR / "vllm_group.py"  # multi-node groups (copied with every standin/*.py)
+STOPSIGNAL = Path(__file__).resolve().parent / "stopsignal.py"  # the stand-in's signal handling
+SERVER_MODULE = "vllm_standin"
+JEMALLOC_PACKAGE = "libjemalloc2"
 
 
 def vllm_args_sources() -> list[tuple[Path, str]]:
@@ -72,6 +135,17 @@ def vllm_args_sources() -> list[tuple[Path, str]]:
     module = Path(spec.origin)
     tables = sorted((module.parent / "vllm_tables").glob("*.json"))
     return [(module, "vllm_args.py")] + [(t, f"vllm_tables/{t.name}") for t in tables]
+
+
+def standin_sources(layout: str | None = None) -> list[tuple[Path, str]]:
+    """(source, path in dist-packages) of the stand-in vLLM: the server, its helper modules, the vllm
+    (and, in the ascend layout, vllm_ascend) packages, vllm_args with its tables and stopsignal."""
+    out = [(STANDIN_VLLM, f"{SERVER_MODULE}.py")]
+    out += [(p, p.name) for p in sorted(STANDIN_DIR.glob("*.py")) if p.name != "__init__.py"]
+    packages = ("vllm",) if layout == "openai" else ("vllm", "vllm_ascend")
+    for package in packages:
+        out += [(p, p.relative_to(STANDIN_SITE).as_posix()) for p in sorted((STANDIN_SITE / package).rglob("*.py"))]
+    return out + vllm_args_sources() + [(STOPSIGNAL, "stopsignal.py")]
 
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -232,29 +306,59 @@ def _base_python(base: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# The image
+# The images
 # ------------------------------------------------------------------------------------------------
 
 
+def variant(tag: str) -> Variant:
+    try:
+        return VARIANTS[tag]
+    except KeyError:
+        raise ValueError(f"unknown stand-in image variant {tag!r}: {', '.join(VARIANTS)}") from None
+
+
 def image_tag(flavour: str) -> str:
-    if flavour not in FLAVOURS:
-        raise ValueError(f"unknown flavour {flavour!r}: {FLAVOURS}")
-    return f"{IMAGE_REPO}:{flavour}"
+    return f"{IMAGE_REPO}:{variant(flavour).tag}"
 
 
 def tarball_path(flavour: str) -> Path:
-    return C.IMAGES_DIR / f"vllm-standin-{flavour}.tar"
+    return C.IMAGES_DIR / f"vllm-standin-{variant(flavour).tag}.tar"
 
 
-def _changes(flavour: str, digest: str) -> list[str]:
+def describe(flavour: str) -> dict:
+    """What a variant carries (fleet.json's fields besides ref, tarball, sha256 and registry_ref)."""
+    v = variant(flavour)
+    clients = CLIENTS[v.clients]
+    return {
+        "layout": v.layout,
+        "vllm_version": v.vllm_version,
+        "vllm_ascend_version": v.vllm_ascend_version,
+        "hf_version": clients.huggingface_hub,
+        "modelscope_version": clients.modelscope,
+        "jemalloc": jemalloc_path() if v.jemalloc else None,
+    }
+
+
+def jemalloc_path() -> str:
+    """Where Debian's libjemalloc2 puts the library: /usr/lib/<arch>-linux-gnu/libjemalloc.so.2."""
+    return f"/usr/lib/{os.uname().machine}-linux-gnu/libjemalloc.so.2"
+
+
+def _changes(v: Variant, digest: str) -> list[str]:
     common = [f"ENV PATH={IMAGE_PATH}", "ENV LANG=C.UTF-8", "WORKDIR /",
-              f"ENV FLEETSERVE_STANDIN_VLLM_VERSION={STANDIN_VLLM_VERSION}",
-              f"LABEL org.opencontainers.image.title=fleetserve-vllm-standin fleetserve.standin.inputs={digest}"]
-    if flavour == "ascend":
+              f"ENV FLEETSERVE_STANDIN_VLLM_VERSION={v.vllm_version}",
+              f"LABEL org.opencontainers.image.title=fleetserve-vllm-standin fleetserve.standin.variant={v.tag} "
+              f"fleetserve.standin.inputs={digest}"]
+    if v.layout == "ascend":
         return [*common, "ENV FLEETSERVE_STANDIN_PLATFORMS=ascend",
-                f"ENV FLEETSERVE_STANDIN_VLLM_ASCEND_VERSION={STANDIN_VLLM_ASCEND_VERSION}", 'CMD ["/bin/bash"]']
+                f"ENV FLEETSERVE_STANDIN_VLLM_ASCEND_VERSION={v.vllm_ascend_version}", 'CMD ["/bin/bash"]']
     return [*common, "ENV FLEETSERVE_STANDIN_PLATFORMS=cuda", "ENV VLLM_USAGE_SOURCE=production-docker-image",
+            "ENV NVIDIA_VISIBLE_DEVICES=all", "ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility",
             'ENTRYPOINT ["vllm", "serve"]']
+
+
+def _sha256_bytes(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def build_inputs() -> dict:
@@ -263,12 +367,12 @@ def build_inputs() -> dict:
         "recipe": RECIPE_VERSION,
         "suite": SUITE,
         "base_packages": list(BASE_PACKAGES),
-        "huggingface_hub": HF_HUB_VERSION,
-        "modelscope": MODELSCOPE_VERSION,
-        "vllm_sha256": hashlib.sha256(STANDIN_VLLM.read_bytes()).hexdigest(),
-        "vllm_args_sha256": {name: hashlib.sha256(src.read_bytes()).hexdigest() for src, name in vllm_args_sources()},
-        "stopsignal_sha256": hashlib.sha256(STOPSIGNAL.read_bytes()).hexdigest(),
-        "changes": {f: _changes(f, "") for f in FLAVOURS},
+        "clients": {name: dataclasses.asdict(c) for name, c in CLIENTS.items()},
+        "variants": {tag: dataclasses.asdict(v) for tag, v in VARIANTS.items()},
+        "changes": {tag: _changes(v, "") for tag, v in VARIANTS.items()},
+        "standin_sha256": {name: _sha256_bytes(src) for src, name in standin_sources()},
+        "ca_sha256": tls.ca_fingerprint(tls.ensure_ca().parent),
+        "jemalloc_package": JEMALLOC_PACKAGE,
         "arch": _host_arch(),
     }
 
@@ -292,21 +396,54 @@ def _pip_platforms(arch: str) -> list[str]:
                                                    if machine == "x86_64" else [])
 
 
-def _install_hub_clients(tree: Path, python: str, arch: str) -> None:
-    site = tree / "usr/local/lib" / python / "dist-packages"
-    site.mkdir(parents=True, exist_ok=True)
+def _clients_site(clients: Clients, python: str, arch: str) -> Path:
+    """A dist-packages tree holding one generation of the hub clients (pip --target, cached)."""
+    key = f"{clients.name}-hf{clients.huggingface_hub}-ms{clients.modelscope}-{python}-{arch}"
+    target = C.STANDIN_CLIENTS_DIR / key
+    if (target / ".fleetserve-clients.json").exists():
+        return target
+    C.STANDIN_CLIENTS_DIR.mkdir(parents=True, exist_ok=True)
+    staging = C.STANDIN_CLIENTS_DIR / f".staging-{key}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
     version = python.removeprefix("python")  # '3.11'
-    cmd = [sys.executable, "-m", "pip", "install", "--target", str(site), "--no-compile",
+    cmd = [sys.executable, "-m", "pip", "install", "--target", str(staging), "--no-compile",
            "--disable-pip-version-check", "--no-warn-script-location", "--only-binary=:all:",
            "--implementation", "cp", "--python-version", version, "--abi", f"cp{version.replace('.', '')}"]
     for platform in _pip_platforms(arch):
         cmd += ["--platform", platform]
-    cmd += [f"huggingface_hub=={HF_HUB_VERSION}", f"modelscope=={MODELSCOPE_VERSION}"]
-    log(f"stand-in image: pip: huggingface_hub=={HF_HUB_VERSION} modelscope=={MODELSCOPE_VERSION} "
-        f"-> {site.relative_to(tree)}")
+    cmd += [f"huggingface_hub=={clients.huggingface_hub}", f"modelscope=={clients.modelscope}"]
+    log(f"stand-in image: pip: huggingface_hub=={clients.huggingface_hub} modelscope=={clients.modelscope} "
+        f"({clients.name} clients)")
     run(cmd, timeout=C.IMAGE_STEP_TIMEOUT)
-    # pip --target writes console scripts with the host interpreter's shebang: write our own
-    shutil.rmtree(site / "bin", ignore_errors=True)
+    # pip --target writes console scripts with the host interpreter's shebang: the image gets its own
+    shutil.rmtree(staging / "bin", ignore_errors=True)
+    (staging / ".fleetserve-clients.json").write_text(json.dumps(dataclasses.asdict(clients)) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def _console_script(bindir: Path, name: str, target: str, python: str) -> None:
+    module, _, attr = target.partition(":")
+    call = attr or "main"
+    script = bindir / name
+    script.write_text(
+        f"#!/usr/bin/{python}\n"
+        "import sys\n"
+        f"from {module} import {call.split('.')[0]}\n"
+        "if __name__ == '__main__':\n"
+        f"    sys.argv[0] = {name!r}\n"
+        f"    sys.exit({call}())\n"
+    )
+    script.chmod(0o755)
+
+
+def _install_clients(tree: Path, site: Path, clients: Clients, python: str) -> None:
+    """Hard-link the cached clients into dist-packages and write their console scripts."""
+    cached = _clients_site(clients, python, _host_arch())
+    site.mkdir(parents=True, exist_ok=True)
+    run(["cp", "-al", f"{cached}/.", str(site)], timeout=C.IMAGE_STEP_TIMEOUT)
+    (site / ".fleetserve-clients.json").unlink()
     bindir = tree / "usr/local/bin"
     bindir.mkdir(parents=True, exist_ok=True)
     scripts = {}
@@ -320,38 +457,114 @@ def _install_hub_clients(tree: Path, python: str, arch: str) -> None:
                 name, target = (part.strip() for part in line.split("=", 1))
                 scripts[name] = target.split()[0]
     for name, target in sorted(scripts.items()):
-        module, _, attr = target.partition(":")
-        call = attr or "main"
-        script = bindir / name
-        script.write_text(
-            f"#!/usr/bin/{python}\n"
-            "import sys\n"
-            f"from {module} import {call.split('.')[0]}\n"
-            "if __name__ == '__main__':\n"
-            f"    sys.argv[0] = {name!r}\n"
-            f"    sys.exit({call}())\n"
-        )
-        script.chmod(0o755)
+        _console_script(bindir, name, target, python)
     for required in ("hf", "modelscope"):
         if required not in scripts:
             raise SandboxError(f"console script {required!r} not found after pip install")
 
 
-def _assemble(base: Path, work: Path) -> Path:
-    """Hard-link copy of the base plus hub clients and the stand-in; returns the tree."""
-    tree = work / "rootfs"
+def _replace_text(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write a new file in place of `path` (never into the old inode: trees share inodes with their base)."""
+    tmp = path.with_name(path.name + ".fleetserve-new")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
+
+
+def _chroot(tree: Path, *argv: str) -> subprocess.CompletedProcess:
+    return run(["chroot", str(tree), "/usr/bin/env", "-i", f"PATH={IMAGE_PATH}", "LANG=C.UTF-8", *argv],
+               timeout=C.IMAGE_STEP_TIMEOUT)
+
+
+def _jemalloc_deb() -> Path:
+    """Debian's libjemalloc2 package for this architecture, from the host's apt (downloaded once)."""
+    C.DOWNLOADS_DIR.mkdir(parents=True, exist_ok=True)
+    debs = sorted(C.DOWNLOADS_DIR.glob(f"{JEMALLOC_PACKAGE}_*_{_host_arch()}.deb"))
+    if not debs:
+        proc = subprocess.run(["apt-get", "download", JEMALLOC_PACKAGE], cwd=C.DOWNLOADS_DIR, capture_output=True,
+                              text=True, timeout=300)
+        debs = sorted(C.DOWNLOADS_DIR.glob(f"{JEMALLOC_PACKAGE}_*_{_host_arch()}.deb"))
+        if not debs:
+            raise SandboxError(f"`apt-get download {JEMALLOC_PACKAGE}` failed: "
+                               + (proc.stderr.strip()[-300:] or "no file"))
+    return debs[-1]
+
+
+def _install_jemalloc(base: Path, tree: Path) -> None:
+    """dpkg -i libjemalloc2 in the tree, and LD_PRELOAD in /root/.bashrc (as vllm-ascend's Dockerfile:
+    `echo "export LD_PRELOAD=/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2:$LD_PRELOAD" >> ~/.bashrc`)."""
+    shutil.rmtree(tree / "var/lib/dpkg")  # a real copy: dpkg must not write through hard links into the base
+    shutil.copytree(base / "var/lib/dpkg", tree / "var/lib/dpkg", symlinks=True)
+    deb = _jemalloc_deb()
+    shutil.copyfile(deb, tree / "tmp" / deb.name)
+    try:
+        _chroot(tree, "dpkg", "-i", f"/tmp/{deb.name}")
+    finally:
+        (tree / "tmp" / deb.name).unlink()
+    if not (tree / jemalloc_path().lstrip("/")).exists():
+        raise SandboxError(f"{JEMALLOC_PACKAGE} did not install {jemalloc_path()} in the stand-in image")
+    bashrc = tree / "root/.bashrc"
+    text = bashrc.read_text() if bashrc.exists() else ""
+    _replace_text(bashrc, text + f"export LD_PRELOAD={jemalloc_path()}:$LD_PRELOAD\n")
+
+
+def _trust_ca(tree: Path, site: Path) -> None:
+    """The sandbox CA in the system store (the image's update-ca-certificates) and in certifi's bundle."""
+    ca = tls.ensure_ca()
+    dest = tree / f"usr/local/share/ca-certificates/{tls.CA_NAME}.crt"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ca, dest)
+    dest.chmod(0o644)
+    _chroot(tree, "update-ca-certificates")
+    if not (tree / f"etc/ssl/certs/{tls.CA_NAME}.pem").is_symlink():
+        raise SandboxError("update-ca-certificates did not add the sandbox CA in the stand-in image")
+    bundle = site / "certifi/cacert.pem"
+    if not bundle.exists():
+        raise SandboxError(f"certifi's bundle is missing from the stand-in image ({bundle})")
+    pem = ca.read_text()
+    _replace_text(bundle, bundle.read_text().rstrip("\n") + "\n\n# fleetserve sandbox CA\n" + pem)
+
+
+def _dist_info(site: Path, name: str, version: str, entry_points: str, top_level: str) -> None:
+    d = site / f"{name}-{version}.dist-info"
+    d.mkdir()
+    files = {
+        "METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                    "Summary: fleetserve sandbox stand-in (not the real package)\n",
+        "INSTALLER": "fleetserve-sandbox\n",
+        "entry_points.txt": entry_points,
+        "top_level.txt": top_level + "\n",
+    }
+    for fname, text in files.items():
+        (d / fname).write_text(text)
+    (d / "RECORD").write_text("".join(f"{d.name}/{f},,\n" for f in [*files, "RECORD"]))
+
+
+def _install_standin(tree: Path, site: Path, v: Variant, python: str) -> None:
+    for source, name in standin_sources(v.layout):
+        dest = site / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        dest.chmod(0o644)
+    _dist_info(site, "vllm", v.vllm_version, "[console_scripts]\nvllm = vllm.entrypoints.cli.main:main\n", "vllm")
+    if v.layout == "ascend":
+        _dist_info(site, "vllm_ascend", v.vllm_ascend_version or "", "[vllm.platform_plugins]\n"
+                   "ascend = vllm_ascend:register\n", "vllm_ascend")
+    _console_script(tree / "usr/local/bin", "vllm", "vllm.entrypoints.cli.main:main", python)
+
+
+def _assemble(base: Path, work: Path, v: Variant) -> Path:
+    """Hard-link copy of the base plus the variant's hub clients, jemalloc, CA and stand-in; returns the tree."""
+    tree = work / f"rootfs-{v.tag}"
     run(["cp", "-al", str(base), str(tree)], timeout=C.IMAGE_STEP_TIMEOUT)
     (tree / ".fleetserve-base.json").unlink()
     python = _base_python(base)
-    _install_hub_clients(tree, python, _host_arch())
     site = tree / "usr/local/lib" / python / "dist-packages"
-    for source, name in [*vllm_args_sources(), (STOPSIGNAL, "stopsignal.py")]:
-        (site / name).parent.mkdir(exist_ok=True)
-        shutil.copyfile(source, site / name)
-        (site / name).chmod(0o644)
-    vllm = tree / "usr/local/bin/vllm"
-    shutil.copyfile(STANDIN_VLLM, vllm)
-    vllm.chmod(0o755)
+    _install_clients(tree, site, CLIENTS[v.clients], python)
+    if v.jemalloc:
+        _install_jemalloc(base, tree)
+    _trust_ca(tree, site)
+    _install_standin(tree, site, v, python)
     return tree
 
 
@@ -396,11 +609,31 @@ def _save(flavour: str, tag: str) -> dict:
     return {"tarball": str(tar), "sha256": sha, "image_id": _image_id(tag), "bytes": tar.stat().st_size}
 
 
-def build_images(force: bool = False) -> dict:
-    """Build (or reuse) both stand-in images and their tarballs.
+def _build_one(base: Path, work: Path, v: Variant, digest: str) -> dict:
+    started = time.monotonic()
+    tree = _assemble(base, work, v)
+    rootfs_tar = work / f"rootfs-{v.tag}.tar"
+    run(["tar", "--numeric-owner", "--xattrs", "--exclude=./dev/*", "--exclude=./proc/*", "--exclude=./sys/*",
+         "-C", str(tree), "-cf", str(rootfs_tar), "."], timeout=C.IMAGE_STEP_TIMEOUT)
+    shutil.rmtree(tree)
+    tag = image_tag(v.tag)
+    podman("rmi", "-f", tag, check=False)
+    cmd = ["import", "--message", f"fleetserve vllm stand-in ({v.tag}: {v.like})"]
+    for change in _changes(v, digest):
+        cmd += ["--change", change]
+    podman(*cmd, str(rootfs_tar), tag)
+    rootfs_tar.unlink()
+    entry = _save(v.tag, tag)
+    entry["reused"] = False
+    log(f"stand-in image: {tag}: built {entry['tarball']} ({entry['bytes'] / 2**20:.0f} MiB, sha256 "
+        f"{entry['sha256'][:12]}, id {(entry['image_id'] or '')[:12]}) in {time.monotonic() - started:.1f} s")
+    return entry
 
-    Returns ``{tag: {"tarball", "sha256", "image_id", "bytes", "reused"}}``.
-    """
+
+def build_images(force: bool = False) -> dict:
+    """Build (or reuse) every variant's image and tarball.
+
+    Returns ``{tag: {"tarball", "sha256", "image_id", "bytes", "reused"}}`` keyed by full tag."""
     started = time.monotonic()
     ensure_host_packages(C.IMAGE_HOST_PACKAGES)
     inputs = build_inputs()
@@ -418,9 +651,8 @@ def build_images(force: bool = False) -> dict:
                         if image_id != entry["image_id"]:
                             podman("tag", image_id or entry["image_id"], tag, check=False)
                     entry["reused"] = True
-                    log(f"stand-in image: {tag}: up to date (inputs {digest[:12]}), reusing {entry['tarball']} "
-                         f"({entry['bytes'] / 2**20:.0f} MiB, sha256 {entry['sha256'][:12]})")
-                log(f"stand-in image: done in {time.monotonic() - started:.1f} s (nothing to build)")
+                log(f"stand-in image: {len(reused)} images up to date (inputs {digest[:12]}), reused in "
+                    f"{time.monotonic() - started:.1f} s")
                 return reused
 
         base = ensure_base_rootfs()
@@ -429,24 +661,7 @@ def build_images(force: bool = False) -> dict:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
         try:
-            tree = _assemble(base, work)
-            rootfs_tar = work / "rootfs.tar"
-            log("stand-in image: packing the root filesystem")
-            run(["tar", "--numeric-owner", "--xattrs", "--exclude=./dev/*", "--exclude=./proc/*",
-                  "--exclude=./sys/*", "-C", str(tree), "-cf", str(rootfs_tar), "."])
-            result = {}
-            for flavour in FLAVOURS:
-                tag = image_tag(flavour)
-                podman("rmi", "-f", tag, check=False)
-                cmd = ["import", "--message", f"fleetserve vllm stand-in ({flavour})"]
-                for change in _changes(flavour, digest):
-                    cmd += ["--change", change]
-                podman(*cmd, str(rootfs_tar), tag)
-                entry = _save(flavour, tag)
-                entry["reused"] = False
-                result[tag] = entry
-                log(f"stand-in image: {tag}: built {entry['tarball']} ({entry['bytes'] / 2**20:.0f} MiB, "
-                     f"sha256 {entry['sha256'][:12]}, id {(entry['image_id'] or '')[:12]})")
+            result = {image_tag(v.tag): _build_one(base, work, v, digest) for v in VARIANTS.values()}
         finally:
             shutil.rmtree(work, ignore_errors=True)
         podman("image", "prune", "-f", check=False)
@@ -454,17 +669,17 @@ def build_images(force: bool = False) -> dict:
                     "images": {tag: {k: v for k, v in entry.items() if k != "reused"}
                                for tag, entry in result.items()}}
         C.IMAGE_MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
-        log(f"stand-in image: done in {time.monotonic() - started:.1f} s")
+        log(f"stand-in image: {len(result)} images built in {time.monotonic() - started:.1f} s")
         return result
 
 
 def push_image(tag: str, registry: str = C.REGISTRY, name: str | None = None, tls_verify: bool = False) -> str:
     """Push a built image to a (plain-HTTP) registry with the sandbox's podman; returns the pushed ref.
 
-    ``tag`` is a full tag or a flavour ('ascend', 'openai'); ``name`` defaults to the tag's path
-    without ``localhost/`` (``fleetserve/vllm-standin:ascend``).
+    ``tag`` is a full tag or a variant ('ascend', 'openai-oldclients', ...); ``name`` defaults to the
+    tag's path without ``localhost/`` (``fleetserve/vllm-standin:ascend``).
     """
-    ref = image_tag(tag) if tag in FLAVOURS else tag
+    ref = image_tag(tag) if tag in VARIANTS else tag
     if _image_id(ref) is None:
         raise SandboxError(f"{ref} is not in the sandbox's podman storage; run build_images() first")
     name = name or ref.removeprefix("localhost/")
@@ -478,10 +693,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleetserve_sandbox.image",
                                      description="Build and push the sandbox's stand-in vLLM serving images.")
     sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build", help="build both images and their tarballs (reused when up to date)")
+    build = sub.add_parser("build", help="build every variant and its tarball (reused when up to date)")
     build.add_argument("--force", action="store_true", help="rebuild even when the inputs did not change")
+    sub.add_parser("list", help="the variants: tag, layout, hub clients, jemalloc, vLLM release")
     push = sub.add_parser("push", help="push an image to a registry (plain HTTP)")
-    push.add_argument("tag", help="ascend, openai or a full tag")
+    push.add_argument("tag", help=f"a variant ({', '.join(VARIANTS)}) or a full tag")
     push.add_argument("--registry", default=C.REGISTRY)
     push.add_argument("--name", default=None)
     pod = sub.add_parser("podman", help="run podman with the sandbox's storage and configuration")
@@ -491,6 +707,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "build":
             result = build_images(force=args.force)
             print(json.dumps(result, indent=1))
+        elif args.command == "list":
+            print(json.dumps({image_tag(t): {**describe(t), "like": v.like} for t, v in VARIANTS.items()}, indent=1))
         elif args.command == "push":
             print(push_image(args.tag, registry=args.registry, name=args.name))
         else:

@@ -1,8 +1,15 @@
-"""Sandbox networking: one bridge in the root netns, one netns + veth pair per node.
+"""Sandbox networking: one bridge in the root netns, one netns + veth pair per node; the cluster network; tc shaping.
 
 Nodes get eth0 = C.node_ip(i)/24 and only the connected route: no default route, no ip_forward,
 no NAT -- they can reach the bridge subnet (each other and the host services on HOST_IP) and nothing
 else. IPv6 is switched off on the bridge and on the nodes' eth0 (loopback keeps ::1).
+
+Layouts with a cluster network get a second bridge (C.CLUSTER_BRIDGE, no host address) and a second
+veth pair per node whose node end carries the layout's NIC name and C.cluster_ip(i)/24.
+
+Shaping (htb; this kernel has no netem): the uplink class holds everything the host sends into the
+management bridge, in aggregate, except TCP port 22 (the control machine's ssh); the LAN rate holds each
+node's egress on its cluster NIC. Deleting the links at `down` removes the qdiscs with them.
 """
 
 from __future__ import annotations
@@ -87,12 +94,102 @@ def node_net_up(index: int) -> None:
     run(["ip", "-n", ns, "-batch", "-"], input=batch + "\n")
 
 
+def cluster_veth_host(index: int) -> str:
+    return f"{C.VETH_CLUSTER_HOST_PREFIX}{index:02d}"
+
+
+def cluster_veth_peer(index: int) -> str:
+    return f"{C.VETH_CLUSTER_PEER_PREFIX}{index:02d}"
+
+
+def cluster_bridge_up() -> None:
+    """The cluster bridge (idempotent): no host address, so nodes reach only each other on it."""
+    br = C.CLUSTER_BRIDGE
+    if not link_exists(br):
+        run(["ip", "link", "add", br, "type", "bridge"])
+    _sysctl_write(f"/proc/sys/net/ipv6/conf/{br}/disable_ipv6", "1")
+    _sysctl_write(f"/proc/sys/net/ipv4/conf/{br}/forwarding", "0")
+    run(["ip", "link", "set", br, "up"])
+
+
+def node_cluster_up(index: int, nic: str) -> None:
+    """The node's cluster NIC `nic` = cluster_ip(index)/24 on the cluster bridge (netns must exist)."""
+    ns = C.node_netns(index)
+    host_end, peer = cluster_veth_host(index), cluster_veth_peer(index)
+    if link_exists(host_end):
+        run(["ip", "link", "del", host_end], check=False)
+    run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", peer])
+    _sysctl_write(f"/proc/sys/net/ipv6/conf/{host_end}/disable_ipv6", "1")
+    run(["ip", "link", "set", host_end, "master", C.CLUSTER_BRIDGE, "up"])
+    run(["ip", "link", "set", peer, "netns", ns])
+    run(["nsenter", f"--net={netns_path(index)}", "sh", "-c",
+         f"echo 1 > /proc/sys/net/ipv6/conf/{peer}/disable_ipv6"], check=False)
+    batch = "\n".join([f"link set {peer} name {nic}", f"addr add {C.cluster_ip(index)}/{C.PREFIX_LEN} dev {nic}",
+                       f"link set {nic} up"])
+    run(["ip", "-n", ns, "-batch", "-"], input=batch + "\n")
+
+
+# --- shaping ------------------------------------------------------------------------------------
+
+
+def _htb_class(rate_mbit: int) -> list[str]:
+    # burst/cburst of at least one 64 KiB GSO packet plus 2 ms at the rate, or htb undershoots its rate
+    burst = max(128 * 1024, rate_mbit * 1_000_000 // 8 // 500)
+    return ["htb", "rate", f"{rate_mbit}mbit", "ceil", f"{rate_mbit}mbit", "burst", str(burst), "cburst",
+            str(burst), "quantum", "60000"]
+
+
+def uplink_commands(mbit: int, dev: str = C.BRIDGE) -> list[list[str]]:
+    """tc argvs: host -> management bridge at `mbit` in aggregate, ssh (TCP port 22 either way) exempt."""
+    port = str(C.SHAPING_EXEMPT_TCP_PORT)
+    return [
+        ["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "10"],
+        ["tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", *_htb_class(mbit)],
+        ["tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:20", *_htb_class(C.SHAPING_FAST_MBIT)],
+        ["tc", "qdisc", "add", "dev", dev, "parent", "1:10", "handle", "10:", "pfifo", "limit", "2000"],
+        ["tc", "qdisc", "add", "dev", dev, "parent", "1:20", "handle", "20:", "pfifo", "limit", "2000"],
+        ["tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+         "match", "ip", "protocol", "6", "0xff", "match", "ip", "dport", port, "0xffff", "flowid", "1:20"],
+        ["tc", "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "2", "u32",
+         "match", "ip", "protocol", "6", "0xff", "match", "ip", "sport", port, "0xffff", "flowid", "1:20"],
+    ]
+
+
+def lan_commands(index: int, nic: str, mbit: int) -> list[list[str]]:
+    """tc argvs: node `index`'s egress on its cluster NIC at `mbit`."""
+    ns = ["-n", C.node_netns(index)]
+    return [
+        ["tc", *ns, "qdisc", "replace", "dev", nic, "root", "handle", "1:", "htb", "default", "10"],
+        ["tc", *ns, "class", "add", "dev", nic, "parent", "1:", "classid", "1:10", *_htb_class(mbit)],
+        ["tc", *ns, "qdisc", "add", "dev", nic, "parent", "1:10", "handle", "10:", "pfifo", "limit", "2000"],
+    ]
+
+
+def apply_tc(commands: list[list[str]], what: str) -> None:
+    for argv in commands:
+        proc = run(argv, check=False)
+        if proc.returncode != 0:
+            raise SandboxError(f"Shaping the {what} with tc failed at `{' '.join(argv)}`: "
+                               f"{(proc.stderr or proc.stdout).strip()}")
+
+
+def unshape_uplink(dev: str = C.BRIDGE) -> None:
+    if link_exists(dev):
+        run(["tc", "qdisc", "del", "dev", dev, "root"], check=False)
+
+
+def qdisc_summary(dev: str, netns: str | None = None) -> str:
+    argv = ["tc", *(["-n", netns] if netns else []), "qdisc", "show", "dev", dev]
+    return run(argv, check=False).stdout.strip()
+
+
 def node_net_down(index: int) -> None:
     ns = C.node_netns(index)
     if netns_path(index).exists():
         run(["ip", "netns", "del", ns], check=False)
-    if link_exists(veth_host(index)):
-        run(["ip", "link", "del", veth_host(index)], check=False)
+    for end in (veth_host(index), cluster_veth_host(index)):
+        if link_exists(end):
+            run(["ip", "link", "del", end], check=False)
 
 
 _NS_RE = re.compile(rf"^{re.escape(C.NETNS_PREFIX)}(\d\d)$")
@@ -112,9 +209,11 @@ def sandbox_netns() -> list[int]:
 def sandbox_links() -> list[str]:
     """Every sandbox interface in the root netns (bridge, veth host ends, stray peers)."""
     out = []
+    prefixes = "|".join((C.VETH_HOST_PREFIX, C.VETH_PEER_PREFIX, C.VETH_CLUSTER_HOST_PREFIX,
+                         C.VETH_CLUSTER_PEER_PREFIX))
     for p in Path("/sys/class/net").iterdir():
         n = p.name
-        if n == C.BRIDGE or re.match(rf"^({C.VETH_HOST_PREFIX}|{C.VETH_PEER_PREFIX})\d\d$", n):
+        if n in (C.BRIDGE, C.CLUSTER_BRIDGE) or re.match(rf"^({prefixes})\d\d$", n):
             out.append(n)
     return sorted(out)
 
@@ -124,8 +223,11 @@ def cleanup_all() -> None:
     for idx in sandbox_netns():
         node_net_down(idx)
     for link in sandbox_links():
-        if link != C.BRIDGE:
+        if link not in (C.BRIDGE, C.CLUSTER_BRIDGE):
             run(["ip", "link", "del", link], check=False)
+    unshape_uplink()
+    if link_exists(C.CLUSTER_BRIDGE):
+        run(["ip", "link", "del", C.CLUSTER_BRIDGE], check=False)
     bridge_down()
 
 

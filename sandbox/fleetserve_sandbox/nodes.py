@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetserve_sandbox import aptsources, cgroups, hardware_sim, net, rootfs, services
+from fleetserve_sandbox import aptsources, cgroups, hardware_sim, net, rootfs, services, storage, tls
 from fleetserve_sandbox import constants as C
-from fleetserve_sandbox.layouts import NodeSpec
+from fleetserve_sandbox.layouts import STORAGE_KIND, Layout, NodeSpec
 from fleetserve_sandbox.registry import node_registries_conf
 from fleetserve_sandbox.system import SandboxError, pid_alive, run
 
@@ -102,7 +102,7 @@ def banner_ready(address: str, timeout: float = 0.5) -> bool:
 # --- preparation ----------------------------------------------------------------------------
 
 
-def hosts_file(nodes: list[NodeSpec], me: NodeSpec) -> str:
+def hosts_file(nodes: list[NodeSpec], me: NodeSpec, storage_address: str | None = None) -> str:
     lines = [
         "127.0.0.1\tlocalhost",
         f"127.0.1.1\t{me.name}",
@@ -110,6 +110,8 @@ def hosts_file(nodes: list[NodeSpec], me: NodeSpec) -> str:
         f"{C.HOST_IP}\tsandbox-host",
     ]
     lines += [f"{C.node_ip(n.index)}\t{n.name}" for n in nodes]
+    if storage_address is not None:
+        lines.append(f"{storage_address}\t{C.STORAGE_HOSTNAME} {C.STORAGE_NODE}")
     return "\n".join(lines) + "\n"
 
 
@@ -140,8 +142,14 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def prepare(spec: NodeSpec, fleet: list[NodeSpec], apt: aptsources.AptConfig, client_pub: str) -> str:
-    """Fill the node's upper layer (identity, keys, apt, registry, simulated hardware).
+def fabric_file(name: str) -> Path:
+    """Where node `name`'s hardware.json really lives (bound into every node: see C.FABRIC_DIR)."""
+    return C.FABRIC_DIR / f"{name}.json"
+
+
+def prepare(spec: NodeSpec, fleet: list[NodeSpec], apt: aptsources.AptConfig, client_pub: str,
+            layout: Layout | None = None) -> str:
+    """Fill the node's upper layer (identity, keys, apt, registry, simulated hardware, shared filesystem).
 
     Returns the node's known_hosts line."""
     d = node_dir(spec.name)
@@ -151,7 +159,9 @@ def prepare(spec: NodeSpec, fleet: list[NodeSpec], apt: aptsources.AptConfig, cl
     for sub in ("work", "rootfs", "containers"):
         (d / sub).mkdir(parents=True)
     _write(upper / "etc/hostname", spec.name + "\n")
-    _write(upper / "etc/hosts", hosts_file(fleet, spec))
+    shared = layout is not None and layout.shared_dir is not None
+    storage_address = storage.server_address(layout.cluster_network) if shared else None
+    _write(upper / "etc/hosts", hosts_file(fleet, spec, storage_address))
     _write(upper / "etc/resolv.conf", "# fleetserve sandbox: no DNS; apt goes through the proxy by address\n")
     # ssh: per-node host key (pinned in known_hosts), the fleet's client key authorised for root
     key = upper / "etc/ssh/ssh_host_ed25519_key"
@@ -173,16 +183,41 @@ def prepare(spec: NodeSpec, fleet: list[NodeSpec], apt: aptsources.AptConfig, cl
         shutil.copyfile(src, dest)
     _write(upper / "etc/apt/apt.conf.d/99zz-fleetserve-sandbox-proxy", apt_proxy_conf())
     _write(upper / "etc/containers/registries.conf.d/50-fleetserve-sandbox.conf", node_registries_conf())
-    # simulated accelerators
-    state = hardware_sim.build_state(
-        spec.kind, spec.name, spec.index, toolkit=spec.toolkit, faults=spec.faults, idle=spec.idle
-    )
-    hardware_sim.write_node_files(upper, hardware_sim.node_files(state))
+    # the sandbox CA (the hub's https listener) in the node's system store, as update-ca-certificates does
+    tls.trust_in_tree(upper, tls.ensure_ca(), bundle_from=C.ROOTFS_DIR)
+    if spec.kind == STORAGE_KIND:
+        hardware_sim.write_node_files(upper, storage.server_files())
+        storage.brick_dir().mkdir(parents=True, exist_ok=True)
+    else:
+        # simulated accelerators; hardware.json itself lives in the fabric every node sees (hccn_tool -ping)
+        state = hardware_sim.build_state(
+            spec.kind, spec.name, spec.index, toolkit=spec.toolkit, faults=spec.faults, idle=spec.idle,
+            hccn_faults=spec.hccn_faults,
+        )
+        hardware_sim.write_node_files(upper, hardware_sim.node_files(state))
+        C.FABRIC_DIR.mkdir(parents=True, exist_ok=True)
+        state_file = upper / hardware_sim.STATE_PATH.lstrip("/")
+        fabric = fabric_file(spec.name)
+        fabric.write_text(state_file.read_text())
+        state_file.unlink()
+        state_file.symlink_to(f"{C.FABRIC_MOUNT}/{fabric.name}")
+        if shared:
+            hardware_sim.write_node_files(upper, storage.client_files(layout.shared_dir))
     pub = (key.with_suffix(".pub")).read_text().split()
     return f"{spec.name},{C.node_ip(spec.index)} {pub[0]} {pub[1]}\n"
 
 
-def boot_script(spec: NodeSpec) -> str:
+def extra_binds(spec: NodeSpec, layout: Layout | None) -> list[str]:
+    """nspawn --bind arguments beyond the ones every node gets."""
+    if spec.kind == STORAGE_KIND:
+        return [f"--bind={storage.brick_dir()}:{C.GLUSTER_BRICK}"]
+    binds = [f"--bind={C.FABRIC_DIR}:{C.FABRIC_MOUNT}"]
+    if layout is not None and layout.shared_dir is not None:
+        binds.append("--bind=/dev/fuse")  # the GlusterFS FUSE client
+    return binds
+
+
+def boot_script(spec: NodeSpec, layout: Layout | None = None) -> str:
     d = node_dir(spec.name)
     q = shlex.quote
     overlay_opts = f"lowerdir={C.ROOTFS_DIR},upperdir={d / 'upper'},workdir={d / 'work'}"
@@ -201,6 +236,7 @@ def boot_script(spec: NodeSpec) -> str:
         "--resolv-conf=off",
         "--timezone=off",
         "--link-journal=no",
+        *extra_binds(spec, layout),
     ]
     return f"""#!/bin/sh
 # fleetserve sandbox: boots node {spec.name} (generated by `fleetserve sandbox up`).
@@ -216,11 +252,13 @@ exec {' '.join(q(a) for a in nspawn)}
 """
 
 
-def start(spec: NodeSpec) -> int:
-    """Create the node's netns and start its nspawn (does not wait)."""
+def start(spec: NodeSpec, layout: Layout | None = None) -> int:
+    """Create the node's netns (and cluster NIC) and start its nspawn (does not wait)."""
     net.node_net_up(spec.index)
+    if layout is not None and layout.cluster_network:
+        net.node_cluster_up(spec.index, spec.nic)
     script = node_dir(spec.name) / "boot.sh"
-    _write(script, boot_script(spec), 0o755)
+    _write(script, boot_script(spec, layout), 0o755)
     return services.spawn(
         service_name(spec.name),
         [str(script)],

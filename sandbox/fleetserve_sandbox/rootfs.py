@@ -1,8 +1,8 @@
 """The nodes' shared base root filesystem (overlay lower layer), built once and cached.
 
 debootstrap (bookworm minbase + what a real host has: sshd, systemd, python3, ...) from the mirror in
-the host's apt sources, then podman + podman-docker + runc installed in a chroot with apt going through
-the sandbox apt proxy. No mirror name stays in the tree: the host's sources are copied into each node's
+the host's apt sources, then podman + podman-docker + runc (and GlusterFS and rsync for the multi-node
+layouts) installed in a chroot with apt going through the sandbox apt proxy. No mirror name stays in the tree: the host's sources are copied into each node's
 upper layer at bring-up instead. The tree is rebuilt only when it is missing or the recipe below
 changed (its hash is stored next to it).
 """
@@ -36,8 +36,21 @@ DEBOOTSTRAP_INCLUDE = (
 )
 # A non-root login with passwordless sudo (the fleet's client key is authorised for it at bring-up).
 DEPLOYER = "deployer"
-CHROOT_PACKAGES = ("podman", "podman-docker", "runc", "catatonit")
-RECIPE_VERSION = 5  # bump when the build steps change in a way the data below does not show
+CHROOT_PACKAGES = (
+    "podman",
+    "podman-docker",
+    "runc",
+    "catatonit",
+    # the shared filesystem (layouts with shared_dir): the FUSE client on every node, the server on the
+    # storage node (same rootfs; glusterd is enabled only there, see GLUSTER_UNITS)
+    "glusterfs-client",
+    "glusterfs-server",
+    # the peer transfer tool between nodes (`peer` cache mode: rsync over ssh or an rsync daemon)
+    "rsync",
+)
+# Installed with the server package but started only on the storage node (its upper layer enables glusterd).
+GLUSTER_UNITS = ("glusterd.service", "glustereventsd.service", "gluster-ta-volume.service")
+RECIPE_VERSION = 8  # bump when the build steps change in a way the data below does not show
 
 # containers.conf for podman inside a node on this kind of host (hybrid cgroups, nspawn seccomp)
 CONTAINERS_CONF = """\
@@ -93,6 +106,7 @@ def recipe() -> dict:
         "chroot_packages": list(CHROOT_PACKAGES),
         "files": ROOTFS_FILES,
         "masked": list(C.MASKED_UNITS),
+        "disabled": list(GLUSTER_UNITS),
         "arch": os.uname().machine,
     }
 
@@ -202,6 +216,9 @@ def _configure(root: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(text)
     (root / "etc/sudoers.d/fleetserve-deployer").chmod(0o440)  # sudo reads only files others cannot write
+    for unit in GLUSTER_UNITS:  # enabled by the packages' postinst; wanted only on the storage node
+        for wants in (root / "etc/systemd/system").glob(f"*.wants/{unit}"):
+            wants.unlink()
     for unit in C.MASKED_UNITS:
         link = root / "etc/systemd/system" / unit
         link.parent.mkdir(parents=True, exist_ok=True)

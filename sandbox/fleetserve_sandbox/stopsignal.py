@@ -32,10 +32,10 @@ class StopSignal:
     def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
         self.received: int | None = None
         self._signals = frozenset(int(s) for s in signals)
-        self._read_fd, write_fd = os.pipe()
+        self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
-        os.set_blocking(write_fd, False)  # set_wakeup_fd needs it; a full pipe just drops the byte
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        os.set_blocking(self._write_fd, False)  # set_wakeup_fd needs it; a full pipe just drops the byte
+        signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         for signum in signals:
             signal.signal(signum, self._record)
 
@@ -52,15 +52,42 @@ class StopSignal:
                 break
             ready, _, _ = select.select([self._read_fd], [], [], left)
             if ready:
-                try:
-                    data = os.read(self._read_fd, 64)
-                except BlockingIOError:
-                    data = b""
-                # the C-level handler wrote the signal numbers; the Python handler may not have run yet
-                for signum in data:
-                    if signum in self._signals and self.received is None:
-                        self.received = signum
+                self._drain()
         return self.received is not None
+
+    def notify(self) -> None:
+        """Wake the thread blocked in `wait()` / `wait_until()` so it re-checks its condition.
+
+        For other threads (never from a signal handler): writes a zero byte, which is no signal number."""
+        try:
+            os.write(self._write_fd, b"\0")
+        except BlockingIOError:  # the pipe is full: a wakeup is pending anyway
+            pass
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Block until `condition()` holds (re-checked whenever another thread calls `notify()`), a stop
+        signal arrives, or `timeout` seconds pass. Returns `condition()`; see `received` for the signal."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not condition():
+            if self.received is not None:
+                return False
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            ready, _, _ = select.select([self._read_fd], [], [], left)
+            if ready:
+                self._drain()
+        return True
+
+    def _drain(self) -> None:
+        try:
+            data = os.read(self._read_fd, 64)
+        except BlockingIOError:
+            data = b""
+        # the C-level handler wrote the signal numbers; the Python handler may not have run yet
+        for signum in data:
+            if signum in self._signals and self.received is None:
+                self.received = signum
 
     @property
     def name(self) -> str:

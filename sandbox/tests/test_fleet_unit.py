@@ -60,10 +60,12 @@ def test_default_layout_is_one_node_per_seed_system():
         "sbx-a2-vl-01": ("atlas-800-a2", ("qwen3-vl",)),
         "sbx-a2-01": ("atlas-800-a2", ("qwen3",)),
         "sbx-a2-sick-01": ("atlas-800-a2", ("qwen3",)),
+        "sbx-h100-01": ("nvidia-h100x8", ("qwen3.5",)),
     }
     sick = next(n for n in lay.nodes if n.name == "sbx-a2-sick-01")
     assert sick.faults == (Fault(npu=2, chip=0, health="Alarm"),)
-    assert [n.index for n in lay.nodes] == list(range(1, 7))
+    assert [n.index for n in lay.nodes] == list(range(1, 8))
+    assert lay.nodes[-1].name == "sbx-h100-01"  # last: the seed nodes keep their addresses
     assert all(n.distro == "debian" for n in lay.nodes)
 
 

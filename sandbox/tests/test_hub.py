@@ -633,3 +633,98 @@ def test_fault_api(hub, tiny):
     assert s["total"]["requests"] == 6  # /_sandbox/ calls are not counted
     post(hub, "/_sandbox/reset", {})
     assert stats(hub)["files"] == {} and stats(hub)["total"] == {"requests": 0, "bytes": 0}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the same hub over TLS (a CA of the test's own; the fleet's is made once under the state dir)
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tls_hub(tmp_path_factory, tiny):
+    from fleetserve_sandbox import tls
+
+    ca_dir = tmp_path_factory.mktemp("ca") / "ca"
+    cert, key = tls.ensure_server_cert("hub", ca_dir=ca_dir)
+    data = tmp_path_factory.mktemp("tls-hub-data")
+    seed_tiny_model(data)
+    publish_dir(data, GATED, tiny, access="gated", tokens=[TOKEN])
+    server = HubServer(data, "127.0.0.1", 0, log=logging.getLogger("fleetserve_sandbox.hub").info, tls_port=0,
+                       tls_cert=cert, tls_key=key).start()
+    # certifi's bundle plus the CA: what the stand-in images carry (requests and httpx read certifi)
+    import certifi
+
+    bundle = ca_dir.parent / "bundle.pem"
+    bundle.write_text(Path(certifi.where()).read_text() + tls.ca_cert(ca_dir).read_text())
+    server.ca_dir, server.bundle = ca_dir, bundle
+    yield server
+    server.stop()
+
+
+def _tls_env(hub: HubServer, home: Path, **extra: str) -> dict[str, str]:
+    env = _env(hub, home, HF_ENDPOINT=hub.https_url, REQUESTS_CA_BUNDLE=str(hub.bundle),
+               SSL_CERT_FILE=str(hub.bundle), **extra)
+    env.pop("MODELSCOPE_ENDPOINT")
+    return env
+
+
+def test_tls_listener_shares_repos_and_counters(tls_hub, tmp_path):
+    import ssl
+
+    from fleetserve_sandbox import tls
+
+    ctx = ssl.create_default_context(cafile=str(tls.ca_cert(tls_hub.ca_dir)))
+    with urllib.request.urlopen(f"{tls_hub.https_url}/api/models/{REPO}", context=ctx, timeout=10) as r:
+        assert json.loads(r.read())["id"] == REPO
+    # a client that does not trust the CA is refused by its own TLS stack; the hub keeps serving
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(f"{tls_hub.https_url}/api/models/{REPO}", context=ssl.create_default_context(),
+                               timeout=10)
+    with urllib.request.urlopen(f"{tls_hub.url}/_sandbox/stats", timeout=10) as r:
+        files = json.loads(r.read())["total"]
+    assert files["requests"] >= 1
+    # the certificate names the sandbox address too
+    cert = tls_hub.ca_dir / "hub.crt"
+    text = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-ext", "subjectAltName"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "IP Address:10.79.0.1" in text and "IP Address:127.0.0.1" in text
+
+
+def test_hf_downloads_over_https(tls_hub, tiny, tmp_path):
+    dest = tmp_path / "model"
+    _ok(_run([HF, "download", REPO, "--local-dir", str(dest), "--include", "*.json", "--include", "*.safetensors"],
+             _tls_env(tls_hub, tmp_path / "home")))
+    want = {n for n in FILE_NAMES if n.endswith((".json", ".safetensors"))}
+    assert downloaded_names(dest) == want and "merges.txt" in FILE_NAMES
+    assert_same_files(dest, tiny, want)
+
+
+def test_modelscope_downloads_over_https_with_a_bare_domain(tls_hub, tiny, tmp_path):
+    # MODELSCOPE_DOMAIN=host:port (https implied) is what every modelscope version reads
+    domain = tls_hub.https_url.removeprefix("https://")
+    dest = tmp_path / "model"
+    _ok(_run([MS, "download", "--model", GATED, "--local_dir", str(dest), "--token", TOKEN,
+              "--include", "*.json", "*.safetensors"], _tls_env(tls_hub, tmp_path / "home", MODELSCOPE_DOMAIN=domain)))
+    want = {n for n in FILE_NAMES if n.endswith((".json", ".safetensors"))}
+    assert downloaded_names(dest) == want
+    assert_same_files(dest, tiny, want)
+
+
+def test_cli_entry_point_serves_https_too(tmp_path):
+    from fleetserve_sandbox import tls
+
+    cert, key = tls.ensure_server_cert("hub", ca_dir=tmp_path / "ca")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleetserve_sandbox.hub", "--bind", "127.0.0.1", "--port", "0", "--data",
+         str(tmp_path / "data"), "--tls-port", "0", "--tls-cert", str(cert), "--tls-key", str(key), "--quiet"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        m = re.search(r"serving .* on (http://\S+) and (https://\S+)", line)
+        assert m, line
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(tls.ca_cert(tmp_path / "ca")))
+        with urllib.request.urlopen(m.group(2) + "/_sandbox/health", context=ctx, timeout=10) as r:
+            assert r.status == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0

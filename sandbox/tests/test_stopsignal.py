@@ -70,6 +70,30 @@ def test_wait_times_out_without_a_signal():
     assert proc.stdout.split() == ["False", "''"]
 
 
+def test_wait_until_wakes_on_notify_from_another_thread_and_on_a_signal():
+    proc = run_script("""
+        import os, signal, threading
+        from fleetserve_sandbox.stopsignal import StopSignal
+        stop = StopSignal()
+        state = {"done": False}
+        gate = threading.Event()
+
+        def finish():
+            gate.wait(20)
+            state["done"] = True
+            stop.notify()
+
+        threading.Thread(target=finish).start()
+        gate.set()
+        print(stop.wait_until(lambda: state["done"], timeout=20), stop.received)  # woken by notify()
+        print(stop.wait_until(lambda: False, timeout=0.05))  # bounded
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        print(stop.wait_until(lambda: False, timeout=20), stop.name)  # a signal ends the wait too
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "None", "False", "False", "SIGTERM"]
+
+
 def test_apt_proxy_exits_zero_on_sigterm_right_after_start():
     proc = subprocess.Popen([sys.executable, "-m", "fleetserve_sandbox.aptproxy", "--bind", "127.0.0.1", "--port",
                              "0", "--allow", "mirror.invalid:80"], stderr=subprocess.PIPE, text=True)

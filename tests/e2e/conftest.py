@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,15 +93,23 @@ def changes_in(output: str) -> tuple[int, int]:
     return number(match.group(2)), number(match.group(3))
 
 
-# Package scope: the fleet is gone before other e2e modules (which bring their own) run.
-@pytest.fixture(scope="package")
-def fleet():
-    up = fleetserve("sandbox", "up", "--layout", "default")
+@contextmanager
+def fleet_up(layout: str):
+    """A sandbox fleet of this layout, brought up by the real CLI and torn down even when tests fail."""
+    up = fleetserve("sandbox", "up", "--layout", layout)
     try:
-        assert up.returncode == 0, f"sandbox up failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
+        assert up.returncode == 0, f"sandbox up --layout {layout} failed:\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}"
         from fleetserve_sandbox.constants import FLEET_FILE
 
         yield Fleet(json.loads(FLEET_FILE.read_text()))
     finally:
         down = fleetserve("sandbox", "down", timeout=300)
         print(down.stdout[-2000:], down.stderr[-2000:])
+
+
+# One fleet per test module, of the layout the module names (`LAYOUT = "multinode"`; default:
+# "default"): one sandbox fleet exists at a time, and each module starts from fresh hosts.
+@pytest.fixture(scope="module")
+def fleet(request):
+    with fleet_up(getattr(request.module, "LAYOUT", "default")) as up:
+        yield up

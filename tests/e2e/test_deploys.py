@@ -4,12 +4,16 @@ independent commands (ssh, docker inspect, HTTP from the controller, the hub's c
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import changes_in
+from tests.e2e.conftest import ROOT, VENV_BIN, changes_in
 
 pytestmark = pytest.mark.e2e
 
@@ -218,3 +222,23 @@ def test_flags_the_model_cannot_take_are_refused_before_any_restart(fleet):
     assert "300000" not in unit  # the service role never ran
     assert fleet.ssh(node, "systemctl show -p ActiveEnterTimestamp --value fleetserve-qwen35-27b").stdout == before
     assert_serving(fleet, node, "qwen35-27b", 8010, "qwen3.5")
+
+
+def test_a_non_editable_install_deploys_with_the_checkouts_inventories_deploys_and_roles(fleet, tmp_path):
+    """`pip install .` (no checkout on the path): the catalog and host files come from the package."""
+    site = tmp_path / "site"
+    built = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
+                            str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    work = tmp_path / "ops"  # what an operator keeps: inventories, deploys, roles; no fleetserve/ beside them
+    for part in ("inventories", "deploys", "roles"):
+        shutil.copytree(ROOT / part, work / part)
+    env = {**os.environ, "PYTHONPATH": str(site), "FLEETSERVE_SANDBOX_OVERRIDES": "{}"}
+    where = subprocess.run([str(VENV_BIN / "python"), "-c", "import fleetserve; print(fleetserve.__file__)"],
+                           cwd=work, capture_output=True, text=True, env=env, timeout=60)
+    assert where.stdout.startswith(str(site)), where.stdout + where.stderr
+    result = subprocess.run([str(VENV_BIN / "pyinfra"), "-y", "inventories/sandbox.py", "deploys/qwen35.py",
+                             "--limit", "sbx-910b4-01"], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert_serving(fleet, "sbx-910b4-01", "qwen35-2b-base", 8000, "/opt/atomgit/Qwen3.5-2B-Base")

@@ -1,1 +1,1 @@
-"""Package data: the simulated npu-smi, nvidia-smi and hccn_tool programs copied into each node."""
+"""Package data: the simulated npu-smi, nvidia-smi, hccn_tool, nvidia-container-runtime and docker copied into nodes."""

@@ -1,0 +1,1 @@
+"""vLLM's entry points (only the CLI is stood in for)."""

@@ -1,0 +1,1 @@
+"""`vllm` CLI subcommands (only `serve` is stood in for)."""
