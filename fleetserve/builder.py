@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 import shlex
 from importlib import resources
@@ -160,6 +161,18 @@ def service_manifest(instance: ServiceInstance, member: Member) -> dict:
     """What other deploys need to know about this service on the host (devices, port)."""
     return {"service": instance.name, "workload": instance.workload, "devices": list(member.devices),
             "port": instance.spec.port}
+
+
+def mount_unit_text(where: str, source: str, fstype: str, options: str | None) -> str:
+    """The systemd .mount unit for host data shared_mount (hostpaths.mount_unit_path(where)). systemd
+    orders glusterfs and nfs mounts after the network itself (network filesystem types); enabled, it
+    comes back at boot."""
+    lines = [hostpaths.MOUNT_UNIT_HEADER, "[Unit]",
+             f"Description=fleetserve shared model cache at {where}", "", "[Mount]", f"What={source}",
+             f"Where={posixpath.normpath(where)}", f"Type={fstype}"]
+    if options:
+        lines.append(f"Options={options}")
+    return "\n".join([*lines, "", "[Install]", "WantedBy=remote-fs.target", ""])
 
 
 def systemd_quote(arg: str) -> str:

@@ -32,3 +32,17 @@ def jemalloc_library(family: str, arch: str) -> str:
 def image_jemalloc_paths(arch: str) -> tuple[str, ...]:
     """Where a serving image (Debian/Ubuntu or openEuler based) may carry jemalloc's .so.2."""
     return (jemalloc_library("debian", arch), jemalloc_library("rhel", arch))
+
+
+# The mount helper each shared filesystem needs (host data shared_mount), and the distro package with it.
+_MOUNT_HELPERS = {"glusterfs": "mount.glusterfs", "nfs": "mount.nfs", "nfs4": "mount.nfs4"}
+_MOUNT_PACKAGES = {("debian", "glusterfs"): "glusterfs-client", ("rhel", "glusterfs"): "glusterfs-fuse",
+                   ("debian", "nfs"): "nfs-common", ("rhel", "nfs"): "nfs-utils"}
+
+
+def mount_helper(fstype: str) -> str:
+    return _MOUNT_HELPERS[fstype]
+
+
+def mount_package(family: str, fstype: str) -> str:
+    return _MOUNT_PACKAGES[(family, "glusterfs" if fstype == "glusterfs" else "nfs")]

@@ -37,6 +37,9 @@ UNIT_PREFIX = "fleetserve-"
 UNIT_GLOB = f"{SYSTEMD_DIR}/{UNIT_PREFIX}*.service"
 # Each unit carries a one-line JSON manifest after this prefix (devices, port) for other deploys.
 MANIFEST_PREFIX = "# fleetserve-manifest: "
+# The first line of the .mount unit fleetserve writes for host data shared_mount: a unit file there
+# without it is someone else's, never overwritten.
+MOUNT_UNIT_HEADER = "# fleetserve: the shared model cache (host data shared_mount)"
 # Helper scripts that go to LIB_DIR (sources in the package's files/).
 HELPER_FILES = ("verify_model.py", "verify-endpoint.sh", "verify_api.py", "check_serve_args.py", "peer_fetch.py")
 # Where the host's jemalloc is mounted in a container whose image has none: a path of its own, so
@@ -52,6 +55,24 @@ def unit_name(service: str) -> str:
 
 def unit_path(service: str) -> str:
     return f"{SYSTEMD_DIR}/{unit_name(service)}"
+
+
+def mount_unit_name(where: str) -> str:
+    """The .mount unit systemd requires for a mount point: `systemd-escape --path --suffix=mount`
+    (tests/test_shared_mount.py checks it against the real tool). Paths reach here validated
+    (letters, digits and . _ / + -, types.HOST_PATH)."""
+    path = posixpath.normpath(where).strip("/")
+    if not path:
+        return "-.mount"
+    escaped = "".join("-" if c == "/" else c if c.isascii() and (c.isalnum() or c in "_.") else f"\\x{ord(c):02x}"
+                      for c in path)
+    if escaped.startswith("."):
+        escaped = "\\x2e" + escaped[1:]
+    return f"{escaped}.mount"
+
+
+def mount_unit_path(where: str) -> str:
+    return f"{SYSTEMD_DIR}/{mount_unit_name(where)}"
 
 
 def container_name(service: str) -> str:

@@ -46,6 +46,7 @@ from fleetserve.types import (
     PlanError,
     ServiceInstance,
     ServiceSpec,
+    SharedMount,
 )
 
 
@@ -402,6 +403,7 @@ def plan_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]], workloads: It
         except ValidationError:
             pass  # plan_host reports it with the host's name
     groups = plan_groups(known, {name: _host_address(name, data) for name, data in hosts}, errors)
+    errors += _shared_mount_agreement(known)
     for name, data in hosts:
         host_catalog = catalog
         if host_catalog is None:
@@ -429,6 +431,23 @@ def plan_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]], workloads: It
     if errors:
         raise PlanError("\n".join(dict.fromkeys(line for block in errors for line in block.splitlines())))
     return plans
+
+
+def _shared_mount_agreement(settings: Mapping[str, HostData]) -> list[str]:
+    """Hosts sharing a shared_dir mount the same filesystem there: all by the same shared_mount, or all
+    by a mount of their own (every host of the inventory, whichever this deploy or --limit runs)."""
+    by_dir: dict[str, dict[str, SharedMount | None]] = {}
+    for host, data in settings.items():
+        if data.shared_dir:
+            by_dir.setdefault(data.shared_dir, {})[host] = data.shared_mount
+    errors = []
+    for shared_dir, mounts in sorted(by_dir.items()):
+        if len({repr(m) for m in mounts.values()}) > 1:
+            shown = ", ".join(f"{h}: {m.describe() if m else 'unset'}" for h, m in sorted(mounts.items()))
+            errors.append(f"shared_dir {shared_dir}: shared_mount: hosts sharing it differ ({shown}); every host "
+                          f"sharing a directory mounts the same filesystem there (the same shared_mount on each, "
+                          f"or unset on each for an existing mount)")
+    return errors
 
 
 def _cluster_address(plan: HostPlan, ssh_address: str) -> str | None:

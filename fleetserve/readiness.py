@@ -44,10 +44,14 @@ def expectations_for(plan: HostPlan) -> Expectations:
         if instance.group and instance.member(plan.host).is_head and spec.head_port:
             ports[spec.head_port] = spec.name  # the members join here: nothing else may hold it
         key = spec.model.copy_key
+        # A share fleetserve mounts (shared_mount) is mounted after preflight: the disk under shared_dir now
+        # is not where the weights go, and the share's space is the storage's.
+        mounted_later = plan.data.shared_mount is not None and plan.cache_for(spec.model.host_dir).mode == "shared"
         models.append(ModelNeed(service=spec.name, host_dir=spec.model.host_dir,
                                 copy_dir=hostpaths.model_copy(spec.model.host_dir, key),
                                 identity=spec.model.identity(),
-                                need_kb=int(spec.model.size_gb * spec.requires.free_disk_factor * 1024 * 1024)))
+                                need_kb=0 if mounted_later else
+                                int(spec.model.size_gb * spec.requires.free_disk_factor * 1024 * 1024)))
         if spec.image.ref not in images:
             archive_kb, fingerprint = 0, None
             if instance.image_archive and os.path.isfile(instance.image_archive):

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fleetserve.builder import DEFAULT_ENGINE, masked_env_text, service_files, shell_command
+from fleetserve import hostpaths
+from fleetserve.builder import DEFAULT_ENGINE, masked_env_text, mount_unit_text, service_files, shell_command
 from fleetserve.plan import plan_inventory
 from fleetserve.types import HostPlan
 
@@ -60,6 +61,11 @@ def render_host(plan: HostPlan) -> str:
         out.append(f"# not assigned here: {', '.join(plan.skipped_workloads)}")
     if not plan.services:
         out.append("# no services for this deploy on this host")
+    elif plan.data.shared_mount and plan.data.shared_dir:
+        mount = plan.data.shared_mount
+        out.append(f"\n## shared model cache: {mount.describe()} mounted at {plan.data.shared_dir} (a no-op when it "
+                   f"is mounted there already)\n# --- {hostpaths.mount_unit_path(plan.data.shared_dir)}\n"
+                   + mount_unit_text(plan.data.shared_dir, mount.source, mount.fstype, mount.options).rstrip())
     for instance in plan.services:
         files = service_files(instance, instance.member(plan.host), plan)
         out.append(f"\n## service {instance.name} (workload {instance.workload}): {instance.spec.api_name} "

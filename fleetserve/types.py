@@ -501,6 +501,45 @@ class WorkloadFile(StrictModel):
     variants: tuple[Variant, ...]
 
 
+# Filesystems fleetserve can mount at shared_dir (host data shared_mount) and what findmnt calls each
+# once mounted: the GlusterFS client is FUSE, and `mount -t nfs` negotiates NFSv4 by default.
+MountType = Literal["glusterfs", "nfs", "nfs4"]
+MOUNTED_AS: dict[str, tuple[str, ...]] = {"glusterfs": ("fuse.glusterfs", "glusterfs"), "nfs": ("nfs", "nfs4"),
+                                          "nfs4": ("nfs4",)}
+# host:/export or host:volume; the host a name, an IPv4 address or a bracketed IPv6 one.
+_MOUNT_SOURCE = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\]):/?[A-Za-z0-9._+-][A-Za-z0-9._/+-]*|"
+                           r"(?:[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\]):/")
+# Comma-separated mount options: they go into a unit file, so no blanks, quotes or newlines.
+_MOUNT_OPTIONS = re.compile(r"[A-Za-z0-9_.=:/+-]+(?:,[A-Za-z0-9_.=:/+-]+)*")
+
+
+class SharedMount(StrictModel):
+    """Host data `shared_mount`: the shared filesystem fleetserve mounts at `shared_dir` (a systemd .mount unit)."""
+
+    source: str
+    fstype: MountType
+    options: str | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not _MOUNT_SOURCE.fullmatch(value) or "/../" in value.partition(":")[2] + "/":
+            raise ValueError("must be server:/export (nfs) or server:/volume (glusterfs): a host name or address, "
+                             "a colon and a path of letters, digits and . _ / + -")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: str | None) -> str | None:
+        if value is not None and not _MOUNT_OPTIONS.fullmatch(value):
+            raise ValueError("must be comma-separated mount options (letters, digits and _ . = : / + -, no blanks), "
+                             "e.g. backup-volfile-servers=storage2:storage3 or vers=4.2,hard")
+        return value
+
+    def describe(self) -> str:
+        return f"{self.fstype} {self.source}" + (f" ({self.options})" if self.options else "")
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     """One workload of the catalog, kept raw so host overrides merge before validation."""
@@ -566,6 +605,12 @@ class HostData(StrictModel):
                             "(docs/design.md, \"Cache modes\")")
     shared_dir: str | None = Field(None, description="model_cache shared: a filesystem every host mounts at this same "
                                                      "path (model dirs must lie in it)")
+    shared_mount: SharedMount | None = Field(
+        None, description="model_cache shared: the filesystem fleetserve mounts at `shared_dir` (a systemd .mount "
+                          "unit, enabled): `{source: \"storage:/fleet-cache\", fstype: glusterfs | nfs | nfs4, "
+                          "options: \"...\"}` (options optional), the same on every host sharing the directory; "
+                          "the client package (glusterfs-client / nfs-common, glusterfs-fuse / nfs-utils) is "
+                          "installed when its mount helper is missing. Unset: `shared_dir` is an existing mount")
     shared_wait_s: StrictInt = Field(21600, ge=10, le=604800, description="model_cache shared/peer: how long a host "
                                                                         "waits for another's download")
     bundle_dir: str | None = Field(None, description="model_cache bundle: where an offline bundle (`fleetserve "
@@ -665,6 +710,9 @@ class HostData(StrictModel):
         if self.shared_dir and self.model_cache != "shared":
             raise ValueError(f"shared_dir: only read with model_cache shared (model_cache is {self.model_cache}); "
                              f"set model_cache: shared or drop shared_dir")
+        if self.shared_mount and not self.shared_dir:
+            raise ValueError(f"shared_mount: only read with model_cache shared and shared_dir set (model_cache is "
+                             f"{self.model_cache}); it says what fleetserve mounts at shared_dir")
         return self
 
 

@@ -1,5 +1,6 @@
-"""The whole job for a host: lock -> preflight -> group network -> helper files -> image -> jemalloc -> model
--> group content -> service -> verify (the group steps only on hosts that serve a group)."""
+"""The whole job for a host: lock -> preflight -> group network -> helper files -> shared mount -> image
+-> jemalloc -> model -> group content -> service -> verify (the group steps only on hosts that serve a
+group; the shared mount only on hosts with host data shared_mount)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from roles.jemalloc import jemalloc
 from roles.model import model
 from roles.preflight import preflight
 from roles.service import service
+from roles.shared_mount import shared_mount
 from roles.verify import verify
 
 
@@ -39,6 +41,7 @@ def serve(workloads: list[str]) -> None:
     group_network(plan)  # every member ready and the group's network sound, or no member goes on
     host_ops.files_present(name=f"Helper scripts in {hostpaths.LIB_DIR}", directory=hostpaths.LIB_DIR,
                            files=helper_files())
+    shared_mount(plan)  # before the image: a share that cannot be mounted stops the host before a long load
     image(plan)
     jemalloc(plan)  # after the image: the image's own jemalloc wins
     model(plan)

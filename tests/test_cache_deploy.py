@@ -17,7 +17,7 @@ from tests.fakefleet import converged_responses, host_report, run_fake_deploy
 A3 = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"]}
 FACTS = ("echo '@@smi-format", "for p in ", "docker image inspect --format '{{.Id}}", "echo @@marker", "echo @@dirs",
          "sh /usr/local/lib/fleetserve/verify-endpoint.sh", 'echo "@@path', "for s in /var/lib/fleetserve/releases",
-         "id=$(docker image inspect", "systemctl is-active")
+         "id=$(docker image inspect", "systemctl is-active", "echo @@mount-at")
 
 
 @pytest.fixture()
@@ -130,6 +130,28 @@ def test_hosts_sharing_a_filesystem_converge_and_a_second_run_changes_nothing(im
         assert f"exec 9>>{lock} &&" in text and f"' @fake/{name} \"$$\"" in text
     state, commands = run_fake_deploy([(n, {**d, "fake_responses": shared_converged(plans[n])}) for n, d in hosts],
                                       serve, ["qwen3.5"])
+    assert not state.failed_hosts and all(meta.ops_change == 0 for meta in state.meta.values())
+    for name, _ in hosts:
+        assert changed(commands[f"@fake/{name}"]) == []
+
+
+def test_hosts_mounting_the_share_from_the_inventory_mount_it_first_and_a_mounted_share_changes_nothing(image_store):
+    mount = {"source": "storage:/fleet-cache", "fstype": "glusterfs"}
+    hosts = fleet(2, image_store, model_cache="shared", shared_dir="/root/.cache", shared_mount=mount)
+    plans = plans_of(hosts)
+    unmounted = ["@@mount-at", "@@helper /usr/sbin/mount.glusterfs"]
+    state, commands = run_fake_deploy(
+        [(n, {**d, "fake_responses": {**fresh(plans[n]), "echo @@mount-at": unmounted}}) for n, d in hosts],
+        serve, ["qwen3.5"])
+    assert not state.failed_hosts
+    for name, _ in hosts:  # mounted before the image arrives and before the weights are looked for
+        text = "\n".join(changed(commands[f"@fake/{name}"]))
+        assert text.index("systemctl enable --now --quiet root-.cache.mount") < text.index("<upload /var/cache/")
+    mounted = ["@@mount-at", json.dumps({"filesystems": [{"target": "/root/.cache", "source": "storage:/fleet-cache",
+                                                          "fstype": "fuse.glusterfs"}]}), "@@helper "]
+    state, commands = run_fake_deploy(
+        [(n, {**d, "fake_responses": {**shared_converged(plans[n]), "echo @@mount-at": mounted}}) for n, d in hosts],
+        serve, ["qwen3.5"])
     assert not state.failed_hosts and all(meta.ops_change == 0 for meta in state.meta.values())
     for name, _ in hosts:
         assert changed(commands[f"@fake/{name}"]) == []

@@ -34,6 +34,8 @@ def _allowed(schema: dict) -> str:
             words.append(" / ".join(f"`{v}`" for v in option["enum"]))
         elif option.get("type") == "array":
             words.append(f"list of {_WORDS[option['items']['type']]}s")
+        elif "$ref" in option:  # a nested model (shared_mount): its keys are in the meaning
+            words.append("mapping")
         elif option.get("type") == "integer" and "minimum" in option:
             words.append(f"integer {option['minimum']}..{option.get('maximum', '')}")
         else:

@@ -276,6 +276,26 @@ class PathsExist(Fact):
         return [line.strip() for line in output if line.strip()]
 
 
+class MountAt(Fact):
+    """What is mounted at a directory (findmnt: its source and type, the topmost when mounts are stacked;
+    None when the directory is no mount point), where the mount helper is (None when missing) and the
+    first line of the directory's mount unit file (None when there is none)."""
+
+    def command(self, where: str, helper: str, unit_file: str) -> str:
+        return (f"echo @@mount-at; findmnt -J --mountpoint {_q(where)} -o TARGET,SOURCE,FSTYPE 2>/dev/null;"
+                f" echo \"@@helper $(PATH=\"$PATH:/sbin:/usr/sbin\" command -v {_q(helper)} 2>/dev/null)\";"
+                f" [ -f {_q(unit_file)} ] && echo \"@@unit-file $(head -n 1 {_q(unit_file)})\"; true")
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        sections = split_sections(output)
+        found = _json_or_none(sections.get("mount-at"))
+        mounts = (found.get("filesystems") or []) if isinstance(found, dict) else []
+        top = mounts[-1] if mounts else None
+        return {"mounted": {"source": top.get("source") or "", "fstype": top.get("fstype") or ""} if top else None,
+                "helper": ((sections.get("helper") or [""])[0] or "").strip() or None,
+                "unit_file": (sections.get("unit-file") or [""])[0].strip() if "unit-file" in sections else None}
+
+
 class JsonFiles(Fact):
     """The JSON document in each given file that exists (one line each), or None when unreadable."""
 

@@ -1,4 +1,5 @@
-"""Host preparation operations: the readiness gate, jemalloc, fleetserve's helper scripts."""
+"""Host preparation operations: the readiness gate, jemalloc, the shared cache's mount, fleetserve's helper
+scripts."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from io import BytesIO
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 
-from fleetserve import hostpaths
-from fleetserve.facts.fleet import FileDigests, HostReport, PathsExist, in_image
+from fleetserve import hostos, hostpaths
+from fleetserve.builder import mount_unit_text
+from fleetserve.facts.fleet import FileDigests, HostReport, MountAt, PathsExist, in_image
 from fleetserve.operations import fail_command, image_probe
 from fleetserve.readiness import check_host, host_notes, report_args
-from fleetserve.types import Expectations
+from fleetserve.types import MOUNTED_AS, Expectations
 
 
 @operation(is_idempotent=True)
@@ -72,15 +74,7 @@ def jemalloc(image: str, entrypoint: str, family: str, package: str, library: st
         host.noop(f"the host's jemalloc ({library}) loads in {image}")
         return
     if library not in present:
-        if family == "debian":
-            yield StringCommand("DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
-                                "--no-install-recommends", QuoteString(package),
-                                "||", "{", "apt-get", "update", "-q", "&&", "DEBIAN_FRONTEND=noninteractive",
-                                "apt-get", "install", "-y", "-q", "--no-install-recommends", QuoteString(package), ";",
-                                "}")
-        else:
-            yield StringCommand("if command -v dnf >/dev/null; then dnf install -y", QuoteString(package),
-                                "; else yum install -y", QuoteString(package), "; fi")
+        yield package_installed(family, package)
         # The package must really provide the path the container will preload (gpustack #5660).
         yield StringCommand("test", "-e", QuoteString(library), "||", "{", "echo",
                             QuoteString(f"jemalloc: {package} installed but {library} is missing"), ">&2;", "exit 1;",
@@ -94,6 +88,88 @@ def jemalloc(image: str, entrypoint: str, family: str, package: str, library: st
                                     f"jemalloc: false to run without it):"), ">&2;", 'echo "$out"', ">&2;", "exit", "1;",
                         "fi;", "mkdir", "-p", QuoteString(hostpaths.STATE_DIR + "/images"), "&&", "touch",
                         QuoteString(loads))
+
+
+def package_installed(family: str, package: str) -> StringCommand:
+    """Install a distro package: apt (refreshing the lists only when the install fails), else dnf or yum."""
+    if family == "debian":
+        return StringCommand("DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+                             "--no-install-recommends", QuoteString(package),
+                             "||", "{", "apt-get", "update", "-q", "&&", "DEBIAN_FRONTEND=noninteractive",
+                             "apt-get", "install", "-y", "-q", "--no-install-recommends", QuoteString(package), ";",
+                             "}")
+    return StringCommand("if command -v dnf >/dev/null; then dnf install -y", QuoteString(package),
+                         "; else yum install -y", QuoteString(package), "; fi")
+
+
+def _export(source: str) -> str:
+    """A mount source as findmnt shows it, which is as the mount was given it, give or take a trailing slash."""
+    return source if source.endswith(":/") else source.rstrip("/")
+
+
+@operation(is_idempotent=True)
+def shared_mount(where: str, source: str, fstype: str, options: str | None, family: str):
+    """
+    A shared filesystem mounted at a directory by fleetserve's systemd ``.mount`` unit, enabled (it
+    comes back at boot) and started. A no-op when that source is mounted there with that type, by
+    whatever means (an fstab line, an earlier run; changed options wait for the next remount: nothing is
+    remounted here). Something else mounted there fails the host,
+    naming it and what was expected: nothing is ever unmounted; so does a unit file for that mount
+    point that fleetserve did not write: it is never overwritten. The client package is installed when
+    its mount helper is missing. A mount that fails fails the host with systemd's and the mount's own
+    words, and its unit is disabled and removed, so the next run starts from the same place.
+
+    + where: the mount point (host data ``shared_dir``)
+    + source: ``server:/export`` (nfs, nfs4) or ``server:/volume`` (glusterfs)
+    + fstype: ``glusterfs``, ``nfs`` or ``nfs4``
+    + options: comma-separated mount options, or None
+    + family: ``debian`` (apt) or ``rhel`` (dnf, else yum), for the client package
+
+    **Example:**
+
+    .. code:: python
+
+        shared_mount(name="Shared model cache mounted", where="/mnt/fleet-cache", source="storage:/fleet-cache",
+                     fstype="glusterfs", options="backup-volfile-servers=storage2", family="debian")
+    """
+    unit, path = hostpaths.mount_unit_name(where), hostpaths.mount_unit_path(where)
+    state = host.get_fact(MountAt, where=where, helper=hostos.mount_helper(fstype), unit_file=path)
+    mounted = state["mounted"]
+    if mounted:
+        if _export(mounted["source"]) == _export(source) and mounted["fstype"] in MOUNTED_AS[fstype]:
+            host.noop(f"{where} is mounted from {mounted['source']} ({mounted['fstype']})")
+            return
+        yield fail_command(f"fleetserve shared_mount: {where} on {host.name} has another filesystem mounted "
+                           f"(nothing was unmounted):",
+                           [f"mounted: {mounted['fstype']} {mounted['source']}",
+                            f"expected: {fstype} {source} (host data shared_mount); unmount it, or make "
+                            f"shared_mount name what is mounted, or drop shared_mount to use the mount as it is"])
+        return
+    if state["unit_file"] is not None and state["unit_file"] != hostpaths.MOUNT_UNIT_HEADER:
+        yield fail_command(f"fleetserve shared_mount: {where} on {host.name} is not mounted, and {path} is not one "
+                           f"fleetserve wrote (nothing was changed):",
+                           [f"expected: {fstype} {source} (host data shared_mount); start that unit to use the "
+                            f"mount it describes and drop shared_mount, or remove it for fleetserve to write its own"])
+        return
+    if not state["helper"]:
+        package = hostos.mount_package(family, fstype)
+        yield package_installed(family, package)
+        yield StringCommand("PATH=\"$PATH:/sbin:/usr/sbin\"", "command", "-v", QuoteString(hostos.mount_helper(fstype)),
+                            ">/dev/null", "||", "{", "echo",
+                            QuoteString(f"shared_mount: {package} installed but {hostos.mount_helper(fstype)} "
+                                        f"is missing"), ">&2;", "exit 1;", "}")
+    yield FileUploadCommand(BytesIO(mount_unit_text(where, source, fstype, options).encode()), path)
+    yield StringCommand("chmod", "644", QuoteString(path))
+    # systemctl start waits for the mount; on failure its status and journal lines carry mount's words.
+    yield StringCommand(
+        "systemctl", "daemon-reload", "&&", "systemctl", "enable", "--now", "--quiet", QuoteString(unit), "||", "{",
+        "out=$(", "systemctl", "status", "--no-pager", "--lines", "20", QuoteString(unit), "2>&1;", "journalctl",
+        "--no-pager", "-o", "cat", "-n", "20", "-u", QuoteString(unit), "2>&1", ");",
+        "systemctl", "disable", "--quiet", QuoteString(unit), ">/dev/null", "2>&1;", "rm", "-f", QuoteString(path), ";",
+        "systemctl", "daemon-reload;", "systemctl", "reset-failed", QuoteString(unit), ">/dev/null", "2>&1;",
+        "printf", QuoteString("%s\\n"),
+        QuoteString(f"fleetserve shared_mount: {source} ({fstype}) could not be mounted at {where} on {host.name} "
+                    f"(its unit {unit} was removed again):"), '"$out"', ">&2;", "exit", "1;", "}")
 
 
 @operation(is_idempotent=True)

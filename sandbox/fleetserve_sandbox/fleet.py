@@ -249,7 +249,7 @@ def up(
                 nodes.start(store, layout)
                 store_ready = [nodes.wait_ready(store, time.monotonic(), boot_timeout)]
                 if not (store_ready[0].error or store_ready[0].state != "running"):
-                    storage.create_volume(C.node_ip(store.index), layout.cluster_network)
+                    storage.create_volume(nodes.ssh, C.node_ip(store.index), layout.cluster_network)
         with sw.step("boot_nodes"):
             started: dict[str, float] = {}
             if not any(r.error or r.state != "running" for r in store_ready):

@@ -10,7 +10,9 @@ The nodes need /dev/fuse (bound by nspawn) and CAP_SYS_ADMIN (nspawn keeps it).
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fleetserve_sandbox import constants as C
@@ -102,15 +104,15 @@ def volume_script(address: str, allow: str) -> str:
     )
 
 
-def create_volume(ssh_address: str, cluster_network: bool, timeout: float = C.GLUSTER_TIMEOUT) -> str:
-    """Wait (bounded) for glusterd on the storage node, then create and start the volume. Returns the
-    volume's status text."""
-    from fleetserve_sandbox import nodes  # nodes imports this module for the node files
-
+def create_volume(ssh: Callable[..., subprocess.CompletedProcess], ssh_address: str, cluster_network: bool,
+                  timeout: float = C.GLUSTER_TIMEOUT) -> str:
+    """Wait (bounded) for glusterd on the storage node, then create and start the volume, running
+    commands there with `ssh(address, command, timeout=...)` (`nodes.ssh`: nodes builds this
+    module's node files, so it is handed in, not imported). Returns the volume's status text."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:  # glusterd answers a few hundred ms after the node is `running`
-        proc = nodes.ssh(ssh_address, "gluster --mode=script volume list", timeout=max(1.0, deadline - time.monotonic()))
+        proc = ssh(ssh_address, "gluster --mode=script volume list", timeout=max(1.0, deadline - time.monotonic()))
         if proc.returncode == 0:
             break
         last = (proc.stderr or proc.stdout).strip()
@@ -118,7 +120,7 @@ def create_volume(ssh_address: str, cluster_network: bool, timeout: float = C.GL
     else:
         raise SandboxError(f"glusterd on {C.STORAGE_NODE} did not answer within {timeout:.0f} s: {last}")
     allow = f"{C.CLUSTER_SUBNET_PREFIX if cluster_network else C.SUBNET_PREFIX}.*"
-    proc = nodes.ssh(ssh_address, volume_script(server_address(cluster_network), allow),
+    proc = ssh(ssh_address, volume_script(server_address(cluster_network), allow),
                      timeout=max(1.0, deadline - time.monotonic()))
     if proc.returncode != 0:
         raise SandboxError(f"Creating the GlusterFS volume {C.GLUSTER_VOLUME} on {C.STORAGE_NODE} failed: "

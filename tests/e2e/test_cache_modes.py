@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetserve import hostpaths
 from fleetserve.types import ModelSpec
 from tests.e2e.conftest import Fleet, changes_in
 
@@ -25,6 +27,7 @@ REPO = "fleetserve/tiny-qwen"
 SERVICE = "qwen35-27b"
 SHARED = "/mnt/fleetserve-shared"
 SHARED_DIR = f"{SHARED}/models/Qwen3.5-27B"
+MOUNTED_DIR = f"{SHARED}/mounted/Qwen3.5-27B"  # fleetserve mounts the share (shared_mount)
 SHARD2 = "model-00002-of-00002.safetensors"
 SHARED_MODE = ("--data", "model_cache=shared", "--data", f"shared_dir={SHARED}")
 
@@ -62,6 +65,33 @@ def assert_served_once(fleet: Fleet, files: list[str]) -> dict:
 def serving(fleet: Fleet, node: str) -> bool:
     out = fleet.ssh(node, f"systemctl is-active fleetserve-{SERVICE}", check=False).stdout.strip()
     return out == "active"
+
+
+def test_hosts_mount_the_share_from_the_inventory_and_take_the_weights_from_the_hub_once(fleet):
+    # First in the module: nothing uses the share yet. The sandbox boots each node with its own unit
+    # for it: gone (unmounted, removed) before fleetserve mounts the same volume from host data
+    # shared_mount. The copy goes to a directory of its own, so the next test downloads afresh.
+    from fleetserve_sandbox.constants import GLUSTER_VOLUME, STORAGE_HOSTNAME
+
+    unit = shlex.quote(hostpaths.mount_unit_name(SHARED))
+    for node in NODES:
+        fleet.ssh(node, f"systemctl disable --now {unit}; rm -f /etc/systemd/system/{unit}; systemctl daemon-reload; "
+                        f"! findmnt --mountpoint {SHARED}")
+    fleet.hub("/_sandbox/reset", {}, method="POST")
+    mount = json.dumps({"source": f"{STORAGE_HOSTNAME}:/{GLUSTER_VOLUME}", "fstype": "glusterfs"})
+    mode = (*SHARED_MODE, "--data", f"shared_mount={mount}")
+    result = deploy(fleet, *mode, model={"host_dir": MOUNTED_DIR})
+    assert result.returncode == 0, result.stdout[-6000:]
+    for node in NODES:
+        shown = json.loads(fleet.ssh(node, f"findmnt -J --mountpoint {SHARED} -o SOURCE,FSTYPE").stdout)
+        assert shown["filesystems"] == [{"source": f"{STORAGE_HOSTNAME}:/{GLUSTER_VOLUME}", "fstype": "fuse.glusterfs"}]
+        assert fleet.ssh(node, f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
+        assert fleet.ssh(node, f"head -n 1 /etc/systemd/system/{unit}").stdout.strip() == hostpaths.MOUNT_UNIT_HEADER
+    store = f"{SHARED}/mounted/.Qwen3.5-27B.fleetserve"
+    (copy,) = fleet.ssh(NODES[0], f"ls -d {store}/master-*").stdout.split()
+    assert_served_once(fleet, manifest_files(fleet, NODES[0], copy))
+    again = deploy(fleet, *mode, model={"host_dir": MOUNTED_DIR})
+    assert changes_in(again.stdout) == (0, 0), again.stdout[-8000:]
 
 
 def test_eight_hosts_sharing_a_filesystem_take_the_weights_from_the_hub_once(fleet):
