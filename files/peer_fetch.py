@@ -109,7 +109,7 @@ class Receiver:
     def __init__(self, args: argparse.Namespace) -> None:
         self.dir = args.dir
         self.args = args
-        self.reference = getattr(args, "reference", "the hub's")
+        self.reference = args.reference
         self.sums_path = os.path.join(args.dir, args.sums)
         self.have = self._own_sums()
         self.manifest: dict | None = None

@@ -25,7 +25,8 @@ def verify(plan: HostPlan) -> None:
                      timeout_s=plan.verify_timeout_s(instance), env_path=env_file_path(instance),
                      head_address=head_address)
         # Copies in a shared cache are every host's: never pruned by one of them.
-        shared_dir = plan.data.shared_dir if plan.data.model_cache == "shared" else None
+        shared = plan.cache_for(spec.model.host_dir).mode == "shared"
+        shared_dir = plan.data.shared_dir if shared else None
         where = f" (group {instance.group}, through its head {head.host})" if head_address else ""
         service_ops.release_verified(
             name=f"{spec.api_name} answers on port {spec.port}{where}", host_dir=spec.model.host_dir,

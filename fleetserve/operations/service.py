@@ -110,10 +110,11 @@ def release_started(service: str, unit_text: str, image_ref: str, model_copy: st
     yield StringCommand("systemctl", "restart", QuoteString(hostpaths.unit_name(service)))
 
 
-def prune_plan(records: dict[str, dict]) -> tuple[list[str], list[str], list[str]]:
+def prune_plan(records: dict[str, dict], shared_dir: str | None = None) -> tuple[list[str], list[str], list[str]]:
     """What no release a service may still start needs: release directories, model copies and image
     ids. Each service keeps its current, previous and candidate releases; the policy is in
-    docs/design.md ("Releases")."""
+    docs/design.md ("Releases"). Copies under ``shared_dir`` (a shared cache) are never listed:
+    other hosts may serve them."""
     keep: set[tuple[str, str]] = set()
     for service, entry in records.items():
         for role in ("current", "previous", "candidate"):
@@ -125,6 +126,8 @@ def prune_plan(records: dict[str, dict]) -> tuple[list[str], list[str], list[str
     kept_images = {r.get("image_id") for r in kept}
     dirs = [f"{hostpaths.release_dir(s)}/{r['id']}" for s, r in dropped]
     copies = sorted({r["model_copy"] for _, r in dropped if r.get("model_copy")} - kept_copies)
+    if shared_dir:
+        copies = [c for c in copies if PurePosixPath(shared_dir) not in PurePosixPath(c).parents]
     images = sorted({r["image_id"] for _, r in dropped if r.get("image_id")} - kept_images)
     return dirs, copies, images
 
@@ -228,9 +231,7 @@ def _promote(service: str, records: dict, candidate: str, host_dir: str, model_c
                         "2>/dev/null", "||", "true;", "}", "&&", "ln", "-sfn", QuoteString(model_copy),
                         QuoteString(link), "&&", "mv", "-T", "-f", QuoteString(link), QuoteString(host_dir))
     settled = {**records, service: {**entry, "state": _promoted(service, releases, candidate)}}
-    dirs, copies, images = prune_plan(settled)
-    if shared_dir:
-        copies = [c for c in copies if PurePosixPath(shared_dir) not in PurePosixPath(c).parents]
+    dirs, copies, images = prune_plan(settled, shared_dir)
     if dirs or copies:
         yield StringCommand("rm", "-rf", "--", *[QuoteString(p) for p in dirs + copies])
     for image_id in images:
