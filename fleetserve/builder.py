@@ -17,7 +17,8 @@ from importlib import resources
 from jinja2 import Environment, StrictUndefined
 
 from fleetserve import hostpaths
-from fleetserve.types import BindMount, Engine, HostPlan, Jemalloc, Member, ServiceFiles, ServiceInstance
+from fleetserve.schema.hardware import BindMount
+from fleetserve.schema.plan import Engine, HostPlan, Jemalloc, Member, ServiceFiles, ServiceInstance
 
 # What `fleetserve render` assumes offline; a deploy asks the host (fact EngineInfo).
 DEFAULT_ENGINE = Engine(path=hostpaths.DOCKER, service_unit="docker.service")

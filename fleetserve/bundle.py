@@ -29,7 +29,9 @@ from pathlib import Path
 
 from fleetserve import hostpaths
 from fleetserve.files.verify_model import parse_sums, sha256_of
-from fleetserve.types import FleetserveError, HostPlan, ModelSpec
+from fleetserve.schema.base import FleetserveError
+from fleetserve.schema.catalog import ModelSpec
+from fleetserve.schema.plan import HostPlan
 
 CLIENTS = {"hf": ("huggingface_hub", "hf"), "modelscope": ("modelscope", "modelscope")}
 HUB_TOKEN_VARIABLE = {"hf": "HF_TOKEN", "modelscope": "MODELSCOPE_API_TOKEN"}

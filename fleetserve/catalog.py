@@ -19,7 +19,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from fleetserve.hardware import get_kind
-from fleetserve.types import Catalog, CatalogEntry, CatalogError, ServiceSpec, Variant, WorkloadFile
+from fleetserve.schema.base import CatalogError
+from fleetserve.schema.catalog import Catalog, CatalogEntry, ServiceSpec, Variant, WorkloadFile
 
 BUILTIN_PACKAGE = "fleetserve.catalog_entries"
 

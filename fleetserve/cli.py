@@ -7,7 +7,7 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 
-from fleetserve.types import FleetserveError
+from fleetserve.schema.base import FleetserveError
 
 
 def _parse_data(items: list[str]) -> dict:

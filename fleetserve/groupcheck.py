@@ -16,7 +16,8 @@ from typing import Any
 
 from fleetserve import hostpaths
 from fleetserve.builder import model_copy
-from fleetserve.types import GroupContentNeed, GroupExpectations, GroupMemberNeeds, HostPlan
+from fleetserve.schema.checks import GroupContentNeed, GroupExpectations, GroupMemberNeeds
+from fleetserve.schema.plan import HostPlan
 
 # What identifies a verified model revision in its marker (files/verify_model.py writes it): the
 # marker's own digest differs between members (it records when it was verified), these do not.

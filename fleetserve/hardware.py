@@ -9,7 +9,8 @@ from importlib import resources
 import yaml
 from pydantic import ValidationError
 
-from fleetserve.types import FleetserveError, HardwareKind
+from fleetserve.schema.base import FleetserveError
+from fleetserve.schema.hardware import HardwareKind
 from fleetserve.vllm_args import version_key
 
 HARDWARE_FILE = "hardware.yaml"

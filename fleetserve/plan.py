@@ -30,23 +30,19 @@ from fleetserve.catalog import (
 from fleetserve.hardware import get_kind, known_kinds
 from fleetserve.hostos import jemalloc_library, jemalloc_package
 from fleetserve.serveargs import GroupSeat, serve_args
-from fleetserve.types import (
-    Catalog,
-    CatalogError,
-    FleetserveError,
+from fleetserve.schema.base import CatalogError, FleetserveError, PlanError
+from fleetserve.schema.catalog import Catalog, ServiceSpec
+from fleetserve.schema.hardware import HardwareKind
+from fleetserve.schema.hostdata import HostData, SharedMount
+from fleetserve.schema.plan import (
     GroupInfo,
     GroupSeatInfo,
-    HardwareKind,
-    HostData,
     HostPlan,
     ImageCache,
     Member,
     ModelCache,
     PeerLink,
-    PlanError,
     ServiceInstance,
-    ServiceSpec,
-    SharedMount,
 )
 
 

@@ -12,7 +12,9 @@ from fleetserve import hostpaths
 from fleetserve.facts.parsers import version_at_least
 from fleetserve.hardware import ascend_image_needs
 from fleetserve.hostos import family_from_os_release
-from fleetserve.types import Expectations, HardwareKind, HostPlan, ImageNeed, ModelNeed
+from fleetserve.schema.checks import Expectations, ImageNeed, ModelNeed
+from fleetserve.schema.hardware import HardwareKind
+from fleetserve.schema.plan import HostPlan
 
 
 def _max_version(versions: list[str | None]) -> str | None:

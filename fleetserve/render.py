@@ -11,7 +11,7 @@ from typing import Any
 from fleetserve import hostpaths
 from fleetserve.builder import DEFAULT_ENGINE, masked_env_text, mount_unit_text, service_files, shell_command
 from fleetserve.plan import plan_inventory
-from fleetserve.types import HostPlan
+from fleetserve.schema.plan import HostPlan
 
 
 class RenderError(Exception):

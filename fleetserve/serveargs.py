@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from fleetserve.types import GROUP_FLAGS, TYPED_FLAGS, ServiceSpec
+from fleetserve.schema.catalog import GROUP_FLAGS, TYPED_FLAGS, ServiceSpec
 from fleetserve.vllm_args import (
     ServeArgsError,
     UnknownVersionError,

@@ -9,7 +9,8 @@ from pyinfra.api import State
 from pyinfra.api.exceptions import PyinfraError
 
 from fleetserve.plan import plan_inventory
-from fleetserve.types import FleetserveError, HostPlan
+from fleetserve.schema.base import FleetserveError
+from fleetserve.schema.plan import HostPlan
 
 # One validated fleet plan per pyinfra run (State) and workload list; gone with the run.
 _PLANS: WeakKeyDictionary[State, tuple[tuple[str, ...], dict[str, HostPlan]]] = WeakKeyDictionary()

@@ -15,7 +15,8 @@ from pyinfra.api import State, deploy
 
 from fleetserve.groupcheck import group_expectations
 from fleetserve.operations import group as group_ops
-from fleetserve.types import GroupBoard, GroupExpectations, HostPlan
+from fleetserve.schema.checks import GroupBoard, GroupExpectations
+from fleetserve.schema.plan import HostPlan
 
 # One board per group and pyinfra run: what the members' operations filed at execute time.
 _BOARDS: WeakKeyDictionary[State, dict[str, GroupBoard]] = WeakKeyDictionary()

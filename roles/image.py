@@ -15,7 +15,7 @@ from fleetserve import hostpaths
 from fleetserve.operations import image as image_ops
 from fleetserve.operations import model as model_ops
 from fleetserve.readiness import archive_fingerprint, archive_sha256
-from fleetserve.types import HostPlan, ImageCache
+from fleetserve.schema.plan import HostPlan, ImageCache
 
 
 @deploy("fleetserve image")

@@ -19,7 +19,7 @@ from fleetserve.facts.fleet import HostReport
 from fleetserve.operations import model as model_ops
 from fleetserve.operations.secrets import secret_file
 from fleetserve.readiness import expectations_for, leftover_staging, report_args
-from fleetserve.types import HostPlan, ModelCache
+from fleetserve.schema.plan import HostPlan, ModelCache
 
 HUB_TOKEN_VARIABLE = {"hf": "HF_TOKEN", "modelscope": "MODELSCOPE_API_TOKEN"}
 

@@ -12,7 +12,7 @@ from pyinfra.api import State, deploy
 from fleetserve.facts.fleet import HostReport
 from fleetserve.operations import host as host_ops
 from fleetserve.readiness import check_host, expectations_for, report_args
-from fleetserve.types import HostPlan
+from fleetserve.schema.plan import HostPlan
 from roles.common import host_plan
 from roles.group import group_network
 

@@ -14,7 +14,7 @@ from fleetserve.facts.fleet import EngineInfo
 from fleetserve.hostos import image_jemalloc_paths
 from fleetserve.operations import image as image_ops
 from fleetserve.operations import service as service_ops
-from fleetserve.types import Engine, HostPlan
+from fleetserve.schema.plan import Engine, HostPlan
 
 
 @deploy("fleetserve service")

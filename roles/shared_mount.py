@@ -10,7 +10,7 @@ from __future__ import annotations
 from pyinfra.api import deploy
 
 from fleetserve.operations import host as host_ops
-from fleetserve.types import HostPlan
+from fleetserve.schema.plan import HostPlan
 
 
 @deploy("fleetserve shared mount")

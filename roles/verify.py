@@ -11,7 +11,7 @@ from pyinfra.api import deploy
 
 from fleetserve.builder import env_file_path, model_copy
 from fleetserve.operations import service as service_ops
-from fleetserve.types import HostPlan
+from fleetserve.schema.plan import HostPlan
 
 
 @deploy("fleetserve verify")

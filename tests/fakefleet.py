@@ -25,7 +25,8 @@ from fleetserve.hardware import get_kind
 from fleetserve.hostos import jemalloc_library
 from fleetserve.operations.service import release_record
 from fleetserve.readiness import REQUIRED_TOOLS, archive_fingerprint, expectations_for
-from fleetserve.types import Engine, Expectations, HostPlan
+from fleetserve.schema.checks import Expectations
+from fleetserve.schema.plan import Engine, HostPlan
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # What each hardware kind's smi tool prints (captured or transcribed output; see the fixture READMEs).

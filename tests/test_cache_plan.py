@@ -8,7 +8,7 @@ import pytest
 from fleetserve import hostpaths
 from fleetserve.plan import PlanError, plan_inventory
 from fleetserve.render import render_host
-from fleetserve.types import PeerLink
+from fleetserve.schema.plan import PeerLink
 
 A3 = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"]}
 HOST_DIR = "/root/.cache/modelscope/hub/models/vllm-ascend/Qwen3.5-27B"  # the catalog's, on A3

@@ -7,7 +7,7 @@ import subprocess
 from fleetserve.hardware import get_kind
 from fleetserve.plan import plan_host
 from fleetserve.readiness import expectations_for, report_args
-from fleetserve.types import Expectations, ModelNeed
+from fleetserve.schema.checks import Expectations, ModelNeed
 from fleetserve.facts.fleet import (
     EndpointCheck,
     EngineInfo,

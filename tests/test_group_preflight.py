@@ -39,7 +39,7 @@ from fleetserve.groupcheck import (
 from fleetserve.operations import group as group_ops
 from fleetserve.plan import plan_inventory
 from fleetserve.readiness import _port_problems, expectations_for
-from fleetserve.types import GroupBoard, GroupMemberNeeds
+from fleetserve.schema.checks import GroupBoard, GroupMemberNeeds
 from roles.group import group_content, group_gate, group_network
 from roles.serve import serve
 from tests.fakefleet import (

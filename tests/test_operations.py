@@ -24,7 +24,7 @@ from fleetserve.operations import model as model_ops
 from fleetserve.operations import secrets as secret_ops
 from fleetserve.operations import service as service_ops
 from fleetserve.hardware import get_kind
-from fleetserve.types import Expectations, ModelNeed
+from fleetserve.schema.checks import Expectations, ModelNeed
 from tests.fakefleet import host_report, run_fake_deploy, run_op
 
 LIB = "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"

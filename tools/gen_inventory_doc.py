@@ -1,4 +1,4 @@
-"""Writes the generated tables of docs/inventory.md: host data keys from fleetserve.types.HostData
+"""Writes the generated tables of docs/inventory.md: host data keys from fleetserve.schema.hostdata.HostData
 (the one default of every key) and hardware kinds from fleetserve/hardware.yaml.
 
 Run after changing either: `python tools/gen_inventory_doc.py`; the test suite fails while the
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fleetserve.hardware import hardware_kinds
-from fleetserve.types import HostData
+from fleetserve.schema.hostdata import HostData
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "inventory.md"
 

@@ -38,7 +38,7 @@ from fleetserve.groupcheck import (
     ring_targets,
 )
 from fleetserve.operations import fail_command
-from fleetserve.types import GroupBoard, GroupExpectations
+from fleetserve.schema.checks import GroupBoard, GroupExpectations
 
 NETWORK, PINGS, CONTENT = "network", "pings", "content"
 # Steps whose gate needs every member's report (the others only need that no member failed).

@@ -14,7 +14,8 @@ from fleetserve.builder import mount_unit_text
 from fleetserve.facts.fleet import FileDigests, HostReport, MountAt, PathsExist, in_image
 from fleetserve.operations import fail_command, image_probe
 from fleetserve.readiness import check_host, host_notes, report_args
-from fleetserve.types import MOUNTED_AS, Expectations
+from fleetserve.schema.checks import Expectations
+from fleetserve.schema.hostdata import MOUNTED_AS
 
 
 @operation(is_idempotent=True)

@@ -148,7 +148,7 @@ def peer_archive_served(ref: str, fingerprint: str, sha256: str, remote_dir: str
     + ref, fingerprint: as for ``loaded``
     + sha256: the archive's sha256 (names its modules: ``hostpaths.peer_image_key``)
     + remote_dir: where this host keeps archives (the archive's directory is made in it)
-    + chain: every host of the chain in order (``fleetserve.types.ImageCache.chain``), each
+    + chain: every host of the chain in order (``fleetserve.schema.plan.ImageCache.chain``), each
       ``{"host", "address", "port"}``
     + address: this host's cluster address (the daemon binds it)
     + port: the daemon's TCP port

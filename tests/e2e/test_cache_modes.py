@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fleetserve import hostpaths
-from fleetserve.types import ModelSpec
+from fleetserve.schema.catalog import ModelSpec
 from tests.e2e.conftest import Fleet, changes_in
 
 pytestmark = pytest.mark.e2e
