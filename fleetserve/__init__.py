@@ -1,3 +1,8 @@
 """fleetserve: bare-metal vLLM serving on Ascend NPU and NVIDIA fleets, deployed with pyinfra."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("fleetserve")
+except PackageNotFoundError:  # a copy without metadata (the checker copied into the stand-in image)
+    __version__ = "0+unknown"

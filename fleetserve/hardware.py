@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from fleetserve.schema.base import FleetserveError
 from fleetserve.schema.hardware import HardwareKind
-from fleetserve.vllm_args import version_key
+from fleetserve.versions import version_key
 
 HARDWARE_FILE = "hardware.yaml"
 ASCEND_CANN_FILE = "ascend_cann.yaml"

@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from fleetserve import hostpaths
-from fleetserve.facts.parsers import version_at_least
+from fleetserve.versions import version_at_least
 from fleetserve.hardware import ascend_image_needs
 from fleetserve.hostos import family_from_os_release
 from fleetserve.schema.checks import Expectations, ImageNeed, ModelNeed

@@ -1,5 +1,5 @@
 """A service's `vllm serve` arguments, in vLLM's own spellings, checked by the parser of the vLLM
-release its image carries (fleetserve.vllm_args and the tables generated from vLLM itself)."""
+release its image carries (fleetserve.vllm: tables generated from vLLM itself)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 
 from fleetserve.schema.catalog import GROUP_FLAGS, TYPED_FLAGS, ServiceSpec
-from fleetserve.vllm_args import (
+from fleetserve.vllm import (
     ServeArgsError,
     UnknownVersionError,
     known_platform_versions,

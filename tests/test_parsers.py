@@ -8,8 +8,8 @@ from fleetserve.facts.parsers import (
     parse_key_values,
     parse_npu_smi_info,
     parse_nvidia_smi_csv,
-    version_at_least,
 )
+from fleetserve.versions import version_at_least, version_key
 
 NPU = Path(__file__).parent / "fixtures" / "npu-smi"
 
@@ -72,3 +72,11 @@ def test_version_files():
 ])
 def test_version_order(found, needed, ok):
     assert version_at_least(found, needed) is ok
+
+
+def test_one_version_order_for_pip_and_ascend_versions():
+    pip = ["0.18.0.dev1", "0.18.0a1", "0.18.0b1", "0.18.0rc1", "0.18.0", "0.18.0.post1", "0.18.1", "0.33.0"]
+    ascend = ["7.0.RC1", "7.0.0", "8.5.0", "8.5.1", "24.1.rc1", "24.1.0", "25.5.1"]
+    for ordered in (pip, ascend):
+        assert sorted(reversed(ordered), key=version_key) == ordered
+    assert version_key("v0.18.0") == version_key("0.18.0") == version_key("0.18") == version_key("0.18.0+cpu")

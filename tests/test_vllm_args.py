@@ -1,4 +1,4 @@
-"""fleetserve.vllm_args parses `vllm serve` argv the way each vLLM version's own parser does."""
+"""fleetserve.vllm parses `vllm serve` argv the way each vLLM version's own parser does."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetserve import vllm_args
-from fleetserve.vllm_args import (
+import fleetserve.vllm as vllm_args
+from fleetserve.vllm.checker import _late_errors, _parse
+from fleetserve.vllm import (
     ServeArgsError,
     UnknownVersionError,
     known_versions,
@@ -89,9 +90,9 @@ def test_edge_cases_get_the_real_parsers_verdict_and_words(version, case):
     table = load_table(version)
 
     def parse():
-        parsed = vllm_args._parse(case["argv"], table, None, None)
+        parsed = _parse(case["argv"], table, None, None)
         cli_checks = {c["error"] for c in table.post_parse_checks["requires"]}
-        for err in vllm_args._late_errors(parsed, table, None):
+        for err in _late_errors(parsed, table, None):
             if err.message in cli_checks:  # the checks `vllm serve` makes before anything starts
                 raise err
 
@@ -389,32 +390,40 @@ def test_committed_tables():
     assert load_platform_rules("cuda", vllm_version="0.18.0") is None
 
 
-def test_module_is_self_contained_stdlib():
-    source = Path(vllm_args.__file__).read_text()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "no relative imports"
-            names = [node.module]
-        else:
+def test_the_checker_imports_only_the_standard_library_and_fleetserve_versions():
+    for path, _ in vllm_args.portable_files():
+        if path.suffix != ".py":
             continue
-        for name in names:
-            top = name.split(".")[0]
-            assert top == "__future__" or top in sys.stdlib_module_names, name
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # inside the package, or ..versions
+                    assert node.level == 1 or node.module == "versions", (path, node.module)
+                    continue
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top == "__future__" or top in sys.stdlib_module_names, (path, name)
 
 
 def test_copy_with_its_tables_works_elsewhere(tmp_path):
-    """The stand-in image copies vllm_args.py and the JSON tables: it must work from there."""
+    """The stand-in image copies the checker (portable_files): it must work from there alone."""
+    import os
     import shutil
     import subprocess
 
-    shutil.copy(vllm_args.__file__, tmp_path / "vllm_args.py")
-    shutil.copytree(vllm_args.TABLE_DIR, tmp_path / "vllm_tables")
-    run = subprocess.run([sys.executable, str(tmp_path / "vllm_args.py"), "0.18.0", "vllm", "serve", "/m",
-                          "--swap-space", "4"], capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode == 2
+    for path, where in vllm_args.portable_files():
+        (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, tmp_path / where)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    # -S: no site-packages, so the installed fleetserve cannot stand in for the copy
+    run = subprocess.run([sys.executable, "-S", "-m", "fleetserve.vllm", "0.18.0", "vllm", "serve", "/m",
+                          "--swap-space", "4"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert run.returncode == 2, run.stderr
     assert "vllm: error: unrecognized arguments: --swap-space 4" in run.stderr
-    ok = subprocess.run([sys.executable, str(tmp_path / "vllm_args.py"), "0.18.0", "/m", "-tp", "2"],
-                        capture_output=True, text=True, cwd=tmp_path)
+    ok = subprocess.run([sys.executable, "-S", "-m", "fleetserve.vllm", "0.18.0", "/m", "-tp", "2"],
+                        capture_output=True, text=True, cwd=tmp_path, env=env)
     assert ok.returncode == 0, ok.stderr

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         data["meta"]["sources"][version] = source
         data["cases"][version] = [{"argv": a, "verdict": v} for a, v in zip(argvs, results)]
         print(f"vLLM {version}: {sum(v['accepted'] for v in results)} of {len(results)} accepted", file=sys.stderr)
-    Path(args.out).write_text(json.dumps(data, indent=1) + "\n")
+    Path(args.out).write_text(gen.dumps_by_line(data, levels=3))  # one case per line
 
 
 if __name__ == "__main__":

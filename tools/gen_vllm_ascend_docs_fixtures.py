@@ -9,7 +9,7 @@
 # 2. verdicts: the real `vllm serve` parser of that vLLM release, built on CPU by
 #    tools/gen_vllm_serve_table.py's helpers (same sdist + throwaway venv), with vllm-ascend's one
 #    parser change applied (pre_register_and_update appends its method to the --quantization choices,
-#    from fleetserve/vllm_tables/vllm-ascend-<version>.json), parses each argv exactly as
+#    from fleetserve/vllm/data/vllm-ascend-<version>.json), parses each argv exactly as
 #    vllm/entrypoints/cli/main.py does and runs ServeSubcommand.validate (vLLM's
 #    validate_parsed_serve_args) with its chat-template file check disabled (it looks at the
 #    image's file system).
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--git-dir", help="a git directory of vllm-project/vllm-ascend with tags")
     parser.add_argument("--tag", default="v0.18.0")
     parser.add_argument("--vllm", default="0.18.0", help="the vLLM release whose parser gives the verdicts")
-    parser.add_argument("--rules", help="vllm-ascend rules JSON (default: vllm_tables/vllm-ascend-<tag>.json)")
+    parser.add_argument("--rules", help="vllm-ascend rules JSON (default: fleetserve/vllm/data/vllm-ascend-<tag>.json)")
     parser.add_argument("--workdir", default=str(gen.DEFAULT_WORKDIR))
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--out-dir", default=str(FIXTURE_DIR))
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{args.tag}.json"
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    path.write_text(gen.dumps_by_line(data, levels=2))  # one command per line
     print(f"wrote {path}: {data['meta']['counts']}", file=sys.stderr)
 
 

@@ -2,7 +2,7 @@
 
 # Reads a local git copy of github.com/vllm-project/vllm-ascend (any clone with the tags) with
 # `git show <tag>:<path>`; nothing is copied into the repository but the JSON it writes:
-# fleetserve/vllm_tables/vllm-ascend-<version>.json.
+# fleetserve/vllm/data/vllm-ascend-<version>.json.
 #
 #   python tools/gen_vllm_ascend_rules.py --git-dir /path/to/vllm-ascend/.git v0.12.0rc1 v0.18.0rc1
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime as _dt
-import json
 import re
 import shlex
 import subprocess
@@ -20,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-TABLE_DIR = REPO / "fleetserve" / "vllm_tables"
+sys.path.insert(0, str(REPO))
+from fleetserve.vllm.tables import TABLE_DIR, dumps_by_line  # noqa: E402
 PLATFORM_PY = "vllm_ascend/platform.py"
 UTILS_PY = "vllm_ascend/utils.py"
 POLICY_MD = "docs/source/community/versioning_policy.md"
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     for tag in args.tags:
         rules = platform_rules(args.git_dir, tag)
         path = out_dir / f"vllm-ascend-{rules['meta']['version']}.json"
-        path.write_text(json.dumps(rules, indent=1) + "\n")
+        path.write_text(dumps_by_line(rules, levels=2))
         print(f"wrote {path}: supported {rules['quantization']['supported']} (vLLM {rules['meta']['vllm_version']})",
               file=sys.stderr)
 

@@ -3,7 +3,7 @@
 # Two halves in one file:
 # * the driver (default): downloads the release's sdist from PyPI into a scratch directory outside the
 #   repository, makes a throwaway venv with CPU torch + the release's requirements/common.txt, runs the
-#   inner half in that venv, writes fleetserve/vllm_tables/vllm-<version>.json and recomputes the
+#   inner half in that venv, writes fleetserve/vllm/data/vllm-<version>.json and recomputes the
 #   "removed" sections of every table from the set of tables (a flag in an older table that a newer
 #   one lacks);
 # * the inner half (--inner): imports the unpacked vLLM with the platform forced to CPU, builds the
@@ -30,12 +30,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-# vLLM's release order, the one the product's parser uses (stdlib only: runs without fleetserve's dependencies).
+# The project's version order and the tables' storage (stdlib only: runs without fleetserve's dependencies).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fleetserve.vllm_args import version_key  # noqa: E402
+from fleetserve.versions import version_key  # noqa: E402
+from fleetserve.vllm.tables import TABLE_DIR, dumps_by_line, read_tables, write_tables  # noqa: E402,F401 (the other generators take dumps_by_line from here)
 
 REPO = Path(__file__).resolve().parents[1]
-TABLE_DIR = REPO / "fleetserve" / "vllm_tables"
 DEFAULT_WORKDIR = Path("/var/tmp/vllm-src")
 SIMPLE_INDEX = "https://pypi.org/simple/{name}/"
 TORCH_PIN = "torch==2.13.0"  # the CPU build this machine keeps on disk; only the parser's imports need it
@@ -104,15 +104,13 @@ def make_venv(version: str, workdir: Path, src: Path, python: str) -> Path:
     return venv
 
 
-def recompute_removed(table_dir: Path) -> None:
+def recompute_removed(tables: dict[str, dict[str, Any]]) -> None:
     """Store in each table the options an older table has and this one lacks (with where they went)."""
-    tables = {path: json.loads(path.read_text()) for path in table_dir.glob("vllm-[0-9]*.json")}
-    ordered = sorted(tables, key=lambda p: version_key(tables[p]["meta"]["vllm_version"]))
-    versions = [tables[p]["meta"]["vllm_version"] for p in ordered]
-    present = [{opt: o["dest"] for o in tables[p]["options"] for opt in o["option_strings"]} for p in ordered]
-    notes = [{opt: o["deprecation"] for o in tables[p]["options"] if o.get("deprecation")
-              for opt in o["option_strings"]} for p in ordered]
-    for i, path in enumerate(ordered):
+    versions = sorted(tables, key=version_key)
+    present = [{opt: o["dest"] for o in tables[v]["options"] for opt in o["option_strings"]} for v in versions]
+    notes = [{opt: o["deprecation"] for o in tables[v]["options"] if o.get("deprecation")
+              for opt in o["option_strings"]} for v in versions]
+    for i, version in enumerate(versions):
         removed: dict[str, Any] = {}
         for j in range(i - 1, -1, -1):  # newest older table first
             for opt, dest in present[j].items():
@@ -124,9 +122,7 @@ def recompute_removed(table_dir: Path) -> None:
                 note = notes[j].get(opt)
                 if note:
                     removed[opt]["deprecation"] = note
-        table = tables[path]
-        table["removed"] = {k: removed[k] for k in sorted(removed)}
-        path.write_text(json.dumps(table, indent=1) + "\n")
+        tables[version]["removed"] = {k: removed[k] for k in sorted(removed)}
 
 
 def drive(args: argparse.Namespace) -> None:
@@ -164,10 +160,12 @@ def drive(args: argparse.Namespace) -> None:
             ],
         }
         table = {"meta": table["meta"], **{k: v for k, v in table.items() if k != "meta"}}
-        path = out_dir / f"vllm-{version}.json"
-        path.write_text(json.dumps(table, indent=1) + "\n")
-        _log(f"wrote {path} ({len(table['options'])} options) in {time.monotonic() - started:.0f}s")
-    recompute_removed(out_dir)
+        tables = read_tables(out_dir) if any(out_dir.glob("vllm-[0-9]*.json")) else {}
+        tables[version] = table
+        recompute_removed(tables)
+        write_tables(out_dir, tables)  # the base in full, the other releases as differences from it
+        _log(f"wrote {out_dir}/vllm-{version}.json ({len(table['options'])} options) in "
+             f"{time.monotonic() - started:.0f}s")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -762,7 +760,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.inner:
         inner(Path(args.src))
     elif args.recompute_removed:
-        recompute_removed(Path(args.out_dir))
+        tables = read_tables(Path(args.out_dir))
+        recompute_removed(tables)
+        write_tables(Path(args.out_dir), tables)
     else:
         if not args.versions:
             parser.error("give at least one vLLM version")

@@ -138,36 +138,6 @@ def parse_key_values(text: str, separator: str = "=") -> dict[str, str]:
     return values
 
 
-_VERSION_TOKEN = re.compile(r"(\d+)|([A-Za-z]+)")
-
-
-def version_key(version: str) -> tuple:
-    """Order Ascend and pip style versions: 7.0.RC1 < 7.0.0 < 8.5.0 < 8.5.1 < 25.5.1; 0.17.0rc1 < 0.17.0.
-
-    Release candidates sort before the release they lead to; other letters are ignored.
-    """
-    key: list[tuple[int, int]] = []
-    pending_rc = False
-    for number, word in _VERSION_TOKEN.findall(version):
-        if word:
-            pending_rc = word.lower() in ("rc", "alpha", "a", "beta", "b", "dev")
-            continue
-        if pending_rc:
-            key.append((-1, int(number)))
-            pending_rc = False
-        else:
-            key.append((0, int(number)))
-    return tuple(key)
-
-
-def version_at_least(found: str, needed: str) -> bool:
-    """Compare padded with zeros, so 7.0 == 7.0.0 and 7.0.RC1 < 7.0.0."""
-    a, b = version_key(found), version_key(needed)
-    width = max(len(a), len(b))
-    pad = ((0, 0),)
-    return a + pad * (width - len(a)) >= b + pad * (width - len(b))
-
-
 # --- the NPU NIC tool (hccn_tool) -------------------------------------------------------------
 # Formats from the tool's source and published captures (tests/fixtures/hccn_tool/README.md). Its
 # exit status is its internal error code truncated to 8 bits, so only the output is judged.

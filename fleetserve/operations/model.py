@@ -12,7 +12,7 @@ from pyinfra.api import QuoteString, StringCommand, operation
 
 from fleetserve import hostpaths
 from fleetserve.facts.fleet import ModelState, UnitActive
-from fleetserve.facts.parsers import version_at_least
+from fleetserve.versions import version_at_least
 from fleetserve.operations import fail_command, image_probe
 
 HUB_DEFAULT_ENDPOINTS = {"hf": "https://huggingface.co", "modelscope": "https://www.modelscope.cn"}

@@ -36,7 +36,7 @@ class ImageSpec(StrictModel):
     mirrors: tuple[str, ...] = Field((), description="pull: registry mirrors tried in order before the ref itself")
     entrypoint: Entrypoint | None = Field(None, description="how the image starts vllm; default from the hardware")
     vllm_version: str = Field(description="the vLLM release the image carries: picks the table of vLLM's own serve "
-                                          "options the command is checked against (fleetserve/vllm_tables)")
+                                          "options the command is checked against (fleetserve/vllm/data)")
     vllm_ascend_version: str | None = Field(None, description="the vllm-ascend release an Ascend image carries: its "
                                                               "platform rules (e.g. quantization methods)")
 

@@ -9,8 +9,8 @@ under CACHE_DIR/standin-base) plus, in ``/usr/local/lib/python3.X/dist-packages`
 * the stand-in vLLM: the ``vllm`` package of standin/site (``/usr/local/bin/vllm`` is its console script
   ``vllm.entrypoints.cli.main:main``) with a ``vllm-<version>.dist-info``, ``vllm_ascend`` (and its
   dist-info) in the ascend layout, the server ``vllm_standin`` (standin/vllm) and every other
-  ``standin/*.py`` module, ``vllm_args.py`` with its tables (from the installed fleetserve, found with
-  importlib) and ``stopsignal.py``;
+  ``standin/*.py`` module, fleetserve's vLLM checker ``fleetserve.vllm`` with its tables (from the installed
+  fleetserve: ``portable_files``) and ``stopsignal.py``;
 * the sandbox CA (tls.py): in the system store through the image's own ``update-ca-certificates`` (stdlib
   ssl/urllib) and appended to certifi's ``cacert.pem`` (requests and httpx read certifi).
 
@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -126,26 +125,26 @@ SERVER_MODULE = "vllm_standin"
 JEMALLOC_PACKAGE = "libjemalloc2"
 
 
-def vllm_args_sources() -> list[tuple[Path, str]]:
-    """The installed product's `fleetserve/vllm_args.py` and the generated option tables, as (source,
-    name in the image): the stand-in refuses flags with the parser fleetserve validates with."""
-    spec = importlib.util.find_spec("fleetserve.vllm_args")
-    if spec is None or not spec.origin:
-        raise SandboxError("fleetserve.vllm_args is not importable: install fleetserve next to fleetserve-sandbox")
-    module = Path(spec.origin)
-    tables = sorted((module.parent / "vllm_tables").glob("*.json"))
-    return [(module, "vllm_args.py")] + [(t, f"vllm_tables/{t.name}") for t in tables]
+def vllm_checker_sources() -> list[tuple[Path, str]]:
+    """The installed product's vLLM checker (`fleetserve.vllm` with its generated option tables), as
+    (source, path in the image): the stand-in refuses flags with the checker fleetserve validates with."""
+    try:
+        from fleetserve.vllm import portable_files
+    except ImportError as exc:
+        raise SandboxError(f"fleetserve.vllm is not importable ({exc}): install fleetserve next to "
+                           f"fleetserve-sandbox") from None
+    return portable_files()
 
 
 def standin_sources(layout: str | None = None) -> list[tuple[Path, str]]:
     """(source, path in dist-packages) of the stand-in vLLM: the server, its helper modules, the vllm
-    (and, in the ascend layout, vllm_ascend) packages, vllm_args with its tables and stopsignal."""
+    (and, in the ascend layout, vllm_ascend) packages, fleetserve's vLLM checker with its tables and stopsignal."""
     out = [(STANDIN_VLLM, f"{SERVER_MODULE}.py")]
     out += [(p, p.name) for p in sorted(STANDIN_DIR.glob("*.py")) if p.name != "__init__.py"]
     packages = ("vllm",) if layout == "openai" else ("vllm", "vllm_ascend")
     for package in packages:
         out += [(p, p.relative_to(STANDIN_SITE).as_posix()) for p in sorted((STANDIN_SITE / package).rglob("*.py"))]
-    return out + vllm_args_sources() + [(STOPSIGNAL, "stopsignal.py")]
+    return out + vllm_checker_sources() + [(STOPSIGNAL, "stopsignal.py")]
 
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

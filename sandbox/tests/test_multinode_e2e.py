@@ -337,7 +337,7 @@ def test_hccn_tool_per_node_with_faults(doc):
 
 def standin_tar(variant: str) -> bytes:
     """The stand-in as the image carries it (the server module, the vllm packages of this image
-    variant, vllm_args), in /opt/standin, plus a config-only model at /opt/model."""
+    variant, fleetserve.vllm), in /opt/standin, plus a config-only model at /opt/model."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for source, name in image.standin_sources(variant):

@@ -506,7 +506,7 @@ def test_headless_runs_no_api_server(ascend_root, model_dir):
 
 
 def test_version_and_other_subcommands(ascend_root):
-    # through its shebang (`env python3`), with this venv's python first: it imports fleetserve.vllm_args
+    # through its shebang (`env python3`), with this venv's python first: it imports fleetserve.vllm
     venv_first = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.run([str(STANDIN), "--version"], text=True, capture_output=True, timeout=20, env=venv_first)
     assert proc.returncode == 0 and proc.stdout.strip() == "0.18.0+standin"
@@ -544,7 +544,7 @@ def test_image_builds_and_runs(tmp_path):
     assert out.returncode == 0 and image_mod.HF_HUB_VERSION in out.stdout, out.stderr
     out = run(ascend, "modelscope", "--help")
     assert out.returncode == 0 and "usage: modelscope" in out.stdout, out.stderr
-    out = run(ascend, "python3", "-c", "import vllm_args, vllm_group, stopsignal, huggingface_hub, modelscope; "
+    out = run(ascend, "python3", "-c", "import fleetserve.vllm, vllm_group, stopsignal, huggingface_hub, modelscope; "
               "print(huggingface_hub.__version__, modelscope.__version__)")
     assert out.stdout.split() == [image_mod.HF_HUB_VERSION, image_mod.MODELSCOPE_VERSION], out.stderr
     inspect = image_mod.podman("image", "inspect", ascend, openai).stdout

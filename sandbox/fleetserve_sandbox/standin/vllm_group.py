@@ -211,7 +211,7 @@ def _parallel_error(message: str) -> GroupError:
 def plan(values: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> Plan | None:
     """The group this command line takes part in (None: a single-node server), with vLLM's own checks.
 
-    `values` are the parsed options by dest, defaults included (vllm_args.ServeArgs.values)."""
+    `values` are the parsed options by dest, defaults included (fleetserve.vllm.ServeArgs.values)."""
     dp = values.get("data_parallel_size") or 1
     local = values.get("data_parallel_size_local")
     tp = values.get("tensor_parallel_size") or 1

@@ -1,4 +1,4 @@
-"""NPUPlatform: vllm-ascend's platform (its rules are vllm_args' vllm-ascend tables)."""
+"""NPUPlatform: vllm-ascend's platform (its rules are fleetserve.vllm's vllm-ascend tables)."""
 
 from vllm.platforms.interface import Platform, PlatformEnum
 

@@ -1,1 +1,0 @@
-"""Generated `vllm serve` option tables and platform rules (JSON data read by fleetserve.vllm_args)."""
