@@ -148,13 +148,13 @@ def timed_step(doc: dict, mode: str, size_bytes: int, names: list[str], receiver
 def floor_copy(doc: dict, key: str) -> float:
     """One node-to-node copy of the verified model, nothing else: node 2 pulls node 1's copy from an
     rsync daemon configured as fleetserve's (the transfer alone, no hashing, no verification)."""
-    from fleetserve.operations.model import peer_daemon_config
+    from fleetserve.operations.peer import daemon_config
 
     one, two = doc["nodes"][0], doc["nodes"][1]
     store = f"{os.path.dirname(LOCAL_DIR)}/.{os.path.basename(LOCAL_DIR)}.fleetserve"
-    config = peer_daemon_config(one["cluster_address"], FLOOR_PORT, [
-        {"key": key, "copy": f"{store}/{key}", "stage": f"{store}/.partial-{key}",
-         "receiver_address": two["cluster_address"]}]).replace("peer-rsyncd.lock", "floor-rsyncd.lock")
+    config = daemon_config(one["cluster_address"], FLOOR_PORT, [
+        (key, f"{store}/{key}", f"{store}/.partial-{key}", two["cluster_address"])]).replace("peer-rsyncd.lock",
+                                                                                            "floor-rsyncd.lock")
     ssh(one["address"], f"printf %s {shlex.quote(config)} > /run/floor-rsyncd.conf && systemd-run --quiet --collect "
                         f"--unit=bench-floor rsync --daemon --no-detach --config=/run/floor-rsyncd.conf && "
                         f"for i in $(seq 100); do ss -Hltn 'sport = :{FLOOR_PORT}' | grep -q . && break; sleep 0.1; "

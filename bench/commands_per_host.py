@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fleetserve.plan import plan_host  # noqa: E402
-from roles.serve import serve  # noqa: E402
+from fleetserve.roles.serve import serve  # noqa: E402
 from tests.fakefleet import converged_responses, run_fake_deploy  # noqa: E402
 from tests.test_deploy_fake import SEED_HOSTS  # noqa: E402
 

@@ -4,7 +4,7 @@ change nothing. Hosts that are not ready fail (exit code 1).
     pyinfra inventories/a2.py deploys/preflight.py
 """
 
-from roles.preflight import readiness_report
+from fleetserve.roles.preflight import readiness_report
 
 WORKLOADS = ["qwen3.5", "qwen3-vl", "qwen3"]
 

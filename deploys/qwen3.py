@@ -3,7 +3,7 @@
     pyinfra inventories/a2.py deploys/qwen3.py
 """
 
-from roles.serve import serve
+from fleetserve.roles.serve import serve
 
 WORKLOADS = ["qwen3"]
 

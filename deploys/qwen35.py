@@ -3,7 +3,7 @@
     pyinfra inventories/a3.py deploys/qwen35.py
 """
 
-from roles.serve import serve
+from fleetserve.roles.serve import serve
 
 WORKLOADS = ["qwen3.5"]
 

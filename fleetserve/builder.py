@@ -16,7 +16,8 @@ from importlib import resources
 
 from jinja2 import Environment, StrictUndefined
 
-from fleetserve import hostpaths
+from fleetserve import container, hostpaths
+from fleetserve.hardware import device_way
 from fleetserve.schema.hardware import BindMount
 from fleetserve.schema.plan import Engine, HostPlan, Jemalloc, Member, ServiceFiles, ServiceInstance
 
@@ -40,15 +41,14 @@ def jemalloc_choice(plan: HostPlan, in_image: str | None) -> Jemalloc | None:
 def container_env(instance: ServiceInstance, jemalloc: Jemalloc | None,
                   member: Member | None = None) -> list[tuple[str, str]]:
     """Non-secret environment for the container, in order: catalog env, a group member's own network
-    (its address and NIC, as the hardware's multi-node needs name them), visible devices, jemalloc."""
+    (its address and NIC, as the hardware's multi-node needs name them), what the hardware's way of
+    handing devices over needs (visible devices of a privileged container), jemalloc."""
     spec, hardware = instance.spec, instance.hardware
     env = list(spec.env.items())
     if instance.group and member is not None:
         env += [(name, member.address if source == "address" else member.nic or "")
                 for name, source in hardware.multi_node.member_env.items()]
-    if spec.device_mode == "privileged":
-        # The container sees every device; pin it to its own (the Qwen3 on 800T A2 write-up's way).
-        env.append((hardware.visible_devices_env, ",".join(str(d) for d in spec.devices)))
+    env += device_way(hardware).container_env(hardware, spec.devices, spec.device_mode)
     if jemalloc:
         # The image's .bashrc sets LD_PRELOAD only for interactive shells (vllm-ascend #6949).
         env.append(("LD_PRELOAD", jemalloc.preload))
@@ -102,52 +102,27 @@ def bind_mounts(instance: ServiceInstance, jemalloc: Jemalloc | None) -> list[Bi
     return mounts
 
 
-def device_args(instance: ServiceInstance, member: Member) -> list[str]:
-    """How this hardware gives the container its accelerators (hardware.yaml's device_syntax)."""
+def container_of(instance: ServiceInstance, member: Member, plan: HostPlan,
+                 jemalloc_in_image: str | None = None) -> container.Container:
+    """How the service's container runs on this member: name, labels, network, devices (the hardware's
+    way), mounts, environment; secrets only by name."""
     spec, hardware = instance.spec, instance.hardware
-    argv: list[str] = []
-    if hardware.device_syntax == "device-nodes":
-        if spec.device_mode == "mount":
-            for device in member.devices:
-                argv += ["--device", hardware.device_path(device)]
-        for device in hardware.control_devices:
-            argv += ["--device", device]
-    elif hardware.device_syntax == "cdi":
-        for device in member.devices:
-            argv += ["--device", hardware.cdi_device.format(id=device)]
-    else:  # gpus
-        if hardware.container_runtime:
-            argv += ["--runtime", hardware.container_runtime]
-        argv += ["--gpus", '"device=' + ",".join(str(d) for d in member.devices) + '"']
-    return argv
+    jemalloc = jemalloc_choice(plan, jemalloc_in_image)
+    return container.Container(
+        image=spec.image.ref, entrypoint=instance.entrypoint, name=hostpaths.container_name(spec.name),
+        labels=(("fleetserve.service", spec.name), ("fleetserve.workload", instance.workload)),
+        id_file=hostpaths.container_id_file(spec.name), network=spec.network,
+        ports=(spec.port,) if spec.network == "bridge" else (), shm_size=spec.shm_size,
+        devices=tuple(device_way(hardware).container_args(hardware, member.devices, spec.device_mode)),
+        mounts=tuple(bind_mounts(instance, jemalloc)), env=tuple(container_env(instance, jemalloc, member)),
+        env_names=tuple(secret_env_names(instance)))
 
 
 def container_run_argv(instance: ServiceInstance, member: Member, plan: HostPlan,
                        engine: Engine = DEFAULT_ENGINE, jemalloc_in_image: str | None = None) -> list[str]:
     """The exact `docker run` command the unit executes (foreground, systemd supervises it)."""
-    spec = instance.spec
-    argv = [engine.path, "run", "--rm", "--name", hostpaths.container_name(spec.name),
-            "--label", f"fleetserve.service={spec.name}", "--label", f"fleetserve.workload={instance.workload}"]
-    if spec.network == "host":
-        argv.append("--net=host")
-    else:
-        argv += ["-p", f"{spec.port}:{spec.port}"]
-    if spec.shm_size:
-        argv.append(f"--shm-size={spec.shm_size}")
-    if spec.device_mode == "privileged":
-        argv.append("--privileged")
-    argv += device_args(instance, member)
-    jemalloc = jemalloc_choice(plan, jemalloc_in_image)
-    for mount in bind_mounts(instance, jemalloc):
-        argv += ["-v", mount.docker_arg()]
-    for key, value in container_env(instance, jemalloc, member):
-        argv += ["-e", f"{key}={value}"]
-    for key in secret_env_names(instance):
-        argv += ["-e", key]  # value comes from the unit's EnvironmentFile, never the command line
-    argv.append(spec.image.ref)
-    if instance.entrypoint == "shell":
-        argv += ["vllm", "serve"]
-    return argv + list(member.serve_args or instance.serve_args)
+    return container.serve_argv(container_of(instance, member, plan, jemalloc_in_image),
+                                member.serve_args or instance.serve_args, engine.path)
 
 
 def created_mount_dirs(instance: ServiceInstance, plan: HostPlan) -> list[str]:
@@ -220,13 +195,14 @@ def service_files(instance: ServiceInstance, member: Member, plan: HostPlan, eng
     argv = container_run_argv(instance, member, plan, engine, jemalloc_in_image)
     image_at = argv.index(spec.image.ref)
     env_path = env_file_path(instance)
-    container = hostpaths.container_name(spec.name)
+    name = hostpaths.container_name(spec.name)
     unit = _UNIT_TEMPLATE.render(
         spec=spec,
         instance=instance,
         env_path=env_path,
         engine=engine,
-        container=container,
+        container=name,
+        runtime_dir=hostpaths.runtime_dir(spec.name),
         exec_start=" \\\n    ".join(_grouped(argv, systemd_quote, image_at)),
         model_marker=hostpaths.model_marker(model_copy(instance)),
         manifest_line=hostpaths.MANIFEST_PREFIX + json.dumps(service_manifest(instance, member),

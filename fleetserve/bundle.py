@@ -30,12 +30,9 @@ from pathlib import Path
 from fleetserve import hostpaths
 from fleetserve.files.verify_model import parse_sums, sha256_of
 from fleetserve.schema.base import FleetserveError
-from fleetserve.schema.catalog import ModelSpec
-from fleetserve.schema.plan import HostPlan
+from fleetserve import hubclient
+from fleetserve.schema.plan import HostPlan, ModelCopy
 
-CLIENTS = {"hf": ("huggingface_hub", "hf"), "modelscope": ("modelscope", "modelscope")}
-HUB_TOKEN_VARIABLE = {"hf": "HF_TOKEN", "modelscope": "MODELSCOPE_API_TOKEN"}
-HUB_DEFAULT_ENDPOINTS = {"hf": "https://huggingface.co", "modelscope": "https://www.modelscope.cn"}
 INDEX = "bundle.json"
 SUMS = "SHA256SUMS"
 
@@ -48,20 +45,20 @@ class BundleError(FleetserveError):
 class Wanted:
     """What a bundle must hold: model copies (with the token to fetch each) and image archives."""
 
-    models: dict[str, tuple[ModelSpec, str | None]]
+    models: dict[str, tuple[ModelCopy, str | None]]
     images: dict[str, tuple[str, str | None]]  # ref -> (archive on this machine, catalog sha256)
     pulled: tuple[str, ...]  # images pulled from a registry: not in the bundle
 
 
 def wanted(plans: list[HostPlan]) -> Wanted:
-    models: dict[str, tuple[ModelSpec, str | None]] = {}
+    models: dict[str, tuple[ModelCopy, str | None]] = {}
     images: dict[str, tuple[str, str | None]] = {}
     pulled: list[str] = []
     for plan in plans:
         for instance in plan.services:
             spec = instance.spec
             token = plan.secrets.get(spec.model.token_key) if spec.model.token_key else None
-            models.setdefault(spec.model.copy_key, (spec.model, token))
+            models.setdefault(spec.model.copy_key, (instance.copy, token))
             if instance.image_archive:
                 images.setdefault(spec.image.ref, (instance.image_archive, spec.image.sha256))
             elif spec.image.ref not in pulled:
@@ -71,7 +68,7 @@ def wanted(plans: list[HostPlan]) -> Wanted:
 
 def _client(hub: str) -> tuple[str, str]:
     """(program, version) of the hub's client on this machine."""
-    package, program = CLIENTS[hub]
+    package, program = hubclient.PACKAGE[hub], hubclient.PROGRAM[hub]
     path = shutil.which(program) or str(Path(sys.executable).parent / program)
     try:
         found = version(package)
@@ -83,51 +80,42 @@ def _client(hub: str) -> tuple[str, str]:
     return path, found
 
 
-def _download_argv(model: ModelSpec, stage: Path) -> tuple[list[str], dict[str, str]]:
+def _download_argv(copy: ModelCopy, stage: Path) -> tuple[list[str], dict[str, str]]:
     """The hub client's command line and environment, as fleetserve gives them in the image."""
-    from fleetserve.operations.model import client_call
-
-    program, client_version = _client(model.hub)
-    endpoint = model.endpoint or HUB_DEFAULT_ENDPOINTS[model.hub]
-    _, args, env, problem = client_call(model.hub, model.repo_id, model.effective_revision, str(stage),
-                                        list(model.include), endpoint, client_version)
-    if problem:
-        raise BundleError(f"{model.hub}:{model.repo_id}: {problem}")
-    return [program, *[getattr(a, "obj", a) for a in args]], env
+    program, client_version = _client(copy.hub)
+    download = hubclient.download(copy, str(stage), client_version)
+    if download.problem:
+        raise BundleError(f"{copy.hub}:{copy.repo_id}: {download.problem}")
+    return [program, *download.args], dict(download.env)
 
 
-def _verify(model: ModelSpec, directory: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def _verify(copy: ModelCopy, directory: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     script = resources.files("fleetserve.files").joinpath("verify_model.py")
-    argv = [sys.executable, str(script), str(directory), "--marker", hostpaths.VERIFIED_MARKER, "--hub", model.hub,
-            "--repo", model.repo_id, "--revision", model.effective_revision, "--endpoint",
-            model.endpoint or HUB_DEFAULT_ENDPOINTS[model.hub], "--manifest", hostpaths.MANIFEST_FILE,
-            "--sums", hostpaths.SUMS_FILE]
-    for pattern in model.include:
-        argv += ["--include", pattern]
+    argv = [sys.executable, str(script), *hubclient.verify_args(copy, str(directory)), *hubclient.listed(True)]
     return subprocess.run(argv, env=env, capture_output=True, text=True)
 
 
-def add_model(out: Path, model: ModelSpec, token: str | None, say=print) -> dict:
+def add_model(out: Path, copy: ModelCopy, token: str | None, say=print) -> dict:
     """Download and verify one model copy into the bundle (resumed: files already complete stay)."""
-    where = out / "models" / model.copy_key
+    where = out / "models" / copy.key
     marker = where / hostpaths.VERIFIED_MARKER
-    what = f"{model.hub}:{model.repo_id}@{model.effective_revision}"
+    what = copy.what
     env = dict(os.environ)
     if token:
-        env[HUB_TOKEN_VARIABLE[model.hub]] = token
+        env[hubclient.TOKEN_VARIABLE[copy.hub]] = token
     if not marker.is_file():
         where.mkdir(parents=True, exist_ok=True)
-        argv, client_env = _download_argv(model, where)
+        argv, client_env = _download_argv(copy, where)
         say(f"bundle: downloading {what} into {where}")
         result = subprocess.run(argv, env={**env, **client_env}, capture_output=True, text=True)
         if result.returncode:
             raise BundleError(f"download of {what} failed (files already complete stay in {where}):\n"
                               + result.stderr[-2000:])
-        checked = _verify(model, where, env)
+        checked = _verify(copy, where, env)
         if checked.returncode:
             raise BundleError(f"{what} does not verify against the hub (bad files were deleted; run again):\n"
                               + checked.stderr[-3000:])
-    return {**model.identity(), "copy_key": model.copy_key, "dir": f"models/{model.copy_key}"}
+    return {**copy.identity(), "copy_key": copy.key, "dir": f"models/{copy.key}"}
 
 
 def add_image(out: Path, ref: str, archive: str, sha256: str | None, say=print) -> dict:

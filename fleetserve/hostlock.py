@@ -1,8 +1,9 @@
 """One run per host: a flock on the host, held by a process whose life is this run's SSH connection.
 
 The holder is a shell on its own SSH channel: it takes `flock` on hostpaths.LOCK_FILE, writes who
-holds it (its pid, the controller, the start time) and then waits for a heartbeat line from the
-controller every HEARTBEAT_S seconds. When the run ends, the controller dies or the network goes
+holds it (its pid, the controller, the start time), runs what the run reads first (`then`: the
+facts every operation will ask, so taking the lock and reading the host is one round trip) and
+then waits for a heartbeat line from the controller every HEARTBEAT_S seconds. When the run ends, the controller dies or the network goes
 away, the heartbeats stop or the channel closes: the holder exits and the kernel drops the lock.
 Nothing is left to clean up, so a dead holder's lock is always recovered.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass, field
@@ -25,21 +27,25 @@ from fleetserve import hostpaths
 
 HEARTBEAT_S = 10
 MISSED_HEARTBEATS_S = 60  # the holder gives up the lock when the controller is silent this long
+READ_TIMEOUT_S = 300  # the longest the first read under the lock may take (it may look inside an image)
 
 
 @dataclass
 class _Held:
     channel: object
     beat: object = field(default=None)
+    lines: list[str] | None = None  # what `then` printed, until read_lines takes it
 
 
 _HELD: WeakKeyDictionary[Host, _Held] = WeakKeyDictionary()
 
 
-def holder_script(wait_s: int, who: str) -> str:
+def holder_script(wait_s: int, who: str, then: str | None = None, end: str = "") -> str:
     lock, owner = hostpaths.LOCK_FILE, hostpaths.LOCK_OWNER_FILE
+    # What the run reads first, under the lock; its stdin is not the heartbeats', its stderr is not read.
+    read = f"( {then} ) </dev/null 2>/dev/null; echo {end}; " if then else ""
     # `timeout ... read` ends on a missed heartbeat (124) or on end of input (the run is over).
-    hold = (f"printf 'pid=%s {who}\\n' \"$$\" > {owner}; echo LOCKED; "
+    hold = (f"printf 'pid=%s {who}\\n' \"$$\" > {owner}; echo LOCKED; {read}"
             f"while timeout {MISSED_HEARTBEATS_S} sh -c 'IFS= read -r beat'; do :; done")
     return (f"mkdir -p {hostpaths.RUN_DIR} && if flock -w {int(wait_s)} {lock} sh -c {_sh_quote(hold)}; then :; "
             f"else echo BUSY; cat {owner} 2>/dev/null; fi")
@@ -49,8 +55,9 @@ def _sh_quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
-def acquire(host: Host, wait_s: int) -> str | None:
+def acquire(host: Host, wait_s: int, then: str | None = None) -> str | None:
     """Hold the host's lock for the rest of this run; None when held, else why not (who holds it).
+    `then`: a command run under the lock before the holder waits, whose output `read_lines` gives.
     Hosts reached without SSH (pyinfra's @fake and @local) are not locked."""
     if host in _HELD:
         return None
@@ -59,8 +66,9 @@ def acquire(host: Host, wait_s: int) -> str | None:
         return None
     started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     who = f"controller={socket.gethostname()}:{os.getpid()} user={getpass.getuser()} started={started}"
+    end = f"@@@fleetserve-read-end-{secrets.token_hex(8)}"
     command = make_unix_command_for_host(host.state, host, StringCommand("sh", "-c", QuoteString(holder_script(
-        wait_s, who))), **_connector_arguments(host))
+        wait_s, who, then, end))), **_connector_arguments(host))
     stdin, stdout, _ = client.exec_command(command.get_raw_value())
     deadline = time.monotonic() + wait_s + 60
     stdout.channel.settimeout(max(1.0, deadline - time.monotonic()))
@@ -71,6 +79,16 @@ def acquire(host: Host, wait_s: int) -> str | None:
         return f"no answer from the lock holder on the host within {wait_s + 60} s"
     if first == "LOCKED":
         held = _Held(channel=stdin)
+        if then:
+            held.lines = []
+            stdout.channel.settimeout(READ_TIMEOUT_S)
+            try:
+                for line in stdout:
+                    if line.rstrip("\n") == end:
+                        break
+                    held.lines.append(line.rstrip("\n"))
+            except socket.timeout:
+                held.lines = None  # read the facts the ordinary way instead
         held.beat = gevent.spawn(_heartbeat, stdin)
         _HELD[host] = held
         return None
@@ -78,6 +96,15 @@ def acquire(host: Host, wait_s: int) -> str | None:
     stdout.channel.close()
     return (f"another fleetserve run holds this host ({owner or 'holder unknown'}); waited {wait_s} s "
             f"(host data lock_wait_s waits longer); nothing was changed")
+
+
+def read_lines(host: Host) -> list[str] | None:
+    """What `acquire(then=...)` printed under the lock (once); None when nothing was read that way."""
+    held = _HELD.get(host)
+    if held is None:
+        return None
+    lines, held.lines = held.lines, None
+    return lines
 
 
 def _heartbeat(stdin) -> None:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import posixpath
 
-DOCKER = "/usr/bin/docker"  # the container engine's CLI (docker, or podman-docker)
+ENGINE = "docker"  # the container engine's CLI as a shell finds it (Docker, or podman-docker)
+DOCKER = "/usr/bin/docker"  # its path where a unit names it and the host was not asked (fleetserve render)
 CONFIG_DIR = "/etc/fleetserve"  # 0700: secrets files (0600) and applied-state records
 LIB_DIR = "/usr/local/lib/fleetserve"  # helper scripts run on the host or inside the serving image
 SYSTEMD_DIR = "/etc/systemd/system"
 STATE_DIR = "/var/lib/fleetserve"  # 0700: release records (units, secrets, what each release ran)
-RUN_DIR = "/run/fleetserve"  # the host lock (one run per host) and who holds it
+RUN_DIR = "/run/fleetserve"  # the host lock (one run per host) and who holds it; each service's runtime dir
+# In RUN_DIR/<service>/ (the unit's RuntimeDirectory, gone when it stops): the id of the container it runs,
+# written by the engine (--cidfile), so a look at the host names its container without asking the engine.
+CONTAINER_ID_FILE = "container.id"
 LOCK_FILE = f"{RUN_DIR}/host.lock"
 LOCK_OWNER_FILE = f"{RUN_DIR}/host.lock.owner"
 IMAGE_CACHE_DIR = "/var/cache/fleetserve/images"  # image archives before `docker load` (host data image_remote_dir)
@@ -79,6 +83,16 @@ def container_name(service: str) -> str:
     return f"{UNIT_PREFIX}{service}"
 
 
+def runtime_dir(service: str) -> str:
+    """The unit's RuntimeDirectory (systemd makes it at start and removes it at stop), relative to /run."""
+    return f"{RUN_DIR.removeprefix('/run/')}/{service}"
+
+
+def container_id_file(service: str) -> str:
+    """Where the engine writes the id of the container a service's unit runs."""
+    return f"{RUN_DIR}/{service}/{CONTAINER_ID_FILE}"
+
+
 def env_file(service: str) -> str:
     """The unit's EnvironmentFile: the service's secrets (mode 0600)."""
     return f"{CONFIG_DIR}/{service}.env"
@@ -140,14 +154,31 @@ def release_state(service: str) -> str:
     return f"{release_dir(service)}/state.json"
 
 
+IMAGES_STATE_DIR = f"{STATE_DIR}/images"  # what fleetserve learnt of each image, by image id
+
+
+def _image(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")
+
+
 def image_probe(image_id: str) -> str:
     """What fleetserve learnt from inside an image (hub client versions, its jemalloc), by image id."""
-    return f"{STATE_DIR}/images/probe-{image_id.removeprefix('sha256:')}.json"
+    return f"{IMAGES_STATE_DIR}/probe-{_image(image_id)}.json"
 
 
-def image_check(key: str) -> str:
-    """The record that an image's own vLLM accepted a command (key: digest of image id and argv)."""
-    return f"{STATE_DIR}/images/accepted-{key}"
+def image_accepted(image_id: str, argv_digest: str) -> str:
+    """The record that an image's own vLLM accepted a command (``argv_digest``: a digest of the command)."""
+    return f"{IMAGES_STATE_DIR}/accepted-{_image(image_id)}-{argv_digest}"
+
+
+def image_accepted_prefix(image_id: str) -> str:
+    """Every accepted-command record of an image starts so (a look at the host lists them all)."""
+    return f"{IMAGES_STATE_DIR}/accepted-{_image(image_id)}-"
+
+
+def jemalloc_loads(image_id: str) -> str:
+    """The record that the host's jemalloc loads in an image."""
+    return f"{IMAGES_STATE_DIR}/jemalloc-{_image(image_id)}"
 
 
 def image_record(ref: str) -> str:

@@ -27,7 +27,7 @@ from fleetserve.catalog import (
     service_names,
     unknown_override_keys,
 )
-from fleetserve.hardware import get_kind, known_kinds
+from fleetserve.hardware import device_way, get_kind, known_kinds
 from fleetserve.hostos import jemalloc_library, jemalloc_package
 from fleetserve.serveargs import GroupSeat, serve_args
 from fleetserve.schema.base import CatalogError, FleetserveError, PlanError
@@ -129,10 +129,8 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], cata
         if hardware.vendor != "nvidia":
             errors.append(f"host {name}: gpu_devices: {settings.gpu_devices!r} is for NVIDIA hosts ({hardware.kind} is "
                           f"{hardware.vendor}; leave it unset)")
-        else:  # the host's own way of handing GPUs over: CDI names, or Docker's --gpus with the NVIDIA runtime
-            hardware = hardware.model_copy(update={
-                "device_syntax": settings.gpu_devices,
-                "container_runtime": "nvidia" if settings.gpu_devices == "gpus" else None})
+        else:  # the host's own way of handing GPUs over: CDI names, or Docker's --gpus with the kind's runtime
+            hardware = hardware.model_copy(update={"device_syntax": settings.gpu_devices})
     if errors:  # unknown keys first: the catalog checks below would only repeat them
         raise PlanError("\n".join(errors))
 
@@ -335,13 +333,11 @@ def _check_service(svc: str, spec: ServiceSpec, hardware: HardwareKind, host_ids
     healthy = len([d for d in host_ids if d not in unhealthy])
     if needed > healthy and needed <= len(host_ids):
         errors.append(f"{svc}: {sizes} needs {needed} devices but only {healthy} are healthy")
-    if spec.device_mode == "privileged" and hardware.device_syntax != "device-nodes":
+    way = device_way(hardware)
+    if spec.device_mode == "privileged" and not way.PRIVILEGED:
         errors.append(f"{svc}: device_mode: 'privileged' is for hosts given device nodes (allowed on "
-                      f"{hardware.kind}: mount)")
-    if hardware.device_syntax == "device-nodes" and spec.device_mode == "mount" \
-            and hardware.visible_devices_env in spec.env:
-        errors.append(f"{svc}: env: {hardware.visible_devices_env} must not be set with device_mode 'mount': the "
-                      f"container sees only its mounted devices (vllm-ascend PR #12959); list them in devices")
+                      f"{hardware.kind}, device_syntax {hardware.device_syntax}: mount)")
+    errors += [f"{svc}: {problem}" for problem in way.service_problems(hardware, spec.device_mode, spec.env)]
     return errors
 
 

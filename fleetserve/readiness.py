@@ -10,10 +10,9 @@ from typing import Any
 
 from fleetserve import hostpaths
 from fleetserve.versions import version_at_least
-from fleetserve.hardware import ascend_image_needs
+from fleetserve.hardware import ascend_image_needs, device_way
 from fleetserve.hostos import family_from_os_release
 from fleetserve.schema.checks import Expectations, ImageNeed, ModelNeed
-from fleetserve.schema.hardware import HardwareKind
 from fleetserve.schema.plan import HostPlan
 
 
@@ -117,31 +116,6 @@ def _hashed(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def report_args(expect: Expectations) -> dict[str, Any]:
-    """Arguments of the HostReport fact that covers these expectations."""
-    hardware: HardwareKind = expect.hardware
-    fs_paths = [hostpaths.model_store(m.host_dir) for m in expect.models]
-    fs_paths += [i.remote_dir for i in expect.images if i.archive_kb and i.remote_dir]
-    return {
-        "smi_path": hardware.smi_path,
-        "smi_format": hardware.smi_format,
-        "device_prefixes": sorted({n.rstrip("0123456789") for n in expect.device_nodes}),
-        "paths": list(expect.paths),
-        "driver_version_file": hardware.driver_version_file,
-        "toolkit_info_glob": hardware.toolkit_info_glob,
-        "cdi_dirs": list(hardware.cdi_dirs),
-        "cdi_kind": (hardware.cdi_device or "").partition("=")[0] or None,
-        "tools": sorted(expect.tools or REQUIRED_TOOLS),
-        "ports": sorted(expect.ports),
-        "containers": [hostpaths.container_name(s) for s in expect.own_services],
-        "models": [[m.host_dir, hostpaths.model_store(m.host_dir), m.copy_dir,
-                    hostpaths.staging_dir(m.host_dir, m.copy_dir.rsplit("/", 1)[1])] for m in expect.models],
-        "fs_paths": list(dict.fromkeys(fs_paths)),
-        "images": [[i.ref, hostpaths.image_record(i.ref)] for i in expect.images],
-        "gpu_engine": hardware.device_syntax in ("cdi", "gpus"),
-    }
-
-
 def check_host(report: dict[str, Any], expect: Expectations) -> list[str]:
     """Every unmet requirement as one line: what is wrong, and what is needed."""
     problems: list[str] = []
@@ -191,7 +165,8 @@ def check_host(report: dict[str, Any], expect: Expectations) -> list[str]:
         if verified and driver and not version_at_least(driver, floor):
             problems.append(f"driver {driver} is older than {floor}: {why}")
 
-    problems += _gpu_engine_problems(report, hardware)
+    if report.get("engine_checked"):  # asked only when a container will be started (facts/host.py)
+        problems += device_way(hardware).problems(report, hardware)
     problems += _model_dir_problems(report, expect)
     problems += _disk_problems(report, expect)
     problems += _port_problems(report, expect)
@@ -211,36 +186,6 @@ def check_host(report: dict[str, Any], expect: Expectations) -> list[str]:
         port = installed.get("port")
         if port in expect.ports:
             problems.append(f"port {port} is used by installed service {name}; service {expect.ports[port]} needs it")
-    return problems
-
-
-DOCKER_CDI_SINCE = "25.0"  # Docker Engine 25.0 added CDI devices (daemon.json features.cdi until 28.2/28.3)
-
-
-def _gpu_engine_problems(report: dict[str, Any], hardware: HardwareKind) -> list[str]:
-    """What the engine must offer for this host's way of handing GPUs over (hardware.device_syntax)."""
-    if hardware.device_syntax not in ("cdi", "gpus") or not report.get("engine"):
-        return []
-    problems = []
-    podman = "podman" in report["engine"].lower()
-    version = report.get("engine_version")
-    if hardware.device_syntax == "cdi":
-        if not podman and (not version or not version_at_least(version, DOCKER_CDI_SINCE)):
-            problems.append(f"docker {version or '(version unknown)'} cannot take CDI devices ({hardware.cdi_device}): "
-                            f"Docker Engine >= {DOCKER_CDI_SINCE} is needed (or set gpu_devices: gpus)")
-        elif not podman and not report.get("engine_cdi_dirs"):
-            problems.append(f"docker {version} has CDI turned off (no CDISpecDirs): set "
-                            f'{{"features": {{"cdi": true}}}} in /etc/docker/daemon.json, or set gpu_devices: gpus')
-        if not report.get("cdi_specs"):
-            problems.append(f"no CDI spec lists {hardware.cdi_device.partition('=')[0]} in {', '.join(hardware.cdi_dirs)}"
-                            f" (generate one: nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml)")
-    elif hardware.container_runtime:
-        runtimes = report.get("podman_runtimes" if podman else "engine_runtimes", [])
-        if hardware.container_runtime not in runtimes:
-            where = "/etc/containers/containers.conf [engine.runtimes]" if podman else "docker info's Runtimes"
-            problems.append(f"the {hardware.container_runtime} container runtime is not registered ({where} lists "
-                            f"{', '.join(runtimes) or 'none'}): nvidia-ctk runtime configure --runtime="
-                            f"{'podman' if podman else 'docker'}, or set gpu_devices: cdi")
     return problems
 
 
@@ -313,9 +258,9 @@ def _gib(kb: int) -> str:
 def _port_problems(report: dict[str, Any], expect: Expectations) -> list[str]:
     """A service's port may be free or held by that service's own container, nothing else."""
     problems = []
-    containers = report.get("containers", {})
+    services = report.get("services", {})
     for port, service in sorted(expect.ports.items()):
-        own = containers.get(hostpaths.container_name(service))
+        own = (services.get(service) or {}).get("container")
         for listener in report.get("listeners", {}).get(port, []):
             if not own or own not in listener["cgroup"]:
                 problems.append(f"port {port} is held by pid {listener['pid']} ({listener['cgroup'][:80] or 'no cgroup'}),"

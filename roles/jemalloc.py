@@ -9,8 +9,14 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 
+from fleetserve.facts.batch import Want
+from fleetserve.facts.host import PathsExist
 from fleetserve.operations import host as host_ops
 from fleetserve.schema.plan import HostPlan
+
+
+def reads(plan: HostPlan) -> list[Want]:
+    return [(PathsExist, {"paths": [plan.jemalloc_path]})] if plan.jemalloc_path else []
 
 
 @deploy("fleetserve jemalloc")

@@ -9,15 +9,21 @@ from weakref import WeakKeyDictionary
 from pyinfra import host
 from pyinfra.api import State, deploy
 
-from fleetserve.facts.fleet import HostReport
+from fleetserve.facts import batch
+from fleetserve.facts.batch import Want
+from fleetserve.facts.host import HostReport
 from fleetserve.operations import host as host_ops
-from fleetserve.readiness import check_host, expectations_for, report_args
+from fleetserve.readiness import check_host, expectations_for
+from fleetserve.roles.common import host_plan
+from fleetserve.roles.group import group_network
 from fleetserve.schema.plan import HostPlan
-from roles.common import host_plan
-from roles.group import group_network
 
 # Rows of the readiness table, per pyinfra run, until the last host has reported.
 _ROWS: WeakKeyDictionary[State, dict[str, dict]] = WeakKeyDictionary()
+
+
+def reads(plan: HostPlan) -> list[Want]:
+    return [(HostReport, {"expect": expectations_for(plan)})]
 
 
 @deploy("fleetserve preflight")
@@ -28,7 +34,7 @@ def preflight(plan: HostPlan) -> None:
 def readiness_row(plan: HostPlan) -> dict:
     """Gather the host report now (read-only) and summarise it for the fleet table."""
     expect = expectations_for(plan)
-    report = host.get_fact(HostReport, **report_args(expect))
+    report = batch.read(HostReport, expect=expect)
     problems = check_host(report, expect)
     accelerators = report.get("accelerators", [])
     healthy = sum(1 for a in accelerators if a.get("health") == "OK")

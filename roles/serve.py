@@ -1,6 +1,10 @@
 """The whole job for a host: lock -> preflight -> group network -> helper files -> shared mount -> image
 -> jemalloc -> model -> group content -> service -> verify (the group steps only on hosts that serve a
-group; the shared mount only on hosts with host data shared_mount)."""
+group; the shared mount only on hosts with host data shared_mount).
+
+What the operations of every step read on a converged host is said first (each role's ``reads``) and
+read in one round trip with the host lock (``fleetserve.facts.batch``).
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,38 @@ from importlib import resources
 from pyinfra import host
 from pyinfra.api import deploy
 
-from fleetserve import hostlock, hostpaths
+from fleetserve import hostpaths
+from fleetserve.facts import batch
+from fleetserve.facts.batch import Want
+from fleetserve.facts.host import FileDigests
 from fleetserve.operations import host as host_ops
-from roles.common import host_plan
-from roles.group import group_content, group_network
-from roles.image import image
-from roles.jemalloc import jemalloc
-from roles.model import model
-from roles.preflight import preflight
-from roles.service import service
-from roles.shared_mount import shared_mount
-from roles.verify import verify
+from fleetserve.roles import image as image_role
+from fleetserve.roles import jemalloc as jemalloc_role
+from fleetserve.roles import model as model_role
+from fleetserve.roles import preflight as preflight_role
+from fleetserve.roles import service as service_role
+from fleetserve.roles import shared_mount as shared_mount_role
+from fleetserve.roles import verify as verify_role
+from fleetserve.roles.common import host_plan
+from fleetserve.roles.group import group_content, group_network
+from fleetserve.schema.plan import HostPlan
 
 
 def helper_files() -> dict[str, bytes]:
     """The helper scripts as the installed package ships them."""
     files = resources.files("fleetserve.files")
     return {name: files.joinpath(name).read_bytes() for name in hostpaths.HELPER_FILES}
+
+
+def _helper_paths() -> list[str]:
+    return sorted(hostpaths.lib_file(name) for name in hostpaths.HELPER_FILES)
+
+
+def reads(plan: HostPlan) -> list[Want]:
+    """Every fact the steps' operations read on a host where nothing changes."""
+    return [*preflight_role.reads(plan), (FileDigests, {"paths": _helper_paths()}), *shared_mount_role.reads(plan),
+            *image_role.reads(plan), *jemalloc_role.reads(plan), *model_role.reads(plan),
+            *service_role.reads(plan), *verify_role.reads(plan)]
 
 
 @deploy("fleetserve serve")
@@ -35,16 +54,18 @@ def serve(workloads: list[str]) -> None:
         host.noop(f"no services for {', '.join(workloads)} on this host "
                   f"(its workloads: {', '.join(plan.data.workloads or []) or 'none'})")
         return
-    # One run per host, held until this run's connection ends (before anything is read to decide).
-    host_ops.run_lock(name="One fleetserve run on this host", problem=hostlock.acquire(host, plan.data.lock_wait_s))
-    preflight(plan)
+    batch.want(reads(plan))
+    # One run per host, held until this run's connection ends; the host is read in the same round trip.
+    host_ops.run_lock(name="One fleetserve run on this host",
+                      problem=batch.read_under_lock(host, plan.data.lock_wait_s))
+    preflight_role.preflight(plan)
     group_network(plan)  # every member ready and the group's network sound, or no member goes on
     host_ops.files_present(name=f"Helper scripts in {hostpaths.LIB_DIR}", directory=hostpaths.LIB_DIR,
                            files=helper_files())
-    shared_mount(plan)  # before the image: a share that cannot be mounted stops the host before a long load
-    image(plan)
-    jemalloc(plan)  # after the image: the image's own jemalloc wins
-    model(plan)
+    shared_mount_role.shared_mount(plan)  # before the image: a share that cannot be mounted stops the host early
+    image_role.image(plan)
+    jemalloc_role.jemalloc(plan)  # after the image: the image's own jemalloc wins
+    model_role.model(plan)
     group_content(plan)  # the same image and weights on every member, or nothing of the group starts
-    service(plan)
-    verify(plan)
+    service_role.service(plan)
+    verify_role.verify(plan)

@@ -9,18 +9,29 @@ from pyinfra.api import deploy
 from pyinfra.api.hiddenvalue import HiddenValue
 
 from fleetserve import hostpaths
-from fleetserve.builder import created_mount_dirs, group_release, model_copy, service_files
-from fleetserve.facts.fleet import EngineInfo
+from fleetserve.builder import created_mount_dirs, env_file_path, group_release, model_copy, service_files
+from fleetserve.facts import batch
+from fleetserve.facts.batch import Want
+from fleetserve.facts.host import EngineInfo
+from fleetserve.facts.service import ServiceState
 from fleetserve.hostos import image_jemalloc_paths
 from fleetserve.operations import image as image_ops
 from fleetserve.operations import service as service_ops
 from fleetserve.schema.plan import Engine, HostPlan
 
 
+def reads(plan: HostPlan) -> list[Want]:
+    return [(EngineInfo, {})] + [
+        (ServiceState, service_ops.service_state_args(i.name, model_copy(i), env_file_path(i),
+                                                       created_mount_dirs(i, plan)))
+        for i in plan.services]
+
+
 @deploy("fleetserve service")
 def service(plan: HostPlan) -> None:
-    # The engine's path and daemon unit as the host has them (preflight failed the host without one).
-    found = host.get_fact(EngineInfo)
+    # The engine's path and daemon unit as the host has them: the unit names them (preflight failed
+    # the host without an engine).
+    found = batch.read(EngineInfo)
     engine = Engine(path=found["path"] or hostpaths.DOCKER, service_unit=found["unit"])
     for instance in host.loop(plan.services):
         spec = instance.spec
@@ -32,8 +43,8 @@ def service(plan: HostPlan) -> None:
         image_ops.command_accepted(
             name=f"{spec.image.ref}'s own vLLM accepts the command of {spec.name}",
             image=spec.image.ref, entrypoint=instance.entrypoint, argv=list(member.serve_args or instance.serve_args),
-            check_script=hostpaths.lib_file("check_serve_args.py"), cpu=instance.hardware.vendor == "nvidia",
-            mounts=[f"{m.host}:{m.container}:ro" for m in instance.hardware.driver_mounts],
+            cpu=instance.hardware.vendor == "nvidia",
+            mounts=[m.model_copy(update={"read_only": True}) for m in instance.hardware.driver_mounts],
         )
         service_ops.release_started(
             name=f"Release of {spec.name} installed and started (if new)",

@@ -9,8 +9,19 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
+from fleetserve import hostos, hostpaths
+from fleetserve.facts.batch import Want
+from fleetserve.facts.host import MountAt
 from fleetserve.operations import host as host_ops
 from fleetserve.schema.plan import HostPlan
+
+
+def reads(plan: HostPlan) -> list[Want]:
+    mount, where = plan.data.shared_mount, plan.data.shared_dir
+    if not mount or not where:
+        return []
+    return [(MountAt, {"where": where, "helper": hostos.mount_helper(mount.fstype),
+                       "unit_file": hostpaths.mount_unit_path(where)})]
 
 
 @deploy("fleetserve shared mount")

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
+import shlex
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +21,12 @@ from importlib import resources
 
 from fleetserve import hostpaths
 from fleetserve.builder import created_mount_dirs, group_release, model_copy, service_files
-from fleetserve.facts.parsers import parse_npu_smi_info, parse_nvidia_smi_csv
+from fleetserve.facts import batch
+from fleetserve.facts.base import split_sections
+from fleetserve.facts.host import parse_host_report
+from fleetserve.facts.image import argv_digest
+from fleetserve.hardware.smi.npu_smi_info import parse_npu_smi_info
+from fleetserve.hardware.smi.nvidia_smi_csv import parse_nvidia_smi_csv
 from fleetserve.hardware import get_kind
 from fleetserve.hostos import jemalloc_library
 from fleetserve.operations.service import release_record
@@ -39,18 +45,24 @@ SMI_OUTPUT = {
 }
 
 
+IMAGE_ID = "sha256:" + "ab" * 32
+
+
 def host_report(kind: str, *, npu_smi: str | None = None, driver: str = "25.5.1", toolkit: str | None = "8.5.1",
                 arch: str = "aarch64", os_id: str = "ubuntu", free_kb: int = 10**10, expect: Expectations | None = None,
                 verified: bool = False, paths=(), installed=(), tools=tuple(REQUIRED_TOOLS), model_dirs: dict | None = None,
-                listeners: dict | None = None) -> list[str]:
+                listeners: dict | None = None, services: dict | None = None, engine_checked: bool | None = None,
+                engine: str | None = "Docker version 28.2.2") -> list[str]:
     """HostReport output for a ready host of this kind (override pieces to make it unready). With
     `expect`, every model directory, filesystem and image it names is reported: absent and with
-    free space, or (`verified`) with its copy in place and the image loaded."""
+    free space, or (`verified`) with its copy in place, the image loaded and every service running.
+    `services`: service -> (systemctl state, container id) instead. The engine is asked (its version,
+    and what the kind's device way needs of it) as the host report asks it: when an image is missing
+    or a service is not running, unless `engine_checked` says otherwise."""
     hardware = get_kind(kind)
     text = npu_smi if npu_smi is not None else (FIXTURES / SMI_OUTPUT[hardware.kind]).read_text()
-    lines = [f"@@smi-format {hardware.smi_format}", "@@arch", arch,
-             "@@os", f"ID={os_id}", 'PRETTY_NAME="Ubuntu 22.04.4 LTS"', "@@engine", "Docker version 28.2.2",
-             "engine-ok", "@@engine-root", "/var/lib/docker", "@@tools", *tools, "@@devices"]
+    lines = ["@@arch", arch, "@@os", f"ID={os_id}", 'PRETTY_NAME="Ubuntu 22.04.4 LTS"',
+             f"@@engine-path {'/usr/bin/docker' if engine else ''}", "@@tools", *tools, "@@devices"]
     if hardware.smi_format == "nvidia-smi-csv":
         ids = [gpu.index for gpu in parse_nvidia_smi_csv(text)[0]]
     else:
@@ -60,8 +72,12 @@ def host_report(kind: str, *, npu_smi: str | None = None, driver: str = "25.5.1"
     lines += ["@@paths", *paths, "@@listen"]
     for port, holders in (listeners or {}).items():
         lines += [f"{port} {pid} {cgroup}" for pid, cgroup in holders]
-    lines += ["@@containers", "@@installed", *[json.dumps(i) for i in installed]]
-    fs = ["/var/lib/docker"]
+    states = services if services is not None else {
+        s: ("active" if verified else "inactive", "c0ffee" * 10 if verified else "") for s in (expect.own_services
+                                                                                                 if expect else ())}
+    lines += ["@@services", *[f"{s} {state} {cid}".rstrip() for s, (state, cid) in states.items()]]
+    lines += ["@@installed", *[json.dumps(i) for i in installed]]
+    fs = []
     for need in (expect.models if expect else ()):
         lines.append(f"@@model:{need.host_dir}")
         lines += (model_dirs or {}).get(need.host_dir, ["kind symlink", f"target {need.copy_dir}"] if verified
@@ -73,22 +89,63 @@ def host_report(kind: str, *, npu_smi: str | None = None, driver: str = "25.5.1"
         if image.archive_kb:
             fs.append(image.remote_dir)
         record = json.dumps({"fingerprint": image.fingerprint}) if verified and image.fingerprint else ""
-        lines += [f"@@image:{image.ref}", f"id {'sha256:' + 'ab' * 32 if verified else ''}", f"record {record}"]
-    lines += ["@@fs", *[f"{path} 2049 {free_kb} /" for path in dict.fromkeys(fs)]]
+        lines += [f"@@image:{image.ref}", f"id {IMAGE_ID if verified else ''}", f"record {record}"]
+    needs_engine = not verified or any(state != "active" for state, _ in states.values())
+    if engine and (needs_engine or not expect or not expect.images):
+        lines += ["@@engine", engine, "engine-ok"]
+    if engine and (engine_checked if engine_checked is not None else needs_engine):
+        lines.append("@@engine-checked")
+        if hardware.vendor == "nvidia":  # a Docker that takes both CDI devices and --gpus with the nvidia runtime
+            lines += ["@@engine-version", "28.2.2", "@@engine-cdi", '["/etc/cdi","/var/run/cdi"]', "@@cdi",
+                      "/etc/cdi/nvidia.yaml", "@@engine-runtimes", '{"nvidia":{},"runc":{}}']
+    loading = not verified and any(i.archive_kb for i in (expect.images if expect else ()))
+    root = "/var/lib/docker" if loading else ""
+    lines += [f"@@engine-root {root}".rstrip(), "@@fs", *[f"{path} 2049 {free_kb} /" for path in
+                                                          dict.fromkeys(fs + ([root] if root else []))]]
     if hardware.driver_version_file:
         lines += ["@@driver", f"Version={driver}"]
     if hardware.toolkit_info_glob:
         lines += ["@@toolkit"] + ([f"version={toolkit}"] if toolkit else [])
     lines += ["@@smi", *text.splitlines(), "@@smi-rc 0"]
-    if hardware.cdi_dirs:
-        lines += ["@@cdi", "/etc/cdi/nvidia.yaml"]
-    if hardware.vendor == "nvidia":  # a Docker that takes both CDI devices and --gpus with the nvidia runtime
-        lines += ["@@engine-version", "28.2.2", "@@engine-runtimes", '{"nvidia":{},"runc":{}}', "@@engine-cdi",
-                  '["/etc/cdi","/var/run/cdi"]']
     return lines
 
 
-def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32,
+# The command of each fact, as the fake connector is told what to answer (a substring of it).
+HOST_REPORT = "echo @@arch; uname -m"
+
+
+def report_of(lines: list[str], expect: Expectations) -> dict[str, Any]:
+    """HostReport's value for this output, as a run with these expectations reads it."""
+    return parse_host_report(split_sections(lines), expect)
+
+
+def image_facts_key(ref: str) -> str:
+    return f"docker image inspect --format '{{{{.Id}}}} {{{{json .RepoDigests}}}}' {shlex.quote(ref)}"
+
+
+def image_facts_output(image_id: str = IMAGE_ID, probe: dict | None = None, record: dict | None = None,
+                       accepted: dict[str, dict] | None = None, jemalloc_loads: bool = False,
+                       error: str | None = None, digests: list[str] | None = None) -> list[str]:
+    """ImageFacts output of a present image (what it carries, what was loaded, accepted commands)."""
+    lines = [f"@@id {image_id}", f"@@digests {json.dumps(digests or [])}", "@@record", json.dumps(record) if record else ""]
+    if error:
+        lines += ["@@error", error]
+    lines += ["@@probe", json.dumps(probe) if probe is not None else ""]
+    for digest, verdict in (accepted or {}).items():
+        lines += [f"@@accepted:{digest}", json.dumps(verdict)]
+    return lines + (["@@jemalloc-loads"] if jemalloc_loads else [])
+
+
+def health_key(port: int) -> str:
+    return f":{port}/health 2>/dev/null"
+
+
+def healthy(container: str = "c0ffee" * 10) -> list[str]:
+    """ServiceHealth output of a service running in its own container and answering /health."""
+    return ["@@active active", f"@@container {container}", "@@health 200", "@@listeners", "own 4242"]
+
+
+def converged_responses(plan: HostPlan, image_id: str = IMAGE_ID,
                         image_jemalloc: str | None = None) -> dict[str, Any]:
     """Responses of a host where everything the plan wants is already in place: the current release
     of every service is the one this plan makes, running. `image_jemalloc`: where the images carry
@@ -96,28 +153,29 @@ def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32,
     expect = expectations_for(plan)
     probe = {"hf": "0.36.2", "modelscope": "1.37.1", "vllm": "0.18.0", "jemalloc": image_jemalloc}
     responses: dict[str, Any] = {
-        "@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, expect=expect, verified=True,
-                                    paths=expect.paths, tools=tuple(expect.tools)),
+        HOST_REPORT: host_report(plan.hardware.kind, arch=plan.data.arch, expect=expect, verified=True,
+                                 paths=expect.paths, tools=tuple(expect.tools)),
         "@@path $(command -v docker": ["@@path /usr/bin/docker"],
-        "/var/lib/fleetserve/images/probe-": [f"@@id {image_id}", "@@probe", json.dumps(probe)],
     }
     if plan.jemalloc_path:
-        loads = hostpaths.image_check(f"jemalloc-{image_id.removeprefix('sha256:')[:16]}")
-        responses[f"for p in {plan.jemalloc_path} {loads};"] = [plan.jemalloc_path, loads]
+        responses[f"for p in {plan.jemalloc_path};"] = [plan.jemalloc_path]
     digests = []
     for name in hostpaths.HELPER_FILES:
         content = resources.files("fleetserve.files").joinpath(name).read_bytes()
         digests.append(f"{hostpaths.lib_file(name)} {hashlib.sha256(content).hexdigest()}")
     responses["sha256sum \"$p\" 2>/dev/null | cut -d' ' -f1)\"; done"] = digests
     records = []
+    accepted: dict[str, dict[str, dict]] = {}
+    loaded: dict[str, dict] = {}
     for instance in plan.services:
         spec = instance.spec
         engine = Engine(path="/usr/bin/docker", service_unit=None)
         files = service_files(instance, instance.member(plan.host), plan, engine, jemalloc_in_image=image_jemalloc)
         argv = instance.member(plan.host).serve_args or instance.serve_args
-        key = hashlib.sha256(json.dumps([image_id, list(argv)]).encode()).hexdigest()[:20]
-        accepted = hostpaths.image_check(key)
-        responses[f"for p in {accepted};"] = [f"@@file:{accepted}", json.dumps({"verdict": "accepted"})]
+        accepted.setdefault(spec.image.ref, {})[argv_digest(argv)] = {"verdict": "accepted"}
+        if instance.image_archive:
+            loaded[spec.image.ref] = {"fingerprint": archive_fingerprint(instance.image_archive, spec.image.sha256),
+                                      "image_id": image_id}
         copy = model_copy(instance)
         config = {"max_position_embeddings": 262144, "num_attention_heads": 16}
         marker_sha = "cd" * 32
@@ -127,19 +185,16 @@ def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32,
         records += [f"@@state:{spec.name}", json.dumps(state), f"@@release:{spec.name}", json.dumps(record)]
         unit_sha = hashlib.sha256(files.unit_text.encode()).hexdigest()
         env_sha = hashlib.sha256(files.env_text.encode()).hexdigest() if files.env_text else ""
-        responses[f"docker image inspect --format '{{{{.Id}}}} {{{{json .RepoDigests}}}}' {spec.image.ref}"] = \
-            [f"{image_id} []"]
-        if instance.image_archive:
-            record = {"fingerprint": archive_fingerprint(instance.image_archive, spec.image.sha256), "image_id": image_id}
-            responses[f"for p in {hostpaths.image_record(spec.image.ref)};"] = [
-                f"@@file:{hostpaths.image_record(spec.image.ref)}", json.dumps(record)]
         responses[f"cat {hostpaths.model_marker(copy)}"] = \
             ["@@marker", json.dumps(spec.model.identity()), "@@config", json.dumps(config), "@@legacy"]
         responses[f"{hostpaths.unit_path(spec.name)} 2>/dev/null"] = [
             "@@dirs", *created_mount_dirs(instance, plan), f"@@unit {unit_sha}",
             f"@@env {env_sha} 600" if env_sha else "@@env ", "@@active active", "@@enabled enabled",
-            f"@@image {image_id}", f"@@marker {marker_sha}", "@@state", json.dumps(state)]
-        responses[f"verify-endpoint.sh {spec.port} "] = ["@@result ok api", "@@answer", "{}"]
+            f"@@marker {marker_sha}", "@@state", json.dumps(state)]
+        responses[health_key(spec.port)] = healthy()
+    for ref, commands in accepted.items():
+        responses[image_facts_key(ref)] = image_facts_output(image_id, probe, loaded.get(ref), commands,
+                                                             jemalloc_loads=True)
     responses[f"for s in {hostpaths.STATE_DIR}/releases/*/"] = records
     return responses
 
@@ -149,8 +204,48 @@ def converged_responses(plan: HostPlan, image_id: str = "sha256:" + "ab" * 32,
 FAILS = {re.compile(r"^printf '%s\\n' '(fleetserve|image archive|could not pull)"): {"success": False}}
 
 
+_BATCHES: dict[str, list] = {}  # batch command -> the (fact, arguments) it reads
+
+
+def _lookup(original):
+    """FakeConnector's lookup, with batches of facts (fleetserve.facts.batch) answered part by part from
+    the host's fake responses as if each fact had been asked alone (one command, as on a real host)."""
+    def lookup(connector, command_str):
+        words = shlex.split(command_str) if command_str.startswith("sh -c ") else []
+        inner = words[2] if len(words) == 3 else command_str  # as the shell gets it, unquoted
+        wants = next((w for c, w in _BATCHES.items() if c in inner), None)
+        if wants is None:
+            return original(connector, command_str)
+        from pyinfra.connectors.util import CommandOutput, OutputLine
+
+        lines = []
+        for index, (cls, kwargs) in enumerate(wants):
+            _, output = original(connector, batch._command(cls, kwargs))
+            lines += [OutputLine("stdout", f"{batch.PART} {index}"), *output.combined_lines]
+        return True, CommandOutput(lines)
+    return lookup
+
+
+def _recording(original):
+    def batch_command(wants):
+        command = original(wants)
+        _BATCHES[command] = list(wants)
+        return command
+    return batch_command
+
+
+def fake_batches() -> None:
+    """Answer batches of facts on @fake hosts for the rest of this process (a pyinfra CLI run's inventory
+    calls it; in-process runs use Recorder, which undoes it)."""
+    from pyinfra.connectors.fake import FakeConnector
+
+    FakeConnector._lookup_response = _lookup(FakeConnector._lookup_response)
+    batch.batch_command = _recording(batch.batch_command)
+
+
 class Recorder:
-    """Uploads seen by the fake connector (it accepts them silently), as (host, path, content)."""
+    """What the fake connector sees: uploads (it accepts them silently) as (host, path, content), and
+    batches of facts answered part by part (``fake_batches``)."""
 
     def __init__(self):
         self.uploads: list[tuple[str, str, bytes]] = []
@@ -158,7 +253,7 @@ class Recorder:
     def __enter__(self):
         from pyinfra.connectors.fake import FakeConnector
 
-        self._original = FakeConnector.put_file
+        self._original = FakeConnector.put_file, FakeConnector._lookup_response, batch.batch_command
         recorder = self
 
         def put_file(connector, filename_or_io, remote_filename, *args, **kwargs):
@@ -173,12 +268,15 @@ class Recorder:
             return True
 
         FakeConnector.put_file = put_file
+        FakeConnector._lookup_response = _lookup(self._original[1])
+        batch.batch_command = _recording(self._original[2])
         return self
 
     def __exit__(self, *exc):
         from pyinfra.connectors.fake import FakeConnector
 
-        FakeConnector.put_file = self._original
+        FakeConnector.put_file, FakeConnector._lookup_response, batch.batch_command = self._original
+        _BATCHES.clear()
 
 
 def run_fake_deploy(hosts: list[tuple[str, dict]], deploy: Callable, *args, check_for_changes: bool = True,

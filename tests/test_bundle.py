@@ -16,11 +16,12 @@ import pytest
 
 from fleetserve import hostpaths
 from fleetserve.bundle import make_bundle
-from fleetserve.operations import model as model_ops
+from fleetserve.operations import weights as weights_ops
+from fleetserve.schema.plan import ModelCache, ModelCopy
 from fleetserve.plan import PlanError, plan_inventory
 from fleetserve_sandbox.hub import file_counters
 from tests.fakefleet import run_op
-from tests.test_cache_shell import FILES, SHIM, absent, finished, shell
+from tests.test_cache_shell import SHIM, absent, finished, here, shell
 from tests.test_host_scripts import hub  # noqa: F401 (the loopback hub, a fixture)
 
 REPO = "fleetserve/tiny-qwen"
@@ -88,18 +89,17 @@ def test_bundle_mode_needs_the_bundles_place_on_the_host(tmp_path, hub):
 MARKER = {"hub": "modelscope", "repo_id": REPO, "revision": "master", "include": []}
 
 
-def bundle_args(host_dir: str) -> dict:
-    return dict(hub="modelscope", repo_id=REPO, revision="master", host_dir=host_dir, copy_key="master-0123456789ab",
-                image="standin", entrypoint="shell", verify_script=str(FILES / "verify_model.py"),
-                bundle_dir="/mnt/bundle")
+def bundle_args(host_dir: str, key: str = "master-0123456789ab", bundle_dir: str = "/mnt/bundle") -> dict:
+    return dict(copy=ModelCopy(hub="modelscope", repo_id=REPO, revision="master", host_dir=host_dir, key=key),
+                image="standin", entrypoint="shell", cache=ModelCache("bundle", host_dir, key, bundle_dir=bundle_dir))
 
 
 def test_a_copy_already_taken_from_the_bundle_is_a_noop():
     args = bundle_args("/data/m")
-    copy = hostpaths.model_copy("/data/m", args["copy_key"])
+    copy = hostpaths.model_copy("/data/m", args["copy"].key)
     state = {f"cat {copy}/.fleetserve-verified.json": ["@@marker", json.dumps(MARKER), "@@config",
                                                        '{"num_attention_heads": 2}', "@@legacy"]}
-    commands, run = run_op(model_ops.bundle_weights, state, **args)
+    commands, run = run_op(weights_ops.bundle_weights, state, **args)
     assert [c for c in commands if not c.startswith("echo @@marker")] == [] and not run.failed_hosts
 
 
@@ -109,12 +109,12 @@ def test_a_copy_from_the_bundle_is_copied_verified_offline_and_published(tmp_pat
     index = make_bundle(plan_inventory(inventory(tmp_path, hub), ["qwen3.5"]), out, say=lambda line: None)
     key = index["models"][0]["copy_key"]
     host_dir = str(tmp_path / "host" / "models" / "tiny-qwen")
-    args = {**bundle_args(host_dir), "copy_key": key, "bundle_dir": str(out)}
+    args = bundle_args(host_dir, key, str(out))
     stage = hostpaths.staging_dir(host_dir, key)
     fits = {f"cat {stage}/.fleetserve-verified.json": ["@@marker", json.dumps(MARKER), "@@config",
                                                         '{"num_attention_heads": 2}', "@@legacy"]}
-    commands, run = run_op(model_ops.bundle_weights, {**absent(hostpaths.model_copy(host_dir, key)), **fits}, **args)
-    steps = [c for c in commands if not c.startswith("echo @@marker")]
+    commands, run = run_op(weights_ops.bundle_weights, {**absent(hostpaths.model_copy(host_dir, key)), **fits}, **args)
+    steps = [here(c) for c in commands if not c.startswith("echo @@marker")]
     assert not run.failed_hosts and len(steps) == 4 and steps[-1].startswith("mv -T")
     assert "--listing" in steps[2] and "--endpoint offline" in steps[2]
     bin_dir = tmp_path / "bin"
@@ -130,7 +130,7 @@ def test_a_copy_from_the_bundle_is_copied_verified_offline_and_published(tmp_pat
     assert json.loads((copy / hostpaths.VERIFIED_MARKER).read_text())["repo_id"] == REPO
     assert hub.snapshot()["total"]["requests"] == 0  # offline: not even a listing
     # a bundle without this copy is refused with what to do
-    commands, run = run_op(model_ops.bundle_weights, absent("/x"), **{**args, "copy_key": "other-0123"})
-    check = [c for c in commands if not c.startswith("echo @@marker")][0]
+    commands, run = run_op(weights_ops.bundle_weights, absent("/x"), **bundle_args(host_dir, "other-0123", str(out)))
+    check = [here(c) for c in commands if not c.startswith("echo @@marker")][0]
     code, output = finished(shell(check, env))
     assert code == 1 and "holds no copy other-0123" in output and "fleetserve bundle" in output

@@ -11,13 +11,13 @@ from fleetserve import hostpaths
 from fleetserve.builder import model_copy
 from fleetserve.plan import plan_inventory
 from fleetserve.readiness import PEER_TOOLS, REQUIRED_TOOLS, expectations_for
-from roles.serve import serve
+from fleetserve.roles.serve import serve
 from tests.fakefleet import converged_responses, host_report, run_fake_deploy
 
 A3 = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"]}
-FACTS = ("echo '@@smi-format", "for p in ", "docker image inspect --format '{{.Id}}", "echo @@marker", "echo @@dirs",
-         "sh /usr/local/lib/fleetserve/verify-endpoint.sh", 'echo "@@path', "for s in /var/lib/fleetserve/releases",
-         "id=$(docker image inspect", "systemctl is-active", "echo @@mount-at")
+FACTS = ("echo '@@@fleetserve-fact", "echo @@arch; uname -m", "for p in ", "out=$(docker image inspect", "echo @@marker",
+         "echo @@dirs", "sh /usr/local/lib/fleetserve/verify-endpoint.sh", 'echo "@@path',
+         "for s in /var/lib/fleetserve/releases", 'echo "@@active', "systemctl is-active", "echo @@mount-at")
 
 
 @pytest.fixture()
@@ -42,7 +42,7 @@ def changed(commands: list[str]) -> list[str]:
 
 def fresh(plan, tools=tuple(REQUIRED_TOOLS) + tuple(PEER_TOOLS)) -> dict:
     expect = expectations_for(plan)
-    return {"@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, paths=expect.paths, expect=expect,
+    return {"echo @@arch; uname -m": host_report(plan.hardware.kind, arch=plan.data.arch, paths=expect.paths, expect=expect,
                                         tools=tools),
             "verify-endpoint.sh": ["@@result ok api"],
             "systemctl is-active fleetserve-peer-source": ["active"],  # once started

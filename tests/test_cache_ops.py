@@ -8,10 +8,13 @@ import json
 
 from pyinfra import host
 
+
 from fleetserve import hostpaths
 from fleetserve.operations import image as image_ops
-from fleetserve.operations import model as model_ops
-from tests.fakefleet import run_fake_deploy, run_op
+from fleetserve.operations import peer as peer_ops
+from fleetserve.operations import weights as weights_ops
+from fleetserve.schema.plan import ModelCache, ModelCopy, PeerLink
+from tests.fakefleet import image_facts_key, image_facts_output, run_fake_deploy, run_op
 
 MARKER = {"hub": "hf", "repo_id": "Qwen/Qwen3.5-2B-Base", "revision": "main", "include": []}
 HOST_DIR = "/mnt/shared/models/Qwen3.5-2B-Base"
@@ -19,14 +22,26 @@ KEY = "main-0123456789ab"
 COPY = f"/mnt/shared/models/.Qwen3.5-2B-Base.fleetserve/{KEY}"
 STAGE = f"/mnt/shared/models/.Qwen3.5-2B-Base.fleetserve/.partial-{KEY}"
 LOCK = f"/mnt/shared/models/.Qwen3.5-2B-Base.fleetserve/.lock-{KEY}"
-ARGS = dict(hub="hf", repo_id="Qwen/Qwen3.5-2B-Base", revision="main", host_dir=HOST_DIR, copy_key=KEY,
-            image="quay.io/ascend/vllm-ascend:v0.18.0rc1", entrypoint="shell", max_model_len=32768,
-            verify_script="/usr/local/lib/fleetserve/verify_model.py", endpoint="http://10.79.0.1:8090")
-SHARED = dict(ARGS, lock_file=LOCK, holder="a3-01", wait_s=600)
-PEER = dict(ARGS, fetch_script="/usr/local/lib/fleetserve/peer_fetch.py", wait_s=600)
+QWEN = ModelCopy(hub="hf", repo_id="Qwen/Qwen3.5-2B-Base", revision="main", host_dir=HOST_DIR, key=KEY,
+                 max_model_len=32768, endpoint="http://10.79.0.1:8090")
+IN = dict(image="quay.io/ascend/vllm-ascend:v0.18.0rc1", entrypoint="shell")
+SHARED_CACHE = ModelCache("shared", HOST_DIR, KEY, ("a3-01", "a3-02"), wait_s=600, lock_file=LOCK)
 CONFIG = {"max_position_embeddings": 32768, "num_attention_heads": 16}
 FACT = "echo @@marker"
-PROBE = "id=$(docker image inspect"
+PROBE = "out=$(docker image inspect"
+A3_01 = PeerLink("a3-01", "10.80.0.11", 8873, HOST_DIR)
+NEXT = PeerLink("a3-03", "10.80.0.13", 8873, HOST_DIR)
+
+
+def shared(state: dict, verify_sha256: bool = True):
+    return run_op(weights_ops.shared_weights, state, copy=QWEN, cache=SHARED_CACHE, holder="a3-01",
+                  verify_sha256=verify_sha256, **IN)
+
+
+def peer(state: dict, source: PeerLink | None = None, serving: bool = False):
+    """peer_weights on a host of a chain, copying from `source` (None: the first, from the hub)."""
+    cache = ModelCache("peer", HOST_DIR, KEY, wait_s=600, source=source, receiver=NEXT if serving else None)
+    return run_op(weights_ops.peer_weights, state, copy=QWEN, cache=cache, **IN)
 
 
 def model_state(directory: str, marker: dict | None, config: dict | None = CONFIG, record: dict | None = None,
@@ -45,15 +60,14 @@ def changes(commands: list[str]) -> list[str]:
 def test_a_shared_copy_this_host_checked_is_a_noop():
     sha = "ab" * 32
     state = model_state(COPY, MARKER, record={"marker_sha256": sha, "by": "verified"}, marker_sha=sha)
-    commands, run = run_op(model_ops.shared_weights, state, **SHARED)
+    commands, run = shared(state)
     assert changes(commands) == [] and not run.failed_hosts
 
 
 def test_a_shared_copy_another_host_published_is_checked_here_read_only_without_the_lock():
     # (and again when the copy changed since this host checked it: the record names another marker)
     for record in (None, {"marker_sha256": "00" * 32}):
-        commands, run = run_op(model_ops.shared_weights, model_state(COPY, MARKER, record=record,
-                                                                     marker_sha="ab" * 32), **SHARED)
+        commands, run = shared(model_state(COPY, MARKER, record=record, marker_sha="ab" * 32))
         (check,) = changes(commands)
         assert f"-v {COPY}:{COPY}:ro" in check and f"verify_model.py {COPY} --marker" in check
         assert "--check-only" in check and "--no-sha256" not in check and "flock" not in check
@@ -61,12 +75,12 @@ def test_a_shared_copy_another_host_published_is_checked_here_read_only_without_
         assert check.endswith(f'"by": "%s"}}\' {COPY} "$(sha256sum {COPY}/.fleetserve-verified.json | cut -d\' \' '
                               f'-f1)" verified > /var/lib/fleetserve/shared/mnt_shared_models_.Qwen3.5-2B-Base.'
                               f'fleetserve_{KEY}.json')
-    commands, _ = run_op(model_ops.shared_weights, model_state(COPY, MARKER), **{**SHARED, "verify_sha256": False})
+    commands, _ = shared(model_state(COPY, MARKER), verify_sha256=False)
     assert "--check-only --no-sha256" in changes(commands)[0]  # marker, sizes and headers only
 
 
 def test_a_missing_shared_copy_is_downloaded_by_whichever_host_gets_the_lock():
-    commands, run = run_op(model_ops.shared_weights, model_state(COPY, None), **SHARED)
+    commands, run = shared(model_state(COPY, None))
     (locked,) = changes(commands)
     assert locked.startswith(f"i=0; until mkdir -p /mnt/shared/models/.Qwen3.5-2B-Base.fleetserve 2>/dev/null; ( : >> "
                              f"{LOCK} ) 2>/dev/null; do i=$((i+1)); if [ $i -ge 100 ]; then echo 'fleetserve model: "
@@ -90,7 +104,7 @@ def test_a_missing_shared_copy_is_downloaded_by_whichever_host_gets_the_lock():
 def test_a_shared_copy_that_does_not_fit_the_flags_fails_the_host():
     state = {**model_state(COPY, MARKER, config={"max_position_embeddings": 8192, "num_attention_heads": 16},
                            marker_sha="ab" * 32, record={"marker_sha256": "ab" * 32})}
-    commands, run = run_op(model_ops.shared_weights, state, **SHARED)
+    commands, run = shared(state)
     (failing,) = changes(commands)
     assert "exceeds the 8192 positions" in failing and run.failed_hosts
 
@@ -99,14 +113,12 @@ def test_a_shared_copy_that_does_not_fit_the_flags_fails_the_host():
 
 def test_a_peer_that_holds_its_verified_copy_is_a_noop():
     peer_copy = hostpaths.model_copy(HOST_DIR, KEY)
-    commands, run = run_op(model_ops.peer_weights, model_state(peer_copy, MARKER), **PEER,
-                           source="rsync://10.80.0.11:8873", source_host="a3-01")
+    commands, run = peer(model_state(peer_copy, MARKER), source=A3_01)
     assert changes(commands) == [] and not run.failed_hosts
 
 
 def test_the_first_peer_downloads_and_lists_each_file_as_the_download_completes_it():
-    commands, run = run_op(model_ops.peer_weights, {**model_state(COPY, None), **model_state(STAGE, MARKER)},
-                           **PEER, serving=True)
+    commands, run = peer({**model_state(COPY, None), **model_state(STAGE, MARKER)}, serving=True)
     staged, fetch, publish = changes(commands)
     assert staged.startswith(f"mkdir -p {STAGE} &&")
     ended = f"{STAGE}/.fleetserve-download-ended"
@@ -120,14 +132,13 @@ def test_the_first_peer_downloads_and_lists_each_file_as_the_download_completes_
                           f"exit 1; }}")
     assert publish == f"mv -T {STAGE} {COPY}" and not run.failed_hosts
     # the last of a chain (or a chain of one) serves nobody: download, then verify
-    commands, _ = run_op(model_ops.peer_weights, model_state(COPY, None), **PEER)
+    commands, _ = peer(model_state(COPY, None))
     fetch = changes(commands)[1]
     assert "--follow" not in fetch and "systemctl stop" not in fetch and "--sums .fleetserve-sha256sums" in fetch
 
 
 def test_a_next_peer_copies_from_the_previous_then_verifies_against_the_hub_before_publishing():
-    commands, run = run_op(model_ops.peer_weights, {**model_state(COPY, None), **model_state(STAGE, MARKER)},
-                           **PEER, source="rsync://10.80.0.11:8873", source_host="a3-01", serving=True)
+    commands, run = peer({**model_state(COPY, None), **model_state(STAGE, MARKER)}, source=A3_01, serving=True)
     staged, fetch, publish = changes(commands)
     assert fetch.startswith(f"{{ python3 /usr/local/lib/fleetserve/peer_fetch.py {STAGE} --source "
                             f"rsync://10.80.0.11:8873 --key {KEY} --wait 600 --attempts 3 --marker "
@@ -146,26 +157,25 @@ def test_a_next_peer_copies_from_the_previous_then_verifies_against_the_hub_befo
 
 def test_a_copied_revision_that_does_not_fit_the_flags_is_never_published():
     unfit = {**model_state(COPY, None), **model_state(STAGE, MARKER, config={"max_position_embeddings": 8192})}
-    commands, run = run_op(model_ops.peer_weights, unfit, **PEER, source="rsync://10.80.0.11:8873", source_host="a")
+    commands, run = peer(unfit, source=A3_01)
     assert "exceeds the 8192 positions" in changes(commands)[-1] and run.failed_hosts
     assert not any(c.startswith("mv -T") for c in commands)
 
 
 def test_ipv6_sources_are_bracketed_as_rsync_reads_them():
-    assert model_ops.peer_url("10.80.0.11", 8873) == "rsync://10.80.0.11:8873"
-    assert model_ops.peer_url("fd00::11", 8873) == "rsync://[fd00::11]:8873"
+    assert peer_ops.peer_url("10.80.0.11", 8873) == "rsync://10.80.0.11:8873"
+    assert peer_ops.peer_url("fd00::11", 8873) == "rsync://[fd00::11]:8873"
 
 
 # --- the peer source's daemon ------------------------------------------------------------------------
 
-SERVED = {"key": KEY, "copy": COPY, "stage": STAGE, "receiver": "@fake/b", "receiver_address": "10.80.0.12",
-          "receiver_host_dir": HOST_DIR, "identity": MARKER}
+SERVED = (QWEN, PeerLink("@fake/b", "10.80.0.12", 8873, HOST_DIR))
 
 
 def serve(receiver_state: dict) -> tuple[list[str], object]:
     def deploy():
         if host.name == "@fake/a":
-            model_ops.peer_source_started(address="10.80.0.11", port=8873, copies=[SERVED], wait_s=600)
+            peer_ops.peer_source_started(address="10.80.0.11", port=8873, wait_s=600, served=[SERVED])
     state, commands = run_fake_deploy([("a", {}), ("b", {"fake_responses": receiver_state})], deploy,
                                       check_for_changes=False)
     return commands["@fake/a"], state
@@ -174,7 +184,7 @@ def serve(receiver_state: dict) -> tuple[list[str], object]:
 def test_a_source_serves_its_copy_read_only_to_its_receiver_only_while_it_needs_it():
     commands, state = serve(model_state(COPY, None))
     (start,) = commands
-    config = model_ops.peer_daemon_config("10.80.0.11", 8873, [SERVED])
+    config = peer_ops.daemon_config("10.80.0.11", 8873, [(KEY, COPY, STAGE, "10.80.0.12")])
     assert f"[{KEY}]\n    path = {COPY}\n    hosts allow = 10.80.0.12\n    hosts deny = *" in config
     assert f"[{KEY}.partial]\n    path = {STAGE}\n    hosts allow = 10.80.0.12" in config
     assert "address = 10.80.0.11\nport = 8873\nuse chroot = yes\nread only = yes\nlist = no" in config
@@ -191,10 +201,10 @@ def test_a_source_whose_receiver_holds_the_copy_serves_nothing():
 
 
 def test_the_daemon_is_stopped_after_the_step_and_a_stopped_one_is_left_alone():
-    commands, _ = run_op(model_ops.peer_source_stopped, {"systemctl is-active fleetserve-peer-source": ["active"]})
+    commands, _ = run_op(peer_ops.peer_source_stopped, {"systemctl is-active fleetserve-peer-source": ["active"]})
     assert changes(commands) == ["systemctl stop fleetserve-peer-source ; systemctl reset-failed fleetserve-peer-source "
                                  "2>/dev/null; rm -f /run/fleetserve/peer-rsyncd.conf ; true"]
-    commands, _ = run_op(model_ops.peer_source_stopped, {"systemctl is-active fleetserve-peer-source": ["inactive"]})
+    commands, _ = run_op(peer_ops.peer_source_stopped, {"systemctl is-active fleetserve-peer-source": ["inactive"]})
     assert changes(commands) == []
 
 
@@ -206,23 +216,22 @@ IMAGE_FP = f"sha256:{IMAGE_SHA}"
 IMAGES = "/var/cache/fleetserve/images"
 HELD = f"{IMAGES}/.peer-image-abababababababab"
 IMAGE_RECORD = "/var/lib/fleetserve/images/vllm-ascend_v0.json"
-CHAIN = [{"host": f"@fake/{n}", "address": f"10.80.0.1{i}", "port": 8873} for i, n in enumerate("abc", 1)]
-LOADED_HERE = {"docker image inspect --format": ["sha256:1 []"], f"for p in {IMAGE_RECORD};": [
-    f"@@file:{IMAGE_RECORD}", json.dumps({"fingerprint": IMAGE_FP, "image_id": "sha256:1"})]}
+CHAIN = [PeerLink(f"@fake/{n}", f"10.80.0.1{i}", 8873, IMAGES) for i, n in enumerate("abc", 1)]
+LOADED_HERE = {image_facts_key(IMAGE): image_facts_output("sha256:1", record={"fingerprint": IMAGE_FP,
+                                                                            "image_id": "sha256:1"})}
 
 
 def along_the_chain(archive, states: dict[str, dict]) -> tuple[dict[str, list[str]], object]:
     """The image step of three peer hosts a -> b -> c (each with these fact outputs), as the role runs it."""
     def deploy():
-        me = next(link for link in CHAIN if link["host"] == host.name)
-        image_ops.peer_archive_served(ref=IMAGE, fingerprint=IMAGE_FP, sha256=IMAGE_SHA, remote_dir=IMAGES,
-                                      chain=CHAIN, address=me["address"], port=8873, wait_s=600)
-        image_ops.peer_loaded(ref=IMAGE, archive=str(archive), remote_dir=IMAGES, fingerprint=IMAGE_FP,
-                              sha256=IMAGE_SHA, chain=CHAIN, fetch_script="/usr/local/lib/fleetserve/peer_fetch.py",
-                              wait_s=600)
+        me = next(link for link in CHAIN if link.host == host.name)
+        image_ops.peer_archive_served(ref=IMAGE, entrypoint="shell", fingerprint=IMAGE_FP, sha256=IMAGE_SHA,
+                                      remote_dir=IMAGES, chain=CHAIN, address=me.address, port=8873, wait_s=600)
+        image_ops.peer_loaded(ref=IMAGE, entrypoint="shell", archive=str(archive), remote_dir=IMAGES,
+                              fingerprint=IMAGE_FP, sha256=IMAGE_SHA, chain=CHAIN, wait_s=600)
     state, commands = run_fake_deploy([(n, {"fake_responses": states.get(n, {})}) for n in "abc"], deploy,
                                       check_for_changes=False)
-    facts = ("docker image inspect --format", "for p in")
+    facts = (PROBE, "for p in")
     return {n.removeprefix("@fake/"): [c for c in cs if not c.startswith(facts)] for n, cs in commands.items()}, state
 
 
@@ -303,13 +312,12 @@ def test_a_source_that_loads_the_archive_during_the_step_is_still_the_next_hosts
         host.state.inventory.get_host("@fake/a").connector.data["fake_responses"].update(LOADED_HERE)
 
     def deploy():
-        me = next(link for link in CHAIN[:2] if link["host"] == host.name)
-        image_ops.peer_archive_served(ref=IMAGE, fingerprint=IMAGE_FP, sha256=IMAGE_SHA, remote_dir=IMAGES,
-                                      chain=CHAIN[:2], address=me["address"], port=8873, wait_s=600)
+        me = next(link for link in CHAIN[:2] if link.host == host.name)
+        image_ops.peer_archive_served(ref=IMAGE, entrypoint="shell", fingerprint=IMAGE_FP, sha256=IMAGE_SHA,
+                                      remote_dir=IMAGES, chain=CHAIN[:2], address=me.address, port=8873, wait_s=600)
         python.call(function=a_loaded_it)
-        image_ops.peer_loaded(ref=IMAGE, archive=str(archive), remote_dir=IMAGES, fingerprint=IMAGE_FP,
-                              sha256=IMAGE_SHA, chain=CHAIN[:2], fetch_script="/usr/local/lib/fleetserve/peer_fetch.py",
-                              wait_s=600)
+        image_ops.peer_loaded(ref=IMAGE, entrypoint="shell", archive=str(archive), remote_dir=IMAGES,
+                              fingerprint=IMAGE_FP, sha256=IMAGE_SHA, chain=CHAIN[:2], wait_s=600)
     state, commands = run_fake_deploy([("a", {}), ("b", {})], deploy, check_for_changes=False)
     assert any("--source rsync://10.80.0.11:8873" in c for c in commands["@fake/b"])
     assert not any(c.startswith("<upload") for c in commands["@fake/b"]) and not state.failed_hosts

@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from fleetserve import hostpaths
-from fleetserve.operations import model as model_ops
+from fleetserve.operations import peer as peer_ops
+from fleetserve.operations import weights as weights_ops
+from fleetserve.schema.plan import ModelCache, ModelCopy, PeerLink
 from fleetserve_sandbox.hub import file_counters
 from tests.fakefleet import run_op
 from tests.test_host_scripts import hub  # noqa: F401 (the loopback hub, a fixture)
@@ -29,7 +31,7 @@ from tests.test_host_scripts import hub  # noqa: F401 (the loopback hub, a fixtu
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ROOT / "files"
 REPO = "fleetserve/tiny-qwen"
-FACTS = ("echo @@marker", "id=$(docker image inspect", "systemctl is-active")
+FACTS = ("echo @@marker", "out=$(docker image inspect", "systemctl is-active")
 SHARD1, SHARD2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
 KEY = "main-0123456789ab"
 
@@ -91,11 +93,16 @@ def machine(tmp_path, hub, monkeypatch):
     return env
 
 
+def here(command: str) -> str:
+    """A command as it runs on this machine: fleetserve's helper scripts from the checkout."""
+    return command.replace(hostpaths.LIB_DIR + "/", f"{FILES}/")
+
+
 def op_commands(op, responses: dict | None = None, **kwargs) -> list[str]:
-    """What the operation would run on a host with these fact outputs (facts left out)."""
+    """What the operation would run on a host with these fact outputs (facts left out), on this machine."""
     commands, state = run_op(op, responses or {}, **kwargs)
     assert not state.failed_hosts
-    return [c for c in commands if not c.startswith(FACTS)]
+    return [here(c) for c in commands if not c.startswith(FACTS)]
 
 
 def absent(directory: str) -> dict:
@@ -109,8 +116,18 @@ def staged_fits(stage: str) -> dict:
 
 
 def model_args(host_dir: Path, hub) -> dict:
-    return dict(hub="hf", repo_id=REPO, revision="main", host_dir=str(host_dir), copy_key=KEY, image="standin",
-                entrypoint="shell", verify_script=str(FILES / "verify_model.py"), endpoint=hub.url, attempts=1)
+    copy = ModelCopy(hub="hf", repo_id=REPO, revision="main", host_dir=str(host_dir), key=KEY, endpoint=hub.url)
+    return dict(copy=copy, image="standin", entrypoint="shell", attempts=1)
+
+
+def peer_cache(host_dir: Path, source: str | None = None, serving: bool = False) -> ModelCache:
+    """A chain host's part: copying from the daemon at `source` (rsync://HOST:PORT), else from the hub."""
+    link = None
+    if source:
+        address, port = source.removeprefix("rsync://").rsplit(":", 1)
+        link = PeerLink("a", address, int(port), str(host_dir))
+    return ModelCache("peer", str(host_dir), KEY, wait_s=60, source=link,
+                      receiver=PeerLink("b", "127.0.0.1", 1, str(host_dir)) if serving else None)
 
 
 def shell(command: str, env: dict, **kwargs) -> subprocess.Popen:
@@ -180,8 +197,9 @@ def shared_command(shared_fs: Path, hub, holder: str, wait_s: int = 60) -> str:
     copy = hostpaths.model_copy(str(host_dir), KEY)
     # before: no copy; after the command (the flags' check): the copy with its config
     after = {f"{copy}/config.json 2>/dev/null; echo; echo @@legacy": staged_fits(copy).popitem()[1]}
-    (command,) = op_commands(model_ops.shared_weights, {**after, **absent(copy)}, **model_args(host_dir, hub),
-                             lock_file=hostpaths.shared_lock(str(host_dir), KEY), holder=holder, wait_s=wait_s)
+    cache = ModelCache("shared", str(host_dir), KEY, wait_s=wait_s, lock_file=hostpaths.shared_lock(str(host_dir), KEY))
+    (command,) = op_commands(weights_ops.shared_weights, {**after, **absent(copy)}, **model_args(host_dir, hub),
+                             cache=cache, holder=holder)
     return command
 
 
@@ -273,7 +291,7 @@ def rsync_daemon(tmp_path: Path, copies: list[dict]):
     """rsync --daemon on 127.0.0.1 with the configuration peer_source_started writes."""
     port = free_port()
     config = tmp_path / f"rsyncd-{port}.conf"
-    text = model_ops.peer_daemon_config("127.0.0.1", port, copies)
+    text = peer_ops.daemon_config("127.0.0.1", port, copies)
     config.write_text(text.replace(f"lock file = {hostpaths.RUN_DIR}/peer-rsyncd.lock", f"lock file = {tmp_path}/lock"))
     daemon = subprocess.Popen(["rsync", "--daemon", "--no-detach", f"--config={config}", f"--log-file={tmp_path}/log"],
                               start_new_session=True)
@@ -290,17 +308,16 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def served(store: Path, receiver: str = "127.0.0.1") -> dict:
-    return {"key": KEY, "copy": str(store / KEY), "stage": str(store / f".partial-{KEY}"), "receiver": "b",
-            "receiver_address": receiver, "receiver_host_dir": "", "identity": {}}
+def served(store: Path, receiver: str = "127.0.0.1") -> tuple[str, str, str, str]:
+    return (KEY, str(store / KEY), str(store / f".partial-{KEY}"), receiver)
 
 
 def seeded_copy(tmp_path: Path, hub, machine: dict) -> Path:
     """A verified, published copy with its lists, as a first peer leaves it."""
     host_dir = tmp_path / "a" / "models" / "tiny-qwen"
-    commands = op_commands(model_ops.peer_weights, {**absent(hostpaths.model_copy(str(host_dir), KEY)),
-                                                    **staged_fits(hostpaths.staging_dir(str(host_dir), KEY))},
-                           **model_args(host_dir, hub), fetch_script=str(FILES / "peer_fetch.py"), wait_s=60)
+    commands = op_commands(weights_ops.peer_weights, {**absent(hostpaths.model_copy(str(host_dir), KEY)),
+                                                      **staged_fits(hostpaths.staging_dir(str(host_dir), KEY))},
+                           **model_args(host_dir, hub), cache=peer_cache(host_dir))
     for command in commands:
         code, out = finished(shell(command, machine))
         assert code == 0, out
@@ -396,14 +413,13 @@ def test_a_chain_of_two_runs_the_operations_shell_the_second_never_asks_the_hub_
     daemon as files are listed, verifies against the hub with its own hashes, and publishes."""
     dir_a, dir_b = tmp_path / "a" / "models" / "tiny-qwen", tmp_path / "b" / "models" / "tiny-qwen"
     store_a = Path(hostpaths.model_store(str(dir_a)))
-    first = op_commands(model_ops.peer_weights, {**absent(hostpaths.model_copy(str(dir_a), KEY)),
-                                                 **staged_fits(hostpaths.staging_dir(str(dir_a), KEY))},
-                        **model_args(dir_a, hub), fetch_script=str(FILES / "peer_fetch.py"), wait_s=60, serving=True)
+    first = op_commands(weights_ops.peer_weights, {**absent(hostpaths.model_copy(str(dir_a), KEY)),
+                                                   **staged_fits(hostpaths.staging_dir(str(dir_a), KEY))},
+                        **model_args(dir_a, hub), cache=peer_cache(dir_a, serving=True))
     with rsync_daemon(tmp_path, [served(store_a)]) as source:
-        second = op_commands(model_ops.peer_weights, {**absent(hostpaths.model_copy(str(dir_b), KEY)),
-                                                      **staged_fits(hostpaths.staging_dir(str(dir_b), KEY))},
-                             **model_args(dir_b, hub), fetch_script=str(FILES / "peer_fetch.py"), wait_s=60,
-                             source=source, source_host="a")
+        second = op_commands(weights_ops.peer_weights, {**absent(hostpaths.model_copy(str(dir_b), KEY)),
+                                                        **staged_fits(hostpaths.staging_dir(str(dir_b), KEY))},
+                             **model_args(dir_b, hub), cache=peer_cache(dir_b, source))
         assert "--follow" in first[1] and "peer_fetch.py" in second[1]
         a = shell("; ".join(f"{{ {c}; }} || exit 1" for c in first), machine)
         b = shell("; ".join(f"{{ {c}; }} || exit 1" for c in second), machine)
@@ -458,20 +474,19 @@ def image_chain(tmp_path: Path, port: int, archive: Path, sha: str) -> dict[str,
     from fleetserve.operations import image as image_ops
     from tests.fakefleet import run_fake_deploy
 
-    chain = [{"host": "@fake/a", "address": "127.0.0.1", "port": port},
-             {"host": "@fake/b", "address": "127.0.0.1", "port": port}]
+    chain = [PeerLink("@fake/a", "127.0.0.1", port, ""), PeerLink("@fake/b", "127.0.0.1", port, "")]
 
     def deploy():
         remote_dir = str(tmp_path / current.name.removeprefix("@fake/") / "images")
-        image_ops.peer_archive_served(ref="img:v0", fingerprint=f"sha256:{sha}", sha256=sha, remote_dir=remote_dir,
-                                      chain=chain, address="127.0.0.1", port=port, wait_s=30)
-        image_ops.peer_loaded(ref="img:v0", archive=str(archive), remote_dir=remote_dir, fingerprint=f"sha256:{sha}",
-                              sha256=sha, chain=chain, fetch_script=str(FILES / "peer_fetch.py"), wait_s=30,
-                              attempts=2)
+        image_ops.peer_archive_served(ref="img:v0", entrypoint="shell", fingerprint=f"sha256:{sha}", sha256=sha,
+                                      remote_dir=remote_dir, chain=chain, address="127.0.0.1", port=port, wait_s=30)
+        image_ops.peer_loaded(ref="img:v0", entrypoint="shell", archive=str(archive), remote_dir=remote_dir,
+                              fingerprint=f"sha256:{sha}", sha256=sha, chain=chain, wait_s=30, attempts=2)
     state, commands = run_fake_deploy([("a", {}), ("b", {})], deploy, check_for_changes=False)
     assert not state.failed_hosts
-    facts = ("docker image inspect --format", "for p in")
-    return {name.removeprefix("@fake/"): [c for c in cs if not c.startswith(facts)] for name, cs in commands.items()}
+    facts = ("out=$(docker image inspect", "for p in")
+    return {name.removeprefix("@fake/"): [here(c) for c in cs if not c.startswith(facts)]
+            for name, cs in commands.items()}
 
 
 def run_host(commands: list[str], env: dict, upload: tuple[Path, Path] | None = None) -> tuple[int, str]:
@@ -517,7 +532,7 @@ def listed_by_the_first_host(tmp_path: Path, env: dict):
     key = hostpaths.peer_image_key(sha)
     held_a = Path(hostpaths.peer_image_dir(str(tmp_path / "a" / "images"), key))
     held_a.mkdir(parents=True)
-    served_a = {"key": key, "copy": str(held_a), "stage": str(held_a), "receiver_address": "127.0.0.1"}
+    served_a = (key, str(held_a), str(held_a), "127.0.0.1")
     with rsync_daemon(tmp_path, [served_a]) as source:
         commands = image_chain(tmp_path, int(source.rsplit(":", 1)[1]), archive, sha)
         code, out = run_host(commands["a"], env, (archive, tmp_path / "a" / "images" / "img.tar"))

@@ -15,9 +15,12 @@ from fleetserve.builder import model_copy
 from fleetserve.groupcheck import group_expectations
 from fleetserve.plan import plan_host, plan_inventory
 from fleetserve.readiness import expectations_for
-from roles.common import InvalidFleetData
-from roles.serve import serve
-from tests.fakefleet import converged_responses, group_responses, host_report, run_fake_deploy
+from fleetserve.roles.common import InvalidFleetData
+from fleetserve.roles.serve import serve
+from tests.fakefleet import HOST_REPORT, converged_responses, group_responses, host_report, run_fake_deploy
+
+BATCH = "echo '@@@fleetserve-fact 0'"
+VERIFY = hostpaths.lib_file("verify-endpoint.sh")
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_HOSTS = [
@@ -39,31 +42,31 @@ def image_store(tmp_path):
     return str(tmp_path)
 
 
+FACT_MARKERS = (BATCH, HOST_REPORT, "for p in ", "out=$(docker image inspect", "echo @@marker", "echo @@dirs",
+                "sh /usr/local/lib/fleetserve/verify-endpoint.sh", 'echo "@@path', "for s in /var/lib/fleetserve/releases",
+                'echo "@@active')
+
+
 def _fact_or_change(commands: list[str]) -> tuple[list[str], list[str]]:
-    fact_markers = ("echo '@@smi-format", "for p in ", "docker image inspect --format '{{.Id}}", "echo @@marker",
-                    "echo @@dirs", "sh /usr/local/lib/fleetserve/verify-endpoint.sh", 'echo "@@path',
-                    "for s in /var/lib/fleetserve/releases", "id=$(docker image inspect")
-    facts = [c for c in commands if c.startswith(fact_markers)]
-    return facts, [c for c in commands if not c.startswith(fact_markers)]
+    facts = [c for c in commands if c.startswith(FACT_MARKERS)]
+    return facts, [c for c in commands if not c.startswith(FACT_MARKERS)]
 
 
+@pytest.mark.parametrize("check_for_changes", [True, False], ids=["default", "-y"])
 @pytest.mark.parametrize("name,data,workload", SEED_HOSTS, ids=[h[0] for h in SEED_HOSTS])
-def test_converged_host_reports_no_change_and_reads_each_fact_once_per_phase(name, data, workload, image_store):
+def test_converged_host_changes_nothing_in_one_round_trip_per_pass(name, data, workload, image_store,
+                                                                   check_for_changes):
     data = {**data, "image_store": image_store}
     plan = plan_host(f"@fake/{name}", data, [workload])
-    state, commands = run_fake_deploy([(name, {**data, "fake_responses": converged_responses(plan)})], serve, [workload])
+    state, commands = run_fake_deploy([(name, {**data, "fake_responses": converged_responses(plan)})], serve, [workload],
+                                      check_for_changes=check_for_changes)
     (meta,) = state.meta.values()
     assert meta.ops_change == 0 and not state.failed_hosts
+    # Everything every step reads, in one command taken with the host lock (the fake host has no lock),
+    # and, with change detection, once more when the run executes (the host may have moved meanwhile).
     facts, changes = _fact_or_change(commands[f"@fake/{name}"])
     assert changes == []
-    # Twice (prepare and execute): preflight, helper files, per image its state (+ its load record),
-    # what it carries (probe, read once per pass) and the host's jemalloc, per service its model copy,
-    # the image's verdict on its command and its release state. Once: the engine (the service role
-    # reads it while preparing). At execution only: the release records and one endpoint check per
-    # service.
-    services, images = len(plan.services), len({i.spec.image.ref for i in plan.services})
-    loaded = len({i.spec.image.ref for i in plan.services if i.image_archive})
-    assert len(facts) == 2 * (2 + 3 * images + loaded + 3 * services) + 1 + 2 * services
+    assert facts == [c for c in facts if c.startswith(BATCH)] and len(facts) == (2 if check_for_changes else 1)
 
 
 @pytest.mark.parametrize("name,data,workload", SEED_HOSTS, ids=[h[0] for h in SEED_HOSTS])
@@ -74,7 +77,7 @@ def test_fresh_ready_host_gets_everything(name, data, workload, image_store):
     candidates = []
     for instance in plan.services:
         candidates += [f"@@state:{instance.name}", '{"candidate": "0123456789abcdef", "current": null}']
-    ready_only = {"@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, paths=expect.paths, expect=expect),
+    ready_only = {HOST_REPORT: host_report(plan.hardware.kind, arch=plan.data.arch, paths=expect.paths, expect=expect),
                   "verify-endpoint.sh": ["@@result ok api"],
                   # the staged copy's config.json, read before it is published: it fits the flags
                   "echo @@marker": ["@@marker", "", "@@config", '{"max_position_embeddings": 262144, '
@@ -120,8 +123,8 @@ def test_unready_host_fails_preflight_unchanged_while_the_others_converge(image_
     data = {"hardware": "atlas-800-a2", "workloads": ["qwen3"], "image_store": image_store}
     plan = plan_host("@fake/a2-01", data, ["qwen3"])
     healthy = converged_responses(plan)
-    sick = {**healthy, "@@smi-format": host_report("atlas-800-a2", npu_smi=sick_npu_smi, paths=healthy["@@smi-format"][
-        healthy["@@smi-format"].index("@@paths") + 1: healthy["@@smi-format"].index("@@listen")])}
+    sick = {**healthy, HOST_REPORT: host_report("atlas-800-a2", npu_smi=sick_npu_smi, paths=healthy[HOST_REPORT][
+        healthy[HOST_REPORT].index("@@paths") + 1: healthy[HOST_REPORT].index("@@listen")])}
     state, commands = run_fake_deploy([("a2-01", {**data, "fake_responses": healthy}),
                                        ("a2-02", {**data, "fake_responses": {**sick, "printf '%s\\n'": {"success": False}}})],
                                       serve, ["qwen3"])
@@ -171,10 +174,13 @@ def test_a_converged_group_reports_no_change_on_any_member():
              for name, data in A3_GROUP]
     state, commands = run_fake_deploy(hosts, serve, ["qwen3.5"])
     assert sum(meta.ops_change for meta in state.meta.values()) == 0 and not state.failed_hosts
-    worker_checks = [c for c in commands["@fake/a3-worker"] if c.startswith("sh /usr/local/lib/fleetserve/verify-endpoint.sh")]
-    # The headless member proves the group through the head's API.
-    assert worker_checks and all(c.endswith(" 10.1.0.10") for c in worker_checks)
-    assert not any(c.endswith(" 10.1.0.10") for c in commands["@fake/a3-head"] if c.startswith("sh /usr/local/lib/fleetserve/verify-endpoint.sh"))
+    # The headless member's release still stands when its own unit runs and the head's API answers.
+    port = plans["@fake/a3-head"].services[0].spec.port
+    head, worker = ("\n".join(commands[f"@fake/{name}"]) for name in ("a3-head", "a3-worker"))
+    assert f"http://10.1.0.10:{port}/health" in worker and f"http://127.0.0.1:{port}/health" not in worker
+    assert f"http://127.0.0.1:{port}/health" in head
+    # nothing new to prove: no request to the model
+    assert not [c for name in ("a3-head", "a3-worker") for c in commands[f"@fake/{name}"] if "sh " + VERIFY in c]
 
 
 def test_a_fresh_group_starts_every_member_and_settles_one_release():
@@ -185,7 +191,7 @@ def test_a_fresh_group_starts_every_member_and_settles_one_release():
         expect = expectations_for(plan)
         hosts.append((name, {**data, "fake_responses": {
             **_sound_group(plans, name),
-            "@@smi-format": host_report(plan.hardware.kind, arch=plan.data.arch, paths=expect.paths, expect=expect),
+            HOST_REPORT: host_report(plan.hardware.kind, arch=plan.data.arch, paths=expect.paths, expect=expect),
             "verify-endpoint.sh": ["@@result ok api"],
             "echo @@marker": ["@@marker", "", "@@config", '{"max_position_embeddings": 262144, '
                                                           '"num_attention_heads": 16}', "@@legacy"],

@@ -4,26 +4,17 @@ import hashlib
 import json
 import subprocess
 
+from fleetserve.facts.base import split_sections
+from fleetserve.facts.batch import Batch, batch_command, parse_batch
+from fleetserve.facts.host import EngineInfo, FileDigests, FileModes, FileSizes, HostReport, PathsExist
+from fleetserve.facts.image import ImageFacts, argv_digest
+from fleetserve.facts.service import EndpointCheck, ReleaseRecords, ServiceHealth, ServiceState
+from fleetserve.facts.weights import ModelState
 from fleetserve.hardware import get_kind
 from fleetserve.plan import plan_host
-from fleetserve.readiness import expectations_for, report_args
+from fleetserve.readiness import expectations_for
 from fleetserve.schema.checks import Expectations, ModelNeed
-from fleetserve.facts.fleet import (
-    EndpointCheck,
-    EngineInfo,
-    ReleaseRecords,
-    FileDigests,
-    FileModes,
-    FileSizes,
-    HostReport,
-    ImageProbe,
-    ImageState,
-    ModelState,
-    PathsExist,
-    ServiceState,
-    split_sections,
-)
-from tests.fakefleet import host_report
+from tests.fakefleet import host_report, image_facts_output, report_of
 
 A2_PATHS = ["/usr/local/dcmi", "/usr/local/bin/npu-smi"]
 
@@ -34,9 +25,9 @@ def _a2_expect() -> Expectations:
 
 def test_host_report_ascend_ready():
     expect = _a2_expect()
-    report = HostReport().process(host_report(
+    report = report_of(host_report(
         "atlas-800-a2", expect=expect, paths=A2_PATHS, driver="24.1.rc2", toolkit="8.0.RC3",
-        listeners={8000: [(31, "0::/system.slice/docker-f00d.scope")]}))
+        listeners={8000: [(31, "0::/system.slice/docker-f00d.scope")]}), expect)
     assert report["arch"] == "aarch64" and report["os_id"] == "ubuntu"
     assert report["engine"].startswith("Docker version") and report["engine_ok"]
     assert report["driver_version"] == "24.1.rc2" and report["toolkit_version"] == "8.0.RC3"
@@ -48,23 +39,34 @@ def test_host_report_ascend_ready():
     assert report["filesystems"]["/data/models/.Qwen3-30B.fleetserve"] == {"device": "2049", "free_kb": 10**10, "mount": "/"}
     assert report["images"] == {"quay.io/ascend/vllm-ascend:v0.18.0": {"id": None, "record": None}}
     assert report["listeners"] == {8000: [{"pid": 31, "cgroup": "0::/system.slice/docker-f00d.scope"}]}
-    assert report["tools"] == ["curl", "flock", "ss", "systemctl"] and report["engine_root"] == "/var/lib/docker"
+    assert report["services"] == {"qwen3-30b": {"active": "inactive", "container": None}}
+    assert report["tools"] == ["curl", "flock", "ss", "systemctl"] and report["engine_root"] is None
     assert report["paths"] == sorted(A2_PATHS)
+
+
+def test_host_report_of_a_converged_host_names_each_services_container_and_skips_the_engines_words():
+    expect = _a2_expect()
+    report = report_of(host_report("atlas-800-a2", expect=expect, paths=A2_PATHS, verified=True), expect)
+    assert report["services"] == {"qwen3-30b": {"active": "active", "container": "c0ffee" * 10}}
+    # the image was found: the engine answers, and nothing more was asked of it
+    assert report["engine_ok"] and report["engine"] == "/usr/bin/docker" and not report["engine_checked"]
 
 
 def test_host_report_model_dir_states():
     lines = ["@@model:/d/m", "kind dir", "entries 3", "sample a b c", 'legacy {"hub": "hf"}', "copy verified",
              "staging 12", "leftover 7 /d/.m.fleetserve/.partial-v0-abc"]
-    state = HostReport().process(lines)["models"]["/d/m"]
+    state = report_of(lines, _a2_expect())["models"]["/d/m"]
     assert state == {"kind": "dir", "target": None, "entries": 3, "sample": ["a", "b", "c"], "legacy": {"hub": "hf"},
                      "copy_verified": True, "staging_kb": 12,
                      "leftovers": [{"path": "/d/.m.fleetserve/.partial-v0-abc", "kb": 7}]}
 
 
 def test_host_report_without_npu_smi_or_toolkit():
+    expect = expectations_for(plan_host("a3", {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"]}, ["qwen3.5"],
+                                        preview=True))
     lines = host_report("atlas-800-a3", toolkit=None)
     lines = lines[: lines.index("@@smi")] + ["@@smi-rc missing"]
-    report = HostReport().process(lines)
+    report = report_of(lines, expect)
     assert report["smi_error"] == "not installed" and report["accelerators"] == []
     assert report["toolkit_version"] is None
 
@@ -72,28 +74,31 @@ def test_host_report_without_npu_smi_or_toolkit():
 def test_host_report_npu_smi_failing():
     lines = host_report("atlas-800-a2")
     lines = lines[: lines.index("@@smi")] + ["@@smi", "dcmi module initialize failed. ret is -8005", "@@smi-rc 255"]
-    report = HostReport().process(lines)
+    report = report_of(lines, _a2_expect())
     assert report["smi_error"].startswith("exited 255: dcmi module initialize failed")
 
 
 def test_host_report_nvidia():
-    report = HostReport().process(host_report("nvidia-gb200x4"))
+    expect = expectations_for(plan_host("gb", {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"],
+                                               "qwen35_api_key": "k"}, ["qwen3.5"]))
+    report = report_of(host_report("nvidia-gb200x4", expect=expect), expect)
     assert [a["id"] for a in report["accelerators"]] == [0, 1, 2, 3]
     assert report["driver_version"] == "580.82.07" and report["cdi_specs"] == ["/etc/cdi/nvidia.yaml"]
+    assert report["engine_checked"]  # a service not running: what the engine offers GPUs is asked
 
 
 def test_host_report_installed_manifests():
     manifest = {"service": "qwen3-vl-8b", "workload": "qwen3-vl", "devices": [0], "port": 8000}
-    report = HostReport().process(host_report("atlas-800-a2", installed=[manifest]))
+    report = report_of(host_report("atlas-800-a2", installed=[manifest]), _a2_expect())
     assert report["installed"] == [manifest]
 
 
-def _report_command(kind: str, paths: list[str], model_dirs: list[str]) -> str:
+def _report_command(kind: str, paths: list[str], model_dirs: list[str], images=()) -> str:
     models = tuple(ModelNeed(service="s", host_dir=d, copy_dir=f"{d}.copy", identity={}, need_kb=1) for d in model_dirs)
     plan_like = Expectations(hardware=get_kind(kind), arch="aarch64", distro_family="debian", devices={0: "s"},
                              device_nodes=("davinci0",), paths=tuple(paths), models=models, own_services=("s",),
-                             ports={8000: "s"})
-    return HostReport().command(**report_args(plan_like))
+                             ports={8000: "s"}, images=tuple(images))
+    return HostReport().command(expect=plan_like)
 
 
 def test_host_report_command_is_one_round_trip_and_hardware_specific():
@@ -102,6 +107,8 @@ def test_host_report_command_is_one_round_trip_and_hardware_specific():
     assert "/usr/local/bin/npu-smi info" in ascend and "nvidia-smi" not in ascend
     assert "/usr/local/Ascend/driver/version.info" in ascend and "/etc/cdi" not in ascend
     assert "nvidia-smi --query-gpu" in nvidia and "npu-smi" not in nvidia and "/etc/cdi" in nvidia
+    # what the engine offers GPUs (the kind's device way) is asked only when a container will be started
+    assert 'if [ -n "$e" ] && [ -n "$need" ]; then echo @@engine-checked; echo @@engine-version' in nvidia
 
 
 def test_host_report_command_runs_in_a_real_shell():
@@ -110,60 +117,65 @@ def test_host_report_command_runs_in_a_real_shell():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     sections = split_sections(result.stdout.splitlines())
-    assert {"smi-format", "arch", "os", "engine", "tools", "devices", "paths", "listen", "containers", "fs",
-            "model:/tmp/fs-x/y", "driver", "toolkit"} <= set(sections)
+    assert {"arch", "os", "engine-path", "tools", "devices", "paths", "listen", "services", "installed", "fs",
+            "engine-root", "model:/tmp/fs-x/y", "driver", "toolkit", "smi-rc"} <= set(sections)
     assert sections["model:/tmp/fs-x/y"] == ["kind absent"]
     # free space of the nearest existing parent of the model's store
     assert sections["fs"][0].startswith("/tmp/fs-x/.y.fleetserve ")
 
 
-def test_image_state_present_and_absent():
-    assert ImageState().process([]) is None
-    state = ImageState().process(['sha256:abc ["quay.io/ascend/vllm-ascend@sha256:def"]'])
-    assert state == {"id": "sha256:abc", "repo_digests": ["quay.io/ascend/vllm-ascend@sha256:def"]}
-    assert "'{{.Id}} {{json .RepoDigests}}' vllm-ascend:qwen3_5-v0-a3" in ImageState().command("vllm-ascend:qwen3_5-v0-a3")
+def test_image_facts_present_and_absent():
+    image_id = "sha256:" + "ab" * 32
+    assert ImageFacts().process([]) is None
+    found = ImageFacts().process(image_facts_output(image_id, {"hf": "0.36.2", "jemalloc": None},
+                                                    {"fingerprint": "f", "image_id": image_id},
+                                                    {argv_digest(["/m"]): {"verdict": "accepted"}}, jemalloc_loads=True))
+    assert found["id"] == image_id and found["hf"] == "0.36.2" and found["probed"] and found["error"] is None
+    assert found["record"] == {"fingerprint": "f", "image_id": image_id}
+    assert found["accepted"] == {argv_digest(["/m"]): {"verdict": "accepted"}} and found["jemalloc_loads"]
+    command = ImageFacts().command("vllm-ascend:qwen3_5-v0-a3", "shell")
+    assert command.count("docker image inspect") == 1 and "HF_HUB_OFFLINE=1" in command
 
 
-def _probe_in_a_real_shell(tmp_path, run_script: str) -> tuple[dict | None, list[str]]:
-    """ImageProbe's own command with `docker` a script: inspect answers an id, `run` does run_script."""
+def _image_facts_in_a_real_shell(tmp_path, run_script: str) -> tuple[dict | None, list[str]]:
+    """ImageFacts' own command with `docker` a script: inspect answers an id, `run` does run_script."""
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "docker").write_text(f'#!/bin/sh\necho "$1" >> {calls}\n'
-                                    f'[ "$1" = image ] && {{ echo sha256:{"ab" * 32}; exit 0; }}\n{run_script}\n')
+                                    f'[ "$1" = image ] && {{ echo sha256:{"ab" * 32} "[]"; exit 0; }}\n{run_script}\n')
     (bin_dir / "docker").chmod(0o755)
-    command = ImageProbe().command("vllm/vllm-openai:v0.18.0-cu130", "vllm-serve")
+    command = ImageFacts().command("vllm/vllm-openai:v0.18.0-cu130", "vllm-serve")
     command = command.replace("/var/lib/fleetserve", str(tmp_path / "state"))
     result = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
                             env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
     assert result.returncode == 0
     runs = calls.read_text().split() if calls.exists() else []
     calls.unlink(missing_ok=True)
-    return ImageProbe().process(result.stdout.splitlines()), runs
+    return ImageFacts().process(result.stdout.splitlines()), runs
 
 
-def test_image_probe_asks_the_image_once_and_keeps_the_answer(tmp_path):
+def test_image_facts_ask_the_image_once_and_keep_the_answer(tmp_path):
     answer = '{"hf": "0.36.2", "modelscope": "1.37.0", "vllm": "0.18.0", "jemalloc": null}'
-    probe, runs = _probe_in_a_real_shell(tmp_path, f"echo '{answer}'")
-    assert probe == {"id": "sha256:" + "ab" * 32, "hf": "0.36.2", "modelscope": "1.37.0", "jemalloc": None,
-                     "probed": True, "error": None}
+    found, runs = _image_facts_in_a_real_shell(tmp_path, f"echo '{answer}'")
+    assert found["id"] == "sha256:" + "ab" * 32 and found["hf"] == "0.36.2" and found["vllm"] == "0.18.0"
+    assert found["probed"] and found["error"] is None and found["accepted"] == {} and not found["jemalloc_loads"]
     assert runs == ["image", "run"]
-    # Converged: the kept answer is read, the image is not run again.
-    again, runs = _probe_in_a_real_shell(tmp_path, "exit 99")
-    assert again == probe and runs == ["image"]
+    # Converged: the kept answer is read, the image is not run again; what fleetserve recorded since is read too.
+    images = tmp_path / "state" / "images"
+    (images / f"accepted-{'ab' * 32}-{argv_digest(['/m'])}").write_text('{"verdict": "accepted"}')
+    (images / f"jemalloc-{'ab' * 32}").touch()
+    again, runs = _image_facts_in_a_real_shell(tmp_path, "exit 99")
+    assert runs == ["image"] and again["hf"] == "0.36.2" and again["jemalloc_loads"]
+    assert again["accepted"] == {argv_digest(["/m"]): {"verdict": "accepted"}}
 
 
-def test_image_probe_reports_an_image_that_cannot_run_and_keeps_nothing(tmp_path):
+def test_image_facts_report_an_image_that_cannot_run_and_keep_nothing(tmp_path):
     refusal = "echo 'Error: runc create failed: OCI permission denied' >&2; exit 126"
-    probe, runs = _probe_in_a_real_shell(tmp_path, refusal)
-    assert probe["error"] == "Error: runc create failed: OCI permission denied" and not probe["probed"]
+    found, runs = _image_facts_in_a_real_shell(tmp_path, refusal)
+    assert found["error"] == "Error: runc create failed: OCI permission denied" and not found["probed"]
     assert list((tmp_path / "state" / "images").iterdir()) == []  # the next run asks again
-    fixed, runs = _probe_in_a_real_shell(tmp_path, "echo '{\"hf\": \"1.2.0\"}'")
+    fixed, runs = _image_facts_in_a_real_shell(tmp_path, "echo '{\"hf\": \"1.2.0\"}'")
     assert fixed["hf"] == "1.2.0" and fixed["error"] is None and runs == ["image", "run"]
-
-
-def test_image_probe_of_an_image_not_there():
-    assert ImageProbe().process([]) is None
-    assert "HF_HUB_OFFLINE=1" in ImageProbe().command("x:1", "shell")
 
 
 def test_model_state():
@@ -203,15 +215,43 @@ def test_model_state_in_a_real_shell(tmp_path):
 def test_service_state():
     releases = {"current": "r1", "previous": None, "candidate": None}
     state = ServiceState().process(["@@dirs", "/data", "@@unit abc", "@@env def 600", "@@active active",
-                                    "@@enabled enabled", "@@image sha256:1", "@@marker m", "@@state",
-                                    json.dumps(releases)])
+                                    "@@enabled enabled", "@@marker m", "@@state", json.dumps(releases)])
     assert state == {"unit_sha256": "abc", "env_sha256": "def", "env_mode": "600", "active": "active",
-                     "enabled": "enabled", "image_id": "sha256:1", "marker_sha256": "m", "state": releases,
-                     "dirs": ["/data"]}
+                     "enabled": "enabled", "marker_sha256": "m", "state": releases, "dirs": ["/data"]}
     fresh = ServiceState().process(["@@dirs", "@@unit ", "@@env  ", "@@active inactive", "@@enabled ",
-                                    "@@image ", "@@marker ", "@@state", ""])
+                                    "@@marker ", "@@state", ""])
     assert fresh["unit_sha256"] is None and fresh["state"] == {} and fresh["enabled"] == "unknown"
-    assert fresh["env_sha256"] is None and fresh["image_id"] is None and fresh["dirs"] == []
+    assert fresh["env_sha256"] is None and fresh["dirs"] == []
+
+
+def test_service_health():
+    own = ServiceHealth().process(["@@active active", "@@container c1", "@@health 200", "@@listeners", "own 42"])
+    assert own == {"active": "active", "container": "c1", "health": "200", "own": [42], "foreign": []}
+    assert ServiceHealth.serving(own)
+    foreign = ServiceHealth().process(["@@active active", "@@container c1", "@@health 200", "@@listeners",
+                                       "foreign 77 python3 -m http.server 8000"])
+    assert foreign["foreign"] == ["77 python3 -m http.server 8000"] and not ServiceHealth.serving(foreign)
+    stopped = ServiceHealth().process(["@@active inactive", "@@container ", "@@health 000", "@@listeners"])
+    assert not ServiceHealth.serving(stopped)
+    # A headless member: its unit runs its container, the head answers; it listens for no API itself.
+    member = ServiceHealth().process(["@@active active", "@@container c2", "@@health 200"])
+    assert ServiceHealth.serving(member, headless=True) and not ServiceHealth.serving(member)
+    assert "http://[fd00::1]:8000/health" in ServiceHealth().command("s", 8000, "fd00::1")
+    assert "ss -Hltnp" not in ServiceHealth().command("s", 8000, "10.0.0.1")
+
+
+def test_a_batch_reads_several_facts_in_one_shell_each_as_if_asked_alone(tmp_path):
+    (tmp_path / "f").write_bytes(b"hello")
+    wants = [(PathsExist, {"paths": [str(tmp_path / "f"), str(tmp_path / "none")]}),
+             (ImageFacts, {"ref": "absent:1", "entrypoint": "shell"}),  # its part ends early with `exit 0`
+             (FileSizes, {"paths": [str(tmp_path / "f")]})]
+    out = subprocess.run(["sh", "-c", batch_command(wants)], capture_output=True, text=True,
+                         env={"PATH": "/nonexistent:/usr/bin:/bin"})
+    assert out.returncode == 0
+    assert parse_batch(wants, out.stdout.splitlines()) == [[str(tmp_path / "f")], None, {str(tmp_path / "f"): 5}]
+    fact = Batch()
+    fact.command(wants=wants)
+    assert fact.process(out.stdout.splitlines())[2] == {str(tmp_path / "f"): 5}
 
 
 def test_small_file_facts():

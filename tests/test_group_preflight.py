@@ -15,10 +15,10 @@ from types import SimpleNamespace
 import pytest
 
 from fleetserve import hostpaths
-from fleetserve.facts.fleet import split_sections
-from fleetserve.facts.group import parse_member_network
-from fleetserve.facts.parsers import (
+from fleetserve.facts.base import split_sections
+from fleetserve.facts.group import (
     parse_ip_addresses,
+    parse_member_network,
     parse_npu_ip,
     parse_npu_link,
     parse_npu_net_health,
@@ -40,8 +40,8 @@ from fleetserve.operations import group as group_ops
 from fleetserve.plan import plan_inventory
 from fleetserve.readiness import _port_problems, expectations_for
 from fleetserve.schema.checks import GroupBoard, GroupMemberNeeds
-from roles.group import group_content, group_gate, group_network
-from roles.serve import serve
+from fleetserve.roles.group import group_content, group_gate, group_network
+from fleetserve.roles.serve import serve
 from tests.fakefleet import (
     GROUP_CONTENT,
     GROUP_NETWORK,
@@ -534,10 +534,10 @@ def test_the_heads_member_port_must_be_free_or_its_own_before_the_group_starts(b
     head, member = (expectations_for(plans[name]) for name, _ in members(base))
     assert port in head.ports and port not in member.ports  # only the head listens for the members
     service = head.ports[port]
-    foreign = {"listeners": {port: [{"pid": 77, "cgroup": "0::/system.slice/other.service"}]}, "containers": {}}
+    foreign = {"listeners": {port: [{"pid": 77, "cgroup": "0::/system.slice/other.service"}]}, "services": {}}
     assert _port_problems(foreign, head) == [
         f"port {port} is held by pid 77 (0::/system.slice/other.service), not by service {service}'s container; stop "
         f"it or give the service another port"]
     own = {"listeners": {port: [{"pid": 78, "cgroup": "0::/system.slice/docker-abc.scope"}]},
-           "containers": {hostpaths.container_name(service): "abc"}}
+           "services": {service: {"active": "active", "container": "abc"}}}
     assert _port_problems(own, head) == []  # a converged head holds it itself

@@ -18,14 +18,20 @@ from pyinfra.api import State
 from pyinfra.api.hiddenvalue import HiddenValue
 from pyinfra.operations import server
 
+from dataclasses import replace
+
+from fleetserve.hardware import get_kind
 from fleetserve.operations import host as host_ops
 from fleetserve.operations import image as image_ops
-from fleetserve.operations import model as model_ops
 from fleetserve.operations import secrets as secret_ops
 from fleetserve.operations import service as service_ops
-from fleetserve.hardware import get_kind
+from fleetserve.operations import weights as weights_ops
 from fleetserve.schema.checks import Expectations, ModelNeed
-from tests.fakefleet import host_report, run_fake_deploy, run_op
+from fleetserve.facts.image import argv_digest
+from fleetserve.schema.hardware import BindMount
+from fleetserve.schema.plan import ModelCopy
+from tests.fakefleet import (health_key, healthy, host_report, image_facts_key, image_facts_output, run_fake_deploy,
+                             run_op)
 
 LIB = "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"
 FILES = Path(__file__).resolve().parent.parent / "files"
@@ -49,13 +55,13 @@ A2_EXPECT = Expectations(hardware=get_kind("atlas-800-a2"), arch="aarch64",
 
 
 def _ready(lines):
-    return run_op(host_ops.ready, {"@@smi-format": lines}, expect=A2_EXPECT)
+    return run_op(host_ops.ready, {"echo @@arch; uname -m": lines}, expect=A2_EXPECT)
 
 
 def test_ready_host_is_a_noop():
     commands, state = _ready(host_report("atlas-800-a2", driver="24.1.rc2", toolkit="8.0.RC3",
                                          paths=["/usr/local/dcmi"], expect=A2_EXPECT))
-    assert changes(commands, "echo '@@smi-format") == []
+    assert changes(commands, "echo @@arch; uname -m") == []
     assert not state.failed_hosts
 
 
@@ -66,7 +72,7 @@ def test_unready_host_fails_with_one_line_per_problem_and_changes_nothing():
     commands, _ = _ready(host_report("atlas-800-a2", npu_smi=alarm, driver="23.0.3", toolkit=None, free_kb=1024,
                                      paths=[], expect=A2_EXPECT, tools=("curl", "flock", "systemctl"),
                                      listeners={8000: [(4242, "0::/user.slice/session-3.scope")]}))
-    (failing,) = changes(commands, "echo '@@smi-format")
+    (failing,) = changes(commands, "echo @@arch; uname -m")
     assert failing.startswith("printf '%s\\n' 'fleetserve preflight: @fake/h is not ready (Atlas 800 / 800T A2 (8 NPUs)):'")
     assert "'  - NPU 2 (NPU 2 chip 0, 0000:81:00.0): health is Alarm; service qwen3-30b needs it OK'" in failing
     assert "'  - driver 23.0.3 is older than the 24.1.rc1 the services need'" in failing
@@ -92,7 +98,7 @@ def test_a_model_dir_fleetserve_does_not_own_is_refused(state, needle):
     lines = host_report("atlas-800-a2", driver="24.1.rc2", paths=["/usr/local/dcmi"], expect=A2_EXPECT,
                         model_dirs={A2_MODEL.host_dir: state})
     commands, _ = _ready(lines)
-    (failing,) = changes(commands, "echo '@@smi-format")
+    (failing,) = changes(commands, "echo @@arch; uname -m")
     assert needle in failing
 
 
@@ -105,7 +111,7 @@ def test_a_model_dir_fleetserve_owns_or_may_create_passes(state):
     lines = host_report("atlas-800-a2", driver="24.1.rc2", paths=["/usr/local/dcmi"], expect=A2_EXPECT,
                         model_dirs={A2_MODEL.host_dir: state})
     commands, state = _ready(lines)
-    assert changes(commands, "echo '@@smi-format") == [] and not state.failed_hosts
+    assert changes(commands, "echo @@arch; uname -m") == [] and not state.failed_hosts
 
 
 def test_disk_counts_what_a_partial_download_already_holds_and_a_verified_copy_needs_nothing():
@@ -122,20 +128,21 @@ def test_disk_counts_what_a_partial_download_already_holds_and_a_verified_copy_n
 
 # --- image -------------------------------------------------------------------------------------
 
-INSPECT = "docker image inspect --format"
+INSPECT = "out=$(docker image inspect"  # the image's facts
 RECORD = "/var/lib/fleetserve/images/vllm-ascend_v0.json"
 FP = "size:10:mtime:1"
+LOAD = dict(ref="vllm-ascend:v0", entrypoint="shell")
 
 
 def _loaded_before(fingerprint: str, image_id: str = "sha256:1") -> dict:
-    return {INSPECT: [f"{image_id} []"], f"for p in {RECORD};": [
-        f"@@file:{RECORD}", json.dumps({"fingerprint": fingerprint, "image_id": image_id})]}
+    return {image_facts_key("vllm-ascend:v0"): image_facts_output(image_id, record={"fingerprint": fingerprint,
+                                                                                    "image_id": image_id})}
 
 
 def test_an_image_loaded_from_this_archive_is_a_noop_and_never_recopied(tmp_path):
     archive = tmp_path / "img.tar"
     archive.write_bytes(b"x" * 10)
-    commands, _ = run_op(image_ops.loaded, _loaded_before(FP), ref="vllm-ascend:v0", archive=str(archive),
+    commands, _ = run_op(image_ops.loaded, _loaded_before(FP), **LOAD, archive=str(archive),
                          remote_dir="/var/cache/fleetserve/images", fingerprint=FP)
     assert changes(commands, INSPECT, "for p in") == []
 
@@ -143,8 +150,9 @@ def test_an_image_loaded_from_this_archive_is_a_noop_and_never_recopied(tmp_path
 def test_a_new_archive_under_the_same_tag_is_loaded(tmp_path):
     archive = tmp_path / "img.tar"
     archive.write_bytes(b"x" * 10)
-    for state in (_loaded_before("size:10:mtime:0"), {INSPECT: ["sha256:1 []"]}):  # another archive; no record
-        commands, _ = run_op(image_ops.loaded, state, ref="vllm-ascend:v0", archive=str(archive),
+    for state in (_loaded_before("size:10:mtime:0"),  # another archive; no record
+                  {image_facts_key("vllm-ascend:v0"): image_facts_output("sha256:1")}):
+        commands, _ = run_op(image_ops.loaded, state, **LOAD, archive=str(archive),
                              remote_dir="/var/cache/fleetserve/images", fingerprint=FP)
         assert "docker load -i /var/cache/fleetserve/images/img.tar" in commands
 
@@ -153,7 +161,7 @@ def test_absent_image_is_copied_checked_loaded_verified_and_recorded(tmp_path):
     archive = tmp_path / "img.tar"
     archive.write_bytes(b"x" * 10)
     sha = "ab" * 32
-    commands, _ = run_op(image_ops.loaded, ref="vllm-ascend:v0", archive=str(archive),
+    commands, _ = run_op(image_ops.loaded, **LOAD, archive=str(archive),
                          remote_dir="/var/cache/fleetserve/images", fingerprint=f"sha256:{sha}", sha256=sha)
     remote = "/var/cache/fleetserve/images/img.tar"
     assert changes(commands, INSPECT, "for p in") == [
@@ -174,7 +182,7 @@ def test_absent_image_is_copied_checked_loaded_verified_and_recorded(tmp_path):
 
 def test_the_load_record_is_json_a_real_shell_can_write(tmp_path):
     # The record command, with docker replaced by echo, leaves one JSON document the fact reads back.
-    commands, _ = run_op(image_ops.loaded, ref="vllm-ascend:v0", archive=__file__, remote_dir=str(tmp_path),
+    commands, _ = run_op(image_ops.loaded, **LOAD, archive=__file__, remote_dir=str(tmp_path),
                          fingerprint='size:1:mtime:2 "quoted"')
     (write,) = [c for c in commands if c.startswith("mkdir -p /var/lib/fleetserve/images")]
     record = tmp_path / "record.json"
@@ -189,7 +197,7 @@ def test_archive_left_by_an_interrupted_run_is_not_copied_again(tmp_path):
     archive = tmp_path / "img.tar"
     archive.write_bytes(b"x" * 10)
     commands, _ = run_op(image_ops.loaded, {"stat -c %s": ["10 /var/cache/fleetserve/images/img.tar"]},
-                         ref="vllm-ascend:v0", archive=str(archive), remote_dir="/var/cache/fleetserve/images",
+                         **LOAD, archive=str(archive), remote_dir="/var/cache/fleetserve/images",
                          fingerprint=FP, keep_archive=True)
     assert not any(c.startswith("<upload") for c in commands)
     assert "docker load -i /var/cache/fleetserve/images/img.tar" in commands
@@ -208,17 +216,19 @@ def test_pull_sources_replace_the_registry_with_each_mirror():
 
 def test_pulled_image_is_a_noop_when_present_at_its_digest():
     digest = "sha256:" + "cd" * 32
-    present = {INSPECT: [f'sha256:1 ["quay.io/a/b@{digest}"]']}
-    commands, _ = run_op(image_ops.pulled, present, ref="quay.io/a/b:t", sources=["quay.io/a/b:t"], digest=digest)
+    present = {image_facts_key("quay.io/a/b:t"): image_facts_output("sha256:1", digests=[f"quay.io/a/b@{digest}"])}
+    commands, _ = run_op(image_ops.pulled, present, ref="quay.io/a/b:t", entrypoint="shell", sources=["quay.io/a/b:t"],
+                         digest=digest)
     assert changes(commands, INSPECT) == []
 
 
 def test_pull_tries_each_source_and_pins_the_digest():
     digest = "sha256:" + "cd" * 32
     # Present, but at another digest: pull again.
-    commands, _ = run_op(image_ops.pulled, {INSPECT: ['sha256:1 ["quay.io/a/b@sha256:00"]']}, ref="quay.io/a/b:t",
+    elsewhere = {image_facts_key("quay.io/a/b:t"): image_facts_output("sha256:1", digests=["quay.io/a/b@sha256:00"])}
+    commands, _ = run_op(image_ops.pulled, elsewhere, ref="quay.io/a/b:t", entrypoint="shell",
                          sources=["mirror/a/b:t", "quay.io/a/b:t"], digest=digest)
-    pull, check = changes(commands, INSPECT + " '{{.Id}}")
+    pull, check = changes(commands, INSPECT)
     assert pull.startswith(f"ok=; for src in mirror/a/b@{digest} quay.io/a/b@{digest} ; do if docker pull \"$src\";")
     assert "docker tag \"$src\" quay.io/a/b:t" in pull and "could not pull quay.io/a/b:t from any of" in pull
     assert check.startswith("docker image inspect --format '{{json .RepoDigests}}' quay.io/a/b:t | grep -q")
@@ -227,10 +237,16 @@ def test_pull_tries_each_source_and_pins_the_digest():
 # --- model -------------------------------------------------------------------------------------
 
 MARKER = {"hub": "hf", "repo_id": "Qwen/Qwen3.5-2B-Base", "revision": "main", "include": []}
-MODEL_ARGS = dict(hub="hf", repo_id="Qwen/Qwen3.5-2B-Base", revision="main", host_dir="/opt/atomgit/Qwen3.5-2B-Base",
-                  copy_key="main-0123456789ab",
-                  image="quay.io/ascend/vllm-ascend:v0.18.0rc1", entrypoint="shell", max_model_len=32768,
-                  tensor_parallel_size=1, verify_script="/usr/local/lib/fleetserve/verify_model.py")
+IMAGE = "quay.io/ascend/vllm-ascend:v0.18.0rc1"
+QWEN = ModelCopy(hub="hf", repo_id="Qwen/Qwen3.5-2B-Base", revision="main", host_dir="/opt/atomgit/Qwen3.5-2B-Base",
+                 key="main-0123456789ab", max_model_len=32768, tensor_parallel_size=1)
+
+
+def _weights(responses: dict | None = None, entrypoint: str = "shell", token_env_file: str | None = None,
+             **copy_changes):
+    """weights() of QWEN (with these changes) in IMAGE, on a host answering `responses`."""
+    return run_op(weights_ops.weights, responses or {}, copy=replace(QWEN, **copy_changes), image=IMAGE,
+                  entrypoint=entrypoint, token_env_file=token_env_file)
 
 
 COPY = "/opt/atomgit/.Qwen3.5-2B-Base.fleetserve/main-0123456789ab"
@@ -244,26 +260,24 @@ def _model_state(marker, config, legacy=None):
 
 
 def test_verified_weights_are_a_noop_without_network():
-    commands, _ = run_op(model_ops.weights, _model_state(MARKER, {"max_position_embeddings": 32768,
-                                                                  "num_attention_heads": 16}), **MODEL_ARGS)
+    commands, _ = _weights(_model_state(MARKER, {"max_position_embeddings": 32768, "num_attention_heads": 16}))
     assert changes(commands, "echo @@marker") == []
 
 
 def test_verified_weights_that_do_not_fit_the_flags_fail_the_host():
-    commands, _ = run_op(model_ops.weights, _model_state(MARKER, {"max_position_embeddings": 8192,
-                                                                  "num_attention_heads": 6}),
-                         **{**MODEL_ARGS, "tensor_parallel_size": 4})
+    commands, _ = _weights(_model_state(MARKER, {"max_position_embeddings": 8192, "num_attention_heads": 6}),
+                           tensor_parallel_size=4)
     (failing,) = changes(commands, "echo @@marker")
     assert "--max-model-len 32768 exceeds the 8192 positions the model supports" in failing
     assert "--tensor-parallel-size 4 does not divide the model" in failing and "6 attention heads" in failing
 
 
-PROBE = "id=$(docker image inspect"
+PROBE = INSPECT  # what the image carries is one of the image's facts
 
 
 def _probed(hf=None, modelscope=None) -> dict:
     record = {"hf": hf, "modelscope": modelscope, "vllm": "0.18.0", "jemalloc": None}
-    return {"/var/lib/fleetserve/images/probe-": ["@@id sha256:9", "@@probe", json.dumps(record)]}
+    return {image_facts_key(IMAGE): image_facts_output("sha256:9", probe=record)}
 
 
 @pytest.mark.parametrize("version,form", [
@@ -271,7 +285,7 @@ def _probed(hf=None, modelscope=None) -> dict:
     ("2.4.0", "--include '*.json' --include '*.safetensors'"),  # >= 1.0: a flag per pattern
 ])
 def test_hf_patterns_are_given_the_way_the_images_client_reads_them(version, form):
-    commands, _ = run_op(model_ops.weights, _probed(hf=version), include=["*.json", "*.safetensors"], **MODEL_ARGS)
+    commands, _ = _weights(_probed(hf=version), include=("*.json", "*.safetensors"))
     fetch = changes(commands, "echo @@marker", PROBE)[1]
     assert f"--local-dir {STAGE} {form} &&" in fetch
 
@@ -282,34 +296,33 @@ def test_hf_patterns_are_given_the_way_the_images_client_reads_them(version, for
     ("1.37.1", "https://mirror.example:8443/ms", "-e MODELSCOPE_DOMAIN=mirror.example:8443"),  # host only, https
 ])
 def test_the_modelscope_endpoint_is_given_the_way_the_images_client_reads_it(version, endpoint, env):
-    args = {**MODEL_ARGS, "hub": "modelscope", "revision": "master", "endpoint": endpoint}
-    commands, _ = run_op(model_ops.weights, _probed(modelscope=version), **args)
+    commands, _ = _weights(_probed(modelscope=version), hub="modelscope", revision="master", endpoint=endpoint)
     assert env in changes(commands, "echo @@marker", PROBE)[1]
 
 
 def test_a_client_that_cannot_reach_the_endpoint_or_is_missing_fails_clearly():
-    args = {**MODEL_ARGS, "hub": "modelscope", "revision": "master", "endpoint": "http://10.0.0.5:8090"}
-    commands, state = run_op(model_ops.weights, _probed(modelscope="1.37.1"), **args)
+    commands, state = _weights(_probed(modelscope="1.37.1"), hub="modelscope", revision="master",
+                               endpoint="http://10.0.0.5:8090")
     (failing,) = changes(commands, "echo @@marker", PROBE)
     assert ("modelscope 1.37.1 in the image reaches a mirror only over https (MODELSCOPE_DOMAIN); http://10.0.0.5:8090 "
             "needs modelscope >= 1.38 in the image, or an https endpoint") in failing and state.failed_hosts
-    commands, _ = run_op(model_ops.weights, _probed(hf=None, modelscope="1.40.2"), **MODEL_ARGS)
+    commands, _ = _weights(_probed(hf=None, modelscope="1.40.2"))
     assert "the image has no huggingface_hub (the hf command)" in changes(commands, "echo @@marker", PROBE)[0]
     # An image the engine cannot run: said with the engine's words, nothing downloaded.
-    broken = {"/var/lib/fleetserve/images/probe-": ["@@error", "Error: OCI permission denied", "@@id sha256:9"]}
-    commands, state = run_op(model_ops.weights, broken, **MODEL_ARGS)
+    broken = {image_facts_key(IMAGE): image_facts_output("sha256:9", probe=None, error="Error: OCI permission denied")}
+    commands, state = _weights(broken)
     (failing,) = changes(commands, "echo @@marker", PROBE)
     assert "could not ask" in failing and "OCI permission denied" in failing and state.failed_hosts
 
 
 def test_rope_scaling_allows_a_longer_context():
     yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
-    assert model_ops.config_problems({"max_position_embeddings": 32768, "rope_scaling": yarn,
+    assert weights_ops.config_problems({"max_position_embeddings": 32768, "rope_scaling": yarn,
                                       "num_attention_heads": 32}, 131072, 4) == []
     assert "exceeds the 131072 positions the model supports: max_position_embeddings 32768 (x4.0 rope scaling)" in \
-        model_ops.config_problems({"max_position_embeddings": 32768, "rope_scaling": yarn,
+        weights_ops.config_problems({"max_position_embeddings": 32768, "rope_scaling": yarn,
                                    "num_attention_heads": 32}, 262144, 4)[0]
-    assert model_ops.config_problems({"text_config": {"max_position_embeddings": 16384, "num_attention_heads": 32}},
+    assert weights_ops.config_problems({"text_config": {"max_position_embeddings": 16384, "num_attention_heads": 32}},
                                      30000, 2)[0].startswith("--max-model-len 30000 exceeds")
 
 
@@ -320,8 +333,7 @@ def _staged(config):
 
 def test_missing_weights_download_into_staging_are_checked_then_published_beside_what_is_served():
     fits = _staged({"max_position_embeddings": 32768, "num_attention_heads": 16})
-    commands, state = run_op(model_ops.weights, fits, include=["*.json", "*.safetensors"],
-                             endpoint="https://hf-mirror.com", **MODEL_ARGS)
+    commands, state = _weights(fits, include=("*.json", "*.safetensors"), endpoint="https://hf-mirror.com")
     mkdir, fetch, publish = changes(commands, "echo @@marker", PROBE)
     assert mkdir == (f"mkdir -p {STAGE} && printf %s '{{\"host_dir\": \"/opt/atomgit/Qwen3.5-2B-Base\", \"hub\": \"hf\", "
                      f"\"repo_id\": \"Qwen/Qwen3.5-2B-Base\"}}' > /opt/atomgit/.Qwen3.5-2B-Base.fleetserve/.fleetserve-store.json")
@@ -343,7 +355,7 @@ def test_missing_weights_download_into_staging_are_checked_then_published_beside
 
 def test_a_revision_that_does_not_fit_the_flags_is_refused_before_it_is_published():
     unfit = _staged({"max_position_embeddings": 8192, "num_attention_heads": 16})
-    commands, state = run_op(model_ops.weights, unfit, **MODEL_ARGS)
+    commands, state = _weights(unfit)
     ops = changes(commands, "echo @@marker", PROBE)
     assert len(ops) == 3 and ops[2].startswith("printf '%s\\n' 'fleetserve model: hf:Qwen/Qwen3.5-2B-Base@main does not "
                                                "fit the serve flags:'")
@@ -352,17 +364,16 @@ def test_a_revision_that_does_not_fit_the_flags_is_refused_before_it_is_publishe
 
 
 def test_weights_an_earlier_fleetserve_verified_in_place_become_a_copy_without_a_download():
-    commands, _ = run_op(model_ops.weights, _model_state(None, None, legacy=MARKER), **MODEL_ARGS)
+    commands, _ = _weights(_model_state(None, None, legacy=MARKER))
     assert changes(commands, "echo @@marker") == [
         f"mkdir -p /opt/atomgit/.Qwen3.5-2B-Base.fleetserve && mv -T /opt/atomgit/Qwen3.5-2B-Base {COPY} && "
         f"ln -s {COPY} /opt/atomgit/Qwen3.5-2B-Base"]
 
 
 def test_modelscope_download_in_an_entrypoint_image_uses_entrypoint_and_token_file():
-    args = {**MODEL_ARGS, "hub": "modelscope", "repo_id": "Qwen/Qwen3-VL-8B-Instruct", "revision": "master",
-            "host_dir": "/root/.cache/modelscope/hub/models/Qwen/Qwen3-VL-8B-Instruct", "entrypoint": "vllm-serve",
-            "token_env_file": "/etc/fleetserve/x.hub.env"}
-    commands, _ = run_op(model_ops.weights, **args)
+    commands, _ = _weights(hub="modelscope", repo_id="Qwen/Qwen3-VL-8B-Instruct", revision="master",
+                           host_dir="/root/.cache/modelscope/hub/models/Qwen/Qwen3-VL-8B-Instruct",
+                           entrypoint="vllm-serve", token_env_file="/etc/fleetserve/x.hub.env")
     download = changes(commands, "echo @@marker", PROBE)[1]
     assert "-e MODELSCOPE_ENDPOINT=https://www.modelscope.cn" in download
     assert "--env-file /etc/fleetserve/x.hub.env --entrypoint modelscope quay.io/ascend/vllm-ascend:v0.18.0rc1" in download
@@ -370,14 +381,14 @@ def test_modelscope_download_in_an_entrypoint_image_uses_entrypoint_and_token_fi
 
 
 def test_a_marker_for_another_revision_downloads_again():
-    commands, _ = run_op(model_ops.weights, _model_state({**MARKER, "revision": "v1"}, {}), **MODEL_ARGS)
+    commands, _ = _weights(_model_state({**MARKER, "revision": "v1"}, {}))
     assert any("hf download" in c for c in commands)
 
 
 def test_leftover_partial_downloads_are_removed_only_when_asked():
-    commands, _ = run_op(model_ops.staging_cleaned, leftovers=[])
+    commands, _ = run_op(weights_ops.staging_cleaned, leftovers=[])
     assert commands == []
-    commands, _ = run_op(model_ops.staging_cleaned, leftovers=["/data/.m.fleetserve/.partial-v1-abc"])
+    commands, _ = run_op(weights_ops.staging_cleaned, leftovers=["/data/.m.fleetserve/.partial-v1-abc"])
     assert commands == ["rm -rf -- /data/.m.fleetserve/.partial-v1-abc"]
 
 
@@ -420,13 +431,14 @@ def _service_state(releases=None, active="active", image="sha256:1", marker="m1"
                    enabled="enabled", dirs=("/data",)):
     sha = lambda t: hashlib.sha256(t.encode()).hexdigest()  # noqa: E731
     return {"echo @@dirs": ["@@dirs", *dirs, f"@@unit {sha(unit)}", f"@@env {sha(env)} 600", f"@@active {active}",
-                            f"@@enabled {enabled}", f"@@image {image}", f"@@marker {marker}", "@@state",
-                            json.dumps(releases) if releases else ""]}
+                            f"@@enabled {enabled}", f"@@marker {marker}", "@@state",
+                            json.dumps(releases) if releases else ""],
+            **({image_facts_key("img:1"): image_facts_output(image)} if image else {})}
 
 
 def test_the_current_release_running_is_a_noop():
     commands, _ = run_op(service_ops.release_started, _service_state({"current": _record()["id"]}), **SERVICE_ARGS)
-    assert changes(commands, "echo @@dirs") == []
+    assert changes(commands, "echo @@dirs", INSPECT) == []
 
 
 def test_a_fresh_service_records_its_release_before_starting_it_as_the_candidate():
@@ -434,7 +446,7 @@ def test_a_fresh_service_records_its_release_before_starting_it_as_the_candidate
     where = f"/var/lib/fleetserve/releases/x/{record['id']}"
     commands, state = run_op(service_ops.release_started, _service_state(image="", marker="", unit="", dirs=()),
                              **SERVICE_ARGS)
-    ops = changes(commands, "echo @@dirs")
+    ops = changes(commands, "echo @@dirs", INSPECT)
     assert ops == [
         f"mkdir -p -m 700 /var/lib/fleetserve && chmod 700 /var/lib/fleetserve && mkdir -p {where}",
         f"<upload {where}/release.json>", f"<upload {where}/unit>",
@@ -459,7 +471,7 @@ def test_a_new_image_or_model_copy_is_a_new_release_and_the_current_stays_record
     for state in (_service_state({"current": current}, image="sha256:2"), _service_state({"current": current},
                                                                                          marker="m2")):
         commands, _ = run_op(service_ops.release_started, state, **SERVICE_ARGS)
-        ops = changes(commands, "echo @@dirs")
+        ops = changes(commands, "echo @@dirs", INSPECT)
         assert ops[-1] == "systemctl restart fleetserve-x.service"
         assert f'"current": "{current}"' in ops[-2] and f'"candidate": "{current}"' not in ops[-2]
         assert not any("rm " in c for c in ops)
@@ -469,7 +481,7 @@ def test_a_stopped_or_hand_edited_current_release_is_restarted_as_itself():
     current = _record()["id"]
     for state in (_service_state({"current": current}, active="failed"),
                   _service_state({"current": current}, unit="hand edited")):
-        ops = changes(run_op(service_ops.release_started, state, **SERVICE_ARGS)[0], "echo @@dirs")
+        ops = changes(run_op(service_ops.release_started, state, **SERVICE_ARGS)[0], "echo @@dirs", INSPECT)
         assert f'"candidate": "{current}"' in ops[-2] and ops[-1] == "systemctl restart fleetserve-x.service"
 
 
@@ -515,13 +527,27 @@ def _verify(records, first, again=None, **overrides):
     return run_op(service_ops.release_verified, responses, **{**VERIFY_ARGS, **overrides})
 
 
-def test_a_current_release_answering_is_a_noop():
-    commands, state = _verify(_records({"current": "r1"}), OK)
-    assert commands == ["for s in /var/lib/fleetserve/releases/*/; do [ -d \"$s\" ] || continue; echo \"@@state:$(basename "
-                        "\"$s\")\"; cat \"$s/state.json\" 2>/dev/null; echo; for r in \"$s\"*/release.json; do [ -f \"$r\" ] "
-                        "&& { echo \"@@release:$(basename \"$s\")\"; cat \"$r\"; echo; }; done; done; true",
-                        f"{VERIFY} 8000 qwen3.5 fleetserve-x.service fleetserve-x 60 /etc/fleetserve/x.env /srv/m"]
+def test_a_current_release_running_healthy_in_its_own_container_is_a_noop_without_a_request_to_the_model():
+    responses = {"for s in /var/lib/fleetserve/releases/*/": _records({"current": "r1"}), health_key(8000): healthy(),
+                 VERIFY: OK}
+    commands, state = run_op(service_ops.release_verified, responses, **VERIFY_ARGS)
+    assert [c.split(";")[0] for c in commands] == ["for s in /var/lib/fleetserve/releases/*/",
+                                                   'echo "@@active $(systemctl is-active fleetserve-x.service 2>/dev/null)"']
     assert not state.failed_hosts
+
+
+@pytest.mark.parametrize("health", [
+    ["@@active active", "@@container c1", "@@health 000", "@@listeners", "own 42"],  # no answer
+    ["@@active failed", "@@container ", "@@health 000", "@@listeners"],  # stopped
+    ["@@active active", "@@container c1", "@@health 200", "@@listeners", "foreign 77 python3 -m http.server"],
+], ids=["no-answer", "stopped", "foreign-listener"])
+def test_a_current_release_not_serving_is_checked_in_full_and_reported(health):
+    responses = {"for s in /var/lib/fleetserve/releases/*/": _records({"current": "r1"}), health_key(8000): health,
+                 VERIFY: FAIL}
+    commands, state = run_op(service_ops.release_verified, responses, **VERIFY_ARGS)
+    assert f"{VERIFY} 8000 qwen3.5 fleetserve-x.service fleetserve-x 60 /etc/fleetserve/x.env /srv/m" in commands
+    (failing,) = changes(commands, "for s in", VERIFY, 'echo "@@active')
+    assert "is not serving (this run changed nothing of it)" in failing and state.failed_hosts
 
 
 def test_a_candidate_that_answers_becomes_current_and_older_releases_are_pruned():
@@ -585,7 +611,7 @@ def test_on_failure_policies(policy, releases, action, title):
 
 def test_a_service_this_run_did_not_touch_that_fails_is_reported_without_a_change():
     commands, state = _verify(_records({"current": "r1"}), FAIL)
-    (failing,) = changes(commands, "for s in", VERIFY)
+    (failing,) = changes(commands, "for s in", VERIFY, 'echo "@@active')
     assert "is not serving (this run changed nothing of it)" in failing and state.failed_hosts
 
 
@@ -684,7 +710,7 @@ def test_partial_downloads_no_service_resumes_are_reported_by_a_ready_preflight(
                                                         ".partial-v0-abc"]})
     with caplog.at_level(logging.DEBUG, logger="pyinfra"):
         commands, state = _ready(lines)
-    assert changes(commands, "echo '@@smi-format") == [] and not state.failed_hosts
+    assert changes(commands, "echo @@arch; uname -m") == [] and not state.failed_hosts
     assert ("1 partial download(s) no service resumes hold 2.0 GiB (/data/models/.Qwen3-30B.fleetserve/.partial-v0-abc):"
             " host data clean_staging removes them") in caplog.text
 
@@ -693,12 +719,13 @@ def test_partial_downloads_no_service_resumes_are_reported_by_a_ready_preflight(
 
 JEMALLOC_ARGS = dict(image="vllm/vllm-openai:v0.18.0-cu130", entrypoint="vllm-serve", family="debian",
                      package="libjemalloc2", library=LIB)
-LOADS = "/var/lib/fleetserve/images/accepted-jemalloc-" + "ab" * 8
+LOADS = "/var/lib/fleetserve/images/jemalloc-" + "ab" * 32
 
 
-def _image_has(jemalloc: str | None) -> dict:
+def _image_has(jemalloc: str | None, image: str = "vllm/vllm-openai:v0.18.0-cu130", loads: bool = False,
+               accepted: dict | None = None) -> dict:
     record = {"hf": "0.36.2", "modelscope": None, "vllm": "0.18.0", "jemalloc": jemalloc}
-    return {"/var/lib/fleetserve/images/probe-": ["@@id sha256:" + "ab" * 32, "@@probe", json.dumps(record)]}
+    return {image_facts_key(image): image_facts_output(probe=record, jemalloc_loads=loads, accepted=accepted)}
 
 
 def test_an_image_with_its_own_jemalloc_needs_nothing_on_the_host():
@@ -707,8 +734,8 @@ def test_an_image_with_its_own_jemalloc_needs_nothing_on_the_host():
 
 
 def test_an_image_that_cannot_be_looked_into_fails_jemalloc_and_the_download():
-    broken = {"/var/lib/fleetserve/images/probe-": ["@@error", "Error: runc create failed: OCI permission denied",
-                                                     "@@id sha256:" + "ab" * 32, "@@probe"]}
+    broken = {image_facts_key("vllm/vllm-openai:v0.18.0-cu130"): image_facts_output(
+        probe=None, error="Error: runc create failed: OCI permission denied")}
     commands, state = run_op(host_ops.jemalloc, broken, **JEMALLOC_ARGS)
     (failure,) = changes(commands, PROBE)
     assert "could not look inside vllm/vllm-openai:v0.18.0-cu130" in failure and "OCI permission denied" in failure
@@ -716,7 +743,7 @@ def test_an_image_that_cannot_be_looked_into_fails_jemalloc_and_the_download():
 
 
 def test_the_hosts_jemalloc_installed_and_proven_to_load_is_a_noop():
-    responses = {**_image_has(None), f"for p in {LIB} {LOADS};": [LIB, LOADS]}
+    responses = {**_image_has(None, loads=True), f"for p in {LIB};": [LIB]}
     commands, _ = run_op(host_ops.jemalloc, responses, **JEMALLOC_ARGS)
     assert changes(commands, PROBE, "for p in") == []
 
@@ -727,8 +754,8 @@ def test_an_image_without_jemalloc_gets_the_hosts_after_a_load_check():
     assert install.startswith("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libjemalloc2")
     assert present.startswith(f"test -e {LIB} ||")
     # In the image, at a path of its own (never over the image's files), preloaded: ld.so's complaint fails the host.
-    assert (f"docker run --rm -e HF_HUB_OFFLINE=1 -v {LIB}:/usr/local/lib/fleetserve-jemalloc/libjemalloc.so.2:ro -e "
-            f"LD_PRELOAD=/usr/local/lib/fleetserve-jemalloc/libjemalloc.so.2 --entrypoint true "
+    assert (f"docker run --rm -v {LIB}:/usr/local/lib/fleetserve-jemalloc/libjemalloc.so.2:ro -e HF_HUB_OFFLINE=1 "
+            f"-e LD_PRELOAD=/usr/local/lib/fleetserve-jemalloc/libjemalloc.so.2 --entrypoint true "
             f"vllm/vllm-openai:v0.18.0-cu130") in trial
     assert "grep -q 'cannot be preloaded'" in trial and "set host data jemalloc: false" in trial
     assert trial.endswith(f"touch {LOADS}")
@@ -736,7 +763,7 @@ def test_an_image_without_jemalloc_gets_the_hosts_after_a_load_check():
 
 def test_jemalloc_really_refused_by_an_image_fails_in_a_real_shell(tmp_path):
     # The load check's shell, with docker replaced by what ld.so prints when the library does not fit.
-    commands, _ = run_op(host_ops.jemalloc, {**_image_has(None), f"for p in {LIB} {LOADS};": [LIB]}, **JEMALLOC_ARGS)
+    commands, _ = run_op(host_ops.jemalloc, {**_image_has(None), f"for p in {LIB};": [LIB]}, **JEMALLOC_ARGS)
     (trial,) = changes(commands, PROBE, "for p in")
     fake = trial.split("out=$(")[1].split(" 2>&1);")[0]
     ld_so = "sh -c 'echo \"ERROR: ld.so: object /x from LD_PRELOAD cannot be preloaded: ignored.\" >&2'"
@@ -750,32 +777,31 @@ def test_jemalloc_really_refused_by_an_image_fails_in_a_real_shell(tmp_path):
 
 CHECK_ARGS = dict(image="quay.io/ascend/vllm-ascend:v0.18.0", entrypoint="shell",
                   argv=["/data/models/Qwen3-30B", "--tensor-parallel-size", "4"],
-                  check_script="/usr/local/lib/fleetserve/check_serve_args.py", mounts=["/usr/local/dcmi:/usr/local/dcmi:ro"])
+                  mounts=[BindMount(host="/usr/local/dcmi", container="/usr/local/dcmi", read_only=True)])
+ASCEND = "quay.io/ascend/vllm-ascend:v0.18.0"
 
 
 def _accepted_record(argv) -> str:
-    key = hashlib.sha256(json.dumps(["sha256:" + "ab" * 32, list(argv)]).encode()).hexdigest()[:20]
-    return f"/var/lib/fleetserve/images/accepted-{key}"
+    return f"/var/lib/fleetserve/images/accepted-{'ab' * 32}-{argv_digest(argv)}"
 
 
 def test_a_command_the_image_accepted_before_is_not_checked_again():
-    record = _accepted_record(CHECK_ARGS["argv"])
-    responses = {**_image_has(None), f"for p in {record};": [f"@@file:{record}", '{"verdict": "accepted"}']}
+    responses = _image_has(None, ASCEND, accepted={argv_digest(CHECK_ARGS["argv"]): {"verdict": "accepted"}})
     commands, _ = run_op(image_ops.command_accepted, responses, **CHECK_ARGS)
-    assert changes(commands, PROBE, "for p in") == []
+    assert changes(commands, PROBE) == []
 
 
 def test_a_new_command_is_checked_by_the_images_own_vllm():
-    commands, _ = run_op(image_ops.command_accepted, _image_has(None), **CHECK_ARGS)
-    (check,) = changes(commands, PROBE, "for p in")
-    assert ("docker run --rm -e HF_HUB_OFFLINE=1 -v /usr/local/dcmi:/usr/local/dcmi:ro -v /usr/local/lib/fleetserve/"
-            "check_serve_args.py:/usr/local/lib/fleetserve-check/check_serve_args.py:ro "
+    commands, _ = run_op(image_ops.command_accepted, _image_has(None, ASCEND), **CHECK_ARGS)
+    (check,) = changes(commands, PROBE)
+    assert ("docker run --rm -v /usr/local/dcmi:/usr/local/dcmi:ro -v /usr/local/lib/fleetserve/"
+            "check_serve_args.py:/usr/local/lib/fleetserve-check/check_serve_args.py:ro -e HF_HUB_OFFLINE=1 "
             "quay.io/ascend/vllm-ascend:v0.18.0 python3 /usr/local/lib/fleetserve-check/check_serve_args.py -- "
             "/data/models/Qwen3-30B --tensor-parallel-size 4 2>&1") in check
     assert f"> {_accepted_record(CHECK_ARGS['argv'])}" in check
     cpu = changes(run_op(image_ops.command_accepted, _image_has(None), **{
         **CHECK_ARGS, "image": "vllm/vllm-openai:v0.18.0-cu130", "entrypoint": "vllm-serve", "cpu": True,
-        "mounts": []})[0], PROBE, "for p in")[0]
+        "mounts": []})[0], PROBE)[0]
     assert "--entrypoint python3 vllm/vllm-openai:v0.18.0-cu130 /usr/local/lib/fleetserve-check/check_serve_args.py" \
         " --cpu -- /data/models/Qwen3-30B" in cpu
 
@@ -783,8 +809,8 @@ def test_a_new_command_is_checked_by_the_images_own_vllm():
 @pytest.mark.parametrize("rc,fails,recorded", [(0, False, "accepted"), (2, True, None), (1, True, None),
                                                (3, False, "could not check")])
 def test_the_check_verdict_in_a_real_shell(tmp_path, rc, fails, recorded):
-    commands, _ = run_op(image_ops.command_accepted, _image_has(None), **CHECK_ARGS)
-    (check,) = changes(commands, PROBE, "for p in")
+    commands, _ = run_op(image_ops.command_accepted, _image_has(None, ASCEND), **CHECK_ARGS)
+    (check,) = changes(commands, PROBE)
     inner = check.split("out=$(")[1].split(" 2>&1);")[0]
     script = check.replace(inner, f"sh -c 'echo \"vllm: error: unrecognized arguments: --swap-space 4\"; exit {rc}'")
     script = script.replace("/var/lib/fleetserve/images", str(tmp_path))

@@ -4,11 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetserve.facts.parsers import (
-    parse_key_values,
-    parse_npu_smi_info,
-    parse_nvidia_smi_csv,
-)
+from fleetserve.facts.base import parse_key_values
+from fleetserve.hardware.smi.npu_smi_info import parse_npu_smi_info
+from fleetserve.hardware.smi.nvidia_smi_csv import parse_nvidia_smi_csv
 from fleetserve.versions import version_at_least, version_key
 
 NPU = Path(__file__).parent / "fixtures" / "npu-smi"

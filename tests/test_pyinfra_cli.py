@@ -23,12 +23,13 @@ def test_preflight_only_prints_the_fleet_table_and_fails_unready_hosts(tmp_path)
     result = pyinfra(tmp_path, '''
         from pathlib import Path
         from fleetserve.plan import plan_host
-        from tests.fakefleet import converged_responses, host_report
+        from tests.fakefleet import HOST_REPORT, converged_responses, fake_batches, host_report
+        fake_batches()
         _d = {"hardware": "atlas-800-a2", "workloads": ["qwen3"], "fake_delay": 0}
         _ok = converged_responses(plan_host("@fake/a2-01", _d, ["qwen3"]))
-        _paths = _ok["@@smi-format"][_ok["@@smi-format"].index("@@paths") + 1:_ok["@@smi-format"].index("@@listen")]
+        _paths = _ok[HOST_REPORT][_ok[HOST_REPORT].index("@@paths") + 1:_ok[HOST_REPORT].index("@@listen")]
         _alarm = Path("tests/fixtures/npu-smi/a2-8x910b3-npu2-alarm.txt").read_text()
-        _sick = {**_ok, "@@smi-format": host_report("atlas-800-a2", npu_smi=_alarm, paths=_paths),
+        _sick = {**_ok, HOST_REPORT: host_report("atlas-800-a2", npu_smi=_alarm, paths=_paths),
                  "printf": {"success": False}}
         hosts = [("@fake/a2-01", {**_d, "fake_responses": _ok}), ("@fake/a2-02", {**_d, "fake_responses": _sick})]
     ''', "deploys/preflight.py")
@@ -45,12 +46,13 @@ def test_secrets_never_appear_even_with_vv_and_diff(tmp_path):
     result = pyinfra(tmp_path, '''
         from fleetserve.plan import plan_host
         from fleetserve.readiness import expectations_for
-        from tests.fakefleet import host_report
+        from tests.fakefleet import HOST_REPORT, fake_batches, host_report
+        fake_batches()
         _d = {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "fake_delay": 0,
               "qwen35_api_key": "sk-topsecret-42"}
         _plan = plan_host("@fake/gb200-01", _d, ["qwen3.5"])
         _e = expectations_for(_plan)
-        _fresh = {"@@smi-format": host_report("nvidia-gb200x4", paths=_e.paths, expect=_e),
+        _fresh = {HOST_REPORT: host_report("nvidia-gb200x4", paths=_e.paths, expect=_e),
                   "verify-endpoint.sh": ["@@result ok api"],
                   "echo @@marker": ["@@marker", "", "@@config", '{"max_position_embeddings": 262144}', "@@legacy"]}
         hosts = [("@fake/gb200-01", {**_d, "fake_responses": _fresh})]

@@ -4,11 +4,10 @@ from dataclasses import replace
 
 import pytest
 
-from fleetserve.facts.fleet import HostReport
 from fleetserve.hardware import ascend_image_needs
 from fleetserve.plan import PlanError, plan_host
 from fleetserve.readiness import check_host, expectations_for, host_notes
-from tests.fakefleet import host_report
+from tests.fakefleet import host_report, report_of
 
 QWEN3 = {"hardware": "atlas-800-a2", "workloads": ["qwen3"]}
 
@@ -17,7 +16,7 @@ def _report(**kwargs):
     plan = plan_host("a2-01", QWEN3, ["qwen3"], preview=True)
     expect = expectations_for(plan)
     lines = host_report("atlas-800-a2", paths=expect.paths, expect=expect, toolkit="8.0.RC3", **kwargs)
-    return HostReport().process(lines), expect
+    return report_of(lines, expect), expect
 
 
 def test_expectations_follow_the_plan():
@@ -74,8 +73,8 @@ def test_two_models_on_one_filesystem_are_summed():
     plan = plan_host("a2-01", {"hardware": "atlas-800-a2", "workloads": ["qwen3-vl"]}, ["qwen3-vl"])
     expect = expectations_for(plan)
     each = [m.need_kb for m in expect.models]
-    report = HostReport().process(host_report("atlas-800-a2", paths=expect.paths, expect=expect,
-                                              free_kb=max(each) + 1))  # room for either, not for both
+    report = report_of(host_report("atlas-800-a2", paths=expect.paths, expect=expect,
+                                              free_kb=max(each) + 1), expect)  # room for either, not for both
     (problem,) = [p for p in check_host(report, expect) if p.startswith("disk:")]
     assert "weights of qwen3-vl-8b 19.8 GiB, weights of qwen25-vl-32b 73.7 GiB" in problem
     assert "this run writes 93.5 GiB there" in problem
@@ -89,7 +88,7 @@ def test_an_image_archive_counts_its_copy_and_its_unpacking(tmp_path):
     expect = expectations_for(plan)
     (image,) = expect.images
     assert image.archive_kb == 4 and image.fingerprint.startswith("size:4096:mtime:")
-    report = HostReport().process(host_report("atlas-800-a3", paths=expect.paths, expect=expect, free_kb=10**8))
+    report = report_of(host_report("atlas-800-a3", paths=expect.paths, expect=expect, free_kb=10**8), expect)
     # the model's filesystem has room; the one the archive and docker's storage live on has 5 KB
     report["filesystems"] = {path: {**fs, "device": "1" if ".fleetserve" in path else "2",
                                     "free_kb": 10**8 if ".fleetserve" in path else 5}
@@ -103,7 +102,7 @@ def test_an_image_archive_counts_its_copy_and_its_unpacking(tmp_path):
 def test_the_host_toolkit_is_reported_not_required():
     plan = plan_host("a2-01", QWEN3, ["qwen3"], preview=True)
     expect = expectations_for(plan)
-    report = HostReport().process(host_report("atlas-800-a2", paths=expect.paths, expect=expect, toolkit=None))
+    report = report_of(host_report("atlas-800-a2", paths=expect.paths, expect=expect, toolkit=None), expect)
     assert check_host(report, expect) == []
     assert host_notes(report, expect)[0] == ("no CANN toolkit on the host (the catalog names >= 7.0.RC1; the serving "
                                              "images bring their own CANN, so only the driver is required)")
@@ -115,7 +114,7 @@ def test_the_driver_must_suit_the_cann_in_the_image():
     expect = expectations_for(plan_host("a2-01", QWEN3, ["qwen3"], preview=True))
     (floor,) = expect.image_driver_floors
     assert floor[0] == "25.5.1" and "CANN 8.5.1" in floor[1] and floor[2] is False
-    report = HostReport().process(host_report("atlas-800-a2", paths=expect.paths, expect=expect, driver="25.3.RC1"))
+    report = report_of(host_report("atlas-800-a2", paths=expect.paths, expect=expect, driver="25.3.RC1"), expect)
     assert not any(p.startswith("driver") for p in check_host(report, expect))
     assert any(n.startswith("driver 25.3.RC1 may be too old: ") for n in host_notes(report, expect))
     # a floor a release note states is required
@@ -131,16 +130,18 @@ def _nvidia(kind: str = "nvidia-gb200x4", **data):
 
 
 def _engine_report(expect, engine: str, extra: list[str]) -> dict:
-    lines = host_report(expect.hardware.kind, paths=expect.paths, expect=expect, arch=expect.arch)
-    lines = lines[:lines.index("@@engine-version")]  # this test's engine answers instead of the fake fleet's
-    lines[lines.index("Docker version 28.2.2")] = engine
-    return HostReport().process(lines + extra)
+    lines = host_report(expect.hardware.kind, paths=expect.paths, expect=expect, arch=expect.arch, engine=engine)
+    # this test's engine answers what the device way asks instead of the fake fleet's
+    start = lines.index("@@engine-checked") + 1
+    end = next(i for i, line in enumerate(lines) if line.startswith("@@engine-root"))
+    return report_of(lines[:start] + extra + lines[end:], expect)
 
 
 def test_cdi_needs_docker_25_with_cdi_on_and_a_spec():
     expect = _nvidia()
+    spec = ["@@cdi", "/etc/cdi/nvidia.yaml"]
     good = _engine_report(expect, "Docker version 28.2.2", ["@@engine-version", "28.2.2", "@@engine-cdi",
-                                                             '["/etc/cdi","/var/run/cdi"]'])
+                                                             '["/etc/cdi","/var/run/cdi"]', *spec])
     assert check_host(good, expect) == []
     old = _engine_report(expect, "Docker version 24.0.7", ["@@engine-version", "24.0.7", "@@engine-cdi", "null"])
     assert ("docker 24.0.7 cannot take CDI devices (nvidia.com/gpu={id}): Docker Engine >= 25.0 is needed (or set "
@@ -150,7 +151,7 @@ def test_cdi_needs_docker_25_with_cdi_on_and_a_spec():
     no_spec = {**good, "cdi_specs": []}
     assert any(p.startswith("no CDI spec lists nvidia.com/gpu in /etc/cdi, /var/run/cdi") for p in
                check_host(no_spec, expect))
-    podman = _engine_report(expect, "podman version 4.3.1", ["@@engine-version", "4.3.1"])
+    podman = _engine_report(expect, "podman version 4.3.1", ["@@engine-version", "4.3.1", *spec])
     assert check_host(podman, expect) == []
 
 

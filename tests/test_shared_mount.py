@@ -13,7 +13,7 @@ import pytest
 
 from fleetserve import hostpaths
 from fleetserve.builder import mount_unit_text
-from fleetserve.facts.fleet import MountAt
+from fleetserve.facts.host import MountAt
 from fleetserve.operations import host as host_ops
 from fleetserve.plan import PlanError, plan_inventory
 from fleetserve.render import render_host

@@ -11,10 +11,10 @@ from pyinfra import host
 
 from fleetserve import hostlock, hostpaths
 from fleetserve.operations import host as host_ops
-from roles.common import host_plan
-from roles.image import image
-from roles.model import model
-from roles.serve import helper_files
+from fleetserve.roles.common import host_plan
+from fleetserve.roles.image import image
+from fleetserve.roles.model import model
+from fleetserve.roles.serve import helper_files
 
 plan = host_plan(["qwen3.5"])
 host_ops.run_lock(name="One fleetserve run on this host", problem=hostlock.acquire(host, plan.data.lock_wait_s))

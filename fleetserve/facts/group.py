@@ -1,21 +1,15 @@
-"""Facts the group preflight reads from each member: its NIC, its clock, its NPU NICs (link, health,
-address, TLS), pings to a peer's NPU NICs, and the image and model copy its services would run.
-Each is one shell round trip that always exits 0."""
+"""Facts about group members: their NIC, clock and NPU NICs (link, health, address, TLS), pings to a
+peer's NPU NICs, and the image and model copy their services would run; with the parsers of what the
+NPU NIC tool prints. Each fact is one shell round trip that always exits 0."""
 
 from __future__ import annotations
 
 import shlex
+import re
+from dataclasses import dataclass
 from typing import Any
 
-from fleetserve.facts.fleet import Fact, _json_or_none, split_sections
-from fleetserve.facts.parsers import (
-    parse_ip_addresses,
-    parse_npu_ip,
-    parse_npu_link,
-    parse_npu_net_health,
-    parse_npu_ping,
-    parse_npu_tls,
-)
+from fleetserve.facts.base import Fact, json_or_none, split_sections
 
 # The NPU NIC tool's queries the preflight makes, per device (vllm-ascend's "Verify Multi-Node
 # Communication": link UP, net_health Success, an NPU IP, the TLS switch alike on every node).
@@ -150,5 +144,71 @@ class GroupContent(Fact):
             if kind == "image":
                 content["images"][key] = " ".join(lines).strip() or None
             elif kind == "marker":
-                content["markers"][key] = _json_or_none(lines)
+                content["markers"][key] = json_or_none(lines)
         return content
+
+
+# --- the NPU NIC tool (hccn_tool) -------------------------------------------------------------
+# Formats from the tool's source and published captures (tests/fixtures/hccn_tool/README.md). Its
+# exit status is its internal error code truncated to 8 bits, so only the output is judged.
+
+_LINK = re.compile(r"^\s*link status\s*:\s*(\S+)", re.MULTILINE)
+_NET_HEALTH = re.compile(r"^\s*net health status\s*:\s*(.*?)\s*$", re.MULTILINE)
+_IPADDR = re.compile(r"^\s*ipaddr\s*:\s*(\S+)", re.MULTILINE)
+_NETMASK = re.compile(r"^\s*netmask\s*:\s*(\S+)", re.MULTILINE)
+_TLS_SWITCH = re.compile(r"tls switch\[(\d+)\]")
+_PING_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) received")
+# What makes the tool itself call a ping failed (dsmi_ping_fun).
+PING_FAILURE_MARKS = ("recv time out seq", "Destination Host Unreachable", "Message too long")
+
+
+def parse_npu_link(text: str) -> str | None:
+    """`-link -g`: `link status: UP` -> "UP" (None when the tool printed no status)."""
+    match = _LINK.search(text)
+    return match.group(1).upper() if match else None
+
+
+def parse_npu_net_health(text: str) -> str | None:
+    """`-net_health -g`: `net health status: Success` -> "Success"."""
+    match = _NET_HEALTH.search(text)
+    return match.group(1) if match and match.group(1) else None
+
+
+def parse_npu_ip(text: str) -> tuple[str | None, str | None]:
+    """`-ip -g`: the first port's (ipaddr, netmask); (None, None) when no address is set."""
+    address, netmask = _IPADDR.search(text), _NETMASK.search(text)
+    return (address.group(1) if address else None, netmask.group(1) if netmask else None)
+
+
+def parse_npu_tls(text: str) -> int | None:
+    """`-tls -g`: the value in `tls switch[N]` (0 off, 1 on)."""
+    match = _TLS_SWITCH.search(text)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class NpuPing:
+    sent: int | None  # None when no summary line was printed
+    received: int | None
+    failure: str | None  # the tool's own failure mark, when its output has one
+
+    @property
+    def reached(self) -> bool:
+        return self.failure is None and bool(self.sent) and self.sent == self.received
+
+
+def parse_npu_ping(text: str) -> NpuPing:
+    """`-ping -g address IP`: `N packets transmitted, M received, L% packet loss` and any failure mark."""
+    summary = _PING_SUMMARY.search(text)
+    failure = next((mark for mark in PING_FAILURE_MARKS if mark in text), None)
+    if summary is None:
+        return NpuPing(None, None, failure)
+    return NpuPing(int(summary.group(1)), int(summary.group(2)), failure)
+
+
+_IP_ADDR = re.compile(r"\binet6?\s+(\S+)")
+
+
+def parse_ip_addresses(text: str) -> list[str]:
+    """`ip -o addr show dev NIC` (iproute2, one line per address): ["10.80.0.11/24", "fe80::1/64", ...]."""
+    return _IP_ADDR.findall(text)

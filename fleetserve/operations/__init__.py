@@ -1,19 +1,36 @@
-"""pyinfra operations. Pure: they take explicit arguments and read facts; none reads host.data."""
+"""pyinfra operations, one module per resource as the facts are (host, image, weights, peer, service,
+group, secrets). Pure: they take explicit arguments and read facts; none reads host data.
+
+Every operation here is declared with ``operation`` (below): pyinfra's decorator, plus one duty: an
+operation that runs a command on a host tells the fact cache (``fleetserve.facts.batch``) that the
+host changed, so later operations read it afresh instead of what it answered before.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
-from weakref import WeakKeyDictionary
 
-# Not bound as `host`: that name is this package's submodule fleetserve.operations.host.
 from pyinfra import host as current_host
-from pyinfra.api import QuoteString, State, StringCommand
+from pyinfra.api import QuoteString, StringCommand
+from pyinfra.api import operation as pyinfra_operation
 
-from fleetserve.facts.fleet import ImageProbe
+from fleetserve.facts import batch
+from fleetserve.facts.image import ImageFacts
 
-# ImageProbe answers per (host, image, entrypoint) and pass: four steps ask it, and the image an op
-# sees cannot change after the image step within a pass (the image step runs first in both passes).
-_PROBES: WeakKeyDictionary[State, dict[tuple, Any]] = WeakKeyDictionary()
+
+def operation(**options: Any) -> Callable:
+    """pyinfra's ``@operation(...)``, whose commands mark the host as changed when they run."""
+    def wrap(func: Callable[..., Iterator]) -> Callable:
+        @functools.wraps(func)
+        def changing(*args: Any, **kwargs: Any) -> Iterator:
+            for command in func(*args, **kwargs):
+                if current_host.state.is_executing:
+                    batch.invalidate()  # the command runs right after this yield
+                yield command
+        return pyinfra_operation(**options)(changing)
+    return wrap
 
 
 def fail_command(title: str, lines: list[str]) -> StringCommand:
@@ -23,10 +40,11 @@ def fail_command(title: str, lines: list[str]) -> StringCommand:
     return StringCommand(*bits, ">&2;", "exit", "1")
 
 
-def image_probe(image: str, entrypoint: str) -> dict[str, Any] | None:
-    """What the image carries (fact ImageProbe), read once per host, image and pass of the run."""
-    answers = _PROBES.setdefault(current_host.state, {})
-    key = (current_host.name, image, entrypoint, current_host.state.is_executing)
-    if key not in answers:
-        answers[key] = current_host.get_fact(ImageProbe, ref=image, entrypoint=entrypoint)
-    return answers[key]
+def quoted(argv: list[str]) -> StringCommand:
+    """An argv as a command, every word quoted as it needs."""
+    return StringCommand(*[QuoteString(word) for word in argv])
+
+
+def image_facts(image: str, entrypoint: str, target: Any = None) -> dict[str, Any] | None:
+    """What the host has under an image reference and knows of it (``ImageFacts``; None: no such image)."""
+    return batch.read(ImageFacts, target, ref=image, entrypoint=entrypoint)

@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import operation
 
 from fleetserve.facts.group import GroupContent, GroupMemberNetwork, NpuPings
 from fleetserve.groupcheck import (
@@ -37,7 +36,7 @@ from fleetserve.groupcheck import (
     ring_peer,
     ring_targets,
 )
-from fleetserve.operations import fail_command
+from fleetserve.operations import fail_command, operation
 from fleetserve.schema.checks import GroupBoard, GroupExpectations
 
 NETWORK, PINGS, CONTENT = "network", "pings", "content"

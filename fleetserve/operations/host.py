@@ -7,14 +7,16 @@ import hashlib
 from io import BytesIO
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
+from pyinfra.api import FileUploadCommand, QuoteString, StringCommand
 
-from fleetserve import hostos, hostpaths
+from fleetserve import container, hostos, hostpaths
 from fleetserve.builder import mount_unit_text
-from fleetserve.facts.fleet import FileDigests, HostReport, MountAt, PathsExist, in_image
-from fleetserve.operations import fail_command, image_probe
-from fleetserve.readiness import check_host, host_notes, report_args
+from fleetserve.facts import batch
+from fleetserve.facts.host import FileDigests, HostReport, MountAt, PathsExist
+from fleetserve.operations import fail_command, image_facts, operation, quoted
+from fleetserve.readiness import check_host, host_notes
 from fleetserve.schema.checks import Expectations
+from fleetserve.schema.hardware import BindMount
 from fleetserve.schema.hostdata import MOUNTED_AS
 
 
@@ -31,7 +33,7 @@ def ready(expect: Expectations):
 
         ready(name="Host is ready", expect=expectations_for(plan))
     """
-    report = host.get_fact(HostReport, **report_args(expect))
+    report = batch.read(HostReport, expect=expect)
     problems = check_host(report, expect)
     if problems:
         yield fail_command(f"fleetserve preflight: {host.name} is not ready ({expect.hardware.label}):", problems)
@@ -61,20 +63,20 @@ def jemalloc(image: str, entrypoint: str, family: str, package: str, library: st
         jemalloc(image="vllm/vllm-openai:v0.18.0-cu130", entrypoint="vllm-serve", family="debian",
                  package="libjemalloc2", library="/usr/lib/aarch64-linux-gnu/libjemalloc.so.2")
     """
-    probe = image_probe(image, entrypoint)
-    if probe and probe.get("error"):
+    found = image_facts(image, entrypoint)
+    if found and found.get("error"):
         yield fail_command(f"fleetserve jemalloc: could not look inside {image} (nothing was restarted):",
-                           [probe["error"]])
+                           [found["error"]])
         return
-    if probe and probe.get("jemalloc"):
-        host.noop(f"{image} brings its own jemalloc ({probe['jemalloc']})")
+    if found and found.get("jemalloc"):
+        host.noop(f"{image} brings its own jemalloc ({found['jemalloc']})")
         return
-    loads = hostpaths.image_check(f"jemalloc-{(probe or {}).get('id', 'unknown').removeprefix('sha256:')[:16]}")
-    present = host.get_fact(PathsExist, paths=[library, loads])
-    if library in present and loads in present:
+    present = library in batch.read(PathsExist, paths=[library])
+    if present and found and found["jemalloc_loads"]:
         host.noop(f"the host's jemalloc ({library}) loads in {image}")
         return
-    if library not in present:
+    loads = hostpaths.jemalloc_loads((found or {}).get("id", "unknown"))
+    if not present:
         yield package_installed(family, package)
         # The package must really provide the path the container will preload (gpustack #5660).
         yield StringCommand("test", "-e", QuoteString(library), "||", "{", "echo",
@@ -82,12 +84,14 @@ def jemalloc(image: str, entrypoint: str, family: str, package: str, library: st
                             "}")
     # ld.so says "cannot be preloaded" on stderr, and still runs the program: read what it says.
     inside = hostpaths.JEMALLOC_IN_CONTAINER
-    trial = in_image(image, entrypoint, "true", [], ["-v", f"{library}:{inside}:ro", "-e", f"LD_PRELOAD={inside}"])
+    trial = quoted(container.program_argv(container.looked_into(
+        image, entrypoint, mounts=(BindMount(host=library, container=inside, read_only=True),),
+        env=(("LD_PRELOAD", inside),)), "true"))
     yield StringCommand("out=$(", trial, "2>&1);", "if", "printf", "%s", '"$out"', "|", "grep", "-q",
                         QuoteString("cannot be preloaded"), ";", "then", "echo",
                         QuoteString(f"jemalloc: the host's {library} does not load in {image} (set host data "
                                     f"jemalloc: false to run without it):"), ">&2;", 'echo "$out"', ">&2;", "exit", "1;",
-                        "fi;", "mkdir", "-p", QuoteString(hostpaths.STATE_DIR + "/images"), "&&", "touch",
+                        "fi;", "mkdir", "-p", QuoteString(hostpaths.IMAGES_STATE_DIR), "&&", "touch",
                         QuoteString(loads))
 
 
@@ -134,7 +138,7 @@ def shared_mount(where: str, source: str, fstype: str, options: str | None, fami
                      fstype="glusterfs", options="backup-volfile-servers=storage2", family="debian")
     """
     unit, path = hostpaths.mount_unit_name(where), hostpaths.mount_unit_path(where)
-    state = host.get_fact(MountAt, where=where, helper=hostos.mount_helper(fstype), unit_file=path)
+    state = batch.read(MountAt, where=where, helper=hostos.mount_helper(fstype), unit_file=path)
     mounted = state["mounted"]
     if mounted:
         if _export(mounted["source"]) == _export(source) and mounted["fstype"] in MOUNTED_AS[fstype]:
@@ -189,7 +193,7 @@ def files_present(directory: str, files: dict[str, bytes]):
                       files={"verify_api.py": Path("files/verify_api.py").read_bytes()})
     """
     paths = {f"{directory}/{name}": content for name, content in sorted(files.items())}
-    digests = host.get_fact(FileDigests, paths=sorted(paths))
+    digests = batch.read(FileDigests, paths=sorted(paths))
     stale = [p for p, content in paths.items() if digests.get(p) != hashlib.sha256(content).hexdigest()]
     if not stale:
         host.noop(f"{len(paths)} helper files up to date in {directory}")

@@ -1,31 +1,44 @@
-"""The serving image: load from an archive or pull (with mirrors and digest pinning)."""
+"""The serving image: loaded from an archive (from the controller, or host to host along a peer chain)
+or pulled (mirrors, digest pinning); and the image's own vLLM asked whether it accepts a command."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import weakref
-
 from collections.abc import Iterator
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, Host, QuoteString, State, StringCommand, operation
+from pyinfra.api import FileUploadCommand, Host, QuoteString, State, StringCommand
 
-from fleetserve import hostpaths
-from fleetserve.facts.fleet import FileModes, FileSizes, ImageState, JsonFiles, in_image
-from fleetserve.operations import image_probe
-from fleetserve.operations.model import peer_daemon_started, peer_url
+from fleetserve import container, hostpaths
+from fleetserve.facts import batch
+from fleetserve.facts.host import FileModes, FileSizes
+from fleetserve.facts.image import argv_digest
+from fleetserve.operations import image_facts, operation, quoted
+from fleetserve.operations.peer import daemon_started, peer_url
+from fleetserve.schema.hardware import BindMount
+from fleetserve.schema.plan import PeerLink
+
+FETCH_SCRIPT = hostpaths.lib_file("peer_fetch.py")
+CHECK_SCRIPT = hostpaths.lib_file("check_serve_args.py")
 
 
-def _has_digest(state: dict | None, digest: str | None) -> bool:
-    if state is None:
+def _has_digest(found: dict | None, digest: str | None) -> bool:
+    if found is None:
         return False
-    return digest is None or any(d.endswith("@" + digest) for d in state.get("repo_digests", []))
+    return digest is None or any(d.endswith("@" + digest) for d in found.get("repo_digests", []))
+
+
+def _converged(target: Host, ref: str, entrypoint: str, fingerprint: str) -> bool:
+    """The image is on `target` and was loaded there from the archive with this fingerprint."""
+    found = image_facts(ref, entrypoint, target)
+    record = (found or {}).get("record") or {}
+    return found is not None and record.get("fingerprint") == fingerprint and record.get("image_id") == found["id"]
 
 
 @operation(is_idempotent=True)
-def loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha256: str | None = None,
+def loaded(ref: str, entrypoint: str, archive: str, remote_dir: str, fingerprint: str, sha256: str | None = None,
            keep_archive: bool = False):
     """
     Make an image exist by ``docker load`` of an archive from the controller, and know which archive
@@ -35,6 +48,7 @@ def loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha256: st
     image the tag named before stays (by id) for the release that runs it.
 
     + ref: the repository:tag the archive must contain
+    + entrypoint: ``shell`` or ``vllm-serve`` (how the image is entered to ask what it carries)
     + archive: the archive's path on the controller
     + remote_dir: where the archive is copied on the host
     + fingerprint: what identifies the archive (``fleetserve.readiness.archive_fingerprint``)
@@ -45,10 +59,11 @@ def loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha256: st
 
     .. code:: python
 
-        loaded(ref="vllm-ascend:qwen3_5-v0-a3", archive="images/Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar",
-               remote_dir="/var/cache/fleetserve/images", fingerprint="size:12884901888:mtime:1764000000000000000")
+        loaded(ref="vllm-ascend:qwen3_5-v0-a3", entrypoint="shell",
+               archive="images/Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar", remote_dir="/var/cache/fleetserve/images",
+               fingerprint="size:12884901888:mtime:1764000000000000000")
     """
-    if _converged(host, ref, fingerprint):
+    if _converged(host, ref, entrypoint, fingerprint):
         host.noop(f"image {ref} present, loaded from this archive")
         return
     remote = hostpaths.image_archive(remote_dir, archive)
@@ -58,20 +73,12 @@ def loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha256: st
         yield StringCommand("rm", "-f", QuoteString(remote))
 
 
-def _converged(target: Host, ref: str, fingerprint: str) -> bool:
-    """The image is on `target` and was loaded there from the archive with this fingerprint."""
-    record_path = hostpaths.image_record(ref)
-    present = target.get_fact(ImageState, ref=ref)
-    record = target.get_fact(JsonFiles, paths=[record_path]).get(record_path) or {}
-    return present is not None and record.get("fingerprint") == fingerprint and record.get("image_id") == present["id"]
-
-
 def _uploaded(archive: str, remote: str, remote_dir: str, sha256: str | None,
               *on_failure: object) -> Iterator[StringCommand | FileUploadCommand]:
     """The archive copied from the controller and checked (`on_failure` runs before a mismatch fails)."""
     yield StringCommand("mkdir", "-p", QuoteString(remote_dir))
     # An archive left by an interrupted run is reused when its size matches (sha256 is checked below).
-    if host.get_fact(FileSizes, paths=[remote]).get(remote) != os.path.getsize(archive):
+    if batch.read(FileSizes, paths=[remote]).get(remote) != os.path.getsize(archive):
         yield FileUploadCommand(archive, remote)
     if sha256:
         yield StringCommand(
@@ -84,15 +91,15 @@ def _uploaded(archive: str, remote: str, remote_dir: str, sha256: str | None,
 def _loaded_from(remote: str, ref: str, archive: str, fingerprint: str) -> Iterator[StringCommand]:
     """`docker load` of the archive at `remote`, checked, and the record of which archive it was."""
     record_path = hostpaths.image_record(ref)
-    yield StringCommand("docker", "load", "-i", QuoteString(remote))
-    yield StringCommand("docker", "image", "inspect", QuoteString(ref), ">/dev/null", "2>&1", "||", "{",
+    yield StringCommand(hostpaths.ENGINE, "load", "-i", QuoteString(remote))
+    yield StringCommand(hostpaths.ENGINE, "image", "inspect", QuoteString(ref), ">/dev/null", "2>&1", "||", "{",
                         "echo", QuoteString(f"{remote} loaded, but it does not contain {ref}; images now:"), ">&2;",
-                        "docker", "images", ">&2;", "exit", "1;", "}")
+                        hostpaths.ENGINE, "images", ">&2;", "exit", "1;", "}")
     # Which archive the tag now comes from (and the image id it gave), for the next run's no-op.
     head = json.dumps({"ref": ref, "archive": os.path.basename(archive), "fingerprint": fingerprint})[:-1]
     yield StringCommand("mkdir", "-p", QuoteString(os.path.dirname(record_path)), "&&", "printf", "%s",
                         QuoteString(head + ', "image_id": "'), ">", QuoteString(record_path + ".tmp"), "&&",
-                        "docker", "image", "inspect", "--format", QuoteString("{{.Id}}"), QuoteString(ref), "|",
+                        hostpaths.ENGINE, "image", "inspect", "--format", QuoteString("{{.Id}}"), QuoteString(ref), "|",
                         "tr", "-d", QuoteString("\\n"), ">>", QuoteString(record_path + ".tmp"), "&&", "printf", "%s",
                         QuoteString('"}'), ">>", QuoteString(record_path + ".tmp"), "&&", "mv", "-f",
                         QuoteString(record_path + ".tmp"), QuoteString(record_path))
@@ -108,48 +115,42 @@ def _needing(ref: str, fingerprint: str) -> frozenset[str] | None:
     return _NEEDING.get(host.state, {}).get((ref, fingerprint))
 
 
-def _peer_neighbours(ref: str, fingerprint: str, chain: list[dict],
-                     fresh: bool = False) -> tuple[dict | None, dict | None]:
+def _peer_neighbours(ref: str, entrypoint: str, fingerprint: str, chain: list[PeerLink],
+                     fresh: bool = False) -> tuple[PeerLink | None, PeerLink | None]:
     """(source, receiver) of this host in its image chain at run time: the nearest hosts before and
     after it that are in this run and have not loaded the archive (a converged host neither sends
     nor receives, so the chain closes over it); (None, None) when no other host needs it. `fresh`:
     ask the hosts (before the step), else take what was asked then."""
-    names = [link["host"] for link in chain]
+    names = [link.host for link in chain]
     here = names.index(host.name)
     needing = None if fresh else _needing(ref, fingerprint)
     if needing is None:
         state = host.state
         hosts = {name: state.inventory.get_host(name, None) for name in names}
         needing = frozenset(name for name, other in hosts.items()
-                            if other is not None and other in state.active_hosts and not _converged(other, ref,
-                                                                                                     fingerprint))
+                            if other is not None and other in state.active_hosts
+                            and not _converged(other, ref, entrypoint, fingerprint))
         _NEEDING.setdefault(state, {})[(ref, fingerprint)] = needing
-    source = next((link for link in reversed(chain[:here]) if link["host"] in needing), None)
-    receiver = next((link for link in chain[here + 1:] if link["host"] in needing), None)
+    source = next((link for link in reversed(chain[:here]) if link.host in needing), None)
+    receiver = next((link for link in chain[here + 1:] if link.host in needing), None)
     return source, receiver
 
 
-def _peer_served(key: str, directory: str, receiver: dict) -> dict:
-    """The rsync modules of one archive (``peer_daemon_config``): both name the directory holding it."""
-    return {"key": key, "copy": directory, "stage": directory, "receiver_address": receiver["address"]}
-
-
 @operation(is_idempotent=True)
-def peer_archive_served(ref: str, fingerprint: str, sha256: str, remote_dir: str, chain: list[dict], address: str,
-                        port: int, wait_s: int):
+def peer_archive_served(ref: str, entrypoint: str, fingerprint: str, sha256: str, remote_dir: str,
+                        chain: list[PeerLink], address: str, port: int, wait_s: int):
     """
     Serve this host's copy of an image archive to the next host of its peer chain that needs it:
     the transient rsync daemon of the model copies (same unit, same rules: bound to this host's
     cluster address, read-only, unlisted, chrooted to the archive's directory
     ``hostpaths.peer_image_dir``, allowed to the receiver's address only, no credentials). A no-op
     when this host already loaded the archive or no later host of the chain needs it. It ends with
-    ``model.peer_source_stopped``.
+    ``fleetserve.operations.peer.peer_source_stopped``.
 
-    + ref, fingerprint: as for ``loaded``
+    + ref, entrypoint, fingerprint: as for ``loaded``
     + sha256: the archive's sha256 (names its modules: ``hostpaths.peer_image_key``)
     + remote_dir: where this host keeps archives (the archive's directory is made in it)
-    + chain: every host of the chain in order (``fleetserve.schema.plan.ImageCache.chain``), each
-      ``{"host", "address", "port"}``
+    + chain: every host of the chain in order (``fleetserve.schema.plan.ImageCache.chain``)
     + address: this host's cluster address (the daemon binds it)
     + port: the daemon's TCP port
     + wait_s: the longest the daemon may live
@@ -158,12 +159,13 @@ def peer_archive_served(ref: str, fingerprint: str, sha256: str, remote_dir: str
 
     .. code:: python
 
-        peer_archive_served(ref="vllm-ascend:qwen3_5-v0-a3", fingerprint="sha256:" + "ab" * 32,
+        peer_archive_served(ref="vllm-ascend:qwen3_5-v0-a3", entrypoint="shell", fingerprint="sha256:" + "ab" * 32,
                             sha256="ab" * 32, remote_dir="/var/cache/fleetserve/images", address="10.80.0.11",
-                            port=8873, wait_s=21600, chain=[{"host": "a3-01", "address": "10.80.0.11", "port": 8873},
-                                                            {"host": "a3-02", "address": "10.80.0.12", "port": 8873}])
+                            port=8873, wait_s=21600,
+                            chain=[PeerLink("a3-01", "10.80.0.11", 8873, "/var/cache/fleetserve/images"),
+                                   PeerLink("a3-02", "10.80.0.12", 8873, "/var/cache/fleetserve/images")])
     """
-    _, receiver = _peer_neighbours(ref, fingerprint, chain, fresh=True)
+    _, receiver = _peer_neighbours(ref, entrypoint, fingerprint, chain, fresh=True)
     if host.name not in (_needing(ref, fingerprint) or ()):
         host.noop(f"image {ref} loaded from this archive here: this host serves no peer")
         return
@@ -173,12 +175,13 @@ def peer_archive_served(ref: str, fingerprint: str, sha256: str, remote_dir: str
     key = hostpaths.peer_image_key(sha256)
     directory = hostpaths.peer_image_dir(remote_dir, key)
     yield StringCommand("mkdir", "-p", QuoteString(directory))
-    yield peer_daemon_started(address, port, [_peer_served(key, directory, receiver)], wait_s)
+    # Both modules name the directory holding the archive and its lists.
+    yield daemon_started(address, port, [(key, directory, directory, receiver.address)], wait_s)
 
 
 @operation(is_idempotent=True)
-def peer_loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha256: str, chain: list[dict],
-                fetch_script: str, wait_s: int, attempts: int = 3, keep_archive: bool = False):
+def peer_loaded(ref: str, entrypoint: str, archive: str, remote_dir: str, fingerprint: str, sha256: str,
+                chain: list[PeerLink], wait_s: int, attempts: int = 3, keep_archive: bool = False):
     """
     ``loaded``, with the archive travelling along a peer chain over the cluster network: the first
     host of the chain that needs the archive gets it from the controller; each next one pulls it
@@ -190,10 +193,9 @@ def peer_loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha25
     matched, and keeps it until the step ends (``peer_archives_removed``). A no-op when the image
     was loaded from this archive (its fingerprint); such a host neither sends nor receives.
 
-    + ref, archive, remote_dir, fingerprint, keep_archive: as for ``loaded``
+    + ref, entrypoint, archive, remote_dir, fingerprint, keep_archive: as for ``loaded``
     + sha256: the archive's sha256 (required: every receiver checks it)
     + chain: as for ``peer_archive_served``
-    + fetch_script: the receiver's path on the host (``fleetserve.hostpaths.lib_file("peer_fetch.py")``)
     + wait_s: how long a receiver waits for its source's archive
     + attempts: transfers of a mismatching archive before giving up
 
@@ -201,16 +203,16 @@ def peer_loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha25
 
     .. code:: python
 
-        peer_loaded(ref="vllm-ascend:qwen3_5-v0-a3", archive="images/Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar",
-                    remote_dir="/var/cache/fleetserve/images", fingerprint="sha256:" + "ab" * 32,
-                    sha256="ab" * 32, fetch_script="/usr/local/lib/fleetserve/peer_fetch.py", wait_s=21600,
-                    chain=[{"host": "a3-01", "address": "10.80.0.11", "port": 8873},
-                           {"host": "a3-02", "address": "10.80.0.12", "port": 8873}])
+        peer_loaded(ref="vllm-ascend:qwen3_5-v0-a3", entrypoint="shell",
+                    archive="images/Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar", remote_dir="/var/cache/fleetserve/images",
+                    fingerprint="sha256:" + "ab" * 32, sha256="ab" * 32, wait_s=21600,
+                    chain=[PeerLink("a3-01", "10.80.0.11", 8873, "/var/cache/fleetserve/images"),
+                           PeerLink("a3-02", "10.80.0.12", 8873, "/var/cache/fleetserve/images")])
     """
-    if _converged(host, ref, fingerprint):
+    if _converged(host, ref, entrypoint, fingerprint):
         host.noop(f"image {ref} present, loaded from this archive")
         return
-    source, receiver = _peer_neighbours(ref, fingerprint, chain)
+    source, receiver = _peer_neighbours(ref, entrypoint, fingerprint, chain)
     key = hostpaths.peer_image_key(sha256)
     directory = hostpaths.peer_image_dir(remote_dir, key)
     name = os.path.basename(archive)
@@ -233,20 +235,20 @@ def peer_loaded(ref: str, archive: str, remote_dir: str, fingerprint: str, sha25
         if not keep_archive:
             yield StringCommand("rm", "-f", QuoteString(remote))  # the listed hard link serves the next host
         return
-    url = peer_url(source["address"], source["port"])
+    url = peer_url(source.address, source.port)
     what = f"the archive of {ref} ({name})"
+    fetch = quoted(["python3", FETCH_SCRIPT, directory, "--source", url, "--key", key, "--wait", str(int(wait_s)),
+                    "--attempts", str(int(attempts)), "--marker", hostpaths.VERIFIED_MARKER, "--manifest",
+                    hostpaths.MANIFEST_FILE, "--sums", hostpaths.SUMS_FILE, "--reference", "the catalog's"])
     yield StringCommand(
-        "mkdir", "-p", QuoteString(directory), "&&", "python3", QuoteString(fetch_script), QuoteString(directory),
-        "--source", QuoteString(url), "--key", QuoteString(key), "--wait", str(int(wait_s)), "--attempts",
-        str(int(attempts)), "--marker", hostpaths.VERIFIED_MARKER, "--manifest", hostpaths.MANIFEST_FILE, "--sums",
-        hostpaths.SUMS_FILE, "--reference", QuoteString("the catalog's"), "||", "{", *stop, "echo",
-        QuoteString(f"fleetserve image: {what} could not be copied from {source['host']} ({url}); nothing was "
+        "mkdir", "-p", QuoteString(directory), "&&", fetch, "||", "{", *stop, "echo",
+        QuoteString(f"fleetserve image: {what} could not be copied from {source.host} ({url}); nothing was "
                     f"loaded"), ">&2;", "exit", "1;", "}")
     # The sha256 peer_fetch took while receiving, against the one given here (not the source's word).
     yield StringCommand(
         "grep", "-qxF", QuoteString(f"{sha256}  {name}"), QuoteString(sums), "||", "{", *stop, "rm", "-rf",
         QuoteString(directory), ";", "echo",
-        QuoteString(f"fleetserve image: {what} from {source['host']} ({url}) does not match sha256 {sha256}; "
+        QuoteString(f"fleetserve image: {what} from {source.host} ({url}) does not match sha256 {sha256}; "
                     f"deleted it, nothing was loaded"), ">&2;", "exit", "1;", "}")
     yield from _loaded_from(held, ref, archive, fingerprint)
     if keep_archive:
@@ -269,7 +271,7 @@ def peer_archives_removed(directories: list[str]):
 
         peer_archives_removed(directories=["/var/cache/fleetserve/images/.peer-image-abababababababab"])
     """
-    found = host.get_fact(FileModes, paths=list(directories))
+    found = batch.read(FileModes, paths=list(directories))
     present = [d for d in directories if d in found]
     if not present:
         host.noop("no image archive kept for peers")
@@ -279,12 +281,13 @@ def peer_archives_removed(directories: list[str]):
 
 
 @operation(is_idempotent=True)
-def pulled(ref: str, sources: list[str], digest: str | None = None):
+def pulled(ref: str, entrypoint: str, sources: list[str], digest: str | None = None):
     """
     Make an image exist by pulling it from the first source that answers, then tagging it as
     ``ref`` so the unit always names one reference.
 
     + ref: the reference the unit runs
+    + entrypoint: ``shell`` or ``vllm-serve`` (how the image is entered to ask what it carries)
     + sources: references to try in order (mirrors first, ``pull_sources`` builds them)
     + digest: ``sha256:...`` the image must have (pulled by digest, checked after)
 
@@ -292,22 +295,21 @@ def pulled(ref: str, sources: list[str], digest: str | None = None):
 
     .. code:: python
 
-        pulled(ref="quay.io/ascend/vllm-ascend:v0.18.0rc1",
+        pulled(ref="quay.io/ascend/vllm-ascend:v0.18.0rc1", entrypoint="shell",
                sources=pull_sources("quay.io/ascend/vllm-ascend:v0.18.0rc1", ["m.daocloud.io/quay.io"]))
     """
-    state = host.get_fact(ImageState, ref=ref)
-    if _has_digest(state, digest):
+    if _has_digest(image_facts(ref, entrypoint), digest):
         host.noop(f"image {ref} present" + (f" at {digest}" if digest else ""))
         return
     candidates = [f"{_repository(s)}@{digest}" if digest else s for s in sources]
     yield StringCommand(
-        "ok=;", "for src in", *[QuoteString(c) for c in candidates], ";", "do", "if", "docker", "pull", '"$src";', "then",
-        "docker", "tag", '"$src"', QuoteString(ref), "&&", "ok=1", "&&", "break;", "fi;", "done;",
-        '[ -n "$ok" ]', "||", "{", "echo", QuoteString(f"could not pull {ref} from any of: {', '.join(candidates)}"),
-        ">&2;", "exit", "1;", "}")
+        "ok=;", "for src in", *[QuoteString(c) for c in candidates], ";", "do", "if", hostpaths.ENGINE, "pull",
+        '"$src";', "then", hostpaths.ENGINE, "tag", '"$src"', QuoteString(ref), "&&", "ok=1", "&&", "break;", "fi;",
+        "done;", '[ -n "$ok" ]', "||", "{", "echo", QuoteString(f"could not pull {ref} from any of: "
+                                                                 f"{', '.join(candidates)}"), ">&2;", "exit", "1;", "}")
     if digest:
         yield StringCommand(
-            "docker", "image", "inspect", "--format", QuoteString("{{json .RepoDigests}}"), QuoteString(ref),
+            hostpaths.ENGINE, "image", "inspect", "--format", QuoteString("{{json .RepoDigests}}"), QuoteString(ref),
             "|", "grep", "-q", QuoteString("@" + digest), "||", "{", "echo",
             QuoteString(f"{ref} was pulled but its digest is not {digest}"), ">&2;", "exit", "1;", "}")
 
@@ -332,8 +334,8 @@ def pull_sources(ref: str, mirrors: tuple[str, ...] | list[str]) -> list[str]:
 
 
 @operation(is_idempotent=True)
-def command_accepted(image: str, entrypoint: str, argv: list[str], check_script: str, cpu: bool = False,
-                     mounts: list[str] | None = None):
+def command_accepted(image: str, entrypoint: str, argv: list[str], cpu: bool = False,
+                     mounts: list[BindMount] | None = None):
     """
     The image's own vLLM accepts a ``vllm serve`` command (``check_serve_args.py`` runs vLLM's real
     parser and pre-load checks inside the image, loading nothing): checked once per image id and
@@ -344,33 +346,30 @@ def command_accepted(image: str, entrypoint: str, argv: list[str], check_script:
     + image: the serving image
     + entrypoint: ``shell`` or ``vllm-serve`` (how to run a program in the image)
     + argv: MODEL and the flags, exactly as the service passes them to ``vllm serve``
-    + check_script: ``check_serve_args.py`` on the host (mounted into the image)
     + cpu: put vLLM on its CPU platform first (an NVIDIA image checked without its GPUs)
-    + mounts: ``host:container:ro`` mounts the image's platform plugin needs to import (Ascend driver)
+    + mounts: read-only mounts the image's platform plugin needs to import (the Ascend driver)
 
     **Example:**
 
     .. code:: python
 
         command_accepted(image="quay.io/ascend/vllm-ascend:v0.18.0", entrypoint="shell",
-                         argv=["/data/models/Qwen3-30B", "--tensor-parallel-size", "4"],
-                         check_script="/usr/local/lib/fleetserve/check_serve_args.py")
+                         argv=["/data/models/Qwen3-30B", "--tensor-parallel-size", "4"])
     """
-    probe = image_probe(image, entrypoint)
-    key = hashlib.sha256(json.dumps([(probe or {}).get("id"), list(argv)]).encode()).hexdigest()[:20]
-    record = hostpaths.image_check(key)
-    seen = host.get_fact(JsonFiles, paths=[record]).get(record)
-    if probe and seen:
-        host.noop(f"{image}'s vLLM {seen.get('verdict', 'accepted')} this command")
+    found = image_facts(image, entrypoint)
+    digest = argv_digest(argv)
+    if found and digest in found["accepted"]:
+        host.noop(f"{image}'s vLLM {found['accepted'][digest].get('verdict', 'accepted')} this command")
         return
-    docker_args = [arg for mount in mounts or [] for arg in ("-v", mount)]
-    docker_args += ["-v", f"{check_script}:{hostpaths.CHECK_IN_CONTAINER}:ro"]
-    check = in_image(image, entrypoint, "python3", [hostpaths.CHECK_IN_CONTAINER, *(["--cpu"] if cpu else []), "--",
-                                                    *argv], docker_args)
+    record = hostpaths.image_accepted((found or {}).get("id", "unknown"), digest)
+    check_mounts = (*(mounts or ()), BindMount(host=CHECK_SCRIPT, container=hostpaths.CHECK_IN_CONTAINER,
+                                               read_only=True))
+    check = quoted(container.program_argv(container.looked_into(image, entrypoint, mounts=check_mounts), "python3",
+                                          [hostpaths.CHECK_IN_CONTAINER, *(["--cpu"] if cpu else []), "--", *argv]))
     accepted = json.dumps({"image": image, "verdict": "accepted"})
     unchecked = json.dumps({"image": image, "verdict": "could not check (fleetserve's table applies)"})
     yield StringCommand(
-        "mkdir", "-p", QuoteString(hostpaths.STATE_DIR + "/images"), "&&", "out=$(", check, "2>&1);", "rc=$?;",
+        "mkdir", "-p", QuoteString(hostpaths.IMAGES_STATE_DIR), "&&", "out=$(", check, "2>&1);", "rc=$?;",
         "case", "$rc", "in",
         "0)", "printf", "%s", QuoteString(accepted), ">", QuoteString(record), ";;",
         "3)", "printf", "%s", QuoteString(unchecked), ">", QuoteString(record), ";", 'echo "$out";', ";;",

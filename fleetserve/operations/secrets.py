@@ -7,10 +7,12 @@ import hashlib
 import posixpath
 
 from pyinfra import host
-from pyinfra.api import QuoteString, StringCommand, operation
+from pyinfra.api import QuoteString, StringCommand
 from pyinfra.api.hiddenvalue import HiddenValue
 
-from fleetserve.facts.fleet import FileModes
+from fleetserve.facts import batch
+from fleetserve.facts.host import FileModes
+from fleetserve.operations import operation
 
 
 def write_secret(path: str, content: str) -> StringCommand:
@@ -43,7 +45,7 @@ def secret_file(path: str, directory: str, content: HiddenValue):
                     content=HiddenValue("HF_TOKEN=..."))
     """
     raw = content.unmask()
-    current = host.get_fact(FileModes, paths=[directory, path])
+    current = batch.read(FileModes, paths=[directory, path])
     if current.get(path) == ("600", hashlib.sha256(raw.encode()).hexdigest()) and current.get(directory, ("",))[0] == "700":
         host.noop(f"{path} up to date (0600)")
         return

@@ -10,12 +10,13 @@ from io import BytesIO
 from pathlib import PurePosixPath
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
+from pyinfra.api import FileUploadCommand, QuoteString, StringCommand
 from pyinfra.api.hiddenvalue import HiddenValue
 
 from fleetserve import hostpaths
-from fleetserve.facts.fleet import EndpointCheck, ReleaseRecords, ServiceState
-from fleetserve.operations import fail_command, image_probe
+from fleetserve.facts import batch
+from fleetserve.facts.service import EndpointCheck, ReleaseRecords, ServiceHealth, ServiceState
+from fleetserve.operations import fail_command, image_facts, operation
 from fleetserve.operations.secrets import write_secret
 
 
@@ -43,6 +44,12 @@ def _state_command(service: str, state: dict) -> StringCommand:
     text = json.dumps({k: state.get(k) for k in ("current", "previous", "candidate", "failed")}, sort_keys=True)
     return StringCommand("printf", "%s", QuoteString(text), ">", QuoteString(path + ".tmp"), "&&", "mv", "-f",
                          QuoteString(path + ".tmp"), QuoteString(path))
+
+
+def service_state_args(service: str, model_copy: str, env_path: str | None, mount_dirs: list[str] | None) -> dict:
+    """The ServiceState fact's arguments as ``release_started`` reads it (``fleetserve.facts.batch.want``)."""
+    return {"service": service, "marker_path": hostpaths.model_marker(model_copy), "env_path": env_path,
+            "dirs": list(mount_dirs or [])}
 
 
 @operation(is_idempotent=True)
@@ -77,12 +84,11 @@ def release_started(service: str, unit_text: str, image_ref: str, model_copy: st
     """
     env_path = hostpaths.env_file(service) if env_text is not None else None
     secret = env_text.unmask() if env_text is not None else None
+    found = image_facts(image_ref, entrypoint) or {}
     if with_image_jemalloc:
-        own = (image_probe(image_ref, entrypoint) or {}).get("jemalloc")
-        unit_text, argv = with_image_jemalloc.get(own, (unit_text, argv))
-    state = host.get_fact(ServiceState, service=service, image_ref=image_ref,
-                          marker_path=hostpaths.model_marker(model_copy), env_path=env_path, dirs=mount_dirs or [])
-    record = release_record(service, unit_text, secret, image_ref, state["image_id"], model_copy,
+        unit_text, argv = with_image_jemalloc.get(found.get("jemalloc"), (unit_text, argv))
+    state = batch.read(ServiceState, **service_state_args(service, model_copy, env_path, mount_dirs))
+    record = release_record(service, unit_text, secret, image_ref, found.get("id"), model_copy,
                             state["marker_sha256"], argv, group_release)
     releases = state["state"]
     installed = state["unit_sha256"] == record["unit_sha256"] and (
@@ -190,14 +196,20 @@ def release_verified(service: str, port: int, model: str, serve_path: str, timeo
         host.noop(f"{model} on port {port} is checked when the deploy runs")
         return
     unit = hostpaths.unit_name(service)
-    records = host.get_fact(ReleaseRecords)
+    records = batch.read(ReleaseRecords)
     entry = records.get(service, {"state": {}, "releases": {}})
     releases = entry["state"]
     candidate = releases.get("candidate")
+    where = f" through the group's head {head_address}" if head_address else ""
+    if not candidate and ServiceHealth.serving(batch.read(ServiceHealth, service=service, port=port,
+                                                          head_address=head_address), bool(head_address)):
+        # Nothing new started here: the running release was proven when it started; that it still runs in
+        # its own container and answers /health is what a converged run needs (status asks the model).
+        host.noop(f"{model} is healthy on port {port}{where}, release {releases.get('current')}")
+        return
     check = dict(port=port, model=model, service=service, serve_path=serve_path, timeout_s=timeout_s,
                  env_path=env_path, head_address=head_address)
-    result = host.get_fact(EndpointCheck, **check)
-    where = f" through the group's head {head_address}" if head_address else ""
+    result = host.get_fact(EndpointCheck, **check)  # a check that waits: never an answer kept from before
     if result["ok"] and not candidate:
         host.noop(f"{model} answers on port {port}{where} from release {releases.get('current')}")
         return
@@ -235,7 +247,7 @@ def _promote(service: str, records: dict, candidate: str, host_dir: str, model_c
     if dirs or copies:
         yield StringCommand("rm", "-rf", "--", *[QuoteString(p) for p in dirs + copies])
     for image_id in images:
-        yield StringCommand("docker", "rmi", QuoteString(image_id), ">/dev/null", "2>&1", "||", "true")
+        yield StringCommand(hostpaths.ENGINE, "rmi", QuoteString(image_id), ">/dev/null", "2>&1", "||", "true")
 
 
 def _undo(service: str, entry: dict, on_failure: str, env_path: str | None, check: dict, serve_path: str,
@@ -258,7 +270,8 @@ def _undo(service: str, entry: dict, on_failure: str, env_path: str | None, chec
             yield StringCommand("install", "-m", "600", QuoteString(f"{where}/env"), QuoteString(env_path))
         if previous.get("image_id") and previous.get("image_ref"):
             # The image tag may have moved to the candidate's image: put it back on the previous one.
-            yield StringCommand("docker", "tag", QuoteString(previous["image_id"]), QuoteString(previous["image_ref"]))
+            yield StringCommand(hostpaths.ENGINE, "tag", QuoteString(previous["image_id"]),
+                                QuoteString(previous["image_ref"]))
         yield StringCommand("systemctl", "daemon-reload", "&&", "systemctl", "restart", QuoteString(unit))
         yield _state_command(service, failed)
         back = host.get_fact(EndpointCheck, **{**check, "serve_path": _serve_path_of(previous, serve_path)})
@@ -323,7 +336,7 @@ def group_release_settled(service: str, group: str, members: list[str], host_dir
     # Operations run in lock-step: every member has finished each earlier step by now, and a member
     # that failed any of them is in the run's failed hosts.
     failed = [name for name in members if host.state.inventory.get_host(name) in host.state.failed_hosts]
-    records = host.get_fact(ReleaseRecords)
+    records = batch.read(ReleaseRecords)
     entry = records.get(service, {"state": {}, "releases": {}})
     candidate = entry["state"].get("candidate")
     if not failed and not candidate:

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from fleetserve.schema.base import StrictModel
-
-# --- hardware kinds (filled from fleetserve/hardware.yaml) -----------------------------------
 
 Vendor = Literal["ascend", "nvidia"]
 # How the image starts vLLM: vllm-ascend images end with CMD bash, so the unit runs `vllm serve`;
 # vllm/vllm-openai has ENTRYPOINT ["vllm", "serve"], so the unit passes only MODEL and flags.
 Entrypoint = Literal["shell", "vllm-serve"]
-# How `docker run` is given accelerators: one --device per device node, CDI names, or --gpus.
-DeviceSyntax = Literal["device-nodes", "cdi", "gpus"]
-SmiFormat = Literal["npu-smi-info", "nvidia-smi-csv"]
 
 
 class BindMount(StrictModel):
@@ -57,25 +52,19 @@ class HardwareKind(StrictModel):
     driver_mounts: tuple[BindMount, ...] = ()
     cache_mount: BindMount | None = None  # a host cache every container of this kind shares
     smi_path: str
-    smi_format: SmiFormat
+    smi_format: str  # the module of fleetserve/hardware/smi/ that asks the tool (its NAME)
     driver_version_file: str | None = None  # else the smi tool reports the driver version
     toolkit_info_glob: str | None = None
     visible_devices_env: str
-    device_syntax: DeviceSyntax
+    device_syntax: str  # the module of fleetserve/hardware/devices/ that hands devices over (its NAME)
     cdi_device: str | None = None  # CDI device name with {id}, for device_syntax cdi
-    container_runtime: str | None = None  # docker --runtime, for device_syntax gpus
+    container_runtime: str | None = None  # the engine's runtime that adds GPUs (device_syntax gpus: --runtime)
     cdi_dirs: tuple[str, ...] = ()
     entrypoint: Entrypoint
     multi_node: MultiNodeNeeds = Field(default_factory=MultiNodeNeeds)
 
     def device_path(self, device_id: int) -> str:
         return self.device_node.format(id=device_id)
-
-    @model_validator(mode="after")
-    def _syntax_complete(self) -> HardwareKind:
-        if self.device_syntax == "cdi" and not self.cdi_device:
-            raise ValueError("device_syntax cdi needs cdi_device")
-        return self
 
     def describe_ids(self, ids: tuple[int, ...] | list[int] | None = None) -> str:
         ids = tuple(sorted(ids if ids is not None else self.device_ids))

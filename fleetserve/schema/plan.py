@@ -4,12 +4,45 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from fleetserve.schema.catalog import ServiceSpec
 from fleetserve.schema.hardware import Entrypoint, HardwareKind
 from fleetserve.schema.hostdata import CacheMode, HostData
 
 # --- the plan -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelCopy:
+    """One verified copy of a model on a host: what it is (hub, repo, revision, include patterns), where
+    it lives (``host_dir`` and the key naming it among the copies there), the hub mirror it comes from,
+    and what it must fit (the serve flags checked against its config.json)."""
+
+    hub: str
+    repo_id: str
+    revision: str
+    host_dir: str
+    key: str
+    include: tuple[str, ...] = ()
+    endpoint: str | None = None  # a mirror; None: the public hub
+    max_model_len: int | None = None
+    tensor_parallel_size: int = 1
+
+    @classmethod
+    def of(cls, spec: ServiceSpec) -> ModelCopy:
+        model = spec.model
+        return cls(hub=model.hub, repo_id=model.repo_id, revision=model.effective_revision, host_dir=model.host_dir,
+                   key=model.copy_key, include=tuple(model.include), endpoint=model.endpoint,
+                   max_model_len=spec.max_model_len, tensor_parallel_size=spec.tensor_parallel_size)
+
+    @property
+    def what(self) -> str:
+        return f"{self.hub}:{self.repo_id}@{self.revision}"
+
+    def identity(self) -> dict[str, Any]:
+        """What a verified copy is of (the verifier's marker carries the same keys)."""
+        return {"hub": self.hub, "repo_id": self.repo_id, "revision": self.revision, "include": sorted(self.include)}
 
 
 @dataclass(frozen=True)
@@ -77,6 +110,11 @@ class ServiceInstance:
     @property
     def entrypoint(self) -> Entrypoint:
         return self.spec.image.entrypoint or self.hardware.entrypoint
+
+    @property
+    def copy(self) -> ModelCopy:
+        """The model copy this service serves."""
+        return ModelCopy.of(self.spec)
 
 
 @dataclass(frozen=True)
