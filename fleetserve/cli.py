@@ -1,5 +1,5 @@
-"""The `fleetserve` command: offline render, offline bundles, plus the commands of installed plugins (group
-`fleetserve.cli`)."""
+"""The `fleetserve` command: offline render, offline bundles, what every key means, plus the commands of
+installed plugins (group `fleetserve.cli`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 
+from fleetserve import __version__
 from fleetserve.schema.base import FleetserveError
 
 
@@ -41,6 +42,7 @@ def add_plugin_commands(commands: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fleetserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fleetserve {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     render_cmd = commands.add_parser("render", help="print every file and container command a deploy would "
@@ -59,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     bundle_cmd.add_argument("--out", required=True, help="the bundle's directory (resumed when it exists)")
     bundle_cmd.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
                             help="override host data, as pyinfra's --data (JSON values allowed)")
+
+    keys_cmd = commands.add_parser("keys", help="every host data key and catalog service field: its default, what it "
+                                                "allows and what it means")
+    keys_cmd.add_argument("--services", action="store_true", help="the catalog's service fields instead")
+    explain_cmd = commands.add_parser("explain", help="one host data key or service field (service.model.host_dir)")
+    explain_cmd.add_argument("key")
 
     add_plugin_commands(commands)
 
@@ -86,7 +94,36 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fleetserve bundle: {exc}", file=sys.stderr)
             return 2
         return 0
+    if args.command in ("keys", "explain"):
+        return _keys(args)
     return int(args.func(args) or 0)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fleetserve.keys import explain, host_data_keys, service_keys
+
+    console = Console()
+    if args.command == "explain":
+        found = explain(args.key)
+        if isinstance(found, str):
+            print(f"fleetserve explain: {found}", file=sys.stderr)
+            return 2
+        console.print(f"[bold]{found.name}[/bold]\n  default: {found.default}\n  allowed: {found.allowed}\n"
+                      f"  {found.meaning}", markup=True, highlight=False)
+        return 0
+    keys = service_keys() if args.services else host_data_keys()
+    table = Table(title="catalog service fields (service_overrides)" if args.services else "host data keys")
+    for column in ("key", "default", "allowed", "meaning"):
+        table.add_column(column, overflow="fold")
+    for key in keys:
+        table.add_row(key.name, key.default.strip("`"), key.allowed.replace("`", ""), key.meaning)
+    if not console.is_terminal:
+        console.width = 200
+    console.print(table)
+    return 0
 
 
 if __name__ == "__main__":

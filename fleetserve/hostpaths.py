@@ -2,7 +2,7 @@
 
 Facts, operations, the builder and the host scripts (given as arguments) take them from here.
 Paths that belong to the driver or the hardware (npu-smi, driver mounts) live with the hardware
-kinds in fleetserve/hardware.yaml.
+kinds in fleetserve/hardware/kinds.yaml.
 """
 
 from __future__ import annotations

@@ -16,5 +16,5 @@ _ssh = {
 gb200_nodes = [
     ("gb200-01", {**_ssh, "ssh_hostname": "192.0.2.31", "hardware": "nvidia-gb200x4", "arch": "aarch64",
                   "distro_family": "debian", "workloads": ["qwen3.5"],
-                  "qwen35_api_key": os.environ.get("FLEETSERVE_QWEN35_API_KEY")}),
+                  "secrets": {"qwen35_api_key": os.environ.get("FLEETSERVE_QWEN35_API_KEY")}}),
 ]

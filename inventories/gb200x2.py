@@ -19,7 +19,7 @@ _ssh = {
 }
 _member = {**_ssh, "hardware": "nvidia-gb200x4", "arch": "aarch64", "distro_family": "debian",
            "workloads": ["qwen3.5"], "group": "qwen35-397b-gb200x2", "model_cache": "peer",
-           "qwen35_api_key": os.environ.get("FLEETSERVE_QWEN35_API_KEY")}
+           "secrets": {"qwen35_api_key": os.environ.get("FLEETSERVE_QWEN35_API_KEY")}}
 
 gb200x2_nodes = [
     ("gb200-01", {**_member, "ssh_hostname": "192.0.2.31", "group_rank": 0,

@@ -17,5 +17,5 @@ _ssh = {
 h100_nodes = [
     ("h100-01", {**_ssh, "ssh_hostname": "192.0.2.51", "hardware": "nvidia-h100x8", "arch": "x86_64",
                  "distro_family": "debian", "workloads": ["qwen3.5"],
-                 "qwen35_api_key": os.environ.get("FLEETSERVE_QWEN35_API_KEY")}),
+                 "secrets": {"qwen35_api_key": os.environ.get("FLEETSERVE_QWEN35_API_KEY")}}),
 ]

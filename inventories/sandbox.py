@@ -60,7 +60,7 @@ _common = {
     "arch": "x86_64",
     "verify_timeout_s": 120,
     # The GB200 service's key: a sandbox value, not a secret (the e2e tests try a hostile one).
-    "qwen35_api_key": os.environ.get("FLEETSERVE_SANDBOX_API_KEY", "sandbox-api-key"),
+    "secrets": {"qwen35_api_key": os.environ.get("FLEETSERVE_SANDBOX_API_KEY", "sandbox-api-key")},
 }
 
 _extra_data = json.loads(os.environ.get("FLEETSERVE_SANDBOX_DATA") or "{}")

@@ -9,6 +9,7 @@ from pyinfra.api import State
 from pyinfra.api.exceptions import PyinfraError
 
 from fleetserve.plan import plan_inventory
+from fleetserve.pyinfra_config import apply_to_run
 from fleetserve.schema.base import FleetserveError
 from fleetserve.schema.plan import HostPlan
 
@@ -27,6 +28,9 @@ def host_plan(workloads: list[str]) -> HostPlan:
     key = tuple(workloads)
     cached = _PLANS.get(state)
     if cached is None or cached[0] != key:
+        stop = apply_to_run(state)  # config.py's settings, wherever pyinfra runs
+        if stop:
+            raise PyinfraError(stop)
         hosts = [(h.name, h.data.dict()) for h in state.inventory]
         # A --limit run: peer chains are made of the hosts this run reaches.
         running = [h.name for h in state.inventory if state.is_host_in_limit(h)]

@@ -80,7 +80,7 @@ def test_host_report_npu_smi_failing():
 
 def test_host_report_nvidia():
     expect = expectations_for(plan_host("gb", {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"],
-                                               "qwen35_api_key": "k"}, ["qwen3.5"]))
+                                               "secrets": {"qwen35_api_key": "k"}}, ["qwen3.5"]))
     report = report_of(host_report("nvidia-gb200x4", expect=expect), expect)
     assert [a["id"] for a in report["accelerators"]] == [0, 1, 2, 3]
     assert report["driver_version"] == "580.82.07" and report["cdi_specs"] == ["/etc/cdi/nvidia.yaml"]

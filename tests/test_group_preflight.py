@@ -56,7 +56,7 @@ from tests.fakefleet import (
 )
 
 A3 = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"], "group": "g1"}
-GB = {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "group": "g2", "qwen35_api_key": "k"}
+GB = {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "group": "g2", "secrets": {"qwen35_api_key": "k"}}
 FAIL_TITLE = "printf '%s\\n' 'fleetserve group preflight"
 
 
@@ -521,7 +521,7 @@ def test_a_group_whose_members_hold_different_images_never_reaches_the_service_s
 
 
 def test_group_roles_add_nothing_for_hosts_without_a_group():
-    hosts = [("@fake/solo", {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "qwen35_api_key": "k"})]
+    hosts = [("@fake/solo", {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "secrets": {"qwen35_api_key": "k"}})]
     plan = plans_of(hosts)["@fake/solo"]
     assert group_expectations(plan) is None
     state, commands, _ = _run(hosts, {})

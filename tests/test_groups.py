@@ -9,7 +9,7 @@ from fleetserve.builder import container_env, service_files
 from fleetserve.plan import PlanError, plan_inventory
 
 A3 = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"], "group": "g1"}
-GB = {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "group": "g2", "qwen35_api_key": "k"}
+GB = {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "group": "g2", "secrets": {"qwen35_api_key": "k"}}
 
 
 def members(base: dict, count: int = 2, **per_rank) -> list[tuple[str, dict]]:

@@ -166,15 +166,18 @@ def test_quantization_methods_follow_the_platform():
     data = {**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"quantization": "awq"}}}}
     message = error_of(data, ["qwen3"])
     assert "vLLM 0.18.0 would refuse it:" in message and "awq" in message and "ascend" in message
-    gb200 = {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "qwen35_api_key": "k"}
+    gb200 = {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "secrets": {"qwen35_api_key": "k"}}
     assert plan_host("gb200-01", gb200, ["qwen3.5"]).services[0].serve_args[-2:] == ("--quantization", "moe_wna16")
 
 
 def test_missing_secret_is_named_and_never_shown():
     data = {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"]}
     message = error_of(data, ["qwen3.5"], host="gb200-01")
-    assert ("host gb200-01: service qwen35-397b: qwen35_api_key: the API key is missing (set host data "
-            "'qwen35_api_key'") in message
+    assert ("host gb200-01: service qwen35-397b: secrets['qwen35_api_key']: the API key is missing (set host data "
+            "secrets: {'qwen35_api_key': ...}") in message
+    # an environment variable that is not set: the same words
+    unset = error_of({**data, "secrets": {"qwen35_api_key": None}}, ["qwen3.5"], host="gb200-01")
+    assert "secrets['qwen35_api_key']: the API key is missing" in unset
 
 
 def test_every_host_problem_is_reported_at_once():
@@ -250,8 +253,9 @@ def test_hostile_but_allowed_values_are_quoted_in_the_unit_and_the_shell_renderi
 
 def test_secrets_stay_out_of_the_unit_and_are_masked_in_previews():
     secret = 'k3y "with" $dollar and \\ backslash'
-    plan = plan_host("gb200-01", {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "qwen35_api_key": secret},
-                     ["qwen3.5"])
+    plan = plan_host("gb200-01", {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"],
+                                  "secrets": {"qwen35_api_key": secret}}, ["qwen3.5"])
+    assert secret not in repr(plan.data) and secret not in repr(plan.services)
     instance = plan.services[0]
     files = service_files(instance, instance.member("gb200-01"), plan)
     assert secret not in files.unit_text and "k3y" not in files.unit_text
@@ -297,9 +301,20 @@ def test_a_misspelt_key_is_refused_with_a_suggestion(key, guess):
     assert f"host a2-01: {key}: not a key fleetserve or pyinfra reads (did you mean {guess!r}?)" in message
 
 
-def test_pyinfra_keys_and_catalog_secret_keys_are_accepted():
-    data = {**A2, "ssh_user": "ops", "ssh_port": 2222, "_sudo": True, "qwen35_api_key": "k"}
+def test_pyinfra_keys_and_secrets_are_accepted():
+    data = {**A2, "ssh_user": "ops", "ssh_port": 2222, "_sudo": True, "secrets": {"qwen35_api_key": "k"}}
     assert plan_host("a2-01", data, ["qwen3-vl"]).services
+
+
+def test_a_secret_given_as_a_top_level_key_is_still_read_with_a_warning_until_it_is_moved():
+    gb200 = {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "qwen35_api_key": "k-old"}
+    plan = plan_host("gb200-01", gb200, ["qwen3.5"])
+    assert plan.secrets == {"qwen35_api_key": "k-old"}
+    assert plan.warnings == ("host gb200-01: qwen35_api_key: secrets now go in host data `secrets` "
+                             "({'qwen35_api_key': ...}); a top-level qwen35_api_key is read until fleetserve 0.3",)
+    # a name no catalog entry gives a secret is no key at all
+    assert "qwen36_api_key: not a key fleetserve or pyinfra reads (did you mean 'qwen35_api_key'?)" in error_of(
+        {**gb200, "qwen36_api_key": "x"}, ["qwen3.5"], host="gb200-01")
 
 
 @pytest.mark.parametrize("layer,needle", [

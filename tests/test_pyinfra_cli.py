@@ -49,7 +49,7 @@ def test_secrets_never_appear_even_with_vv_and_diff(tmp_path):
         from tests.fakefleet import HOST_REPORT, fake_batches, host_report
         fake_batches()
         _d = {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "fake_delay": 0,
-              "qwen35_api_key": "sk-topsecret-42"}
+              "secrets": {"qwen35_api_key": "sk-topsecret-42"}}
         _plan = plan_host("@fake/gb200-01", _d, ["qwen3.5"])
         _e = expectations_for(_plan)
         _fresh = {HOST_REPORT: host_report("nvidia-gb200x4", paths=_e.paths, expect=_e),

@@ -124,7 +124,7 @@ def test_the_driver_must_suit_the_cann_in_the_image():
 
 
 def _nvidia(kind: str = "nvidia-gb200x4", **data):
-    plan = plan_host("gpu-01", {"hardware": kind, "workloads": ["qwen3.5"], "qwen35_api_key": "k", **data},
+    plan = plan_host("gpu-01", {"hardware": kind, "workloads": ["qwen3.5"], "secrets": {"qwen35_api_key": "k"}, **data},
                      ["qwen3.5"])
     return expectations_for(plan)
 
@@ -171,7 +171,7 @@ def test_gpus_needs_the_nvidia_runtime_registered():
 
 
 def test_a_host_chooses_how_gpus_reach_the_container():
-    gb200 = plan_host("gpu-01", {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "qwen35_api_key": "k",
+    gb200 = plan_host("gpu-01", {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "secrets": {"qwen35_api_key": "k"},
                                  "gpu_devices": "gpus"}, ["qwen3.5"])
     assert gb200.hardware.device_syntax == "gpus" and gb200.hardware.container_runtime == "nvidia"
     with pytest.raises(PlanError, match="gpu_devices: 'cdi' is for NVIDIA hosts"):

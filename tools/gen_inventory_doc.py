@@ -1,67 +1,25 @@
-"""Writes the generated tables of docs/inventory.md: host data keys from fleetserve.schema.hostdata.HostData
-(the one default of every key) and hardware kinds from fleetserve/hardware.yaml.
+"""Writes the generated tables of docs/inventory.md from the models that validate them
+(fleetserve.keys: every host data key with its one default, every service field, the hardware kinds);
+`fleetserve keys` and `fleetserve explain KEY` print the same to an installed fleetserve's user.
 
-Run after changing either: `python tools/gen_inventory_doc.py`; the test suite fails while the
+Run after changing any of them: `python tools/gen_inventory_doc.py`; the test suite fails while the
 committed document differs from what this writes (`--check` exits 1 then)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from fleetserve.hardware import hardware_kinds
-from fleetserve.schema.hostdata import HostData
+from fleetserve.keys import hardware_table, host_data_keys, markdown_table, service_keys
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "inventory.md"
 
-_WORDS = {"string": "text", "integer": "integer", "boolean": "`true` / `false`", "object": "mapping", "null": "unset"}
-
-
-def _default(schema: dict, required: bool) -> str:
-    if required:
-        return "required"
-    value = schema.get("default")
-    return "unset" if value is None else f"`{json.dumps(value)}`"
-
-
-def _allowed(schema: dict) -> str:
-    """What a key accepts, read from HostData's JSON schema (types, enums, bounds)."""
-    words = []
-    for option in schema.get("anyOf", [schema]):
-        if "enum" in option:
-            words.append(" / ".join(f"`{v}`" for v in option["enum"]))
-        elif option.get("type") == "array":
-            words.append(f"list of {_WORDS[option['items']['type']]}s")
-        elif "$ref" in option:  # a nested model (shared_mount): its keys are in the meaning
-            words.append("mapping")
-        elif option.get("type") == "integer" and "minimum" in option:
-            words.append(f"integer {option['minimum']}..{option.get('maximum', '')}")
-        else:
-            words.append(_WORDS[option["type"]])
-    return ", ".join(words)
-
-
-def host_data_table() -> list[str]:
-    schema = HostData.model_json_schema()
-    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
-    for name, field in schema["properties"].items():
-        meaning = field.get("description", "").replace("|", "\\|")
-        rows.append(f"| `{name}` | {_default(field, name in schema.get('required', []))} | {_allowed(field)} "
-                    f"| {meaning} |")
-    return rows
-
-
-def hardware_table() -> list[str]:
-    rows = ["| kind | what | devices | given to the container as | aliases |", "|---|---|---|---|---|"]
-    for kind in hardware_kinds().values():
-        rows.append(f"| `{kind.kind}` | {kind.label} | {kind.accelerator_word} {kind.describe_ids()} "
-                    f"| {kind.device_syntax} | {', '.join(f'`{a}`' for a in kind.aliases) or '-'} |")
-    return rows
-
-
-BLOCKS: dict[str, Callable[[], list[str]]] = {"host-data-table": host_data_table, "hardware-table": hardware_table}
+BLOCKS: dict[str, Callable[[], list[str]]] = {
+    "host-data-table": lambda: markdown_table(host_data_keys()),
+    "service-table": lambda: markdown_table(service_keys()),
+    "hardware-table": hardware_table,
+}
 
 
 def rendered(text: str) -> str:

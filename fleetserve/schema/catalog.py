@@ -29,7 +29,7 @@ class ImageSpec(StrictModel):
     """The serving image and where it comes from."""
 
     ref: str = Field(description="repository:tag that must exist on the host, e.g. vllm-ascend:qwen3_5-v0-a3")
-    source: Literal["load", "pull"]
+    source: Literal["load", "pull"] = Field(description="load: docker load of an archive from the controller; pull: from a registry")
     tarball: str | None = Field(None, description="load: image archive on the controller (relative to image_store)")
     sha256: str | None = Field(None, description="load: sha256 of the archive, checked on the host before loading")
     digest: str | None = Field(None, description="pull: sha256:... digest the pulled image must have")
@@ -83,7 +83,7 @@ class ImageSpec(StrictModel):
 class ModelSpec(StrictModel):
     """Where the weights come from and where they live on the host."""
 
-    hub: Literal["hf", "modelscope"]
+    hub: Literal["hf", "modelscope"] = Field(description="the model hub: hf (Hugging Face) or modelscope")
     repo_id: str = Field(description="org/name on the hub")
     revision: str | None = Field(None, description="branch, tag or commit; default main (hf) or master (modelscope)")
     host_dir: str = Field(description="absolute directory on the host holding the verified weights")
@@ -188,21 +188,21 @@ class ServiceSpec(StrictModel):
     """One `vllm serve` instance: a catalog entry's service after overrides."""
 
     name: str = Field(description="unit fleetserve-<name>.service and container fleetserve-<name>")
-    model: ModelSpec
-    image: ImageSpec
+    model: ModelSpec = Field(description="the weights: hub, repo, revision, where they live")
+    image: ImageSpec = Field(description="the serving image and where it comes from")
     devices: tuple[Int, ...] = Field(description="accelerator ids this service owns exclusively")
     device_mode: Literal["mount", "privileged"] = Field(
         "mount",
         description="mount: the container is given only its own devices; privileged: --privileged plus the "
                     "visible-devices variable (the Qwen3 on Atlas 800T A2 write-up's way)",
     )
-    port: Int = Field(8000, ge=1, le=65535)
+    port: Int = Field(8000, ge=1, le=65535, description="--port: the API's port on the host")
     host: str | None = Field(None, description="--host; unset leaves vLLM's default (all interfaces)")
-    served_model_name: str | None = None
-    tensor_parallel_size: Int = Field(1, ge=1)
-    pipeline_parallel_size: Int = Field(1, ge=1)
-    data_parallel_size: Int = Field(1, ge=1)
-    max_model_len: Int | None = Field(None, ge=1)
+    served_model_name: str | None = Field(None, description="--served-model-name: the name clients ask for; unset: the model path")
+    tensor_parallel_size: Int = Field(1, ge=1, description="--tensor-parallel-size")
+    pipeline_parallel_size: Int = Field(1, ge=1, description="--pipeline-parallel-size")
+    data_parallel_size: Int = Field(1, ge=1, description="--data-parallel-size")
+    max_model_len: Int | None = Field(None, ge=1, description="--max-model-len, checked against the model's config.json before it starts")
     multi_node: Literal["data-parallel", "nnodes"] | None = Field(
         None, description="how the members of a service spanning nodes are wired: data-parallel (vllm-ascend's way: the "
                           "head with --data-parallel-address/--data-parallel-rpc-port, the others --headless with their "
@@ -220,11 +220,11 @@ class ServiceSpec(StrictModel):
     env: dict[str, str] = Field(default_factory=dict, description="container environment (not secrets)")
     mounts: tuple[str, ...] = Field((), description="extra host:container[:ro] bind mounts")
     shm_size: str | None = Field("1g", description="--shm-size (docker's 64 MB default crashes EngineCore)")
-    network: Literal["host", "bridge"] = "host"
+    network: Literal["host", "bridge"] = Field("host", description="host: the host's network (the tutorials' --net=host); bridge: the engine's, the port published")
     api_key_key: str | None = Field(None, description="host data key holding the API key (passed as VLLM_API_KEY)")
-    requires: Requirements = Field(default_factory=Requirements)
+    requires: Requirements = Field(default_factory=Requirements, description="minimum host software (preflight checks it)")
     start_timeout_s: Int = Field(1800, ge=30, description="how long verify waits for /health (big models load slowly)")
-    stop_timeout_s: Int = Field(120, ge=5)
+    stop_timeout_s: Int = Field(120, ge=5, description="how long a stop waits for vLLM to exit before it is killed")
 
     @field_validator("name")
     @classmethod

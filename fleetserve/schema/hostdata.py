@@ -6,7 +6,7 @@ import ipaddress
 import re
 from typing import Any, Literal
 
-from pydantic import Field, StrictBool, StrictInt, field_validator, model_validator
+from pydantic import Field, SecretStr, StrictBool, StrictInt, field_validator, model_validator
 
 from fleetserve.schema.base import (
     HOST_PATH,
@@ -31,9 +31,9 @@ _MOUNT_OPTIONS = re.compile(r"[A-Za-z0-9_.=:/+-]+(?:,[A-Za-z0-9_.=:/+-]+)*")
 class SharedMount(StrictModel):
     """Host data `shared_mount`: the shared filesystem fleetserve mounts at `shared_dir` (a systemd .mount unit)."""
 
-    source: str
-    fstype: MountType
-    options: str | None = None
+    source: str = Field(description="server:/export (nfs, nfs4) or server:/volume (glusterfs)")
+    fstype: MountType = Field(description="the filesystem's type (its client package is installed when missing)")
+    options: str | None = Field(None, description="comma-separated mount options, e.g. vers=4.2,hard")
 
     @field_validator("source")
     @classmethod
@@ -58,11 +58,12 @@ class SharedMount(StrictModel):
 
 
 class HostData(StrictModel):
-    """Every host data key fleetserve reads, with its one default. `docs/inventory.md` is generated
-    from these fields (`python -m fleetserve.docs`). Secrets are read from the keys the catalog names
-    (api_key_key, model.token_key) and never validated here."""
+    """Every host data key fleetserve reads, with its one default, bounds and meaning (`fleetserve keys`
+    prints them; docs/inventory.md is generated from them). Nothing else is a host data key but
+    pyinfra's own; secrets are values of `secrets`, named by the catalog (api_key_key,
+    model.token_key)."""
 
-    hardware: str = Field(description="the hardware kind: a kind or alias from fleetserve/hardware.yaml")
+    hardware: str = Field(description="the hardware kind: a kind or alias from fleetserve/hardware/kinds.yaml")
     workloads: tuple[str, ...] | None = Field(
         None, description="workloads this host serves; deploys of other workloads skip it. Device and port clashes "
                           "are checked across all listed workloads. Unset: any deploy may place its services here")
@@ -103,8 +104,8 @@ class HostData(StrictModel):
                             "sharing `shared_dir` downloads under a lock in it, the others wait for its verified copy "
                             "and verify it; peer = one host downloads, the others needing the same copy receive it "
                             "host to host over the cluster network (rsync), each checking every file's sha256 "
-                            "(image archives of `source: load` travel the same chain); bundle = from an offline bundle on the host (`bundle_dir`) "
-                            "(docs/design.md, \"Cache modes\")")
+                            "(image archives of `source: load` travel the same chain); bundle = from an offline bundle on the host "
+                            "(`bundle_dir`)")
     shared_dir: str | None = Field(None, description="model_cache shared: a filesystem every host mounts at this same "
                                                      "path (model dirs must lie in it)")
     shared_mount: SharedMount | None = Field(
@@ -134,12 +135,16 @@ class HostData(StrictModel):
     gpu_devices: Literal["cdi", "gpus"] | None = Field(
         None, description="how an NVIDIA host gives GPUs to containers: cdi (CDI device names: Docker >= 25 "
                           "with CDI enabled and specs generated, or podman) or gpus (`--runtime nvidia --gpus`: the "
-                          "NVIDIA container runtime registered); unset: the hardware kind's (fleetserve/hardware.yaml)")
+                          "NVIDIA container runtime registered); unset: the hardware kind's (fleetserve/hardware/kinds.yaml)")
     plain_http_hubs: tuple[str, ...] = Field((), description="hub endpoints reached over plain http that may still "
                                                             "be sent a hub token (a mirror on a private network, the "
                                                             "sandbox's hub); any other http endpoint gets no token")
     clean_staging: StrictBool = Field(False, description="remove partial downloads that no service on the host "
                                                          "will resume (preflight reports them and their size)")
+    secrets: dict[str, SecretStr | None] = Field(
+        {}, description="secret values by name, as the catalog names them (a service's api_key_key, its "
+                        "model.token_key), e.g. `{\"qwen35_api_key\": os.environ[\"FLEETSERVE_QWEN35_API_KEY\"]}`: "
+                        "written only to 0600 files on the host, never shown")
 
     @field_validator("image_remote_dir")
     @classmethod
