@@ -1,4 +1,4 @@
-"""`fleetserve sandbox up|down|status|build` -- the sandbox fleet from the command line.
+"""`fleetserve sandbox up|down|status|build|wipe|pin` -- the sandbox fleet from the command line.
 
 Wire into the main CLI with `add_sandbox_commands(subparsers)`; stand-alone:
 `python -m fleetserve_sandbox.cli up --layout default`.
@@ -76,6 +76,31 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_wipe(args: argparse.Namespace) -> int:
+    from fleetserve_sandbox import fleet
+
+    report = fleet.wipe(args.node, boot_timeout=args.timeout)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"sandbox node {report['node']} wiped and reinstalled: {report['address']}, ssh {report['ssh_seconds']:.1f}s, "
+          f"{report['state']} {report['ready_seconds']:.1f}s")
+    print("new host key (NOT pinned: ssh refuses the node until it is; check the fingerprint, then pin it):")
+    print(f"  {report['fingerprint_line']}")
+    print(f"  {report['known_hosts_line']}")
+    print(f"pin it: fleetserve sandbox pin {report['node']} '{report['host_key']}'")
+    return 0
+
+
+def _cmd_pin(args: argparse.Namespace) -> int:
+    from fleetserve_sandbox import nodes
+
+    line = nodes.pin_host_key(args.node, " ".join(args.key))
+    fp = nodes.key_fingerprint(nodes.parse_key_line(line)[1])
+    print(f"pinned {fp} for {line.split()[0]} in {C.KNOWN_HOSTS}")
+    return 0
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from fleetserve_sandbox import fleet
 
@@ -85,9 +110,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def add_sandbox_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `sandbox {up,down,status,build}` to an argparse subparsers object; returns the parser."""
+    """Add `sandbox {up,down,status,build,wipe,pin}` to an argparse subparsers object; returns the parser."""
     sb = subparsers.add_parser("sandbox", help="local test fleet (nspawn nodes with simulated accelerators)")
-    sub = sb.add_subparsers(dest="sandbox_command", metavar="{up,down,status,build}")
+    sub = sb.add_subparsers(dest="sandbox_command", metavar="{up,down,status,build,wipe,pin}")
     sub.required = True
 
     p = sub.add_parser("up", help="bring the sandbox fleet up (replaces any earlier one)")
@@ -115,6 +140,17 @@ def add_sandbox_commands(subparsers: argparse._SubParsersAction) -> argparse.Arg
     p = sub.add_parser("build", help="build the cached node rootfs (done by `up` when needed)")
     p.add_argument("--force", action="store_true", help="rebuild even if current")
     p.set_defaults(sandbox_func=_cmd_build)
+
+    p = sub.add_parser("wipe", help="reinstall one node from scratch (same address, new host key, not pinned)")
+    p.add_argument("node", metavar="NODE", help="a node name from fleet.json")
+    p.add_argument("--timeout", type=float, default=C.BOOT_TIMEOUT, help="seconds to wait for the node")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(sandbox_func=_cmd_wipe)
+
+    p = sub.add_parser("pin", help="pin a node's (checked) host key in the fleet's known_hosts")
+    p.add_argument("node", metavar="NODE")
+    p.add_argument("key", metavar="KEY", nargs="+", help="its public key line: ssh-ed25519 AAAA...")
+    p.set_defaults(sandbox_func=_cmd_pin)
     sb.set_defaults(func=run_sandbox_command)
     return sb
 

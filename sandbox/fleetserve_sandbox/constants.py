@@ -41,6 +41,7 @@ SSH_KEY = SSH_DIR / "id_ed25519"  # per-fleet client key, authorised on every no
 KNOWN_HOSTS = RUN_DIR / "known_hosts"  # every node's host key, pinned
 REGISTRY_CONFIG = RUN_DIR / "registry.yml"
 UP_REPORT = RUN_DIR / "up-report.json"
+LAYOUT_FILE = RUN_DIR / "layout.json"  # the layout `up` brought up: `wipe` prepares a node from it again
 
 # --- network --------------------------------------------------------------------------------
 # One bridge in the root network namespace; node i lives in netns fsnNN with eth0 = 10.79.0.(10+i).

@@ -1,10 +1,12 @@
-"""The sandbox fleet: `up`, `down` and `status`.
+"""The sandbox fleet: `up`, `down`, `status` and `wipe` (one node reinstalled).
 
     up      host packages -> clear stale state -> bridges + apt proxy -> rootfs (cached) -> registry + hub
             -> prepare every node -> [storage node + GlusterFS volume] -> boot every node -> wait for sshd
             and systemd `running` (shared filesystem mounted) -> [tc shaping] -> RUN_DIR/fleet.json
     down    halt nodes -> stop services -> remove netns, links, cgroups, run dir -> verify nothing is left
     status  nodes (ssh reachable, systemd state) and host services
+    wipe    one node reinstalled from scratch: halt it -> drop all it wrote -> prepare it as `up` did, with a
+            new host key (not pinned) -> its NICs in a fresh netns -> boot -> wait for sshd and `running`
 
 Everything is bounded in time and every failure surfaces as a one-sentence SandboxError.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 from fleetserve_sandbox import (aptsources, cgroups, hardware_sim, image, net, nodes, registry, rootfs, services, storage,
                                 tls)
 from fleetserve_sandbox import constants as C
-from fleetserve_sandbox.layouts import Layout, NodeSpec, validate
+from fleetserve_sandbox.layouts import Layout, NodeSpec, get_layout, layout_from_dict, layout_to_dict, validate
 from fleetserve_sandbox.services import Service
 from fleetserve_sandbox.system import (
     SandboxError,
@@ -213,6 +215,7 @@ def up(
             _teardown()
         for d in (C.NODES_DIR, C.LOGS_DIR, C.PIDS_DIR):
             d.mkdir(parents=True, exist_ok=True)
+        _write_json(C.LAYOUT_FILE, layout_to_dict(layout))
         apt = aptsources.read_host_apt()
         with sw.step("network_and_proxy"):
             net.bridge_up()
@@ -382,6 +385,21 @@ NSPAWN_RUN = Path("/run/systemd/nspawn")
 def _clean_nspawn_run_dirs(names: list[str]) -> None:
     """nspawn leaves /run/systemd/nspawn/{propagate,locks,...}[/<machine>] behind; drop ours and any
     directory that is empty afterwards (never files: a lock file in use belongs to someone else)."""
+    _drop_nspawn_node_state(names)
+    if NSPAWN_RUN.is_dir():
+        for d in sorted((p for p in NSPAWN_RUN.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        try:
+            NSPAWN_RUN.rmdir()
+        except OSError:
+            pass
+
+
+def _drop_nspawn_node_state(names: list[str]) -> None:
+    """The stopped nodes' own /run/systemd/nspawn/*/<machine> directories, and locks nobody holds."""
     for name in names:
         for sub in ("propagate", "unix-export", "incoming"):
             shutil.rmtree(NSPAWN_RUN / sub / name, ignore_errors=True)
@@ -393,16 +411,6 @@ def _clean_nspawn_run_dirs(names: list[str]) -> None:
                 # nspawn holds it with an OFD byte-range lock, which a POSIX lockf() test sees
                 fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 lock.unlink()
-        except OSError:
-            pass
-    if NSPAWN_RUN.is_dir():
-        for d in sorted((p for p in NSPAWN_RUN.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        try:
-            NSPAWN_RUN.rmdir()
         except OSError:
             pass
 
@@ -471,6 +479,100 @@ def leftovers() -> dict:
     }
 
 
+# --- wipe -----------------------------------------------------------------------------------
+
+
+def recorded_layout(fleet_doc: dict) -> Layout:
+    """The layout the running fleet was brought up with (C.LAYOUT_FILE; a named layout for fleets whose
+    `up` predates that file)."""
+    try:
+        return layout_from_dict(json.loads(C.LAYOUT_FILE.read_text()))
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SandboxError(f"The fleet's layout record {C.LAYOUT_FILE} is unreadable ({exc}); bring the fleet up again.") from exc
+    try:
+        return get_layout(fleet_doc.get("layout"))
+    except ValueError:
+        raise SandboxError(f"The fleet's layout {fleet_doc.get('layout')!r} was not recorded by its `up` "
+                           f"({C.LAYOUT_FILE} is missing); bring the fleet up again to wipe its nodes.") from None
+
+
+def wipe_target(name: str) -> tuple[Layout, NodeSpec]:
+    """The layout of the running fleet and the spec of its node `name`; SandboxError when there is none."""
+    doc = load_fleet()
+    if doc is None:
+        raise SandboxError(f"No sandbox fleet is up ({C.FLEET_FILE} is missing), so there is no node {name!r} to wipe.")
+    layout = recorded_layout(doc)
+    spec = next((n for n in layout.nodes if n.name == name), None)
+    if spec is None:
+        if layout.storage is not None and name == layout.storage.name:
+            raise SandboxError(f"{name} serves the fleet's shared filesystem and is not a host to reinstall; "
+                               "wipe one of the fleet's nodes instead.")
+        raise SandboxError(f"{name!r} is not a node of the sandbox fleet (nodes: "
+                           f"{', '.join(n.name for n in layout.nodes)}).")
+    return layout, spec
+
+
+def wipe(name: str, *, boot_timeout: float = C.BOOT_TIMEOUT) -> dict:
+    """Reinstall node `name` from scratch, as a machine wiped and reinstalled: same name, address(es),
+    NICs and simulated hardware (in its initial state), a new SSH host key, nothing it wrote.
+
+    The fleet's known_hosts is left alone (the old key stays pinned, so ssh refuses the node until
+    nodes.pin_host_key() pins the new one); the wait for sshd and systemd trusts the new key only for
+    itself. Other nodes, the hub and the registry keep running. Returns a report with the new key."""
+    check_host_supported()
+    with fleet_lock():
+        layout, spec = wipe_target(name)
+        sw = Stopwatch()
+        cgroup = nodes.cgroup_name(name)
+        with sw.step("stop"):
+            killed = nodes.stop_all([name])
+            left = cgroups.kill(cgroup)
+            if left or cgroups.remove(cgroup):  # a fresh cgroup for the new boot, podman's children included
+                raise SandboxError(f"{name} did not stop: processes {sorted(left)} or cgroup directories are "
+                                   f"left in {cgroup}; run `fleetserve sandbox down`.")
+            _drop_nspawn_node_state([name])
+        with sw.step("prepare"):
+            client_pub = C.SSH_KEY.with_suffix(".pub")
+            if not client_pub.exists():
+                raise SandboxError(f"The fleet's client key {client_pub} is missing; bring the fleet up again.")
+            # prepare() replaces the whole node directory: upper and work layers, container storage
+            entry = nodes.prepare(spec, list(layout.nodes), aptsources.read_host_apt(), client_pub.read_text(), layout)
+            trust = nodes.node_dir(name) / "known_hosts.new"  # for our own wait only
+            trust.write_text(entry)
+        with sw.step("network"):
+            net.renew_node_netns(spec.index, spec.nic if layout.cluster_network else None)
+        with sw.step("boot"):
+            with open(nodes.console_log(name), "a") as console:  # the host's view of the console: kept
+                console.write(f"\n--- fleetserve sandbox wipe: {name} reinstalled at {time.strftime('%F %T')} ---\n")
+            nodes.start(spec, layout, network=False)
+            ready = nodes.wait_ready(spec, time.monotonic(), boot_timeout, known_hosts=trust)
+        if ready.error or ready.state != "running":
+            raise SandboxError(f"{name} did not come back after the wipe ({ready.error or ready.state}); console "
+                               f"log {nodes.console_log(name)}, run `fleetserve sandbox wipe {name}` again or "
+                               "`fleetserve sandbox down`.")
+        if layout.cluster_network and layout.shaping.lan_mbit:
+            with sw.step("shaping"):  # the NIC's qdisc went with the old netns
+                net.apply_tc(net.lan_commands(spec.index, spec.nic, layout.shaping.lan_mbit), f"cluster NIC of {name}")
+        pub = nodes.host_key_pub(name)
+        key_type, blob = nodes.parse_key_line(pub.read_text())
+        return {
+            "node": name,
+            "address": C.node_ip(spec.index),
+            "host_key": f"{key_type} {blob}",
+            "known_hosts_line": entry.strip(),
+            "fingerprint": nodes.key_fingerprint(blob),
+            "fingerprint_line": nodes.fingerprint_line(pub),
+            "pinned": False,
+            "ssh_seconds": ready.ssh_seconds,
+            "ready_seconds": ready.ready_seconds,
+            "state": ready.state,
+            "killed_after_timeout": bool(killed),
+            "timings": sw.as_dict(),
+        }
+
+
 # --- status ---------------------------------------------------------------------------------
 
 
@@ -484,6 +586,9 @@ def _probe(node: dict) -> dict:
         proc = run(nodes.ssh_argv(addr, "systemctl is-system-running", connect_timeout=3), check=False, timeout=10)
     except SandboxError:
         out.update(ssh=False, systemd="timeout")
+        return out
+    if proc.returncode == 255 and "Host key verification failed" in proc.stderr:
+        out.update(ssh=False, systemd="host key not pinned")  # a wiped node whose new key awaits pin_host_key()
         return out
     out.update(ssh=proc.returncode != 255, systemd=proc.stdout.strip() or "unknown")
     return out

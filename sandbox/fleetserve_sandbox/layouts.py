@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from fleetserve_sandbox import constants as C
 from fleetserve_sandbox.hardware_sim import KINDS, Fault, HccnFault, kind
@@ -255,6 +256,28 @@ def validate(layout: Layout) -> None:
             raise ValueError(f"layout {layout.name}: group {group} ranks must be 0..{len(members) - 1}, not {ranks}")
         if len({m.kind for m in members}) != 1:
             raise ValueError(f"layout {layout.name}: group {group} mixes node kinds")
+
+
+def layout_to_dict(layout: Layout) -> dict[str, Any]:
+    """The layout as JSON-ready data: `up` records it in C.LAYOUT_FILE so that `wipe` can prepare a node
+    again exactly as `up` did, custom layouts (tests' own NodeSpecs) included."""
+    return asdict(layout)
+
+
+def layout_from_dict(doc: dict[str, Any]) -> Layout:
+    """The inverse of layout_to_dict (lists back to tuples, faults back to their dataclasses); validated."""
+    specs = []
+    for n in doc["nodes"]:
+        specs.append(NodeSpec(**{
+            **n,
+            "workloads": tuple(n["workloads"]),
+            "faults": tuple(Fault(**f) for f in n["faults"]),
+            "hccn_faults": tuple(HccnFault(**h) for h in n["hccn_faults"]),
+        }))
+    lay = Layout(doc["name"], doc["description"], tuple(specs), cluster_network=doc["cluster_network"],
+                 shared_dir=doc["shared_dir"], shaping=Shaping(**doc["shaping"]))
+    validate(lay)
+    return lay
 
 
 LAYOUTS.update({

@@ -14,6 +14,7 @@ node's egress on its cluster NIC. Deleting the links at `down` removes the qdisc
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -79,19 +80,66 @@ def node_net_up(index: int) -> None:
         raise SandboxError(f"Cannot create veth pairs (kernel without veth support?): {exc}") from exc
     _sysctl_write(f"/proc/sys/net/ipv6/conf/{host_end}/disable_ipv6", "1")
     run(["ip", "link", "set", host_end, "master", C.BRIDGE, "up"])
+    _enter_netns(index, peer, "eth0", C.node_ip(index))
+
+
+def _enter_netns(index: int, peer: str, nic: str, address: str) -> None:
+    """Move the node end `peer` (in the root netns) into node `index`'s netns as `nic` with `address`/24, up."""
+    ns = C.node_netns(index)
     run(["ip", "link", "set", peer, "netns", ns])
-    batch = "\n".join(
-        [
-            f"link set {peer} name eth0",
-            f"addr add {C.node_ip(index)}/{C.PREFIX_LEN} dev eth0",
-            "link set lo up",
-            "link set eth0 up",
-        ]
-    )
-    # nsenter (not `ip netns exec`, which remounts /sys) for the per-netns sysctl
+    # nsenter (not `ip netns exec`, which remounts /sys) for the per-netns sysctl, before the link is up
     run(["nsenter", f"--net={netns_path(index)}", "sh", "-c",
          f"echo 1 > /proc/sys/net/ipv6/conf/{peer}/disable_ipv6"], check=False)
-    run(["ip", "-n", ns, "-batch", "-"], input=batch + "\n")
+    batch = [f"link set {peer} name {nic}", f"addr add {address}/{C.PREFIX_LEN} dev {nic}", "link set lo up",
+             f"link set {nic} up"]
+    run(["ip", "-n", ns, "-batch", "-"], input="\n".join(batch) + "\n")
+
+
+def park_batch(nics: list[tuple[str, str]], here_pid: int) -> str:
+    """`ip -n fsnNN -batch` input that moves each node NIC (`nic`, `parked` name) out to the netns of
+    process `here_pid` (the root netns) under its `parked` name (fseNN / fsdNN: `down` sweeps those)."""
+    lines = []
+    for nic, parked in nics:
+        lines += [f"link set {nic} down", f"link set {nic} name {parked}", f"link set {parked} netns {here_pid}"]
+    return "\n".join(lines) + "\n"
+
+
+def renew_node_netns(index: int, cluster_nic: str | None = None) -> None:
+    """Give node `index` a fresh netns (nothing the node set there survives: routes, rules, nftables,
+    addresses, qdiscs) holding its same NICs: the veth pairs are kept, so the node's MACs stay (as a
+    reinstalled machine's do) and no bridge loses a port (a bridge takes its lowest port's MAC: dropping
+    one could move the host's own MAC under every other node's ARP cache). The node must be stopped."""
+    ns = C.node_netns(index)
+    nics = [("eth0", veth_peer(index), veth_host(index), C.node_ip(index))]
+    if cluster_nic is not None:
+        nics.append((cluster_nic, cluster_veth_peer(index), cluster_veth_host(index), C.cluster_ip(index)))
+    if netns_path(index).exists():
+        present = [(nic, parked) for nic, parked, _, _ in nics if ok(["ip", "-n", ns, "link", "show", nic])]
+        if present:
+            run(["ip", "-n", ns, "-batch", "-"], input=park_batch(present, os.getpid()))
+        run(["ip", "netns", "del", ns])
+    if not all(link_exists(host) and link_exists(parked) for _, parked, host, _ in nics):
+        # a NIC went missing (someone deleted a link): new pairs, as `up` makes them, with new MACs. The
+        # bridges keep their MACs (pinned now, before a port goes) and every neighbour cache forgets the
+        # node's old MAC, or the host and the other nodes would reach it only after ~45 s of stale ARP.
+        for br in (C.BRIDGE, C.CLUSTER_BRIDGE):
+            if link_exists(br):
+                run(["ip", "link", "set", br, "address", Path(f"/sys/class/net/{br}/address").read_text().strip()])
+        for _, parked, host, _ in nics:
+            for link in (parked, host):
+                if link_exists(link):
+                    run(["ip", "link", "del", link], check=False)
+        node_net_up(index)
+        if cluster_nic is not None:
+            node_cluster_up(index, cluster_nic)
+        for _, _, _, address in nics:
+            run(["ip", "neigh", "flush", "to", address], check=False)
+            for other in sandbox_netns():
+                run(["ip", "-n", C.node_netns(other), "neigh", "flush", "to", address], check=False)
+        return
+    run(["ip", "netns", "add", ns])
+    for nic, parked, _, address in nics:
+        _enter_netns(index, parked, nic, address)
 
 
 def cluster_veth_host(index: int) -> str:
@@ -114,19 +162,13 @@ def cluster_bridge_up() -> None:
 
 def node_cluster_up(index: int, nic: str) -> None:
     """The node's cluster NIC `nic` = cluster_ip(index)/24 on the cluster bridge (netns must exist)."""
-    ns = C.node_netns(index)
     host_end, peer = cluster_veth_host(index), cluster_veth_peer(index)
     if link_exists(host_end):
         run(["ip", "link", "del", host_end], check=False)
     run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", peer])
     _sysctl_write(f"/proc/sys/net/ipv6/conf/{host_end}/disable_ipv6", "1")
     run(["ip", "link", "set", host_end, "master", C.CLUSTER_BRIDGE, "up"])
-    run(["ip", "link", "set", peer, "netns", ns])
-    run(["nsenter", f"--net={netns_path(index)}", "sh", "-c",
-         f"echo 1 > /proc/sys/net/ipv6/conf/{peer}/disable_ipv6"], check=False)
-    batch = "\n".join([f"link set {peer} name {nic}", f"addr add {C.cluster_ip(index)}/{C.PREFIX_LEN} dev {nic}",
-                       f"link set {nic} up"])
-    run(["ip", "-n", ns, "-batch", "-"], input=batch + "\n")
+    _enter_netns(index, peer, nic, C.cluster_ip(index))
 
 
 # --- shaping ------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Sandbox nodes: prepare a node's overlay upper layer, boot it with systemd-nspawn, wait, stop it.
+"""Sandbox nodes: prepare a node's overlay upper layer, boot it with systemd-nspawn, wait, pin its host key, stop it.
 
 A node is `systemd-nspawn --boot` (real systemd as PID 1) on an overlayfs root (lower = cached rootfs,
 upper = RUN_DIR/nodes/<name>/upper) inside its own netns. The overlay is mounted in a private mount
@@ -9,6 +9,10 @@ mount table. Each nspawn runs in its own cgroup (nspawn, started without a host 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -24,7 +28,7 @@ from fleetserve_sandbox import aptsources, cgroups, hardware_sim, net, rootfs, s
 from fleetserve_sandbox import constants as C
 from fleetserve_sandbox.layouts import STORAGE_KIND, Layout, NodeSpec
 from fleetserve_sandbox.registry import node_registries_conf
-from fleetserve_sandbox.system import SandboxError, pid_alive, run
+from fleetserve_sandbox.system import SandboxError, fleet_lock, pid_alive, run
 
 
 def node_dir(name: str) -> Path:
@@ -46,8 +50,9 @@ def console_log(name: str) -> Path:
 # --- ssh ------------------------------------------------------------------------------------
 
 
-def ssh_argv(address: str, *command: str, connect_timeout: int = 5) -> list[str]:
-    """A real OpenSSH client call to a node with the fleet key and its pinned host key."""
+def ssh_argv(address: str, *command: str, connect_timeout: int = 5, known_hosts: Path | None = None) -> list[str]:
+    """A real OpenSSH client call to a node with the fleet key and its pinned host key (from the fleet's
+    known_hosts, or from `known_hosts`)."""
     return [
         "ssh",
         "-F",
@@ -59,7 +64,7 @@ def ssh_argv(address: str, *command: str, connect_timeout: int = 5) -> list[str]
         "-o",
         "StrictHostKeyChecking=yes",
         "-o",
-        f"UserKnownHostsFile={C.KNOWN_HOSTS}",
+        f"UserKnownHostsFile={known_hosts or C.KNOWN_HOSTS}",
         "-o",
         "GlobalKnownHostsFile=/dev/null",
         "-o",
@@ -142,6 +147,11 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
+def host_key_pub(name: str) -> Path:
+    """The node's public ed25519 host key, as prepare() made it (in its upper layer)."""
+    return node_dir(name) / "upper/etc/ssh/ssh_host_ed25519_key.pub"
+
+
 def fabric_file(name: str) -> Path:
     """Where node `name`'s hardware.json really lives (bound into every node: see C.FABRIC_DIR)."""
     return C.FABRIC_DIR / f"{name}.json"
@@ -198,7 +208,10 @@ def prepare(spec: NodeSpec, fleet: list[NodeSpec], apt: aptsources.AptConfig, cl
         C.FABRIC_DIR.mkdir(parents=True, exist_ok=True)
         state_file = upper / hardware_sim.STATE_PATH.lstrip("/")
         fabric = fabric_file(spec.name)
-        fabric.write_text(state_file.read_text())
+        # replaced whole: the other nodes' hccn_tool may read it at any time (a `wipe` of a running fleet)
+        tmp = fabric.with_name(f".{fabric.name}.tmp")
+        tmp.write_text(state_file.read_text())
+        os.replace(tmp, fabric)
         state_file.unlink()
         state_file.symlink_to(f"{C.FABRIC_MOUNT}/{fabric.name}")
         if shared:
@@ -252,11 +265,13 @@ exec {' '.join(q(a) for a in nspawn)}
 """
 
 
-def start(spec: NodeSpec, layout: Layout | None = None) -> int:
-    """Create the node's netns (and cluster NIC) and start its nspawn (does not wait)."""
-    net.node_net_up(spec.index)
-    if layout is not None and layout.cluster_network:
-        net.node_cluster_up(spec.index, spec.nic)
+def start(spec: NodeSpec, layout: Layout | None = None, *, network: bool = True) -> int:
+    """Create the node's netns (and cluster NIC) unless `network` is False (it exists: `wipe`), and start
+    its nspawn (does not wait)."""
+    if network:
+        net.node_net_up(spec.index)
+        if layout is not None and layout.cluster_network:
+            net.node_cluster_up(spec.index, spec.nic)
     script = node_dir(spec.name) / "boot.sh"
     _write(script, boot_script(spec, layout), 0o755)
     return services.spawn(
@@ -281,8 +296,10 @@ class NodeReady:
     error: str = ""
 
 
-def wait_ready(spec: NodeSpec, started_at: float, timeout: float = C.BOOT_TIMEOUT) -> NodeReady:
-    """Wait (bounded) for sshd, then for systemd to finish booting, over real pinned ssh."""
+def wait_ready(spec: NodeSpec, started_at: float, timeout: float = C.BOOT_TIMEOUT,
+               known_hosts: Path | None = None) -> NodeReady:
+    """Wait (bounded) for sshd, then for systemd to finish booting, over real pinned ssh (the host key
+    pinned in `known_hosts`, by default the fleet's)."""
     addr = C.node_ip(spec.index)
     res = NodeReady(spec.name, addr)
     deadline = started_at + timeout
@@ -300,7 +317,8 @@ def wait_ready(spec: NodeSpec, started_at: float, timeout: float = C.BOOT_TIMEOU
     while time.monotonic() < deadline:
         left = max(1.0, deadline - time.monotonic())
         try:
-            proc = run(ssh_argv(addr, "systemctl is-system-running --wait"), check=False, timeout=left)
+            proc = run(ssh_argv(addr, "systemctl is-system-running --wait", known_hosts=known_hosts), check=False,
+                       timeout=left)
         except SandboxError as exc:
             res.error = str(exc)
             return res
@@ -313,7 +331,8 @@ def wait_ready(spec: NodeSpec, started_at: float, timeout: float = C.BOOT_TIMEOU
         break
     res.ready_seconds = time.monotonic() - started_at
     if res.state != "running":
-        proc = run(ssh_argv(addr, "systemctl --failed --no-legend --plain"), check=False, timeout=15)
+        proc = run(ssh_argv(addr, "systemctl --failed --no-legend --plain", known_hosts=known_hosts), check=False,
+                   timeout=15)
         res.failed_units = " ".join(line.split()[0] for line in proc.stdout.splitlines() if line.strip())
         if not res.error:
             res.error = f"systemd state is {res.state!r}" + (f" (failed: {res.failed_units})" if res.failed_units else "")
@@ -324,6 +343,84 @@ def wait_all(specs: list[NodeSpec], started: dict[str, float], timeout: float = 
     with ThreadPoolExecutor(max_workers=max(1, len(specs))) as pool:
         futures = [pool.submit(wait_ready, s, started[s.name], timeout) for s in specs]
         return [f.result() for f in futures]
+
+
+# --- host keys --------------------------------------------------------------------------------
+# A wiped node comes back with a new host key, which is never pinned silently: the operator (a test)
+# checks its fingerprint and pins it with pin_host_key().
+
+
+def parse_key_line(line: str) -> tuple[str, str]:
+    """(key type, base64 blob) of a public key line: `ssh-ed25519 AAAA... [comment]`, with or without a
+    known_hosts host field in front. SandboxError if it holds no well-formed OpenSSH public key."""
+    words = line.split()
+    for i, word in enumerate(words[:-1]):
+        if word.startswith(("ssh-", "ecdsa-sha2-", "sk-")):
+            blob_b64 = words[i + 1]
+            try:
+                blob = base64.b64decode(blob_b64, validate=True)
+            except (binascii.Error, ValueError):
+                continue  # a host name that starts like a key type
+            # the blob starts with its own key type as an SSH string (uint32 length + bytes)
+            n = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
+            if blob[4:4 + n] == word.encode():
+                return word, blob_b64
+    raise SandboxError(f"{line.strip()[:80]!r} is not an OpenSSH public key line (`ssh-ed25519 AAAA...`).")
+
+
+def key_fingerprint(blob_b64: str) -> str:
+    """`SHA256:...` of a public key, as ssh-keygen -l prints it."""
+    digest = hashlib.sha256(base64.b64decode(blob_b64)).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def fingerprint_line(pub: Path) -> str:
+    """What `ssh-keygen -lf PUB` prints, e.g. `256 SHA256:... root@sbx-a3-01 (ED25519)`."""
+    return run(["ssh-keygen", "-l", "-f", str(pub)], timeout=30).stdout.strip()
+
+
+def known_hosts_line(name: str, address: str, key_line: str) -> str:
+    """The fleet's known_hosts entry for a node: `<name>,<address> <type> <key>`."""
+    key_type, blob = parse_key_line(key_line)
+    return f"{name},{address} {key_type} {blob}\n"
+
+
+def replace_known_host(text: str, name: str, address: str, entry: str) -> str:
+    """known_hosts `text` with every line naming `name` or `address` replaced by `entry` (in the place of
+    the first one; appended when there was none). Comments and other hosts' lines are kept."""
+    names = {name, address, f"[{address}]:22"}
+    out, placed = [], False
+    for line in text.splitlines(keepends=True):
+        fields = line.split()
+        if fields and not fields[0].startswith("#") and names & set(fields[0].split(",")):
+            if not placed:
+                out.append(entry)
+                placed = True
+            continue
+        out.append(line if line.endswith("\n") else line + "\n")
+    if not placed:
+        out.append(entry)
+    return "".join(out)
+
+
+def pin_host_key(name: str, key_line: str) -> str:
+    """Pin `key_line` (a public key line, with or without a known_hosts host field) as node `name`'s host
+    key in the fleet's known_hosts, replacing its entry: what an operator does after checking a
+    reinstalled host's fingerprint on its console. Returns the line written."""
+    try:
+        doc = json.loads(C.FLEET_FILE.read_text())
+    except (OSError, ValueError):
+        raise SandboxError(f"No sandbox fleet is up ({C.FLEET_FILE} is missing), so there is no host key to pin.") from None
+    address = next((n["address"] for n in doc["nodes"] if n["name"] == name), None)
+    if address is None:
+        raise SandboxError(f"{name!r} is not a node of the sandbox fleet (nodes: {', '.join(n['name'] for n in doc['nodes'])}).")
+    entry = known_hosts_line(name, address, key_line)
+    with fleet_lock():  # `up` writes the same file
+        text = C.KNOWN_HOSTS.read_text() if C.KNOWN_HOSTS.exists() else ""
+        tmp = C.KNOWN_HOSTS.with_name(f".{C.KNOWN_HOSTS.name}.tmp")
+        tmp.write_text(replace_known_host(text, name, address, entry))
+        os.replace(tmp, C.KNOWN_HOSTS)  # ssh never reads a half-written file
+    return entry
 
 
 # --- stopping -------------------------------------------------------------------------------

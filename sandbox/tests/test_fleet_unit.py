@@ -544,7 +544,7 @@ def test_plugs_into_the_fleetserve_command(capsys):
     with pytest.raises(SystemExit) as exit_:
         product_cli.main(["sandbox", "--help"])
     assert exit_.value.code == 0
-    assert "{up,down,status,build}" in capsys.readouterr().out
+    assert "{up,down,status,build,wipe,pin}" in capsys.readouterr().out
 
 
 def test_never_runs_sudo():

@@ -4,8 +4,8 @@
 
 Repos live on disk under DATA_DIR (`repos.publish_dir`); every repo has one commit (a stable 40-hex id derived from
 its content) reachable through its branch names (`main` and `master` by default) and through the commit id itself.
-The server counts requests and bytes per client IP per (repo, file), and can inject faults (mid-file connection
-drops, corrupted bytes, slow bodies, error statuses) so tests can watch how the clients cope.
+The server counts requests and bytes per client IP, in all and per (repo, file), and can inject faults (mid-file
+connection drops, corrupted bytes, slow bodies, error statuses) so tests can watch how the clients cope.
 
     exchange.py   one HTTP exchange: parse, route by path, answer, count, log
     hf_api.py     /api/models/..., /<repo>/resolve/..., /_lfs/...      (Hugging Face)
@@ -25,7 +25,7 @@ Standard library only.
 from fleetserve_sandbox.hub.faults import FAULT_MODES, corrupted_bytes
 from fleetserve_sandbox.hub.repos import TINY_REPO_ID, Repo, RepoFile, RepoStore, publish_dir, seed_tiny_model
 from fleetserve_sandbox.hub.server import HubServer
-from fleetserve_sandbox.hub.traffic import file_counters
+from fleetserve_sandbox.hub.traffic import client_counters, file_counters
 
 __all__ = [
     "FAULT_MODES",
@@ -34,6 +34,7 @@ __all__ = [
     "Repo",
     "RepoFile",
     "RepoStore",
+    "client_counters",
     "corrupted_bytes",
     "file_counters",
     "publish_dir",

@@ -29,6 +29,15 @@ def file_counters(stats: dict, repo: str, path: str, client: str | None = None) 
     return dict(entry["clients"].get(client) or _zero_counters())
 
 
+def client_counters(stats: dict, client: str) -> dict[str, int]:
+    """`{"requests", "bytes"}` the hub served to one client address (a node's address on the fleet bridge)
+    in a /_sandbox/stats document, zeros if it asked nothing since the last reset (`stats["since"]`).
+
+    Every request but the control API's counts; bytes are body bytes written (metadata and files, over
+    http and https). "Nothing served to X since T": reset at T, or subtract a snapshot taken at T."""
+    return dict(stats.get("clients", {}).get(client) or {"requests": 0, "bytes": 0})
+
+
 class Stats:
     """The counters behind /_sandbox/stats, safe to update from every request thread."""
 
