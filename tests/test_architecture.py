@@ -33,9 +33,57 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
-def product_graph() -> dict[str, set[str]]:
+def _resolved(path: Path, name: str) -> set[str]:
+    """What a module imports, relative imports (the vLLM package's) made absolute."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set(imports_of(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = ".".join(package[:len(package) - (node.level - 1)] + ([node.module] if node.module else []))
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def product_modules() -> dict[str, Path]:
+    """Every module of the installed package (roles/ ships as fleetserve.roles)."""
     modules = {module_name(p): p for p in PRODUCT_FILES}
-    return {name: {m for m in imports_of(path) if m in modules and m != name} for name, path in modules.items()}
+    modules.update({"fleetserve." + module_name(p): p for p in sorted((ROOT / "roles").glob("*.py"))})
+    return modules
+
+
+def product_graph() -> dict[str, set[str]]:
+    modules = product_modules()
+    return {name: {m for m in _resolved(path, name) if m in modules and m != name} for name, path in modules.items()}
+
+
+def floors() -> dict[str, int]:
+    """docs/architecture.md's floors: module or package -> floor."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = text.split("<!-- floors: read by tests/test_architecture.py -->")[1].split("<!-- end floors -->")[0]
+    found = {}
+    for row in table.strip().splitlines()[2:]:
+        floor, modules, _ = [cell.strip() for cell in row.strip("|").split("|")]
+        found.update({module.strip("`"): int(floor) for module in modules.split()})
+    return found
+
+
+def floor_of(module: str, table: dict[str, int]) -> int:
+    """The floor of the longest prefix the table names (fleetserve.plan.caches: fleetserve.plan's)."""
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in table:
+            return table[".".join(parts[:end])]
+    raise AssertionError(f"{module} stands on no floor of docs/architecture.md")
+
+
+def test_every_module_stands_on_a_floor_and_imports_only_its_floor_or_below():
+    table = floors()
+    graph = product_graph()
+    upward = [f"{m} (floor {floor_of(m, table)}) imports {d} (floor {floor_of(d, table)})"
+              for m, deps in sorted(graph.items()) for d in sorted(deps) if floor_of(d, table) > floor_of(m, table)]
+    assert upward == []
 
 
 @pytest.mark.parametrize("path", sorted((PRODUCT / "schema").glob("*.py")), ids=lambda p: p.name)

@@ -28,7 +28,7 @@ SEED_HOSTS = [
     ("a3-01", {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"]}, "qwen3.5"),
     ("910b4-01", {"hardware": "ascend-910b4", "npu_ids": [3], "workloads": ["qwen3.5"]}, "qwen3.5"),
     ("gb200-01", {"hardware": "nvidia-gb200x4", "workloads": ["qwen3.5"], "secrets": {"qwen35_api_key": "sk-test"}}, "qwen3.5"),
-    # A kind added as data only (fleetserve/hardware.yaml + an nvidia-smi fixture): Docker's --gpus.
+    # A kind added as data only (fleetserve/hardware/kinds.yaml + an nvidia-smi fixture): Docker's --gpus.
     ("h100-01", {"hardware": "nvidia-h100x8", "arch": "x86_64", "workloads": ["qwen3.5"], "secrets": {"qwen35_api_key": "sk-test"}},
      "qwen3.5"),
     ("a2-vl-01", {"hardware": "atlas-800-a2", "workloads": ["qwen3-vl"]}, "qwen3-vl"),

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import ROOT, VENV_BIN, changes_in
+from tests.e2e.conftest import ROOT, changes_in
 
 pytestmark = pytest.mark.e2e
 
@@ -224,21 +224,36 @@ def test_flags_the_model_cannot_take_are_refused_before_any_restart(fleet):
     assert_serving(fleet, node, "qwen35-27b", 8010, "qwen3.5")
 
 
-def test_a_non_editable_install_deploys_with_the_checkouts_inventories_deploys_and_roles(fleet, tmp_path):
-    """`pip install .` (no checkout on the path): the catalog and host files come from the package."""
-    site = tmp_path / "site"
-    built = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
-                            str(ROOT)], capture_output=True, text=True, timeout=600)
-    assert built.returncode == 0, built.stderr[-3000:]
-    work = tmp_path / "ops"  # what an operator keeps: inventories, deploys, roles; no fleetserve/ beside them
-    for part in ("inventories", "deploys", "roles"):
+def test_the_built_wheel_in_a_fresh_venv_deploys_from_a_directory_of_inventories_and_deploys_only(fleet, tmp_path):
+    """What an operator does: build the wheel, `pip install` it in a venv of its own, keep only
+    inventories/ and deploys/ (no roles/, no config.py, no checkout on any path), run pyinfra there;
+    a second run changes nothing."""
+    wheels = tmp_path / "wheels"
+    for project in (ROOT, ROOT / "sandbox"):  # the sandbox wheel: inventories/sandbox.py reads its fleet
+        built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir",
+                                str(wheels), str(project)], capture_output=True, text=True, timeout=600)
+        assert built.returncode == 0, built.stderr[-3000:]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    installed = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                                *sorted(str(w) for w in wheels.glob("*.whl"))], capture_output=True, text=True,
+                               timeout=900)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    work = tmp_path / "ops"
+    for part in ("inventories", "deploys"):
         shutil.copytree(ROOT / part, work / part)
-    env = {**os.environ, "PYTHONPATH": str(site), "FLEETSERVE_SANDBOX_OVERRIDES": "{}"}
-    where = subprocess.run([str(VENV_BIN / "python"), "-c", "import fleetserve; print(fleetserve.__file__)"],
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(PATH=f"{venv / 'bin'}:{env['PATH']}", FLEETSERVE_SANDBOX_OVERRIDES="{}")
+    where = subprocess.run(["python", "-c", "import fleetserve, fleetserve.roles; print(fleetserve.__file__)"],
                            cwd=work, capture_output=True, text=True, env=env, timeout=60)
-    assert where.stdout.startswith(str(site)), where.stdout + where.stderr
-    result = subprocess.run([str(VENV_BIN / "pyinfra"), "-y", "inventories/sandbox.py", "deploys/qwen35.py",
-                             "--limit", "sbx-910b4-01"], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, timeout=900)
-    assert result.returncode == 0, result.stdout[-4000:]
+    assert where.stdout.startswith(str(venv)), where.stdout + where.stderr
+    assert subprocess.run(["fleetserve", "--version"], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=60).stdout.startswith("fleetserve ")
+    runs = []
+    for _ in range(2):
+        runs.append(subprocess.run(["pyinfra", "-y", "inventories/sandbox.py", "deploys/qwen35.py", "--limit",
+                                    "sbx-910b4-01"], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, env=env, timeout=900))
+        assert runs[-1].returncode == 0, runs[-1].stdout[-4000:]
     assert_serving(fleet, "sbx-910b4-01", "qwen35-2b-base", 8000, "/opt/atomgit/Qwen3.5-2B-Base")
+    assert changes_in(runs[1].stdout) == (0, 0)
