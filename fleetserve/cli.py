@@ -72,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "render":
-        from fleetserve.render import RenderError, render
+        from fleetserve.render import render
 
         try:
             sys.stdout.write(render(args.inventory, args.deploy, host=args.host, override_data=_parse_data(args.data)))
-        except (FleetserveError, RenderError) as exc:
+        except FleetserveError as exc:
             print(f"fleetserve render: {exc}", file=sys.stderr)
             return 2
         return 0
@@ -85,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
 
         from fleetserve.bundle import make_bundle
         from fleetserve.plan import plan_inventory
-        from fleetserve.render import RenderError, deploy_workloads, load_inventory_hosts
+        from fleetserve.loader import deploy_workloads, load_hosts
 
         try:
-            hosts = load_inventory_hosts(args.inventory, _parse_data(args.data))
+            hosts = load_hosts(args.inventory, _parse_data(args.data))
             make_bundle(plan_inventory(hosts, deploy_workloads(args.deploy)), Path(args.out))
-        except (FleetserveError, RenderError) as exc:
+        except FleetserveError as exc:
             print(f"fleetserve bundle: {exc}", file=sys.stderr)
             return 2
         return 0

@@ -3,51 +3,18 @@ without connecting to any host. Uses the same planner and builder as the deploy.
 
 from __future__ import annotations
 
-import ast
-import os
-from pathlib import Path
 from typing import Any
 
 from fleetserve import hostpaths
 from fleetserve.builder import DEFAULT_ENGINE, masked_env_text, mount_unit_text, service_files, shell_command
+from fleetserve.loader import deploy_workloads, load_hosts
 from fleetserve.plan import plan_inventory
+from fleetserve.schema.base import FleetserveError
 from fleetserve.schema.plan import HostPlan
 
 
-class RenderError(Exception):
-    pass
-
-
-def deploy_workloads(deploy_file: str | Path) -> list[str]:
-    """The WORKLOADS list a deploy file declares, read without executing it."""
-    path = Path(deploy_file)
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (OSError, SyntaxError) as exc:
-        raise RenderError(f"cannot read deploy file {path}: {exc}") from None
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "WORKLOADS" for t in node.targets):
-            value = ast.literal_eval(node.value)
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                return value
-    raise RenderError(f"{path} declares no WORKLOADS = [...] list (fleetserve deploys name their workloads)")
-
-
-def load_inventory_hosts(inventory_file: str | Path, override_data: dict[str, Any] | None = None
-                         ) -> list[tuple[str, dict[str, Any]]]:
-    """Hosts and their merged data (groups, group_data/, --data), loaded the way the pyinfra CLI does."""
-    from pyinfra.api import State
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
-
-    path = Path(inventory_file)
-    if not path.is_file():
-        raise RenderError(f"inventory file {path} not found")
-    cwd = os.getcwd()
-    # pyinfra executes inventory files inside a state context; a throwaway one connects nothing.
-    with ctx_state.use(State()):
-        inventory = make_inventory(str(path), override_data=override_data or {}, cwd=cwd)
-        return [(host.name, host.data.dict()) for host in inventory]
+class RenderError(FleetserveError):
+    """What render was asked for does not exist (a host not in the inventory)."""
 
 
 def render_host(plan: HostPlan) -> str:
@@ -93,7 +60,7 @@ def render_host(plan: HostPlan) -> str:
 def render(inventory_file: str, deploy_file: str, host: str | None = None,
            override_data: dict[str, Any] | None = None) -> str:
     workloads = deploy_workloads(deploy_file)
-    hosts = load_inventory_hosts(inventory_file, override_data)
+    hosts = load_hosts(inventory_file, override_data)
     if host is not None:
         names = [name for name, _ in hosts]
         if host not in names:

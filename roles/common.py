@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from weakref import WeakKeyDictionary
 
 from pyinfra import host
@@ -19,6 +22,31 @@ _PLANS: WeakKeyDictionary[State, tuple[tuple[str, ...], dict[str, HostPlan]]] = 
 
 class InvalidFleetData(PyinfraError):
     """Inventory or catalog data is invalid; nothing was changed on any host."""
+
+
+# While a deploy file is read to know what it deploys (fleetserve.loader), its calls are recorded here
+# instead of deploying: (what it calls, the workloads), in order.
+_RECORDING: ContextVar[list[tuple[str, list[str]]] | None] = ContextVar("fleetserve_recording", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[list[tuple[str, list[str]]]]:
+    """Record the deploy calls made inside (`serve`, `readiness_report`) instead of running them."""
+    calls: list[tuple[str, list[str]]] = []
+    token = _RECORDING.set(calls)
+    try:
+        yield calls
+    finally:
+        _RECORDING.reset(token)
+
+
+def recorded(call: str, workloads: object) -> bool:
+    """True when a deploy file is only being read: the call is noted, nothing deploys."""
+    calls = _RECORDING.get()
+    if calls is None:
+        return False
+    calls.append((call, list(workloads) if isinstance(workloads, (list, tuple)) else workloads))
+    return True
 
 
 def host_plan(workloads: list[str]) -> HostPlan:

@@ -14,7 +14,7 @@ from fleetserve.facts.batch import Want
 from fleetserve.facts.host import HostReport
 from fleetserve.operations import host as host_ops
 from fleetserve.readiness import check_host, expectations_for
-from fleetserve.roles.common import host_plan
+from fleetserve.roles.common import host_plan, recorded
 from fleetserve.roles.group import group_network
 from fleetserve.schema.plan import HostPlan
 
@@ -49,10 +49,16 @@ def readiness_row(plan: HostPlan) -> dict:
     }
 
 
-@deploy("fleetserve readiness report")
 def readiness_report(workloads: list[str]) -> None:
     """Preflight only: gather every host's report (read-only), print one rich table for the fleet
     once the last host has reported, and fail the hosts that are not ready. Changes nothing."""
+    if recorded("readiness_report", workloads):
+        return
+    _readiness_report(list(workloads))
+
+
+@deploy("fleetserve readiness report")
+def _readiness_report(workloads: list[str]) -> None:
     plan = host_plan(workloads)
     rows = _ROWS.setdefault(host.state, {})
     rows[plan.host] = readiness_row(plan)

@@ -25,7 +25,7 @@ from fleetserve.roles import preflight as preflight_role
 from fleetserve.roles import service as service_role
 from fleetserve.roles import shared_mount as shared_mount_role
 from fleetserve.roles import verify as verify_role
-from fleetserve.roles.common import host_plan
+from fleetserve.roles.common import host_plan, recorded
 from fleetserve.roles.group import group_content, group_network
 from fleetserve.schema.plan import HostPlan
 
@@ -47,8 +47,16 @@ def reads(plan: HostPlan) -> list[Want]:
             *service_role.reads(plan), *verify_role.reads(plan)]
 
 
-@deploy("fleetserve serve")
 def serve(workloads: list[str]) -> None:
+    """What a deploy file calls: deploy these workloads' services on every host of the run (while
+    fleetserve reads the file to know what it deploys, the call is only noted)."""
+    if recorded("serve", workloads):
+        return
+    _serve(list(workloads))
+
+
+@deploy("fleetserve serve")
+def _serve(workloads: list[str]) -> None:
     plan = host_plan(workloads)
     if not plan.services:
         host.noop(f"no services for {', '.join(workloads)} on this host "

@@ -50,4 +50,4 @@ def test_a_deploy_without_workloads_is_refused(tmp_path):
     deploy = tmp_path / "x.py"
     deploy.write_text("print('hi')\n")
     result = render("inventories/a2.py", str(deploy))
-    assert result.returncode == 2 and "declares no WORKLOADS = [...] list" in result.stderr
+    assert result.returncode == 2 and "deploys nothing: it must call serve([...workloads])" in result.stderr

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from fleetserve.catalog import load_catalog
 from fleetserve.plan import plan_inventory
-from fleetserve.render import load_inventory_hosts
+from fleetserve.loader import load_hosts
 from fleetserve_sandbox.constants import FLEET_FILE
 
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the checkout's sandbox inventory (default: relative to the current directory)")
     parser.add_argument("--timeout", type=float, default=10.0)
     args = parser.parse_args(argv)
-    hosts = load_inventory_hosts(args.inventory)
+    hosts = load_hosts(args.inventory)
     table = Table(title="sandbox fleet: one chat request per service")
     for column in ("host", "service", "model", "endpoint", "answer", "ms"):
         table.add_column(column)

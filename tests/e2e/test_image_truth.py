@@ -87,7 +87,7 @@ def test_jemalloc_is_the_images_own_or_the_hosts_proven_copy(fleet):
     # vllm/vllm-openai brings none: the host's, installed, proven to load in that image, mounted read-only.
     log = journal(fleet, GB, "qwen35-397b")
     assert "jemalloc: loaded /usr/local/lib/fleetserve-jemalloc/libjemalloc.so.2 (a bind mount of" in log
-    assert fleet.ssh(GB, "ls /var/lib/fleetserve/images/ | grep -c '^accepted-jemalloc-'").stdout.strip() == "1"
+    assert fleet.ssh(GB, "ls /var/lib/fleetserve/images/ | grep -c '^jemalloc-'").stdout.strip() == "1"
 
 
 def test_nvidia_gpus_reach_containers_through_cdi_and_through_docker_gpus(fleet):
