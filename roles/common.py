@@ -15,6 +15,7 @@ from fleetserve.plan import plan_inventory
 from fleetserve.pyinfra_config import apply_to_run
 from fleetserve.schema.base import FleetserveError
 from fleetserve.schema.plan import HostPlan
+from fleetserve.schema.run import RunMode
 
 # One validated fleet plan per pyinfra run (State) and workload list; gone with the run.
 _PLANS: WeakKeyDictionary[State, tuple[tuple[str, ...], dict[str, HostPlan]]] = WeakKeyDictionary()
@@ -22,6 +23,21 @@ _PLANS: WeakKeyDictionary[State, tuple[tuple[str, ...], dict[str, HostPlan]]] = 
 
 class InvalidFleetData(PyinfraError):
     """Inventory or catalog data is invalid; nothing was changed on any host."""
+
+
+# What a lifecycle command asks of each pyinfra run it makes (fleetserve.lifecycle); a plain pyinfra run
+# has none: everything, all at once.
+_MODES: WeakKeyDictionary[State, RunMode] = WeakKeyDictionary()
+
+
+def set_run_mode(state: State, mode: RunMode) -> None:
+    """Tell the deploy file's `serve()` what this run is for (before the deploy file is loaded)."""
+    _MODES[state] = mode
+
+
+def run_mode() -> RunMode:
+    """This run's mode: a plain pyinfra run deploys everything."""
+    return _MODES.get(host.state) or RunMode()
 
 
 # While a deploy file is read to know what it deploys (fleetserve.loader), its calls are recorded here

@@ -1,6 +1,10 @@
 """The whole job for a host: lock -> preflight -> group network -> helper files -> shared mount -> image
--> jemalloc -> model -> group content -> service -> verify (the group steps only on hosts that serve a
-group; the shared mount only on hosts with host data shared_mount).
+-> jemalloc -> model -> group content -> command check -> service -> verify (the group steps only on
+hosts that serve a group; the shared mount only on hosts with host data shared_mount).
+
+A lifecycle command (``fleetserve.lifecycle``) runs the same deploy file with another mode
+(``fleetserve.schema.run.RunMode``): a rollout prepares (up to the command check) then deploys batch by
+batch, each batch's releases settled as one; a rollback or a teardown runs its own role instead.
 
 What the operations of every step read on a converged host is said first (each role's ``reads``) and
 read in one round trip with the host lock (``fleetserve.facts.batch``).
@@ -25,7 +29,7 @@ from fleetserve.roles import preflight as preflight_role
 from fleetserve.roles import service as service_role
 from fleetserve.roles import shared_mount as shared_mount_role
 from fleetserve.roles import verify as verify_role
-from fleetserve.roles.common import host_plan, recorded
+from fleetserve.roles.common import host_plan, recorded, run_mode
 from fleetserve.roles.group import group_content, group_network
 from fleetserve.schema.plan import HostPlan
 
@@ -52,7 +56,17 @@ def serve(workloads: list[str]) -> None:
     fleetserve reads the file to know what it deploys, the call is only noted)."""
     if recorded("serve", workloads):
         return
-    _serve(list(workloads))
+    action = run_mode().action
+    if action == "rollback":
+        from fleetserve.roles.rollback import rollback
+
+        rollback(list(workloads))
+    elif action == "teardown":
+        from fleetserve.roles.teardown import teardown
+
+        teardown(list(workloads))
+    else:
+        _serve(list(workloads))
 
 
 @deploy("fleetserve serve")
@@ -75,5 +89,9 @@ def _serve(workloads: list[str]) -> None:
     jemalloc_role.jemalloc(plan)  # after the image: the image's own jemalloc wins
     model_role.model(plan)
     group_content(plan)  # the same image and weights on every member, or nothing of the group starts
+    service_role.command_checked(plan)
+    mode = run_mode()
+    if mode.action == "prepare":
+        return  # a rollout's preparation: the old release serves on, untouched
     service_role.service(plan)
-    verify_role.verify(plan)
+    verify_role.verify(plan, together=mode.together)

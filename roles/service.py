@@ -1,6 +1,6 @@
-"""Service role: a release per service (unit, secrets, image, model copy) started only when it
-differs from the current one, after the image's own vLLM accepted its command; the verify role
-decides whether it becomes current."""
+"""Service role: each service's command accepted by its image's own vLLM (``command_checked``), then a
+release per service (unit, secrets, image, model copy) started only when it differs from the current
+one (``service``); the verify role decides whether it becomes current."""
 
 from __future__ import annotations
 
@@ -27,25 +27,41 @@ def reads(plan: HostPlan) -> list[Want]:
         for i in plan.services]
 
 
-@deploy("fleetserve service")
-def service(plan: HostPlan) -> None:
+def _own_jemalloc_files(instance, member, plan: HostPlan, engine: Engine) -> dict:
+    """Where an image may bring jemalloc itself: the unit preloads that copy instead of the host's."""
+    return {path: service_files(instance, member, plan, engine, jemalloc_in_image=path)
+            for path in image_jemalloc_paths(plan.data.arch)} if plan.jemalloc_path else {}
+
+
+def _engine() -> Engine:
     # The engine's path and daemon unit as the host has them: the unit names them (preflight failed
     # the host without an engine).
     found = batch.read(EngineInfo)
-    engine = Engine(path=found["path"] or hostpaths.DOCKER, service_unit=found["unit"])
+    return Engine(path=found["path"] or hostpaths.DOCKER, service_unit=found["unit"])
+
+
+@deploy("fleetserve command check")
+def command_checked(plan: HostPlan) -> None:
+    """Each service's command accepted by its image's own vLLM (a rollout's preparation ends here)."""
     for instance in host.loop(plan.services):
         spec = instance.spec
         member = instance.member(plan.host)
-        files = service_files(instance, member, plan, engine)
-        # Where an image may bring jemalloc itself: then the unit preloads that copy instead of the host's.
-        own = {path: service_files(instance, member, plan, engine, jemalloc_in_image=path)
-               for path in image_jemalloc_paths(plan.data.arch)} if plan.jemalloc_path else {}
         image_ops.command_accepted(
             name=f"{spec.image.ref}'s own vLLM accepts the command of {spec.name}",
             image=spec.image.ref, entrypoint=instance.entrypoint, argv=list(member.serve_args or instance.serve_args),
             cpu=instance.hardware.vendor == "nvidia",
             mounts=[m.model_copy(update={"read_only": True}) for m in instance.hardware.driver_mounts],
         )
+
+
+@deploy("fleetserve service")
+def service(plan: HostPlan) -> None:
+    engine = _engine()
+    for instance in host.loop(plan.services):
+        spec = instance.spec
+        member = instance.member(plan.host)
+        files = service_files(instance, member, plan, engine)
+        own = _own_jemalloc_files(instance, member, plan, engine)
         service_ops.release_started(
             name=f"Release of {spec.name} installed and started (if new)",
             service=spec.name, unit_text=files.unit_text, image_ref=spec.image.ref, model_copy=model_copy(instance),

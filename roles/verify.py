@@ -29,7 +29,10 @@ def reads(plan: HostPlan) -> list[Want]:
 
 
 @deploy("fleetserve verify")
-def verify(plan: HostPlan) -> None:
+def verify(plan: HostPlan, together: tuple[str, ...] = ()) -> None:
+    """`together`: the hosts of a rollout batch, whose new releases settle as one (a group's members
+    always do): when any of them failed, each goes back to its previous release."""
+    together = tuple(together)
     for instance in host.loop(plan.services):
         spec = instance.spec
         head_address = _head_address(plan, instance)
@@ -42,13 +45,19 @@ def verify(plan: HostPlan) -> None:
         where = f" (group {instance.group}, through its head {instance.members[0].host})" if head_address else ""
         service_ops.release_verified(
             name=f"{spec.api_name} answers on port {spec.port}{where}", host_dir=spec.model.host_dir,
-            model_copy=model_copy(instance), on_failure=plan.data.on_failure, settle=not instance.group,
-            shared_dir=shared_dir, **check,
+            model_copy=model_copy(instance), on_failure=plan.data.on_failure,
+            settle=not instance.group and not together, shared_dir=shared_dir, **check,
         )
-        if instance.group:
+        if instance.group or together:
             # After every member's check (operations run in lock-step): one release on all, or none.
+            members = [m.host for m in instance.members]
+            if together:
+                members = [*members, *(name for name in together if name not in members)]
+                label = f"rollout batch ({', '.join(together)})"
+            else:
+                label = f"group {instance.group}"
             service_ops.group_release_settled(
-                name=f"Group {instance.group}: one release of {spec.name} on every member",
-                group=instance.group, members=[m.host for m in instance.members], host_dir=spec.model.host_dir,
+                name=f"{label[0].upper()}{label[1:]}: one release of {spec.name} on every host",
+                together=label, members=members, host_dir=spec.model.host_dir,
                 model_copy=model_copy(instance), on_failure=plan.data.on_failure, shared_dir=shared_dir, **check,
             )

@@ -585,13 +585,13 @@ def test_a_candidate_that_fails_is_rolled_back_to_the_current_release():
                        r2={"image_ref": "img:1", "image_id": "sha256:2"})
     commands, state = _verify(records, FAIL, again=OK)
     ops = changes(commands, "for s in", VERIFY)
-    assert ops[:4] == ["install -m 644 /var/lib/fleetserve/releases/x/r1/unit /etc/systemd/system/fleetserve-x.service",
-                       "install -m 600 /var/lib/fleetserve/releases/x/r1/env /etc/fleetserve/x.env",
-                       "docker tag sha256:1 img:1",
-                       "systemctl daemon-reload && systemctl restart fleetserve-x.service"]
-    assert '"candidate": null, "current": "r1", "failed": "r2"' in ops[4]
-    assert ops[5].startswith("printf '%s\\n' 'fleetserve verify: release r2 of x failed and was rolled back:'")
-    assert "not by container fleetserve-x" in ops[5] and "--bogus" in ops[5] and "rolled back to release r1: it answers again" in ops[5]
+    assert ops[:5] == ["install -m 644 /var/lib/fleetserve/releases/x/r1/unit /etc/systemd/system/fleetserve-x.service",
+                       "if [ -f /var/lib/fleetserve/releases/x/r1/env ]; then install -m 600 "
+                       "/var/lib/fleetserve/releases/x/r1/env /etc/fleetserve/x.env ; fi",
+                       "docker tag sha256:1 img:1", "systemctl daemon-reload", "systemctl restart fleetserve-x.service"]
+    assert '"candidate": null, "current": "r1", "failed": "r2"' in ops[5]
+    assert ops[6].startswith("printf '%s\\n' 'fleetserve verify: release r2 of x failed and was rolled back:'")
+    assert "not by container fleetserve-x" in ops[6] and "--bogus" in ops[6] and "rolled back to release r1: it answers again" in ops[6]
     assert state.failed_hosts
 
 
@@ -637,7 +637,7 @@ def test_a_member_record_carries_the_groups_release():
     assert "group_release" not in plain and grouped["group_release"] == "g-abc" and plain["id"] != grouped["id"]
 
 
-SETTLE_ARGS = dict(service="x", group="g1", members=["@fake/head", "@fake/worker"], host_dir="/data/m",
+SETTLE_ARGS = dict(service="x", together="group g1", members=["@fake/head", "@fake/worker"], host_dir="/data/m",
                    model_copy="/data/.m.fleetserve/v2-abc", port=8000, model="qwen3.5", serve_path="/srv/m",
                    timeout_s=60, env_path="/etc/fleetserve/x.env")
 
@@ -679,9 +679,9 @@ def test_when_one_member_fails_the_others_put_the_previous_release_back_and_fail
     state, commands = _settle_group({"head": records, "worker": records}, fail_on={"worker"})
     head = changes(commands["@fake/head"], "for s in", "earlier-step", VERIFY)
     assert head[0] == "install -m 644 /var/lib/fleetserve/releases/x/r1/unit /etc/systemd/system/fleetserve-x.service"
-    assert "systemctl daemon-reload && systemctl restart fleetserve-x.service" in head
-    assert ("fleetserve verify: release r2 of x answered here but group g1 did not form and was rolled back:"
-            in head[-1]) and "member @fake/worker of group g1 failed" in head[-1]
+    assert head[3:5] == ["systemctl daemon-reload", "systemctl restart fleetserve-x.service"]
+    assert ("fleetserve verify: release r2 of x answered here but group g1 did not settle as one and was rolled back:"
+            in head[-1]) and "@fake/worker of group g1 failed" in head[-1]
     assert {h.name for h in state.failed_hosts} == {"@fake/head", "@fake/worker"}
     assert commands["@fake/worker"] == ["earlier-step"]  # a failed host runs nothing more
 
@@ -690,7 +690,7 @@ def test_a_member_failing_while_nothing_changed_reports_the_group_not_whole():
     records = _records({"current": "r1"}, r1={})
     state, commands = _settle_group({"head": records, "worker": records}, fail_on={"worker"})
     (failing,) = changes(commands["@fake/head"], "for s in", "earlier-step")
-    assert "group g1 is not whole" in failing and "member @fake/worker" in failing
+    assert "group g1 is not whole" in failing and "@fake/worker of group g1" in failing
     assert not any(c.startswith(("install", "systemctl")) for c in commands["@fake/head"])
 
 

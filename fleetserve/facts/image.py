@@ -77,3 +77,16 @@ class ImageFacts(Fact):
 def argv_digest(argv: list[str] | tuple[str, ...]) -> str:
     """What names a command's accepted-record (with the image id: ``hostpaths.image_accepted``)."""
     return hashlib.sha256(json.dumps(list(argv)).encode()).hexdigest()[:20]
+
+
+class ImageIds(Fact):
+    """The engine's image id under each reference (None: no such image), and nothing else: a question
+    that starts no container and writes nothing."""
+
+    def command(self, refs: list[str]) -> str:
+        return "; ".join(f"echo \"@@{i} $(docker image inspect --format '{{{{.Id}}}}' {q(ref)} 2>/dev/null)\""
+                         for i, ref in enumerate(refs)) + "; true"
+
+    def process(self, output: list[str]) -> dict[int, str | None]:
+        return {int(name): (lines[0].strip() if lines and lines[0].strip() else None)
+                for name, lines in split_sections(output).items() if name.isdigit()}

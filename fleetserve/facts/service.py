@@ -133,3 +133,15 @@ class EndpointCheck(Fact):
         }
 
 
+
+
+class InstalledUnits(Fact):
+    """The unit file installed for each service (None: none installed), as text."""
+
+    def command(self, services: list[str]) -> str:
+        return "; ".join(f"echo @@unit:{q(s)}; cat {q(hostpaths.unit_path(s))} 2>/dev/null" for s in services) + "; true"
+
+    def process(self, output: list[str]) -> dict[str, str | None]:
+        sections = split_sections(output)
+        return {name.partition(":")[2]: ("\n".join(lines) + "\n" if lines else None)
+                for name, lines in sections.items() if name.startswith("unit:")}

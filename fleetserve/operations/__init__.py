@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from pyinfra import host as current_host
 from pyinfra.api import QuoteString, StringCommand
@@ -20,21 +21,53 @@ from fleetserve.facts import batch
 from fleetserve.facts.image import ImageFacts
 
 
+# What a host's long command can be asked while it runs (the lifecycle commands show it), and why a
+# host failed, in the operator's words, by pyinfra run: both only for the run that is executing.
+_PROBES: WeakKeyDictionary[Any, tuple[str, str]] = WeakKeyDictionary()
+_FAILURES: WeakKeyDictionary[Any, dict[str, list[str]]] = WeakKeyDictionary()
+
+
 def operation(**options: Any) -> Callable:
     """pyinfra's ``@operation(...)``, whose commands mark the host as changed when they run."""
     def wrap(func: Callable[..., Iterator]) -> Callable:
         @functools.wraps(func)
         def changing(*args: Any, **kwargs: Any) -> Iterator:
-            for command in func(*args, **kwargs):
-                if current_host.state.is_executing:
-                    batch.invalidate()  # the command runs right after this yield
-                yield command
+            me = current_host._get_module()
+            try:
+                for command in func(*args, **kwargs):
+                    if current_host.state.is_executing:
+                        batch.invalidate()  # the command runs right after this yield
+                    yield command
+            finally:
+                if me is not None:
+                    _PROBES.pop(me, None)
         return pyinfra_operation(**options)(changing)
     return wrap
 
 
+def watch(label: str, probe: str) -> None:
+    """Say, right before yielding a long command, what it is (`label`) and a quick read-only shell
+    command that tells how far it got (one line, e.g. bytes and files downloaded): while the command
+    runs, ``fleetserve`` commands read it every few seconds and show it. Cleared when the operation
+    ends."""
+    if current_host.state.is_executing:
+        _PROBES[current_host._get_module()] = (label, probe)
+
+
+def probe_of(host: Any) -> tuple[str, str] | None:
+    """What `watch` said for the host's running operation (None: nothing to ask)."""
+    return _PROBES.get(host)
+
+
+def failures(state: Any) -> dict[str, list[str]]:
+    """Why each host failed in this run, as its ``fail_command`` said (title first)."""
+    return _FAILURES.get(state, {})
+
+
 def fail_command(title: str, lines: list[str]) -> StringCommand:
     """A command that fails the host with the given lines on stderr (quoted: no shell interprets them)."""
+    if current_host.state.is_executing:
+        _FAILURES.setdefault(current_host.state, {})[current_host.name] = [title, *lines]
     bits: list[object] = ["printf", QuoteString("%s\\n"), QuoteString(title)]
     bits += [QuoteString(f"  - {line}") for line in lines]
     return StringCommand(*bits, ">&2;", "exit", "1")

@@ -143,7 +143,12 @@ def _safe_name(name: str) -> str:
 
 
 def _promoted(service: str, releases: dict, candidate: str) -> dict:
+    """The release state once `candidate` is proven. Going back to the previous release (a rollback, or
+    deploying its inputs again) leaves no previous one: there is nothing further back to go to, and
+    the release left behind is pruned."""
     current = releases.get("current")
+    if candidate == releases.get("previous") and current != candidate:
+        return {"current": candidate, "previous": None, "candidate": None, "failed": None}
     previous = current if current and current != candidate else releases.get("previous")
     return {"current": candidate, "previous": previous, "candidate": None, "failed": None}
 
@@ -207,6 +212,9 @@ def release_verified(service: str, port: int, model: str, serve_path: str, timeo
         # its own container and answers /health is what a converged run needs (status asks the model).
         host.noop(f"{model} is healthy on port {port}{where}, release {releases.get('current')}")
         return
+    if candidate in entry["releases"]:
+        # A candidate started again (a rollback) serves its own copy, wherever the plan has moved on to.
+        serve_path = _serve_path_of(entry["releases"][candidate], serve_path)
     check = dict(port=port, model=model, service=service, serve_path=serve_path, timeout_s=timeout_s,
                  env_path=env_path, head_address=head_address)
     result = host.get_fact(EndpointCheck, **check)  # a check that waits: never an answer kept from before
@@ -233,6 +241,8 @@ def _promote(service: str, records: dict, candidate: str, host_dir: str, model_c
     and what no kept release needs is pruned (never a copy in a shared cache: other hosts serve it)."""
     entry = records.get(service, {"state": {}, "releases": {}})
     releases = entry["state"]
+    # The candidate's own copy (a release started again may serve another than the plan's).
+    model_copy = entry["releases"].get(candidate, {}).get("model_copy") or model_copy
     yield _state_command(service, _promoted(service, releases, candidate))
     # Named per host: in a shared cache every host of the run renames its own link onto host_dir at
     # once (rename is atomic; one shared temporary name is not).
@@ -264,15 +274,8 @@ def _undo(service: str, entry: dict, on_failure: str, env_path: str | None, chec
         title = f"fleetserve verify: the current release {current} of {service} was restarted and does not answer:"
     elif on_failure == "rollback" and current:
         previous = entry["releases"].get(current, {})
-        where = f"{hostpaths.release_dir(service)}/{current}"
-        yield StringCommand("install", "-m", "644", QuoteString(f"{where}/unit"), QuoteString(hostpaths.unit_path(service)))
-        if env_path:
-            yield StringCommand("install", "-m", "600", QuoteString(f"{where}/env"), QuoteString(env_path))
-        if previous.get("image_id") and previous.get("image_ref"):
-            # The image tag may have moved to the candidate's image: put it back on the previous one.
-            yield StringCommand(hostpaths.ENGINE, "tag", QuoteString(previous["image_id"]),
-                                QuoteString(previous["image_ref"]))
-        yield StringCommand("systemctl", "daemon-reload", "&&", "systemctl", "restart", QuoteString(unit))
+        yield from _reinstalled(service, current, previous, env_path)
+        yield StringCommand("systemctl", "restart", QuoteString(unit))
         yield _state_command(service, failed)
         back = host.get_fact(EndpointCheck, **{**check, "serve_path": _serve_path_of(previous, serve_path)})
         lines = [*lines, f"rolled back to release {current}: " + (
@@ -289,6 +292,52 @@ def _undo(service: str, entry: dict, on_failure: str, env_path: str | None, chec
     yield fail_command(title, lines)
 
 
+def _reinstalled(service: str, release: str, record: dict, env_path: str | None):
+    """The unit (and secrets) of a recorded release installed again, its image under its reference."""
+    where = f"{hostpaths.release_dir(service)}/{release}"
+    yield StringCommand("install", "-m", "644", QuoteString(f"{where}/unit"), QuoteString(hostpaths.unit_path(service)))
+    if env_path:
+        # A release recorded without secrets keeps what is there: its unit reads no EnvironmentFile.
+        yield StringCommand("if", "[", "-f", QuoteString(f"{where}/env"), "];", "then", "install", "-m", "600",
+                            QuoteString(f"{where}/env"), QuoteString(env_path), ";", "fi")
+    if record.get("image_id") and record.get("image_ref"):
+        # The image tag may have moved to a newer image: put it back on the release's own.
+        yield StringCommand(hostpaths.ENGINE, "tag", QuoteString(record["image_id"]), QuoteString(record["image_ref"]))
+    yield StringCommand("systemctl", "daemon-reload")
+
+
+@operation(is_idempotent=True)
+def release_rolled_back(service: str, env_path: str | None = None):
+    """
+    Start a service's previous release again: its recorded unit, secrets and image (still on the host,
+    with its model copy: releases keep them) become the ``candidate``, for ``release_verified`` to
+    prove and make current (a release gone back to keeps no previous one) or to undo, back to the
+    release it left. Fails the host, changing nothing, when there is no previous release.
+
+    + service: the service's name
+    + env_path: the unit's EnvironmentFile (the previous release's own copy is installed there)
+
+    **Example:**
+
+    .. code:: python
+
+        release_rolled_back(service="qwen35-2b-base", env_path="/etc/fleetserve/qwen35-2b-base.env")
+    """
+    entry = batch.read(ReleaseRecords).get(service, {"state": {}, "releases": {}})
+    releases = entry["state"]
+    previous = releases.get("previous")
+    if releases.get("candidate") and releases.get("candidate") == previous:
+        host.noop(f"release {previous} of {service} is started again already; verify settles it")
+        return
+    if not previous or previous not in entry["releases"]:
+        yield fail_command(f"fleetserve rollback: {service} has no previous release on this host (current: "
+                           f"{releases.get('current') or 'none'}); nothing was changed", [])
+        return
+    yield from _reinstalled(service, previous, entry["releases"][previous], env_path)
+    yield _state_command(service, {**releases, "candidate": previous})
+    yield StringCommand("systemctl", "restart", QuoteString(hostpaths.unit_name(service)))
+
+
 def _serve_path_of(record: dict, default: str) -> str:
     """The model path a recorded release serves: the argv's MODEL, after the image (and `vllm serve`)."""
     argv, image = record.get("argv") or [], record.get("image_ref")
@@ -300,20 +349,20 @@ def _serve_path_of(record: dict, default: str) -> str:
 
 
 @operation(is_idempotent=True)
-def group_release_settled(service: str, group: str, members: list[str], host_dir: str, model_copy: str,
+def group_release_settled(service: str, together: str, members: list[str], host_dir: str, model_copy: str,
                           port: int, model: str, serve_path: str, timeout_s: int, on_failure: str = "rollback",
                           env_path: str | None = None, head_address: str | None = None,
                           shared_dir: str | None = None):
     """
-    Settle a group's release as one, after every member checked its candidate
-    (``release_verified(settle=False)``): when all members are still standing, the candidate becomes
-    current on each; when any member failed (any earlier step, or its check), every other member
-    puts its previous release back the same way (``on_failure``) and fails, naming the member, so
-    the group never runs half old and half new.
+    Settle the release of hosts that switch as one (a group's members, a rollout batch) after each
+    checked its candidate (``release_verified(settle=False)``): when all of them are still standing,
+    the candidate becomes current on each; when any failed (any earlier step, or its check), every
+    other one puts its previous release back the same way (``on_failure``) and fails, naming the
+    host, so a group never runs half old and half new and a batch goes back whole.
 
     + service: the service's name
-    + group: the inventory group
-    + members: every member's inventory name, head first
+    + together: what switches as one, as an operator reads it (``group NAME``, ``rollout batch (...)``)
+    + members: every host's inventory name (a group's head first)
     + host_dir, model_copy: as for ``release_verified``
     + port, model, serve_path, timeout_s, env_path, head_address: how a rolled back release is
       checked again (as for ``release_verified``)
@@ -324,14 +373,14 @@ def group_release_settled(service: str, group: str, members: list[str], host_dir
 
     .. code:: python
 
-        group_release_settled(service="qwen35-397b", group="qwen35-397b-a3x2", members=["a3-01", "a3-02"],
+        group_release_settled(service="qwen35-397b", together="group qwen35-397b-a3x2", members=["a3-01", "a3-02"],
                               host_dir="/data/models/Qwen3.5-397B-A17B",
                               model_copy="/data/models/.Qwen3.5-397B-A17B.fleetserve/master-0123456789ab",
                               port=8000, model="qwen3.5", serve_path="/data/models/Qwen3.5-397B-A17B",
                               timeout_s=1800)
     """
     if not host.state.is_executing:
-        host.noop(f"group {group}'s release of {service} is settled when the deploy runs")
+        host.noop(f"the release of {service} on {together} is settled when the deploy runs")
         return
     # Operations run in lock-step: every member has finished each earlier step by now, and a member
     # that failed any of them is in the run's failed hosts.
@@ -340,18 +389,18 @@ def group_release_settled(service: str, group: str, members: list[str], host_dir
     entry = records.get(service, {"state": {}, "releases": {}})
     candidate = entry["state"].get("candidate")
     if not failed and not candidate:
-        host.noop(f"group {group}: release {entry['state'].get('current')} of {service} is current on every member")
+        host.noop(f"{together}: release {entry['state'].get('current')} of {service} is current on every host")
         return
     if not failed:
         yield from _promote(service, records, candidate, host_dir, model_copy, shared_dir)
         return
-    why = [f"member {name} of group {group} failed (its errors are above); a group runs one release on every "
-           f"member or none" for name in failed]
+    why = [f"{name} of {together} failed (its errors are above); they run one release on every host or none"
+           for name in failed]
     if not candidate:
-        yield fail_command(f"fleetserve verify: group {group} is not whole: this member's release of {service} "
-                           f"did not change, but the group cannot serve without:", why)
+        yield fail_command(f"fleetserve verify: {together} is not whole: this host's release of {service} "
+                           f"did not change, but it cannot serve without the others:", why)
         return
     check = dict(port=port, model=model, service=service, serve_path=serve_path, timeout_s=timeout_s,
                  env_path=env_path, head_address=head_address)
     yield from _undo(service, entry, on_failure, env_path, check, serve_path,
-                     f"release {candidate} of {service} answered here but group {group} did not form", why)
+                     f"release {candidate} of {service} answered here but {together} did not settle as one", why)
