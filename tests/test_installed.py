@@ -133,3 +133,11 @@ def test_messages_name_documentation_a_pip_user_has():
     said = [s for p in sorted((ROOT / "fleetserve").rglob("*.py")) for s in _string_constants(p)]
     assert not [s for s in said if "docs/" in s], "an installed fleetserve has no docs/: name a command instead"
     assert any("fleetserve keys" in s for s in said)
+
+
+def test_every_package_of_the_source_ships_in_the_wheel():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "fleetserve").rglob("__init__.py")}
+    assert found - listed == set(), "packages missing from pyproject.toml [tool.setuptools] packages"
