@@ -12,6 +12,8 @@ from pyinfra.api import State
 from pyinfra.api.exceptions import PyinfraError
 
 from fleetserve.plan import plan_inventory
+from fleetserve.plan.feeds import fed
+from fleetserve.plan.hostdata import host_address
 from fleetserve.pyinfra_config import apply_to_run
 from fleetserve.schema.base import FleetserveError
 from fleetserve.schema.plan import HostPlan
@@ -80,6 +82,9 @@ def host_plan(workloads: list[str]) -> HostPlan:
         running = [h.name for h in state.inventory if state.is_host_in_limit(h)]
         try:
             plans = plan_inventory(hosts, workloads, running=running)
+            feeds = run_mode().feeds
+            if feeds:  # a rebuild: the rebuilt hosts take weights and images from their peers
+                plans = fed(plans, feeds, {h.name: host_address(h.name, h.data.dict()) for h in state.inventory})
         except FleetserveError as exc:
             raise InvalidFleetData("invalid fleet data, no host was changed:\n" + str(exc)) from None
         if not any(plan.services for plan in plans):

@@ -36,10 +36,26 @@ def reads(plan: HostPlan) -> list[Want]:
 def image(plan: HostPlan) -> None:
     remote_dir = plan.data.image_remote_dir or hostpaths.IMAGE_CACHE_DIR
     kept: list[str] = []  # archives this host may keep for the next host of a chain
+    # A rebuild: the images this host serves, offered to the rebuilt hosts first (called before they
+    # take them: pyinfra runs the operations of one step in the order they are written).
+    feeding = [feed for feed in plan.image_feeds.values() if feed.receivers]
+    for feed in host.loop(feeding):
+        image_ops.image_served_to_peer(
+            name=f"Image {feed.ref} served to the rebuilt {', '.join(r.host for r in feed.receivers)}, if they need it",
+            ref=feed.ref, image_id=feed.image_id, remote_dir=remote_dir, receivers=list(feed.receivers),
+            address=feed.address or "", port=plan.data.peer_port, wait_s=plan.data.shared_wait_s)
+        kept.append(image_ops.fed_image_dir(remote_dir, feed.image_id))
     for instance in host.loop(images(plan)):
         spec = instance.spec.image
         chain = plan.image_cache_for(spec.ref, instance.image_archive)
-        if spec.source == "load" and instance.image_archive and chain:
+        fed = plan.image_feeds.get(spec.ref)
+        if fed is not None and fed.source is not None:
+            image_ops.image_from_peer(name=f"Image {spec.ref} taken from {fed.source.host}", ref=spec.ref,
+                                      entrypoint=instance.entrypoint, image_id=fed.image_id, remote_dir=remote_dir,
+                                      source=fed.source, wait_s=plan.data.shared_wait_s,
+                                      attempts=plan.data.model_download_attempts,
+                                      record=dict(fed.record) if fed.record else None)
+        elif spec.source == "load" and instance.image_archive and chain:
             kept.append(_peer_loaded(plan, instance, chain, remote_dir))
         elif spec.source == "load":
             image_ops.loaded(name=f"Image {spec.ref} loaded", ref=spec.ref, entrypoint=instance.entrypoint,

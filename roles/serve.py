@@ -91,7 +91,7 @@ def _serve(workloads: list[str]) -> None:
     group_content(plan)  # the same image and weights on every member, or nothing of the group starts
     service_role.command_checked(plan)
     mode = run_mode()
-    if mode.action == "prepare":
-        return  # a rollout's preparation: the old release serves on, untouched
+    if mode.action == "prepare" or plan.host in mode.prepare_only:
+        return  # a rollout's preparation, or a peer feeding a rebuild: its release serves on, untouched
     service_role.service(plan)
     verify_role.verify(plan, together=mode.together)

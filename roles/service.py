@@ -17,6 +17,7 @@ from fleetserve.facts.service import ServiceState
 from fleetserve.hostos import image_jemalloc_paths
 from fleetserve.operations import image as image_ops
 from fleetserve.operations import service as service_ops
+from fleetserve.roles.common import run_mode
 from fleetserve.schema.plan import Engine, HostPlan
 
 
@@ -69,4 +70,5 @@ def service(plan: HostPlan) -> None:
             mount_dirs=created_mount_dirs(instance, plan), entrypoint=instance.entrypoint,
             with_image_jemalloc={path: (f.unit_text, list(f.argv)) for path, f in own.items()},
             group_release=group_release(instance),
+            restart=plan.host in run_mode().restart and bool(instance.group),
         )

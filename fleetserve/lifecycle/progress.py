@@ -103,6 +103,9 @@ class Reporter:
                 continue
             busy.probed = now
             label, command = found
+            if not command:
+                busy.probe = label
+                continue
             gevent.spawn(self._read_probe, state, host, busy, label, command)
 
     @staticmethod

@@ -54,6 +54,22 @@ def setup_output(verbosity: int = 0) -> None:
     _LOGGING_READY = True
 
 
+class _ConnectErrors:
+    """Why each host could not be reached (pyinfra reports it through a state callback)."""
+
+    def __init__(self) -> None:
+        from pyinfra.api.state import BaseStateCallback
+
+        errors: dict[str, str] = {}
+        self.errors = errors
+
+        class Callback(BaseStateCallback):
+            def host_connect_error(self, state: Any, host: Any, error: Any) -> None:  # type: ignore[override]
+                errors[host.name] = str(error) or type(error).__name__
+
+        self.callback = Callback()
+
+
 def _new_state(fleet: Fleet, hosts: list[str], verbosity: int) -> Any:
     """A pyinfra state over a freshly loaded inventory, limited to `hosts`, configured as the CLI
     would be from the working directory (config.py), with fleetserve's settings."""
@@ -104,8 +120,10 @@ def run(fleet: Fleet, hosts: list[str], mode: RunMode, reporter: Reporter, title
     # Operations are ordered by where the deploy file calls them, as under pyinfra's CLI.
     pyinfra.is_cli = True
     state = None
+    unreached = _ConnectErrors()
     try:
         state = _new_state(fleet, hosts, verbosity)
+        state.add_callback_handler(unreached.callback)
         set_run_mode(state, mode)
         with ctx_state.use(state), reporter.watching(state, title):
             state.set_stage(StateStage.Connect)
@@ -129,8 +147,9 @@ def run(fleet: Fleet, hosts: list[str], mode: RunMode, reporter: Reporter, title
             if host.name not in hosts:
                 continue
             if host in state.failed_hosts or (host not in state.activated_hosts):
-                result.failed[host.name] = said.get(host.name) or [
-                    "could not connect" if host not in state.activated_hosts else "failed (its errors are above)"]
+                result.failed[host.name] = said.get(host.name) or (
+                    [f"could not connect: {unreached.errors.get(host.name, 'no reason given')}"]
+                    if host not in state.activated_hosts else ["failed (its errors are above)"])
             meta = state.meta.get(host)
             changed = sum(1 for op_hash in state.ops.get(host, {})
                           if _changed(state, host, op_hash))
@@ -163,9 +182,11 @@ def read(fleet: Fleet, hosts: list[str], ask: Callable[[Any], dict[str, Any]], r
     answers: dict[str, Any] = {}
     problems: dict[str, str] = {}
     state = None
+    unreached = _ConnectErrors()
     try:
         state = _new_state(fleet, hosts, 0)
-        state.config.FAIL_PERCENT = None  # a status run reads every host it reaches
+        state.add_callback_handler(unreached.callback)
+        state.config.FAIL_PERCENT = None  # a read-only run reads every host it reaches
         with ctx_state.use(state), reporter.watching(state, title):
             state.set_stage(StateStage.Connect)
             connect_all(state)
@@ -187,5 +208,5 @@ def read(fleet: Fleet, hosts: list[str], ask: Callable[[Any], dict[str, Any]], r
         pyinfra.is_cli = was_cli
     for name in hosts:
         if name not in answers and name not in problems:
-            problems[name] = "could not connect"
+            problems[name] = f"could not connect: {unreached.errors.get(name, 'no reason given')}"
     return answers, problems

@@ -45,11 +45,11 @@ def operation(**options: Any) -> Callable:
     return wrap
 
 
-def watch(label: str, probe: str) -> None:
+def watch(label: str, probe: str = "") -> None:
     """Say, right before yielding a long command, what it is (`label`) and a quick read-only shell
     command that tells how far it got (one line, e.g. bytes and files downloaded): while the command
-    runs, ``fleetserve`` commands read it every few seconds and show it. Cleared when the operation
-    ends."""
+    runs, ``fleetserve`` commands read it every few seconds and show it (no probe: the label alone).
+    Cleared when the operation ends."""
     if current_host.state.is_executing:
         _PROBES[current_host._get_module()] = (label, probe)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import weakref
 from collections.abc import Iterator
 
@@ -14,8 +15,8 @@ from pyinfra.api import FileUploadCommand, Host, QuoteString, State, StringComma
 from fleetserve import container, hostpaths
 from fleetserve.facts import batch
 from fleetserve.facts.host import FileModes, FileSizes
-from fleetserve.facts.image import argv_digest
-from fleetserve.operations import image_facts, operation, quoted
+from fleetserve.facts.image import ImageIds, argv_digest
+from fleetserve.operations import image_facts, operation, quoted, watch
 from fleetserve.operations.peer import daemon_started, peer_url
 from fleetserve.schema.hardware import BindMount
 from fleetserve.schema.plan import PeerLink
@@ -79,6 +80,9 @@ def _uploaded(archive: str, remote: str, remote_dir: str, sha256: str | None,
     yield StringCommand("mkdir", "-p", QuoteString(remote_dir))
     # An archive left by an interrupted run is reused when its size matches (sha256 is checked below).
     if batch.read(FileSizes, paths=[remote]).get(remote) != os.path.getsize(archive):
+        size = os.path.getsize(archive)
+        watch(f"copying {os.path.basename(archive)} ({size / 2**30:.1f} GiB) to the host",
+              f"echo \"$(du -sh {shlex.quote(remote)} 2>/dev/null | cut -f1) there so far\"")
         yield FileUploadCommand(archive, remote)
     if sha256:
         yield StringCommand(
@@ -91,6 +95,7 @@ def _uploaded(archive: str, remote: str, remote_dir: str, sha256: str | None,
 def _loaded_from(remote: str, ref: str, archive: str, fingerprint: str) -> Iterator[StringCommand]:
     """`docker load` of the archive at `remote`, checked, and the record of which archive it was."""
     record_path = hostpaths.image_record(ref)
+    watch(f"loading {ref} from {os.path.basename(remote)}")
     yield StringCommand(hostpaths.ENGINE, "load", "-i", QuoteString(remote))
     yield StringCommand(hostpaths.ENGINE, "image", "inspect", QuoteString(ref), ">/dev/null", "2>&1", "||", "{",
                         "echo", QuoteString(f"{remote} loaded, but it does not contain {ref}; images now:"), ">&2;",
@@ -257,6 +262,145 @@ def peer_loaded(ref: str, entrypoint: str, archive: str, remote_dir: str, finger
         yield StringCommand("rm", "-rf", QuoteString(directory))  # the last of the chain: nobody pulls it
 
 
+# A rebuild: the image a healthy peer serves, saved there once and loaded on the rebuilt hosts.
+FED_ARCHIVE = "image.tar"
+
+
+def _same_id(expected: str) -> str:
+    """A shell test that $x (an image id as the engine prints it) is `expected` (with or without sha256:)."""
+    bare = expected.removeprefix("sha256:")
+    return f'[ "${{x#sha256:}}" = {shlex.quote(bare)} ]'
+
+
+def fed_image_dir(remote_dir: str, image_id: str) -> str:
+    """Where a fed image's archive and its lists are, on the peer and on the rebuilt host."""
+    return hostpaths.peer_image_dir(remote_dir, hostpaths.peer_image_key(image_id.removeprefix("sha256:")))
+
+
+@operation(is_idempotent=True)
+def image_served_to_peer(ref: str, image_id: str, remote_dir: str, receivers: list[PeerLink], address: str, port: int,
+                         wait_s: int):
+    """
+    Serve the image this host runs to rebuilt hosts (``fleetserve rebuild``): saved once with the
+    engine into an archive beside its lists (size and sha256, as image archives travel along peer
+    chains), then offered by the transient rsync daemon of the peer chains (bound to this host's
+    cluster address, read-only, unlisted, allowed to the receivers' addresses only). A no-op when every
+    receiver already has the image. It ends with ``fleetserve.operations.peer.peer_source_stopped``;
+    ``peer_archives_removed`` removes the archive.
+
+    + ref: the image reference the services run
+    + image_id: the id this host serves it as (what the receivers must end up with)
+    + remote_dir: where this host keeps image archives (the archive's directory is made in it)
+    + receivers: the rebuilt hosts taking it (``fleetserve.schema.plan.ImageFeed.receivers``)
+    + address: this host's cluster address (the daemon binds it)
+    + port: the daemon's TCP port
+    + wait_s: the longest the daemon may live
+
+    **Example:**
+
+    .. code:: python
+
+        image_served_to_peer(ref="quay.io/ascend/vllm-ascend:v0.18.0", image_id="sha256:" + "ab" * 32,
+                             remote_dir="/var/cache/fleetserve/images", address="10.80.0.11", port=8873,
+                             wait_s=21600, receivers=[PeerLink("a3-02", "10.80.0.12", 8873, "/var/cache/fleetserve/images")])
+    """
+    state = host.state
+    needing = []
+    for receiver in receivers:
+        other = state.inventory.get_host(receiver.host, None)
+        if other is None or other not in state.active_hosts:
+            continue
+        theirs = (batch.read(ImageIds, other, refs=[ref]) or {}).get(0)
+        if (theirs or "").removeprefix("sha256:") != image_id.removeprefix("sha256:"):
+            needing.append(receiver)
+    if not needing:
+        host.noop(f"no rebuilt host needs {ref} from this host")
+        return
+    directory = fed_image_dir(remote_dir, image_id)
+    archive, manifest, sums = (f"{directory}/{FED_ARCHIVE}", f"{directory}/{hostpaths.MANIFEST_FILE}",
+                               f"{directory}/{hostpaths.SUMS_FILE}")
+    q = shlex.quote
+    watch(f"saving {ref} for {', '.join(r.host for r in needing)}",
+          f"echo \"$(du -sh {q(archive)}.tmp {q(archive)} 2>/dev/null | cut -f1 | head -1) saved so far\"")
+    # Saved by reference when the reference still names the image served (the archive then carries its
+    # tag), else by id; the lists appear last, by rename, once the archive is whole.
+    yield StringCommand(
+        "mkdir", "-p", QuoteString(directory), "&&", "if", "[", "!", "-f", QuoteString(manifest), "];", "then",
+        "x=$(" + hostpaths.ENGINE, "image", "inspect", "--format", QuoteString("{{.Id}}"), QuoteString(ref),
+        "2>/dev/null);", "if", _same_id(image_id) + ";", "then", "src=" + q(ref) + ";", "else",
+        "src=" + q(image_id) + ";", "fi;", hostpaths.ENGINE, "save", "-o", QuoteString(archive + ".tmp"), '"$src"',
+        "&&", "mv", "-f", QuoteString(archive + ".tmp"), QuoteString(archive), "&&",
+        "s=$(sha256sum", QuoteString(archive), "| cut -d' ' -f1)", "&&", "n=$(stat -c %s", QuoteString(archive) + ")",
+        "&&", "printf", QuoteString('{"files": {"' + FED_ARCHIVE + '": {"size": %s, "sha256": "%s"}}}'), '"$n"', '"$s"',
+        ">", QuoteString(manifest + ".tmp"), "&&", "printf", QuoteString("%s  " + FED_ARCHIVE + "\\n"), '"$s"', ">",
+        QuoteString(sums), "&&", "mv", "-f", QuoteString(manifest + ".tmp"), QuoteString(manifest), ";", "fi")
+    key = hostpaths.peer_image_key(image_id.removeprefix("sha256:"))
+    yield daemon_started(address, port, [(key, directory, directory, " ".join(r.address for r in needing))], wait_s)
+
+
+@operation(is_idempotent=True)
+def image_from_peer(ref: str, entrypoint: str, image_id: str, remote_dir: str, source: PeerLink, wait_s: int,
+                    attempts: int = 3, record: dict | None = None):
+    """
+    Make an image exist on a rebuilt host by taking it from the healthy peer that serves it
+    (``image_served_to_peer``), never from its registry or archive: the archive is received over the
+    cluster network with its sha256 checked while it arrives (``files/peer_fetch.py``), loaded, and the
+    image must then have the peer's very id; it is tagged ``ref``. With ``record`` (the peer's record
+    of the archive it loaded the image from), the same record is written here, so a later deploy
+    finds the image loaded from that archive and changes nothing. A no-op when the image is here
+    with that id.
+
+    + ref: the image reference the services run
+    + entrypoint: ``shell`` or ``vllm-serve`` (how the image is entered to ask what it carries)
+    + image_id: the id the peer serves it as
+    + remote_dir: where this host keeps image archives while they arrive
+    + source: the peer (``fleetserve.schema.plan.ImageFeed.source``)
+    + wait_s: how long to wait for the peer's archive
+    + attempts: transfers of a mismatching archive before giving up
+    + record: the peer's archive record (``hostpaths.image_record``), for an image loaded from an archive
+
+    **Example:**
+
+    .. code:: python
+
+        image_from_peer(ref="quay.io/ascend/vllm-ascend:v0.18.0", entrypoint="shell", image_id="sha256:" + "ab" * 32,
+                        remote_dir="/var/cache/fleetserve/images", wait_s=21600,
+                        source=PeerLink("a3-01", "10.80.0.11", 8873, "/var/cache/fleetserve/images"))
+    """
+    found = image_facts(ref, entrypoint)
+    if found is not None and found["id"].removeprefix("sha256:") == image_id.removeprefix("sha256:"):
+        host.noop(f"image {ref} present as {image_id[:19]}")
+        return
+    directory = fed_image_dir(remote_dir, image_id)
+    key = hostpaths.peer_image_key(image_id.removeprefix("sha256:"))
+    url = peer_url(source.address, source.port)
+    q = shlex.quote
+    fetch = quoted(["python3", FETCH_SCRIPT, directory, "--source", url, "--key", key, "--wait", str(int(wait_s)),
+                    "--attempts", str(int(attempts)), "--marker", hostpaths.VERIFIED_MARKER, "--manifest",
+                    hostpaths.MANIFEST_FILE, "--sums", hostpaths.SUMS_FILE, "--reference", "the peer's"])
+    watch(f"receiving {ref} from {source.host}",
+          f"echo \"$(du -sh {q(directory)} 2>/dev/null | cut -f1) received so far\"")
+    yield StringCommand("mkdir", "-p", QuoteString(directory), "&&", fetch, "||", "{", "echo",
+                        QuoteString(f"fleetserve image: {ref} could not be copied from {source.host} ({url}); "
+                                    f"nothing was loaded"), ">&2;", "exit", "1;", "}")
+    watch(f"loading {ref} received from {source.host}")
+    yield StringCommand(hostpaths.ENGINE, "load", "-i", QuoteString(f"{directory}/{FED_ARCHIVE}"), ">/dev/null")
+    yield StringCommand(
+        "x=$(" + hostpaths.ENGINE, "image", "inspect", "--format", QuoteString("{{.Id}}"), QuoteString(image_id),
+        "2>/dev/null);", _same_id(image_id), "||", "{", "echo",
+        QuoteString(f"fleetserve image: the archive from {source.host} did not give image {image_id}; "
+                    f"removed it"), ">&2;", "rm", "-rf", QuoteString(directory), ";", "exit", "1;", "}", "&&",
+        hostpaths.ENGINE, "tag", QuoteString(image_id), QuoteString(ref))
+    if record:
+        path = hostpaths.image_record(ref)
+        # As the peer wrote it (the engine's own spelling of the id, which is the same image here).
+        text = json.dumps({**record, "image_id": record.get("image_id") or image_id}, sort_keys=True)
+        yield StringCommand("mkdir", "-p", QuoteString(os.path.dirname(path)), "&&", "printf", "%s", QuoteString(text),
+                            ">", QuoteString(path + ".tmp"), "&&", "mv", "-f", QuoteString(path + ".tmp"),
+                            QuoteString(path))
+    yield StringCommand("rm", "-rf", QuoteString(directory))
+
+
 @operation(is_idempotent=True)
 def peer_archives_removed(directories: list[str]):
     """
@@ -302,6 +446,7 @@ def pulled(ref: str, entrypoint: str, sources: list[str], digest: str | None = N
         host.noop(f"image {ref} present" + (f" at {digest}" if digest else ""))
         return
     candidates = [f"{_repository(s)}@{digest}" if digest else s for s in sources]
+    watch(f"pulling {ref}")
     yield StringCommand(
         "ok=;", "for src in", *[QuoteString(c) for c in candidates], ";", "do", "if", hostpaths.ENGINE, "pull",
         '"$src";', "then", hostpaths.ENGINE, "tag", '"$src"', QuoteString(ref), "&&", "ok=1", "&&", "break;", "fi;",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 from io import BytesIO
 from pathlib import PurePosixPath
 
@@ -16,7 +17,7 @@ from pyinfra.api.hiddenvalue import HiddenValue
 from fleetserve import hostpaths
 from fleetserve.facts import batch
 from fleetserve.facts.service import EndpointCheck, ReleaseRecords, ServiceHealth, ServiceState
-from fleetserve.operations import fail_command, image_facts, operation
+from fleetserve.operations import fail_command, image_facts, operation, watch
 from fleetserve.operations.secrets import write_secret
 
 
@@ -39,6 +40,12 @@ def release_record(service: str, unit_text: str, env_text: str | None, image_ref
     return record
 
 
+def _watch_load(service: str, model: str, release: str | None) -> None:
+    """While the check waits for the model to load: the service's last journal line."""
+    watch(f"waiting for {model} (release {release or 'running'}) to answer",
+          f"journalctl -u {shlex.quote(hostpaths.unit_name(service))} -n 1 -o cat --no-pager 2>/dev/null | cut -c1-160")
+
+
 def _state_command(service: str, state: dict) -> StringCommand:
     path = hostpaths.release_state(service)
     text = json.dumps({k: state.get(k) for k in ("current", "previous", "candidate", "failed")}, sort_keys=True)
@@ -56,7 +63,7 @@ def service_state_args(service: str, model_copy: str, env_path: str | None, moun
 def release_started(service: str, unit_text: str, image_ref: str, model_copy: str, argv: list[str],
                     env_text: HiddenValue | None = None, mount_dirs: list[str] | None = None,
                     entrypoint: str = "shell", with_image_jemalloc: dict[str, tuple[str, list[str]]] | None = None,
-                    group_release: str | None = None):
+                    group_release: str | None = None, restart: bool = False):
     """
     Start a new release of a service unless the one running is it. A release is recorded on the
     host (unit, secrets, image id, model copy, argv) before its unit is installed; it becomes the
@@ -74,6 +81,8 @@ def release_started(service: str, unit_text: str, image_ref: str, model_copy: st
     + with_image_jemalloc: the unit and argv to use instead when the image brings its own jemalloc,
       by where the image has it (``unit_text``/``argv`` mount the host's otherwise)
     + group_release: a group member's shared release digest (``fleetserve.builder.group_release``)
+    + restart: start the current release again even when it runs (a group re-forming around a member
+      that was rebuilt); it is checked as a candidate
 
     **Example:**
 
@@ -95,7 +104,11 @@ def release_started(service: str, unit_text: str, image_ref: str, model_copy: st
         env_path is None or (state["env_sha256"] == record["env_sha256"] and state["env_mode"] == "600"))
     if releases.get("current") == record["id"] and installed and state["active"] == "active" \
             and state["enabled"] == "enabled":
-        host.noop(f"release {record['id']} of {service} is current and running")
+        if not restart:
+            host.noop(f"release {record['id']} of {service} is current and running")
+            return
+        yield _state_command(service, {**releases, "candidate": record["id"]})
+        yield StringCommand("systemctl", "restart", QuoteString(hostpaths.unit_name(service)))
         return
 
     where = f"{hostpaths.release_dir(service)}/{record['id']}"
@@ -217,6 +230,7 @@ def release_verified(service: str, port: int, model: str, serve_path: str, timeo
         serve_path = _serve_path_of(entry["releases"][candidate], serve_path)
     check = dict(port=port, model=model, service=service, serve_path=serve_path, timeout_s=timeout_s,
                  env_path=env_path, head_address=head_address)
+    _watch_load(service, model, candidate)
     result = host.get_fact(EndpointCheck, **check)  # a check that waits: never an answer kept from before
     if result["ok"] and not candidate:
         host.noop(f"{model} answers on port {port}{where} from release {releases.get('current')}")
@@ -277,6 +291,7 @@ def _undo(service: str, entry: dict, on_failure: str, env_path: str | None, chec
         yield from _reinstalled(service, current, previous, env_path)
         yield StringCommand("systemctl", "restart", QuoteString(unit))
         yield _state_command(service, failed)
+        _watch_load(service, check["model"], current)
         back = host.get_fact(EndpointCheck, **{**check, "serve_path": _serve_path_of(previous, serve_path)})
         lines = [*lines, f"rolled back to release {current}: " + (
             "it answers again" if back["ok"] else f"it did not come back ({back['stage']}): {back['detail'][-300:]}")]

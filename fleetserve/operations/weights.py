@@ -14,7 +14,7 @@ from pyinfra.api import QuoteString, StringCommand
 from fleetserve import container, hostpaths, hubclient
 from fleetserve.facts import batch
 from fleetserve.facts.weights import ModelState, copy_state, marker_matches
-from fleetserve.operations import fail_command, image_facts, operation, quoted
+from fleetserve.operations import fail_command, image_facts, operation, quoted, watch
 from fleetserve.operations.peer import peer_url
 from fleetserve.schema.hardware import BindMount
 from fleetserve.schema.plan import ModelCache, ModelCopy
@@ -115,6 +115,13 @@ def _staged(copy: ModelCopy) -> StringCommand:
                          QuoteString(f"{hostpaths.model_store(copy.host_dir)}/{hostpaths.STORE_OWNER_FILE}"))
 
 
+def _watched(copy: ModelCopy, doing: str) -> None:
+    """While the next command fills the staging directory: how much of the copy is there."""
+    stage = shlex.quote(_stage(copy))
+    watch(f"{doing} {copy.what}", f"echo \"$(du -sh {stage} 2>/dev/null | cut -f1) in "
+                                  f"$(find {stage} -type f 2>/dev/null | wc -l) files so far\"")
+
+
 def _retried(step: StringCommand, attempts: int, failure: str, *on_failure: object) -> StringCommand:
     """`step` tried up to `attempts` times; then `failure` on stderr (after `on_failure`) and exit 1."""
     return StringCommand("ok=;", "for attempt in", *[str(i) for i in range(1, attempts + 1)], ";", "do",
@@ -199,6 +206,7 @@ def weights(copy: ModelCopy, image: str, entrypoint: str, token_env_file: str | 
     yield _staged(copy)
     # Download and verify as a pair, retried: the clients skip files already complete in staging,
     # and the verifier deletes any file that fails, so each attempt fetches only what is missing.
+    _watched(copy, "downloading")
     yield _retried(pair, attempts, f"download of {copy.what} failed {attempts} times; files already complete stay in "
                                    f"{_stage(copy)} for the next run")
     yield from _published(copy, "download")
@@ -288,6 +296,7 @@ def shared_weights(copy: ModelCopy, image: str, entrypoint: str, cache: ModelCac
                         "$(du -sh " + shlex.quote(stage) + " 2>/dev/null | cut -f1)",
                         " there so far). Raise shared_wait_s, or look at that host")
         store = hostpaths.model_store(copy.host_dir)
+        _watched(copy, "downloading (or waiting for another host's download of)")
         yield StringCommand(
             # Several hosts create the store at once: GlusterFS answers a directory another client is
             # creating with EEXIST then ENOENT for a moment, so creating it (and the lock in it) is
@@ -334,7 +343,9 @@ def peer_weights(copy: ModelCopy, image: str, entrypoint: str, cache: ModelCache
     + copy, image, entrypoint, token_env_file, attempts: as for ``weights``
     + cache: this host's part of the chain (``fleetserve.schema.plan.ModelCache``, mode peer): its
       ``source`` (the previous host; None: download from the hub), its ``receiver`` (the next host, whose
-      daemon is told at once when this step fails here) and how long to wait for the source (``wait_s``)
+      daemon is told at once when this step fails here), how long to wait for the source (``wait_s``),
+      and ``offline`` (a rebuild: check against the hub's listing that came with the copy, asking the
+      hub nothing)
 
     **Example:**
 
@@ -370,6 +381,7 @@ def peer_weights(copy: ModelCopy, image: str, entrypoint: str, cache: ModelCache
                                  "rm", "-f", QuoteString(ended), ";", "}")
         else:
             step = StringCommand(download, "&&", _verify_call(copy, image, entrypoint, stage, token_env_file, *listed))
+        _watched(copy, "downloading")
         yield _retried(step, attempts, f"download of {copy.what} failed {attempts} times; files already complete stay "
                                        f"in {stage} for the next run", *stop)
     else:
@@ -379,9 +391,16 @@ def peer_weights(copy: ModelCopy, image: str, entrypoint: str, cache: ModelCache
                         hostpaths.VERIFIED_MARKER, *listed])
         # Verified with the host's python3 (peer_fetch.py needs it anyway): no container to start on
         # every host of the chain, and the hashes taken while receiving are used, not taken again.
-        verify = quoted(["python3", VERIFY_SCRIPT, *hubclient.verify_args(copy, stage),
-                         *(["--env-file", token_env_file] if token_env_file else []),
-                         "--sums-from", f"{stage}/{hostpaths.SUMS_FILE}", *listed])
+        if cache.offline:
+            # Fed by a healthy peer (a rebuild): against the hub's listing that came with the copy (the
+            # source recorded it when it verified its own), so the hub is asked nothing.
+            against = [*hubclient.verify_args(copy, stage, hub_url="offline"), "--listing",
+                       f"{stage}/{hostpaths.MANIFEST_FILE}"]
+        else:
+            against = [*hubclient.verify_args(copy, stage), *(["--env-file", token_env_file] if token_env_file else [])]
+        verify = quoted(["python3", VERIFY_SCRIPT, *against, "--sums-from", f"{stage}/{hostpaths.SUMS_FILE}",
+                         *listed])
+        _watched(copy, f"receiving from {cache.source.host}")
         yield StringCommand("{", fetch, "&&", verify, ";", "}", "||", "{", *stop, "echo",
                             QuoteString(f"fleetserve model: {copy.what} could not be copied from {cache.source.host} "
                                         f"({source}); the files already received and checked stay in {stage} for "
@@ -427,6 +446,7 @@ def bundle_weights(copy: ModelCopy, image: str, entrypoint: str, cache: ModelCac
     yield _staged(copy)
     # Copied without overwriting what an earlier attempt copied whole; the verifier deletes what is
     # not, so each attempt copies only what is missing.
+    _watched(copy, "copying from the bundle")
     yield _retried(StringCommand("cp", "-a", "-n", QuoteString(f"{source}/."), QuoteString(f"{stage}/"), "&&", "rm",
                                  "-f", QuoteString(hostpaths.model_marker(stage)), "&&", verify), attempts,
                    f"the copy of {copy.what} from the bundle in {bundle_dir} did not verify {attempts} times; is the "

@@ -145,6 +145,9 @@ class ModelCache:
     address: str | None = None  # peer: this host's cluster address
     source: PeerLink | None = None  # peer: where this host copies from (None: from the hub)
     receiver: PeerLink | None = None  # peer: the host that copies from this one
+    # peer, fed by a healthy peer (a rebuild): the copy is checked against the hub's listing that came
+    # with it (the source recorded it when it verified its copy), with no request to the hub.
+    offline: bool = False
 
     def describe(self, host: str) -> str:
         """This host's part, for an operator."""
@@ -183,6 +186,20 @@ class ImageCache:
 
 
 @dataclass(frozen=True)
+class ImageFeed:
+    """An image a rebuilt host takes from a healthy peer instead of its archive or registry: the peer
+    saves the very image it serves (``image_id``) to an archive once and serves it over the cluster
+    network; the rebuilt host loads it and checks the id (``fleetserve.plan.feeds``)."""
+
+    ref: str
+    image_id: str
+    source: PeerLink | None = None  # on a rebuilt host: the peer it comes from
+    receivers: tuple[PeerLink, ...] = ()  # on the peer: the rebuilt hosts it goes to
+    address: str | None = None  # on the peer: its own cluster address (its daemon binds it)
+    record: Mapping[str, str] | None = None  # the peer's record of the archive it loaded (source: load)
+
+
+@dataclass(frozen=True)
 class HostPlan:
     """Everything a run does on one host, validated."""
 
@@ -197,6 +214,7 @@ class HostPlan:
     warnings: tuple[str, ...] = ()
     caches: Mapping[str, ModelCache] = field(default_factory=dict)  # by model host_dir (plan_caches)
     image_caches: Mapping[tuple[str, str], ImageCache] = field(default_factory=dict)  # by (ref, archive), peer only
+    image_feeds: Mapping[str, ImageFeed] = field(default_factory=dict)  # by image ref, a rebuild only
 
     def cache_for(self, host_dir: str) -> ModelCache:
         """How this host gets the model copy of host_dir (each, unless the cache plan says otherwise)."""

@@ -15,6 +15,24 @@ Action = Literal["deploy", "prepare", "rollback", "teardown"]
 
 
 @dataclass(frozen=True)
+class FedImage:
+    """An image a rebuilt host takes from a peer: the peer, the id it serves, and its record of the
+    archive the image was loaded from (so a later deploy finds the image loaded from that archive)."""
+
+    peer: str
+    image_id: str
+    record: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Feed:
+    """What a rebuilt host takes from which healthy peer, instead of the hub or the registry."""
+
+    models: Mapping[str, str] = field(default_factory=dict)  # this host's model host_dir -> the peer
+    images: Mapping[str, FedImage] = field(default_factory=dict)  # image ref -> where it comes from
+
+
+@dataclass(frozen=True)
 class RunMode:
     """One run's part of a lifecycle command."""
 
@@ -28,8 +46,12 @@ class RunMode:
     # teardown: also the model copies / images fleetserve put there.
     purge_weights: bool = False
     purge_images: bool = False
-    # deploy on rebuilt hosts: host -> the peer it takes its weights and images from.
-    feeders: Mapping[str, str] = field(default_factory=dict)
+    # deploy, a rebuild: what each rebuilt host takes from which peer; the peers feeding them only
+    # prepare (`prepare_only`: up to the command check, their releases untouched); the other members
+    # of a rebuilt host's group start their current release again, to re-form the group (`restart`).
+    feeds: Mapping[str, Feed] = field(default_factory=dict)
+    prepare_only: tuple[str, ...] = ()
+    restart: tuple[str, ...] = ()
 
     def describe(self) -> str:
         if self.action == "deploy" and self.together:
