@@ -42,6 +42,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from dataclasses import dataclass, field
@@ -396,12 +397,7 @@ def docs_section(results: dict, chart_path: Path) -> str:
     settings = results["settings"]
     caveat = (" **Preliminary: fewer than 3 repetitions.**" if settings["repeats"] < 3 else "")
     relative = os.path.relpath(chart_path, DOC.parent)
-    return f"""{BEGIN}
-## The same deploy with plain pyinfra and with Ansible
-
-    {results['command']}
-
-Three tools do the same work on fresh `benchN` fleets: fleetserve
+    about = textwrap.fill(f"""Three tools do the same work on fresh `benchN` fleets: fleetserve
 (`pyinfra -y inventories/sandbox.py deploys/qwen35.py`), the same deploy written by hand with
 pyinfra's stock operations (`bench/peers/pyinfra_plain`) and as an Ansible playbook
 (`bench/peers/ansible`, ansible-core {results['versions'].get('ansible') or '-'}, forks 16, pipelining, no
@@ -414,8 +410,16 @@ repetition, the tools' order rotated between repetitions, each run started once 
 (at most {settings['idle_wait']} s of waiting). Medians of {settings['repeats']} (no-op: {settings['repeats']} x
 {settings['noop_runs']} runs) with min-max; CPU in CPU-seconds: the controller's (everything the tool started
 on this machine) and the nodes' (their cgroups). "Changes" are each tool's own count (pyinfra's
-`Grand total` success column, Ansible's `changed=` summed over the PLAY RECAP). Measured
-{results['finished'][:10]}; raw runs: `bench/results/compare.json`.{caveat}
+`Grand total` success column, Ansible's `changed=` summed over the PLAY RECAP). The nodes and the
+controller share this machine's {results['machine']['cpus']} vCPUs. Measured
+{results['finished'][:10]}; raw runs: `bench/results/compare.json`.{caveat}""", width=100,
+                          break_on_hyphens=False)
+    return f"""{BEGIN}
+## The same deploy with plain pyinfra and with Ansible
+
+    {results['command']}
+
+{about}
 
 {table(results)}
 
@@ -531,6 +535,8 @@ def main() -> int:
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--write-docs", action="store_true",
                         help=f"rewrite the section of docs/benchmarks.md between {BEGIN} and {END}")
+    parser.add_argument("--render-only", action="store_true",
+                        help="run nothing: draw the chart (and with --write-docs the section) from --out")
     args = parser.parse_args()
     args.tools = [t for t in TOOLS if t in args.tools]  # fleetserve first: the reference
     if args.no_check and "fleetserve" not in args.tools:
@@ -538,10 +544,14 @@ def main() -> int:
               file=sys.stderr)
     if args.write_docs and args.no_chart:
         parser.error("--write-docs shows the chart: drop --no-chart")
-    missing = missing_extras(args.tools, not args.no_chart)
+    missing = missing_extras([] if args.render_only else args.tools, not args.no_chart)
     if missing:
         print(INSTALL_HINT.format(", ".join(missing)), file=sys.stderr)
         return 2
+    if args.render_only:
+        results = json.loads(args.out.read_text())
+        report(results, args)
+        return 0
     if os.geteuid() != 0:
         print("compare.py brings sandbox fleets up and down: run it as root", file=sys.stderr)
         return 2
@@ -564,6 +574,12 @@ def main() -> int:
         finally:
             results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
             save(results, args)
+    report(results, args)
+    return 0
+
+
+def report(results: dict, args: argparse.Namespace) -> None:
+    """The chart, the docs section (with --write-docs) and the table on stdout."""
     if not args.no_chart:
         args.chart.parent.mkdir(parents=True, exist_ok=True)
         chart(results, args.chart)
@@ -571,7 +587,6 @@ def main() -> int:
         write_docs(results, args.chart)
     print(table(results))
     print(f"raw runs: {args.out}" + ("" if args.no_chart else f"; chart: {args.chart}"))
-    return 0
 
 
 if __name__ == "__main__":
