@@ -153,6 +153,7 @@ class ControllerCgroup:
             time.sleep(0.1)
         with contextlib.suppress(OSError):
             self.path.rmdir()
+            self.path.parent.rmdir()  # fleetserve-bench/ too, once no run of ours is in it
 
 
 @dataclass
