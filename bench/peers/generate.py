@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -82,10 +83,9 @@ def _env_template_text(secrets: dict[str, str], unit: str) -> list[str]:
 def host_vars(fleet: dict, engines: dict[str, dict], work: Path) -> dict[str, dict[str, Any]]:
     """Per host: the variables both peer flows use (one qwen3.5 service per bench node)."""
     from fleetserve import hostpaths
-    from fleetserve.builder import created_mount_dirs, model_copy, service_files
+    from fleetserve.builder import DEFAULT_ENGINE, created_mount_dirs, model_copy, service_files
     from fleetserve.plan import plan_inventory
     from fleetserve.render import deploy_workloads, load_inventory_hosts
-    from fleetserve.types import Engine
 
     with contextlib.chdir(ROOT):
         hosts = load_inventory_hosts(INVENTORY)
@@ -98,7 +98,8 @@ def host_vars(fleet: dict, engines: dict[str, dict], work: Path) -> dict[str, di
         instance = plan.services[0]
         spec, model = instance.spec, instance.spec.model
         found = engines[plan.host]
-        engine = Engine(path=found["path"] or hostpaths.DOCKER, service_unit=found["unit"])
+        engine = dataclasses.replace(DEFAULT_ENGINE, path=found["path"] or DEFAULT_ENGINE.path,
+                                     service_unit=found["unit"])
         in_image = _image_jemalloc(fleet, spec.image.ref) if plan.jemalloc_path else None
         files = service_files(instance, instance.member(plan.host), plan, engine, jemalloc_in_image=in_image)
         unit_name = Path(files.unit_path).name
