@@ -84,11 +84,11 @@ def host_vars(fleet: dict, engines: dict[str, dict], work: Path) -> dict[str, di
     """Per host: the variables both peer flows use (one qwen3.5 service per bench node)."""
     from fleetserve import hostpaths
     from fleetserve.builder import DEFAULT_ENGINE, created_mount_dirs, model_copy, service_files
+    from fleetserve.loader import deploy_workloads, load_hosts
     from fleetserve.plan import plan_inventory
-    from fleetserve.render import deploy_workloads, load_inventory_hosts
 
     with contextlib.chdir(ROOT):
-        hosts = load_inventory_hosts(INVENTORY)
+        hosts = load_hosts(INVENTORY)
         plans = plan_inventory(hosts, deploy_workloads(DEPLOY), preview=True)
     addresses = {n["name"]: n["address"] for n in fleet["nodes"]}
     out: dict[str, dict[str, Any]] = {}
