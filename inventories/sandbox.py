@@ -24,7 +24,7 @@ _images = _fleet["images"]  # flavour -> {ref, tarball, sha256, registry_ref}
 _CATALOG = load_catalog()
 
 
-def _overrides(kind: str) -> dict:
+def _overrides(kind: str, node: str) -> dict:
     """Per catalog service a node of this hardware kind runs: the tiny model from the sandbox hub and
     the stand-in image of its vendor. (Per kind: one service name may be an Ascend variant's and an
     NVIDIA variant's, e.g. qwen35-397b on 2 x A3 and on GB200.)"""
@@ -44,10 +44,11 @@ def _overrides(kind: str) -> dict:
                     "image": swapped,
                     "model": {"repo_id": _TINY_REPO, "revision": None, "endpoint": _fleet["hub_url"], "size_gb": 0.05},
                 }
-    # Extra per-run changes on top (the e2e tests use it; `--data service_overrides=...` would
-    # replace the swap above instead of adding to it).
+    # Extra per-run changes on top, for every node and then per node (the e2e tests use them;
+    # `--data service_overrides=...` would replace the swap above instead of adding to it).
     extra = json.loads(os.environ.get("FLEETSERVE_SANDBOX_OVERRIDES") or "{}")
-    return deep_merge(overrides, extra)
+    per_node = json.loads(os.environ.get("FLEETSERVE_SANDBOX_NODE_OVERRIDES") or "{}").get(node, {})
+    return deep_merge(deep_merge(overrides, extra), per_node)
 
 
 _common = {
@@ -70,7 +71,7 @@ sandbox_nodes = [
         **_common,
         "ssh_hostname": node["address"],
         "hardware": node["kind"],
-        "service_overrides": _overrides(node["kind"]),
+        "service_overrides": _overrides(node["kind"], node["name"]),
         "workloads": node["workloads"],
         "distro_family": "rhel" if node.get("distro") in ("rhel", "openeuler", "rocky") else "debian",
         **({"npu_ids": node["npu_ids"]} if node.get("npu_ids") else {}),

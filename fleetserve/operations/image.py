@@ -330,7 +330,7 @@ def image_served_to_peer(ref: str, image_id: str, remote_dir: str, receivers: li
         "2>/dev/null);", "if", _same_id(image_id) + ";", "then", "src=" + q(ref) + ";", "else",
         "src=" + q(image_id) + ";", "fi;", hostpaths.ENGINE, "save", "-o", QuoteString(archive + ".tmp"), '"$src"',
         "&&", "mv", "-f", QuoteString(archive + ".tmp"), QuoteString(archive), "&&",
-        "s=$(sha256sum", QuoteString(archive), "| cut -d' ' -f1)", "&&", "n=$(stat -c %s", QuoteString(archive) + ")",
+        "s=$(sha256sum", QuoteString(archive), "| cut -d' ' -f1)", "&&", "n=$(stat -c %s", QuoteString(archive), ")",
         "&&", "printf", QuoteString('{"files": {"' + FED_ARCHIVE + '": {"size": %s, "sha256": "%s"}}}'), '"$n"', '"$s"',
         ">", QuoteString(manifest + ".tmp"), "&&", "printf", QuoteString("%s  " + FED_ARCHIVE + "\\n"), '"$s"', ">",
         QuoteString(sums), "&&", "mv", "-f", QuoteString(manifest + ".tmp"), QuoteString(manifest), ";", "fi")

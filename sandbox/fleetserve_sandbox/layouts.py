@@ -183,6 +183,10 @@ LAYOUTS: dict[str, Layout] = {
                       _numbered(_DEFAULT)),
     "bench16": Layout("bench16", "16 idle qwen3.5 nodes (A3 / 910B4 / GB200)", _numbered(_bench(16))),
     "bench4": Layout("bench4", "4 idle qwen3.5 nodes (A3 / 910B4 / GB200)", _numbered(_bench(4))),
+    # Rollouts, rollback and rebuild (tests/e2e/test_lifecycle.py): six single-node instances, each with
+    # a peer of its kind serving the same copy and image (what a rebuild takes).
+    "lifecycle": Layout("lifecycle", "6 idle qwen3.5 nodes, two of each of A3 / 910B4 / GB200",
+                        _numbered(_bench(6))),
 }
 
 # `up --nodes N` cycles through every kind in this order

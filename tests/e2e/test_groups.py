@@ -94,3 +94,30 @@ def test_a_member_that_cannot_join_rolls_the_whole_group_back(fleet):
     # ... and the group formed again on it: the head answers.
     assert "qwen3.5" in chat(node_doc(fleet, A3[0])["address"], 8000, "qwen3.5")["choices"][0]["message"]["content"]
     assert changes_in(fleet.pyinfra("deploys/qwen35.py", "--limit", "sbx-a3x2-*").stdout) == (0, 0)
+
+
+def test_a_rollout_switches_a_groups_members_together(fleet):
+    from tests.e2e.test_lifecycle import run_cli
+
+    converged = fleet.pyinfra("deploys/qwen35.py")
+    assert converged.returncode == 0, converged.stdout[-4000:]
+    before = {n: release_state(fleet, n, GB_SERVICE) for n in GB}
+    started = {n: fleet.ssh(n, f"systemctl show -p ActiveEnterTimestamp --value fleetserve-{A3_SERVICE}").stdout
+               for n in A3}
+    # A new release of the GB200 group only, one instance per batch: the group is one instance.
+    result = run_cli("rollout", "inventories/sandbox.py", "deploys/qwen35.py", "--batch", "1",
+                     overrides={GB_SERVICE: {"flags": {"max-num-seqs": 16}}})
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert f"{GB_SERVICE} (group gb200x2: {GB[0]}, {GB[1]})" in result.stdout
+    after = {n: release_state(fleet, n, GB_SERVICE) for n in GB}
+    for node in GB:
+        assert after[node]["current"] != before[node]["current"] and after[node]["previous"] == before[node]["current"]
+        record = release_record(fleet, node, GB_SERVICE, after[node]["current"])
+        assert record["argv"][record["argv"].index("--max-num-seqs") + 1] == "16"
+    records = [release_record(fleet, n, GB_SERVICE, after[n]["current"]) for n in GB]
+    assert records[0]["group_release"] == records[1]["group_release"]
+    assert "qwen3.5" in chat(node_doc(fleet, GB[0])["address"], 8000, "qwen3.5", "sandbox-api-key")[
+        "choices"][0]["message"]["content"]
+    # the other group had nothing to change: never restarted
+    assert {n: fleet.ssh(n, f"systemctl show -p ActiveEnterTimestamp --value fleetserve-{A3_SERVICE}").stdout
+            for n in A3} == started
