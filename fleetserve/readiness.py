@@ -291,6 +291,20 @@ def host_notes(report: dict[str, Any], expect: Expectations) -> list[str]:
     return notes
 
 
+def unused_unhealthy(report: dict[str, Any], expect: Expectations) -> list[str]:
+    """Accelerators no service of this host uses that are not healthy: no reason to stop the run, but
+    the next release (or another workload) may need them."""
+    word = expect.hardware.accelerator_word
+    lines = []
+    for chip in report.get("accelerators", []):
+        if chip.get("id") in expect.devices or chip.get("health") in (None, "OK"):
+            continue
+        where = f" (NPU {chip.get('npu')} chip {chip.get('chip')}, {chip.get('bus_id')})" if "npu" in chip else ""
+        lines.append(f"{word} {chip['id']}{where} is {chip['health']}; no service here uses it, but a later "
+                     f"release or workload may")
+    return lines
+
+
 def leftover_staging(report: dict[str, Any]) -> list[dict]:
     """Partial downloads no planned service resumes (reported; removed with `clean_staging`)."""
     return [leftover for state in report.get("models", {}).values() for leftover in state["leftovers"]]

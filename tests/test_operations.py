@@ -854,3 +854,24 @@ def test_check_serve_args_runs_vllms_own_command_line_without_serving(tmp_path):
     assert late.returncode == 1 and "TypeError: Error: --enable-auto-tool-choice requires" in late.stderr
     missing = run("--", "m", path=str(tmp_path / "nowhere"))
     assert missing.returncode == 3 and missing.stderr.startswith("cannot check here: ModuleNotFoundError")
+
+
+def test_an_unhealthy_accelerator_no_service_uses_passes_preflight_with_a_warning_naming_it(caplog):
+    from pathlib import Path
+
+    alarm = (Path(__file__).parent / "fixtures" / "npu-smi" / "a2-8x910b3-npu2-alarm.txt").read_text()
+    expect = replace(A2_EXPECT, devices={0: "qwen3-30b", 1: "qwen3-30b"},
+                     device_nodes=("davinci0", "davinci1", "davinci_manager"))
+    lines = host_report("atlas-800-a2", npu_smi=alarm, driver="24.1.rc2", paths=["/usr/local/dcmi"], expect=expect)
+    with caplog.at_level(logging.WARNING, logger="pyinfra"):
+        commands, state = run_op(host_ops.ready, {"echo @@arch; uname -m": lines}, expect=expect)
+    assert changes(commands, "echo @@arch; uname -m") == [] and not state.failed_hosts
+    assert ("fleetserve preflight: warning: NPU 2 (NPU 2 chip 0, 0000:81:00.0) is Alarm; no service here uses it, "
+            "but a later release or workload may") in caplog.text
+    # all healthy: not a word
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pyinfra"):
+        run_op(host_ops.ready, {"echo @@arch; uname -m": host_report("atlas-800-a2", driver="24.1.rc2",
+                                                                     paths=["/usr/local/dcmi"], expect=expect)},
+               expect=expect)
+    assert "warning" not in caplog.text

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from io import BytesIO
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FileUploadCommand, QuoteString, StringCommand
 
 from fleetserve import container, hostos, hostpaths
@@ -14,7 +14,7 @@ from fleetserve.builder import mount_unit_text
 from fleetserve.facts import batch
 from fleetserve.facts.host import FileDigests, HostReport, MountAt, PathsExist
 from fleetserve.operations import fail_command, image_facts, operation, quoted
-from fleetserve.readiness import check_host, host_notes
+from fleetserve.readiness import check_host, host_notes, unused_unhealthy
 from fleetserve.schema.checks import Expectations
 from fleetserve.schema.hardware import BindMount
 from fleetserve.schema.hostdata import MOUNTED_AS
@@ -38,6 +38,9 @@ def ready(expect: Expectations):
     if problems:
         yield fail_command(f"fleetserve preflight: {host.name} is not ready ({expect.hardware.label}):", problems)
         return
+    if host.state.is_executing:
+        for line in unused_unhealthy(report, expect):  # shown without -v: it may matter for the next rollout
+            logger.warning(f"{host.print_prefix}fleetserve preflight: warning: {line}")
     notes = "".join(f"; {note}" for note in host_notes(report, expect))
     host.noop(f"ready: {len(report.get('accelerators', []))} accelerators, driver "
               f"{report.get('driver_version') or '-'}, toolkit {report.get('toolkit_version') or '-'}{notes}")
