@@ -42,6 +42,12 @@ def run_mode() -> RunMode:
     return _MODES.get(host.state) or RunMode()
 
 
+def lock_wait_s(plan: HostPlan) -> int:
+    """How long this run waits for the host's lock: host data `lock_wait_s`, at least what the run's
+    mode asks (a lifecycle command's later runs)."""
+    return max(plan.data.lock_wait_s, run_mode().lock_wait_min_s)
+
+
 # While a deploy file is read to know what it deploys (fleetserve.loader), its calls are recorded here
 # instead of deploying: (what it calls, the workloads), in order.
 _RECORDING: ContextVar[list[tuple[str, list[str]]] | None] = ContextVar("fleetserve_recording", default=None)

@@ -19,7 +19,7 @@ from fleetserve.facts.service import ReleaseRecords
 from fleetserve.operations import host as host_ops
 from fleetserve.operations import service as service_ops
 from fleetserve.roles import verify as verify_role
-from fleetserve.roles.common import host_plan
+from fleetserve.roles.common import host_plan, lock_wait_s
 from fleetserve.schema.plan import HostPlan
 
 
@@ -35,7 +35,7 @@ def rollback(workloads: list[str]) -> None:
         return
     batch.want(reads(plan))
     host_ops.run_lock(name="One fleetserve run on this host",
-                      problem=batch.read_under_lock(host, plan.data.lock_wait_s))
+                      problem=batch.read_under_lock(host, lock_wait_s(plan)))
     for instance in host.loop(plan.services):
         service_ops.release_rolled_back(name=f"Previous release of {instance.name} started again",
                                         service=instance.name, env_path=env_file_path(instance))

@@ -29,7 +29,7 @@ from fleetserve.roles import preflight as preflight_role
 from fleetserve.roles import service as service_role
 from fleetserve.roles import shared_mount as shared_mount_role
 from fleetserve.roles import verify as verify_role
-from fleetserve.roles.common import host_plan, recorded, run_mode
+from fleetserve.roles.common import host_plan, lock_wait_s, recorded, run_mode
 from fleetserve.roles.group import group_content, group_network
 from fleetserve.schema.plan import HostPlan
 
@@ -79,7 +79,7 @@ def _serve(workloads: list[str]) -> None:
     batch.want(reads(plan))
     # One run per host, held until this run's connection ends; the host is read in the same round trip.
     host_ops.run_lock(name="One fleetserve run on this host",
-                      problem=batch.read_under_lock(host, plan.data.lock_wait_s))
+                      problem=batch.read_under_lock(host, lock_wait_s(plan)))
     preflight_role.preflight(plan)
     group_network(plan)  # every member ready and the group's network sound, or no member goes on
     host_ops.files_present(name=f"Helper scripts in {hostpaths.LIB_DIR}", directory=hostpaths.LIB_DIR,

@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from fleetserve import hostlock
 from fleetserve.lifecycle.fleet import Fleet
 from fleetserve.lifecycle.progress import Reporter
 from fleetserve.schema.run import RunMode
@@ -100,6 +101,12 @@ def _new_state(fleet: Fleet, hosts: list[str], verbosity: int) -> Any:
     return state
 
 
+# A command's runs after its first wait this long at least for a host's lock: the holder of the previous
+# run's lock exits as that run's connection closes, a moment after the run ends.
+BETWEEN_RUNS_LOCK_WAIT_S = 30
+_RAN: set[str] = set()  # hosts a run of this process has held
+
+
 def run(fleet: Fleet, hosts: list[str], mode: RunMode, reporter: Reporter, title: str,
         verbosity: int = 0) -> RunResult:
     """Run the deploy file on `hosts` in `mode`, showing progress; how it ended, per host."""
@@ -124,6 +131,9 @@ def run(fleet: Fleet, hosts: list[str], mode: RunMode, reporter: Reporter, title
     try:
         state = _new_state(fleet, hosts, verbosity)
         state.add_callback_handler(unreached.callback)
+        if _RAN & set(hosts):
+            mode = replace(mode, lock_wait_min_s=max(mode.lock_wait_min_s, BETWEEN_RUNS_LOCK_WAIT_S))
+        _RAN.update(hosts)
         set_run_mode(state, mode)
         with ctx_state.use(state), reporter.watching(state, title):
             state.set_stage(StateStage.Connect)
@@ -139,6 +149,8 @@ def run(fleet: Fleet, hosts: list[str], mode: RunMode, reporter: Reporter, title
     finally:
         if state is not None and state.initialised:
             with ctx_state.use(state):
+                for host in state.inventory:
+                    hostlock.release(host)  # the holders go now, not when the connections are collected
                 disconnect_all(state)
         pyinfra.is_cli = was_cli
     if state is not None:

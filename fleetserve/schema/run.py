@@ -52,6 +52,9 @@ class RunMode:
     feeds: Mapping[str, Feed] = field(default_factory=dict)
     prepare_only: tuple[str, ...] = ()
     restart: tuple[str, ...] = ()
+    # The least time to wait for a host's lock: a command's later runs wait for the lock holder of its
+    # own previous run to exit (it goes as that run's connection closes, a moment later).
+    lock_wait_min_s: int = 0
 
     def describe(self) -> str:
         if self.action == "deploy" and self.together:

@@ -121,8 +121,9 @@ def test_a_rollout_stops_at_its_failed_batch_and_the_rest_of_the_fleet_never_not
         thread.join(timeout=60)
     out = result.stdout
     assert result.returncode == 1, out[-6000:]
-    assert "rollout stopped at batch 2/3" in out and "fleetserve-cannot-create" in out  # the journal's own words
-    assert "not reached, still serving the release they served before: " + ", ".join(NODES[4:]) in out
+    assert "rollout stopped at batch 2/3" in out, out[-8000:]
+    assert "fleetserve-cannot-create" in out, out[-8000:]  # the journal's own words
+    assert "not reached, still serving the release they served before: " + ", ".join(NODES[4:]) in out, out[-8000:]
 
     after = {node: release_state(fleet, node) for node in NODES}
     for node in NODES[:2]:  # the first batch serves the new release, the old one kept as previous
