@@ -40,6 +40,13 @@ class _Held:
 _HELD: WeakKeyDictionary[Host, _Held] = WeakKeyDictionary()
 
 
+def _real(host: Host) -> Host:
+    """The Host itself, not pyinfra's `host` context proxy (whose identity follows the current host):
+    the lock is kept per Host, and must be found again outside that host's context."""
+    get = getattr(host, "_get_module", None)
+    return get() if callable(get) and not isinstance(host, Host) else host
+
+
 def holder_script(wait_s: int, who: str, then: str | None = None, end: str = "") -> str:
     lock, owner = hostpaths.LOCK_FILE, hostpaths.LOCK_OWNER_FILE
     # What the run reads first, under the lock; its stdin is not the heartbeats', its stderr is not read.
@@ -59,6 +66,7 @@ def acquire(host: Host, wait_s: int, then: str | None = None) -> str | None:
     """Hold the host's lock for the rest of this run; None when held, else why not (who holds it).
     `then`: a command run under the lock before the holder waits, whose output `read_lines` gives.
     Hosts reached without SSH (pyinfra's @fake and @local) are not locked."""
+    host = _real(host)
     if host in _HELD:
         return None
     client = getattr(host.connector, "client", None)
@@ -100,7 +108,7 @@ def acquire(host: Host, wait_s: int, then: str | None = None) -> str | None:
 
 def read_lines(host: Host) -> list[str] | None:
     """What `acquire(then=...)` printed under the lock (once); None when nothing was read that way."""
-    held = _HELD.get(host)
+    held = _HELD.get(_real(host))
     if held is None:
         return None
     lines, held.lines = held.lines, None
@@ -119,7 +127,7 @@ def _heartbeat(stdin) -> None:
 
 def release(host: Host) -> None:
     """Give the lock back now (it also goes when the connection closes)."""
-    held = _HELD.pop(host, None)
+    held = _HELD.pop(_real(host), None)
     if held is None:
         return
     if held.beat is not None:
