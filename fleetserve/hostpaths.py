@@ -145,9 +145,12 @@ def peer_modules(key: str) -> tuple[str, str]:
     return key, f"{key}.partial"
 
 
+RELEASES_DIR = f"{STATE_DIR}/releases"  # one directory per service fleetserve deployed on the host
+
+
 def release_dir(service: str) -> str:
     """A service's releases: <id>/{release.json, unit, env} and state.json (current, previous)."""
-    return f"{STATE_DIR}/releases/{service}"
+    return f"{RELEASES_DIR}/{service}"
 
 
 def release_state(service: str) -> str:

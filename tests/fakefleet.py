@@ -391,3 +391,36 @@ def group_responses(expect: Any, host: str, *, network: list[str] | None = None,
 GROUP_NETWORK = re.compile(r'^echo "@@clock-start')
 NPU_PINGS = re.compile(r"^to=\S+ .* -ping -g address ")
 GROUP_CONTENT = re.compile(r'^echo "@@image:')
+
+
+# --- fleetserve status -------------------------------------------------------------------------
+
+STATUS = "@@@fleetserve-service"  # a substring of HostStatus's command (its per-service marker)
+BENCH = "echo @@bench:"  # a substring of EndpointBench's command
+
+
+def status_service(*, state: dict | None = None, releases: list[dict] = (), verified: list[str] = (),
+                   port: int = 8000, active: str = "inactive", container: str = "", health: str = "000",
+                   listeners: list[str] = (), image: str | None = None, probe: dict | None = None) -> dict:
+    """One service's part of HostStatus's output, as pieces (``status_output`` prints them)."""
+    return {"state": state, "releases": list(releases), "verified": list(verified), "port": port, "active": active,
+            "container": container, "health": health, "listeners": list(listeners), "image": image, "probe": probe}
+
+
+def status_output(kind: str, services: dict[str, dict], *, driver: str = "24.1.rc2",
+                  smi: str | None = None) -> list[str]:
+    """HostStatus output of a host of this kind (its smi fixture) with these services' parts, line for
+    line as fleetserve.facts.status's script prints them (tests/test_status.py checks it against the
+    script run in a real shell)."""
+    hardware = get_kind(kind)
+    text = smi if smi is not None else (FIXTURES / SMI_OUTPUT[hardware.kind]).read_text()
+    lines = ["@@driver", f"Version={driver}"] if hardware.driver_version_file else []
+    lines += ["@@smi", *text.splitlines(), "@@smi-rc 0"]
+    for name, part in services.items():
+        lines += [f"{STATUS} {name}", "@@state", json.dumps(part["state"], sort_keys=True) if part["state"] else "",
+                  "@@releases", *[json.dumps(r, sort_keys=True) for r in part["releases"]], "@@verified",
+                  *part["verified"], f"@@port {part['port']}", f"@@active {part['active']}",
+                  f"@@container {part['container']}", f"@@health {part['health']}", "@@listeners", *part["listeners"]]
+        if part["image"]:
+            lines += [f"@@image {part['image']}", "@@probe", json.dumps(part["probe"]) if part["probe"] else "", ""]
+    return lines

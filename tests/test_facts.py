@@ -3,11 +3,12 @@
 import hashlib
 import json
 import subprocess
+import sys
 
 from fleetserve.facts.base import split_sections
 from fleetserve.facts.batch import Batch, batch_command, parse_batch
 from fleetserve.facts.host import EngineInfo, FileDigests, FileModes, FileSizes, HostReport, PathsExist
-from fleetserve.facts.image import ImageFacts, argv_digest
+from fleetserve.facts.image import PROBE, PROBE_FORMAT, ImageFacts, argv_digest, image_toolkit, probe_argument
 from fleetserve.facts.service import EndpointCheck, ReleaseRecords, ServiceHealth, ServiceState
 from fleetserve.facts.weights import ModelState
 from fleetserve.hardware import get_kind
@@ -155,7 +156,8 @@ def _image_facts_in_a_real_shell(tmp_path, run_script: str) -> tuple[dict | None
 
 
 def test_image_facts_ask_the_image_once_and_keep_the_answer(tmp_path):
-    answer = '{"hf": "0.36.2", "modelscope": "1.37.0", "vllm": "0.18.0", "jemalloc": null}'
+    answer = ('{"probe": 2, "hf": "0.36.2", "modelscope": "1.37.0", "vllm": "0.18.0", "jemalloc": null,'
+              ' "toolkit_files": {}, "toolkit_env": {"CUDA_VERSION": "12.9.1"}}')
     found, runs = _image_facts_in_a_real_shell(tmp_path, f"echo '{answer}'")
     assert found["id"] == "sha256:" + "ab" * 32 and found["hf"] == "0.36.2" and found["vllm"] == "0.18.0"
     assert found["probed"] and found["error"] is None and found["accepted"] == {} and not found["jemalloc_loads"]
@@ -167,6 +169,47 @@ def test_image_facts_ask_the_image_once_and_keep_the_answer(tmp_path):
     again, runs = _image_facts_in_a_real_shell(tmp_path, "exit 99")
     assert runs == ["image"] and again["hf"] == "0.36.2" and again["jemalloc_loads"]
     assert again["accepted"] == {argv_digest(["/m"]): {"verdict": "accepted"}}
+
+
+def test_a_probe_record_of_an_older_format_is_asked_again_once(tmp_path):
+    """Records kept before the probe read the toolkit lack it: the image is asked again, then kept."""
+    images = tmp_path / "state" / "images"
+    images.mkdir(parents=True)
+    old = images / f"probe-{'ab' * 32}.json"
+    old.write_text('{"hf": "0.36.2", "modelscope": "1.37.0", "vllm": "0.18.0", "jemalloc": null}\n')
+    # The image cannot be asked now: the old record is still read (without a toolkit), nothing is lost.
+    kept, runs = _image_facts_in_a_real_shell(tmp_path, "exit 99")
+    assert runs == ["image", "run"] and kept["hf"] == "0.36.2" and kept["toolkit_env"] == {} and kept["error"] is None
+    answer = ('{"probe": 2, "hf": "0.36.2", "modelscope": "1.37.0", "vllm": "0.18.0", "jemalloc": null,'
+              ' "toolkit_files": {}, "toolkit_env": {"CUDA_VERSION": "12.9.1"}}')
+    found, runs = _image_facts_in_a_real_shell(tmp_path, f"echo '{answer}'")
+    assert runs == ["image", "run"] and found["toolkit_env"] == {"CUDA_VERSION": "12.9.1"}
+    again, runs = _image_facts_in_a_real_shell(tmp_path, "exit 99")
+    assert runs == ["image"] and again["toolkit_env"] == {"CUDA_VERSION": "12.9.1"}
+
+
+def test_the_probe_reads_the_toolkit_an_image_carries(tmp_path):
+    """PROBE itself, run by this Python: the kinds' CANN install info glob and CUDA_VERSION, the glob pointed
+    here at an install info file (its `version=` line, as vllm-ascend's collect_env and CI read it)."""
+    info = tmp_path / "Ascend" / "ascend-toolkit" / "latest" / "aarch64-linux" / "ascend_toolkit_install.info"
+    info.parent.mkdir(parents=True)
+    info.write_text("package_name=Ascend-cann-toolkit\nversion=8.5.1\ninnerversion=V100R001C25SPC001B220\n")
+    kinds = json.loads(probe_argument())
+    assert kinds == [[get_kind("atlas-800-a3").toolkit_info_glob], [get_kind("nvidia-gb200x4").toolkit_env]]
+    pattern = str(tmp_path / "Ascend" / "ascend-toolkit" / "latest" / "*-linux" / "ascend_toolkit_install.info")
+    missing = str(tmp_path / "none" / "*.info")
+    ran = subprocess.run([sys.executable, "-c", PROBE, json.dumps([[pattern, missing], ["CUDA_VERSION"]])],
+                         capture_output=True, text=True, env={"CUDA_VERSION": "12.9.1", "PATH": "/usr/bin:/bin"},
+                         check=True)
+    found = json.loads(ran.stdout)
+    assert found["probe"] == PROBE_FORMAT and found["toolkit_files"] == {pattern: "8.5.1", missing: None}
+    assert found["toolkit_env"] == {"CUDA_VERSION": "12.9.1"}
+    carried_by = ImageFacts().process(["@@id sha256:" + "ab" * 32, "@@probe", ran.stdout.strip()])
+    a3 = get_kind("atlas-800-a3").model_copy(update={"toolkit_info_glob": pattern})
+    assert image_toolkit(carried_by, a3) == {"name": "CANN", "version": "8.5.1"}
+    assert image_toolkit(carried_by, get_kind("nvidia-h100x8")) == {"name": "CUDA", "version": "12.9.1"}
+    # An image that says nothing of it, or a record from before: named, version unknown.
+    assert image_toolkit({"toolkit_files": {}, "toolkit_env": {}}, a3) == {"name": "CANN", "version": None}
 
 
 def test_image_facts_report_an_image_that_cannot_run_and_keep_nothing(tmp_path):

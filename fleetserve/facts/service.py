@@ -3,6 +3,7 @@ service's own container answers (a quick look for a converged run, the full chec
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
 from fleetserve import hostpaths
@@ -49,19 +50,8 @@ class ServiceHealth(Fact):
     container (the id the engine wrote when the unit started it)."""
 
     def command(self, service: str, port: int, head_address: str | None = None) -> str:
-        host = f"[{head_address}]" if head_address and ":" in head_address else (head_address or "127.0.0.1")
-        cid = q(hostpaths.container_id_file(service))
-        port = int(port)
-        return (f"echo \"@@active $(systemctl is-active {q(hostpaths.unit_name(service))} 2>/dev/null)\";"
-                f" c=$(cat {cid} 2>/dev/null); echo \"@@container $c\";"
-                f" echo \"@@health $(curl -s -o /dev/null -w '%{{http_code}}' -m 5 http://{host}:{port}/health"
-                " 2>/dev/null)\";"
-                + ("" if head_address else
-                   f" echo @@listeners; for pid in $(ss -Hltnp \"sport = :{port}\" 2>/dev/null | grep -o 'pid=[0-9]*'"
-                   " | cut -d= -f2 | sort -u); do if [ -n \"$c\" ] && grep -q \"$c\" /proc/$pid/cgroup 2>/dev/null;"
-                   " then echo \"own $pid\"; else echo \"foreign $pid $(tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null |"
-                   " cut -c1-120)\"; fi; done;")
-                + " true")
+        return health_script(q(hostpaths.unit_name(service)), q(hostpaths.container_id_file(service)), str(int(port)),
+                             head_address)
 
     def process(self, output: list[str]) -> dict[str, Any]:
         sections = split_sections(output)
@@ -77,6 +67,22 @@ class ServiceHealth(Fact):
         if found["active"] != "active" or found["health"] != "200" or not found["container"]:
             return False
         return headless or (bool(found["own"]) and not found["foreign"])
+
+
+def health_script(unit_word: str, cid_word: str, port_word: str, head_address: str | None = None) -> str:
+    """ServiceHealth's shell, its unit, container id file and port given as shell words (a name, or a
+    variable of a script that loops over services)."""
+    host = f"[{head_address}]" if head_address and ":" in head_address else (head_address or "127.0.0.1")
+    return (f"echo \"@@active $(systemctl is-active {unit_word} 2>/dev/null)\";"
+            f" c=$(cat {cid_word} 2>/dev/null); echo \"@@container $c\";"
+            f" echo \"@@health $(curl -s -o /dev/null -w '%{{http_code}}' -m 5 http://{host}:{port_word}/health"
+            " 2>/dev/null)\";"
+            + ("" if head_address else
+               f" echo @@listeners; for pid in $(ss -Hltnp \"sport = :{port_word}\" 2>/dev/null | grep -o 'pid=[0-9]*'"
+               " | cut -d= -f2 | sort -u); do if [ -n \"$c\" ] && grep -q \"$c\" /proc/$pid/cgroup 2>/dev/null;"
+               " then echo \"own $pid\"; else echo \"foreign $pid $(tr '\\0' ' ' < /proc/$pid/cmdline 2>/dev/null |"
+               " cut -c1-120)\"; fi; done;")
+            + " true")
 
 
 class ReleaseRecords(Fact):
@@ -145,3 +151,50 @@ class InstalledUnits(Fact):
         sections = split_sections(output)
         return {name.partition(":")[2]: ("\n".join(lines) + "\n" if lines else None)
                 for name, lines in sections.items() if name.startswith("unit:")}
+
+
+def bench_program() -> str:
+    """files/bench_api.py as one `python3 -c` program, with the verify_api.py it imports (the key's
+    reading) made a module first: the host needs neither installed, only python3."""
+    files = resources.files("fleetserve.files")
+    verify, bench = (files.joinpath(name).read_text(encoding="utf-8") for name in ("verify_api.py", "bench_api.py"))
+    return ("import sys, types\n"
+            "verify_api = types.ModuleType('verify_api')\n"
+            f"exec(compile({verify!r}, 'verify_api.py', 'exec'), verify_api.__dict__)\n"
+            "sys.modules['verify_api'] = verify_api\n"
+            f"exec(compile({bench!r}, 'bench_api.py', 'exec'), {{'__name__': '__main__'}})\n")
+
+
+class EndpointBench(Fact):
+    """Latency (p50/p99 of `requests` one after the other) and throughput (requests/s and completion
+    tokens/s at `concurrency`) of each given service's API, measured on its host against 127.0.0.1 by
+    files/bench_api.py, sent inside this command. Each entry of `services` is (service, port,
+    env_path): the API key is read on the host from the unit's EnvironmentFile (its path only is in
+    this command); without python3 on the host, inside the service's container (whose VLLM_API_KEY
+    it reads). {service: the helper's JSON document, or {"error": what it printed}}."""
+
+    shell_executable = "sh"
+
+    def command(self, services: list[tuple[str, int, str | None]], requests: int, concurrency: int) -> str:
+        program = q(bench_program())
+        counts = f"{int(requests)} {int(concurrency)}"
+        parts = []
+        for service, port, env_path in services:
+            name = q(hostpaths.container_name(service))
+            parts.append(f"echo @@bench:{q(service)}; if command -v python3 >/dev/null 2>&1; then"
+                         f" python3 -c \"$bench_py\" {int(port)} {q(env_path or '')} {counts};"
+                         f" else {hostpaths.ENGINE} exec -i {name} python3 -c \"$bench_py\" {int(port)} '' {counts};"
+                         " fi 2>&1 | tail -n 20")
+        return f"bench_py={program}; " + "; ".join(parts) + "; true"
+
+    def process(self, output: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for name, lines in split_sections(output).items():
+            if not name.startswith("bench:"):
+                continue
+            text = [line for line in lines if line.strip()]
+            document = json_or_none(text[-1:]) if text else None
+            if not isinstance(document, dict) or "_unreadable" in document:
+                document = {"error": " ".join(" ".join(text).split())[-300:] or "the helper said nothing"}
+            found[name[len("bench:"):]] = document
+        return found

@@ -54,7 +54,9 @@ class HardwareKind(StrictModel):
     smi_path: str
     smi_format: str  # the module of fleetserve/hardware/smi/ that asks the tool (its NAME)
     driver_version_file: str | None = None  # else the smi tool reports the driver version
-    toolkit_info_glob: str | None = None
+    toolkit_info_glob: str | None = None  # the toolkit's install info (a `version=` line), on a host or in an image
+    toolkit_name: str | None = None  # what operators call the toolkit a serving image carries: CANN, CUDA
+    toolkit_env: str | None = None  # the variable a serving image sets to its toolkit's version (CUDA_VERSION)
     visible_devices_env: str
     device_syntax: str  # the module of fleetserve/hardware/devices/ that hands devices over (its NAME)
     cdi_device: str | None = None  # CDI device name with {id}, for device_syntax cdi
