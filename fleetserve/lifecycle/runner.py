@@ -134,6 +134,10 @@ def run(fleet: Fleet, hosts: list[str], mode: RunMode, reporter: Reporter, title
         if _RAN & set(hosts):
             mode = replace(mode, lock_wait_min_s=max(mode.lock_wait_min_s, BETWEEN_RUNS_LOCK_WAIT_S))
         _RAN.update(hosts)
+        if mode.together or mode.action == "rollback":
+            # Hosts that settle as one must all reach the settling step, however many failed: pyinfra's
+            # failure limit would end the run before it and leave the others' candidates unsettled.
+            state.config.FAIL_PERCENT = None
         set_run_mode(state, mode)
         with ctx_state.use(state), reporter.watching(state, title):
             state.set_stage(StateStage.Connect)

@@ -25,7 +25,7 @@ DEPLOY = "deploys/qwen35.py"
 # Inventory order, as a rollout takes them (one instance each): batches of 2 are these pairs.
 NODES = ["sbx-bench-a3-01", "sbx-bench-910b4-01", "sbx-bench-gb200-01",
          "sbx-bench-a3-02", "sbx-bench-910b4-02", "sbx-bench-gb200-02"]
-SERVICE = {"a3": ("qwen35-27b", 8010, "qwen3.5", None), "910b4": ("qwen35-2b-base", 8000, "Qwen/Qwen3.5-2B-Base", None),
+SERVICE = {"a3": ("qwen35-27b", 8010, "qwen3.5", None), "910b4": ("qwen35-2b-base", 8000, "/opt/atomgit/Qwen3.5-2B-Base", None),
            "gb200": ("qwen35-397b", 8000, "qwen3.5", "sandbox-api-key")}
 NEW_FLAGS = {name: {"flags": {"max-num-seqs": 16}} for name, *_ in SERVICE.values()}
 # vLLM (and the stand-in) refuse to start when --download-dir cannot be created.
