@@ -167,8 +167,10 @@ def converged_responses(plan: HostPlan, image_id: str = IMAGE_ID,
     records = []
     accepted: dict[str, dict[str, dict]] = {}
     loaded: dict[str, dict] = {}
+    carries: dict[str, str] = {}  # each image carries the vLLM its catalog entry names
     for instance in plan.services:
         spec = instance.spec
+        carries[spec.image.ref] = spec.image.vllm_version
         engine = Engine(path="/usr/bin/docker", service_unit=None)
         files = service_files(instance, instance.member(plan.host), plan, engine, jemalloc_in_image=image_jemalloc)
         argv = instance.member(plan.host).serve_args or instance.serve_args
@@ -193,8 +195,8 @@ def converged_responses(plan: HostPlan, image_id: str = IMAGE_ID,
             f"@@marker {marker_sha}", "@@state", json.dumps(state)]
         responses[health_key(spec.port)] = healthy()
     for ref, commands in accepted.items():
-        responses[image_facts_key(ref)] = image_facts_output(image_id, probe, loaded.get(ref), commands,
-                                                             jemalloc_loads=True)
+        responses[image_facts_key(ref)] = image_facts_output(image_id, {**probe, "vllm": carries[ref]}, loaded.get(ref),
+                                                             commands, jemalloc_loads=True)
     responses[f"for s in {hostpaths.STATE_DIR}/releases/*/"] = records
     return responses
 

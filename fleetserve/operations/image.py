@@ -16,10 +16,11 @@ from fleetserve import container, hostpaths
 from fleetserve.facts import batch
 from fleetserve.facts.host import FileModes, FileSizes
 from fleetserve.facts.image import ImageIds, argv_digest
-from fleetserve.operations import image_facts, operation, quoted, watch
+from fleetserve.operations import fail_command, image_facts, operation, quoted, watch
 from fleetserve.operations.peer import daemon_started, peer_url
 from fleetserve.schema.hardware import BindMount
 from fleetserve.schema.plan import PeerLink
+from fleetserve.versions import normalise_version
 
 FETCH_SCRIPT = hostpaths.lib_file("peer_fetch.py")
 CHECK_SCRIPT = hostpaths.lib_file("check_serve_args.py")
@@ -478,21 +479,42 @@ def pull_sources(ref: str, mirrors: tuple[str, ...] | list[str]) -> list[str]:
     return [f"{m.rstrip('/')}/{path}" for m in mirrors] + [ref]
 
 
+def _release(version: str) -> str:
+    """A vLLM version as a release: the image's ``0.18.0+empty`` (vllm-ascend builds vLLM with no
+    device target) is release 0.18.0."""
+    return normalise_version(version.split("+", 1)[0])
+
+
+def vllm_mismatch(image: str, carried: str | None, expected: str | None) -> list[str]:
+    """Why the vLLM the image carries is not the release the catalog names, first line first (empty
+    when it is, or when either is unknown): the command was checked offline against the named release."""
+    if not carried or not expected or _release(carried) == _release(expected):
+        return []
+    return [f"fleetserve: {image} carries vLLM {carried}, but its catalog entry says image.vllm_version "
+            f"\"{expected}\" (nothing was restarted):",
+            f"the command was checked against the options of vLLM {expected}, not those of the vLLM that would run it",
+            f"set image.vllm_version: \"{_release(carried)}\" for this image (then render again: the flags are "
+            f"checked against that release), or use an image that carries vLLM {expected}"]
+
+
 @operation(is_idempotent=True)
 def command_accepted(image: str, entrypoint: str, argv: list[str], cpu: bool = False,
-                     mounts: list[BindMount] | None = None):
+                     mounts: list[BindMount] | None = None, vllm_version: str | None = None):
     """
     The image's own vLLM accepts a ``vllm serve`` command (``check_serve_args.py`` runs vLLM's real
-    parser and pre-load checks inside the image, loading nothing): checked once per image id and
-    command, remembered on the host. A refusal fails the host with vLLM's own words before anything
-    restarts; an image where the check cannot run (no vLLM module, an import failure) is noted and
-    left to fleetserve's table of that vLLM release.
+    parser and the checks vLLM makes before it starts serving inside the image, loading nothing):
+    checked once per image id and command, remembered on the host. A refusal fails the host with
+    vLLM's own words before anything restarts; an image where the check cannot run (no vLLM module, an
+    import failure) is noted and left to fleetserve's table of that vLLM release. An image whose own
+    vLLM (as its probe read it) is not ``vllm_version`` fails the host first, naming both.
 
     + image: the serving image
     + entrypoint: ``shell`` or ``vllm-serve`` (how to run a program in the image)
     + argv: MODEL and the flags, exactly as the service passes them to ``vllm serve``
     + cpu: put vLLM on its CPU platform first (an NVIDIA image checked without its GPUs)
     + mounts: read-only mounts the image's platform plugin needs to import (the Ascend driver)
+    + vllm_version: the vLLM release the catalog says the image carries (its command was checked
+      offline with that release's table)
 
     **Example:**
 
@@ -502,6 +524,10 @@ def command_accepted(image: str, entrypoint: str, argv: list[str], cpu: bool = F
                          argv=["/data/models/Qwen3-30B", "--tensor-parallel-size", "4"])
     """
     found = image_facts(image, entrypoint)
+    mismatch = vllm_mismatch(image, (found or {}).get("vllm"), vllm_version)
+    if mismatch:
+        yield fail_command(mismatch[0], mismatch[1:])
+        return
     digest = argv_digest(argv)
     if found and digest in found["accepted"]:
         host.noop(f"{image}'s vLLM {found['accepted'][digest].get('verdict', 'accepted')} this command")
