@@ -83,7 +83,7 @@ def _client_version(hub: str) -> str:
 def _download_argv(copy: ModelCopy, stage: Path, token: bool = False) -> tuple[list[str], dict[str, str]]:
     """The hub client's command line and environment, as fleetserve gives them in the image (the
     command that client version has: `hf`, or `huggingface-cli` before huggingface_hub 0.34)."""
-    download = hubclient.download(copy, str(stage), _client_version(copy.hub), token=token)
+    download = hubclient.download(copy, str(stage), _client_version(copy.hub), token=token, where="on this machine")
     if download.problem:
         raise BundleError(f"{copy.hub}:{copy.repo_id}: {download.problem}")
     path = shutil.which(download.program) or str(Path(sys.executable).parent / download.program)

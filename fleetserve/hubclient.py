@@ -60,10 +60,11 @@ def hf_program(version: str | None) -> str | None:
     return "huggingface-cli" if version_at_least(version, HF_DOWNLOAD_COMMAND) else None
 
 
-def download(copy: ModelCopy, stage: str, version: str | None, known: bool = True, token: bool = False) -> Download:
+def download(copy: ModelCopy, stage: str, version: str | None, known: bool = True, token: bool = False,
+             where: str = "in the image") -> Download:
     """The download of `copy` into `stage` by the hub's client at `version` (None with ``known``: the
     image carries no such client; None without ``known``: not asked yet, so as the newest clients take it).
-    ``token``: a token is given (as TOKEN_VARIABLE) for this copy."""
+    ``token``: a token is given (as TOKEN_VARIABLE) for this copy; ``where`` the client is, for the words."""
     if known and version is None:
         return Download(problem=f"the image has no {PACKAGE[copy.hub]} (the {PROGRAM[copy.hub]} command); fleetserve "
                                 f"downloads with the client the serving image carries")
@@ -72,14 +73,14 @@ def download(copy: ModelCopy, stage: str, version: str | None, known: bool = Tru
     if copy.hub == "hf":
         program = hf_program(version)
         if program is None:
-            return Download(problem=f"huggingface_hub {version} in the image has no download command (huggingface-cli "
-                                    f"download arrived in {HF_DOWNLOAD_COMMAND}, hf in {HF_COMMAND}): use an image "
-                                    f"with huggingface_hub >= {HF_DOWNLOAD_COMMAND}")
+            return Download(problem=f"huggingface_hub {version} {where} has no download command (huggingface-cli "
+                                    f"download arrived in {HF_DOWNLOAD_COMMAND}, hf in {HF_COMMAND}): use "
+                                    f"huggingface_hub >= {HF_DOWNLOAD_COMMAND}")
         if token and version is not None and not version_at_least(version, HF_TOKEN_VARIABLE):
-            return Download(problem=f"huggingface_hub {version} in the image reads its token only from "
+            return Download(problem=f"huggingface_hub {version} {where} reads its token only from "
                                     f"HUGGING_FACE_HUB_TOKEN (HF_TOKEN from {HF_TOKEN_VARIABLE}), and fleetserve gives "
-                                    f"it as HF_TOKEN: use an image with huggingface_hub >= {HF_TOKEN_VARIABLE} for a "
-                                    f"model that needs a token")
+                                    f"it as HF_TOKEN: use huggingface_hub >= {HF_TOKEN_VARIABLE} for a model that "
+                                    f"needs a token")
         args = ["download", copy.repo_id, "--revision", copy.revision, "--local-dir", stage]
         if include and version is not None and not version_at_least(version, "1.0"):
             args += ["--include", *include]
