@@ -810,9 +810,14 @@ def _accepted_record(argv) -> str:
 
 
 def test_a_command_the_image_accepted_before_is_not_checked_again():
-    responses = _image_has(None, ASCEND, accepted={argv_digest(CHECK_ARGS["argv"]): {"verdict": "accepted"}})
+    record = {"verdict": "accepted", "checker": image_ops.checker_digest()}
+    responses = _image_has(None, ASCEND, accepted={argv_digest(CHECK_ARGS["argv"]): record})
     commands, _ = run_op(image_ops.command_accepted, responses, **CHECK_ARGS)
     assert changes(commands, PROBE) == []
+    # accepted by an older check_serve_args.py (one that did not run ServeSubcommand.cmd): asked again
+    older = _image_has(None, ASCEND, accepted={argv_digest(CHECK_ARGS["argv"]): {"verdict": "accepted"}})
+    (check,) = changes(run_op(image_ops.command_accepted, older, **CHECK_ARGS)[0], PROBE)
+    assert "check_serve_args.py" in check and f'"checker": "{image_ops.checker_digest()}"' in check
 
 
 def test_a_new_command_is_checked_by_the_images_own_vllm():
@@ -848,7 +853,8 @@ def test_an_image_carrying_the_catalogs_vllm_is_checked_and_then_a_noop():
     commands, _ = run_op(image_ops.command_accepted, carried, **{**CHECK_ARGS, "vllm_version": "0.18.0"})
     (check,) = changes(commands, PROBE)
     assert "check_serve_args.py" in check
-    converged = _image_has(None, ASCEND, accepted={argv_digest(CHECK_ARGS["argv"]): {"verdict": "accepted"}})
+    converged = _image_has(None, ASCEND, accepted={argv_digest(CHECK_ARGS["argv"]): {
+        "verdict": "accepted", "checker": image_ops.checker_digest()}})
     commands, _ = run_op(image_ops.command_accepted, converged, **{**CHECK_ARGS, "vllm_version": "v0.18.0"})
     assert changes(commands, PROBE) == []
 

@@ -3,11 +3,14 @@ or pulled (mirrors, digest pinning); and the image's own vLLM asked whether it a
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import shlex
 import weakref
 from collections.abc import Iterator
+from importlib import resources
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, Host, QuoteString, State, StringCommand
@@ -479,6 +482,14 @@ def pull_sources(ref: str, mirrors: tuple[str, ...] | list[str]) -> list[str]:
     return [f"{m.rstrip('/')}/{path}" for m in mirrors] + [ref]
 
 
+@functools.cache
+def checker_digest() -> str:
+    """Which in-image check a record of an accepted command came from: a command accepted by an older
+    check_serve_args.py (one that checked less) is asked again."""
+    script = resources.files("fleetserve.files").joinpath("check_serve_args.py").read_bytes()
+    return hashlib.sha256(script).hexdigest()[:16]
+
+
 def _release(version: str) -> str:
     """A vLLM version as a release: the image's ``0.18.0+empty`` (vllm-ascend builds vLLM with no
     device target) is release 0.18.0."""
@@ -503,7 +514,7 @@ def command_accepted(image: str, entrypoint: str, argv: list[str], cpu: bool = F
     """
     The image's own vLLM accepts a ``vllm serve`` command (``check_serve_args.py`` runs vLLM's real
     parser and the checks vLLM makes before it starts serving inside the image, loading nothing):
-    checked once per image id and command, remembered on the host. A refusal fails the host with
+    checked once per image id, command and version of the check, remembered on the host. A refusal fails the host with
     vLLM's own words before anything restarts; an image where the check cannot run (no vLLM module, an
     import failure) is noted and left to fleetserve's table of that vLLM release. An image whose own
     vLLM (as its probe read it) is not ``vllm_version`` fails the host first, naming both.
@@ -529,16 +540,18 @@ def command_accepted(image: str, entrypoint: str, argv: list[str], cpu: bool = F
         yield fail_command(mismatch[0], mismatch[1:])
         return
     digest = argv_digest(argv)
-    if found and digest in found["accepted"]:
-        host.noop(f"{image}'s vLLM {found['accepted'][digest].get('verdict', 'accepted')} this command")
+    known = (found or {}).get("accepted", {}).get(digest)
+    if known and known.get("checker") == checker_digest():
+        host.noop(f"{image}'s vLLM {known.get('verdict', 'accepted')} this command")
         return
     record = hostpaths.image_accepted((found or {}).get("id", "unknown"), digest)
     check_mounts = (*(mounts or ()), BindMount(host=CHECK_SCRIPT, container=hostpaths.CHECK_IN_CONTAINER,
                                                read_only=True))
     check = quoted(container.program_argv(container.looked_into(image, entrypoint, mounts=check_mounts), "python3",
                                           [hostpaths.CHECK_IN_CONTAINER, *(["--cpu"] if cpu else []), "--", *argv]))
-    accepted = json.dumps({"image": image, "verdict": "accepted"})
-    unchecked = json.dumps({"image": image, "verdict": "could not check (fleetserve's table applies)"})
+    accepted = json.dumps({"image": image, "verdict": "accepted", "checker": checker_digest()})
+    unchecked = json.dumps({"image": image, "verdict": "could not check (fleetserve's table applies)",
+                            "checker": checker_digest()})
     yield StringCommand(
         "mkdir", "-p", QuoteString(hostpaths.IMAGES_STATE_DIR), "&&", "out=$(", check, "2>&1);", "rc=$?;",
         "case", "$rc", "in",
