@@ -66,27 +66,30 @@ def wanted(plans: list[HostPlan]) -> Wanted:
     return Wanted(models, images, tuple(pulled))
 
 
-def _client(hub: str) -> tuple[str, str]:
-    """(program, version) of the hub's client on this machine."""
+def _missing(hub: str) -> BundleError:
     package, program = hubclient.PACKAGE[hub], hubclient.PROGRAM[hub]
-    path = shutil.which(program) or str(Path(sys.executable).parent / program)
+    return BundleError(f"the {hub} client ({program}, Python package {package}) is not on this machine: "
+                       f"install it (pip install {package}) to download from the hub into a bundle")
+
+
+def _client_version(hub: str) -> str:
+    """The version of the hub's client package on this machine."""
     try:
-        found = version(package)
+        return version(hubclient.PACKAGE[hub])
     except PackageNotFoundError:
-        found = None
-    if not found or not os.path.exists(path):
-        raise BundleError(f"the {hub} client ({program}, Python package {package}) is not on this machine: "
-                          f"install it (pip install {package}) to download from the hub into a bundle")
-    return path, found
+        raise _missing(hub) from None
 
 
-def _download_argv(copy: ModelCopy, stage: Path) -> tuple[list[str], dict[str, str]]:
-    """The hub client's command line and environment, as fleetserve gives them in the image."""
-    program, client_version = _client(copy.hub)
-    download = hubclient.download(copy, str(stage), client_version)
+def _download_argv(copy: ModelCopy, stage: Path, token: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The hub client's command line and environment, as fleetserve gives them in the image (the
+    command that client version has: `hf`, or `huggingface-cli` before huggingface_hub 0.34)."""
+    download = hubclient.download(copy, str(stage), _client_version(copy.hub), token=token, where="on this machine")
     if download.problem:
         raise BundleError(f"{copy.hub}:{copy.repo_id}: {download.problem}")
-    return [program, *download.args], dict(download.env)
+    path = shutil.which(download.program) or str(Path(sys.executable).parent / download.program)
+    if not os.path.exists(path):
+        raise _missing(copy.hub)
+    return [path, *download.args], dict(download.env)
 
 
 def _verify(copy: ModelCopy, directory: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -105,7 +108,7 @@ def add_model(out: Path, copy: ModelCopy, token: str | None, say=print) -> dict:
         env[hubclient.TOKEN_VARIABLE[copy.hub]] = token
     if not marker.is_file():
         where.mkdir(parents=True, exist_ok=True)
-        argv, client_env = _download_argv(copy, where)
+        argv, client_env = _download_argv(copy, where, token=bool(token))
         say(f"bundle: downloading {what} into {where}")
         result = subprocess.run(argv, env={**env, **client_env}, capture_output=True, text=True)
         if result.returncode:

@@ -67,7 +67,7 @@ def expectations_for(plan: HostPlan) -> Expectations:
     for instance in plan.services:
         release = instance.spec.image.vllm_ascend_version
         needs = ascend_image_needs(release) if release else None
-        if needs:
+        if needs and needs["hdk_min"]:
             floors.append((needs["hdk_min"], f"{instance.spec.image.ref} (vllm-ascend {release}) carries CANN "
                                              f"{needs['cann']}, which needs HDK >= {needs['hdk_min']} ({needs['source']})",
                            bool(needs["verified"])))

@@ -12,8 +12,9 @@ from fleetserve.vllm import (
     UnknownVersionError,
     known_platform_versions,
     known_versions,
+    load_table,
     parse_serve_args,
-    validate_serve_flags,
+    refusals,
 )
 
 # Typed fields -> vllm flag, emitted when the catalog sets them or they differ from vLLM's default.
@@ -84,6 +85,16 @@ def _canonical_flag(key: str, value: object, spec: ServiceSpec, platform: str) -
     return primary, None
 
 
+def _in_words(err: ServeArgsError, version: str, written: dict[str, str]) -> str:
+    """One problem line: fleetserve's words first (where the service set it, the option, the value,
+    what it takes), then vLLM's own line(s)."""
+    said = err.summary or "this command"
+    option = said.split(" ", 1)[0]
+    where = written.get(option)
+    first = f"{where}: {said}" if where else said
+    return f"{first}; vLLM {version} would refuse it: {err.describe()}"
+
+
 def group_flags(spec: ServiceSpec, seat: GroupSeat) -> list[str]:
     """The flags that wire one member of a service spanning nodes, as vllm-ascend's multi-node
     tutorials (data-parallel) and vLLM's multi-node docs (nnodes) give them."""
@@ -113,6 +124,7 @@ def serve_args(spec: ServiceSpec, platform: str, seat: GroupSeat | None = None) 
                         f"{', '.join(known_platform_versions('ascend'))}; add one with tools/gen_vllm_ascend_rules.py)")
         return ServeArgsResult((spec.model.serve_path,), spec.world_size, tuple(problems))
     args = [spec.model.serve_path]
+    written: dict[str, str] = {}  # vLLM option -> where the service set it (the catalog's words)
     for flag, field_name, default in _TYPED:
         value = getattr(spec, field_name)
         if value is not None and (field_name in spec.model_fields_set or value != default):
@@ -126,16 +138,19 @@ def serve_args(spec: ServiceSpec, platform: str, seat: GroupSeat | None = None) 
             problems.append(problem)
             continue
         option = option or f"--{key}"
+        known = load_table(version).option(option)  # a value vLLM refuses: the option still has a name
+        written[known.primary if known else option] = f"flags: {key}: {json.dumps(value)}"
         args += [option] if value is True else [option, _flag_value(value)]
     if seat is not None:
         args += group_flags(spec, seat)
     try:
-        refused = validate_serve_flags(args, version=version, platform=platform,
-                                       platform_version=spec.image.vllm_ascend_version)
+        refused = [_in_words(err, version, written)
+                   for err in refusals(args, version=version, platform=platform,
+                                       platform_version=spec.image.vllm_ascend_version)]
     except UnknownVersionError as exc:  # no vllm-ascend rules for this vLLM release
         refused = [f"image.vllm_ascend_version: {exc}"]
     if refused:
-        problems += [f"vLLM {version} would refuse it: {line}" for line in refused]
+        problems += refused
         return ServeArgsResult(tuple(args), spec.world_size, tuple(problems))
     parsed = parse_serve_args(args, version=version, platform=platform,
                               platform_version=spec.image.vllm_ascend_version, check=False)

@@ -52,6 +52,7 @@ def command_checked(plan: HostPlan) -> None:
             image=spec.image.ref, entrypoint=instance.entrypoint, argv=list(member.serve_args or instance.serve_args),
             cpu=instance.hardware.vendor == "nvidia",
             mounts=[m.model_copy(update={"read_only": True}) for m in instance.hardware.driver_mounts],
+            vllm_version=spec.image.vllm_version,
         )
 
 

@@ -29,6 +29,7 @@ from fleetserve.hardware.smi.npu_smi_info import parse_npu_smi_info
 from fleetserve.hardware.smi.nvidia_smi_csv import parse_nvidia_smi_csv
 from fleetserve.hardware import get_kind
 from fleetserve.hostos import jemalloc_library
+from fleetserve.operations.image import checker_digest
 from fleetserve.operations.service import release_record
 from fleetserve.readiness import REQUIRED_TOOLS, archive_fingerprint, expectations_for
 from fleetserve.schema.checks import Expectations
@@ -167,12 +168,15 @@ def converged_responses(plan: HostPlan, image_id: str = IMAGE_ID,
     records = []
     accepted: dict[str, dict[str, dict]] = {}
     loaded: dict[str, dict] = {}
+    carries: dict[str, str] = {}  # each image carries the vLLM its catalog entry names
     for instance in plan.services:
         spec = instance.spec
+        carries[spec.image.ref] = spec.image.vllm_version
         engine = Engine(path="/usr/bin/docker", service_unit=None)
         files = service_files(instance, instance.member(plan.host), plan, engine, jemalloc_in_image=image_jemalloc)
         argv = instance.member(plan.host).serve_args or instance.serve_args
-        accepted.setdefault(spec.image.ref, {})[argv_digest(argv)] = {"verdict": "accepted"}
+        accepted.setdefault(spec.image.ref, {})[argv_digest(argv)] = {"verdict": "accepted",
+                                                                      "checker": checker_digest()}
         if instance.image_archive:
             loaded[spec.image.ref] = {"fingerprint": archive_fingerprint(instance.image_archive, spec.image.sha256),
                                       "image_id": image_id}
@@ -193,8 +197,8 @@ def converged_responses(plan: HostPlan, image_id: str = IMAGE_ID,
             f"@@marker {marker_sha}", "@@state", json.dumps(state)]
         responses[health_key(spec.port)] = healthy()
     for ref, commands in accepted.items():
-        responses[image_facts_key(ref)] = image_facts_output(image_id, probe, loaded.get(ref), commands,
-                                                             jemalloc_loads=True)
+        responses[image_facts_key(ref)] = image_facts_output(image_id, {**probe, "vllm": carries[ref]}, loaded.get(ref),
+                                                             commands, jemalloc_loads=True)
     responses[f"for s in {hostpaths.STATE_DIR}/releases/*/"] = records
     return responses
 

@@ -134,3 +134,19 @@ def test_a_copy_from_the_bundle_is_copied_verified_offline_and_published(tmp_pat
     check = [here(c) for c in commands if not c.startswith("echo @@marker")][0]
     code, output = finished(shell(check, env))
     assert code == 1 and "holds no copy other-0123" in output and "fleetserve bundle" in output
+
+
+@pytest.mark.parametrize("client,program", [("0.33.4", "huggingface-cli"), ("0.36.2", "hf")])
+def test_the_bundle_downloads_with_the_command_the_controllers_client_has(monkeypatch, tmp_path, client, program):
+    # issue 15: huggingface_hub before 0.34 has no `hf`; its `huggingface-cli download` takes the same arguments
+    from fleetserve import bundle
+
+    (tmp_path / program).write_text("")
+    monkeypatch.setattr(bundle, "_client_version", lambda hub: client)
+    monkeypatch.setattr(bundle.shutil, "which", lambda name: str(tmp_path / name) if name == program else None)
+    copy = ModelCopy(hub="hf", repo_id="Qwen/Qwen3-0.6B", revision="main", host_dir="/data/m", key="main-0")
+    argv, env = bundle._download_argv(copy, tmp_path / "stage")
+    assert argv[:3] == [str(tmp_path / program), "download", "Qwen/Qwen3-0.6B"] and env["HF_ENDPOINT"]
+    monkeypatch.setattr(bundle, "_client_version", lambda hub: "0.16.4")
+    with pytest.raises(bundle.BundleError, match="huggingface_hub 0.16.4 on this machine has no download command"):
+        bundle._download_argv(copy, tmp_path / "stage")

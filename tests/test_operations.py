@@ -290,6 +290,30 @@ def test_hf_patterns_are_given_the_way_the_images_client_reads_them(version, for
     assert f"--local-dir {STAGE} {form} &&" in fetch
 
 
+@pytest.mark.parametrize("version,program", [("0.33.4", "huggingface-cli"), ("0.17.0", "huggingface-cli"),
+                                             ("0.34.0", "hf"), ("1.2.0", "hf")])
+def test_hf_download_is_the_command_the_images_client_has(version, program):
+    # issue 15: `hf` arrived in huggingface_hub 0.34.0; 0.17.0 .. 0.33.x download with huggingface-cli
+    commands, _ = _weights(_probed(hf=version))
+    fetch = changes(commands, "echo @@marker", PROBE)[1]
+    assert f"{IMAGE} {program} download Qwen/Qwen3.5-2B-Base --revision main --local-dir {STAGE}" in fetch
+    converged, _ = _weights({**_probed(hf=version), **_model_state(MARKER, {"max_position_embeddings": 32768,
+                                                                           "num_attention_heads": 16})})
+    assert changes(converged, "echo @@marker", PROBE) == []
+
+
+def test_an_hf_client_without_download_or_token_support_fails_clearly():
+    commands, state = _weights(_probed(hf="0.16.4"))
+    (failing,) = changes(commands, "echo @@marker", PROBE)
+    assert ("huggingface_hub 0.16.4 in the image has no download command (huggingface-cli download arrived in "
+            "0.17.0, hf in 0.34.0)") in failing and state.failed_hosts
+    commands, state = _weights(_probed(hf="0.18.0"), token_env_file="/etc/fleetserve/hub-token-qwen.env")
+    (failing,) = changes(commands, "echo @@marker", PROBE)
+    assert "reads its token only from HUGGING_FACE_HUB_TOKEN (HF_TOKEN from 0.19.0)" in failing
+    commands, _ = _weights(_probed(hf="0.18.0"))  # no token needed: that client downloads
+    assert f"{IMAGE} huggingface-cli download" in changes(commands, "echo @@marker", PROBE)[1]
+
+
 @pytest.mark.parametrize("version,endpoint,env", [
     ("1.40.2", "http://10.0.0.5:8090", "-e MODELSCOPE_ENDPOINT=http://10.0.0.5:8090"),
     ("1.38.0", "https://mirror.example/ms", "-e MODELSCOPE_ENDPOINT=https://mirror.example/ms"),
@@ -786,9 +810,14 @@ def _accepted_record(argv) -> str:
 
 
 def test_a_command_the_image_accepted_before_is_not_checked_again():
-    responses = _image_has(None, ASCEND, accepted={argv_digest(CHECK_ARGS["argv"]): {"verdict": "accepted"}})
+    record = {"verdict": "accepted", "checker": image_ops.checker_digest()}
+    responses = _image_has(None, ASCEND, accepted={argv_digest(CHECK_ARGS["argv"]): record})
     commands, _ = run_op(image_ops.command_accepted, responses, **CHECK_ARGS)
     assert changes(commands, PROBE) == []
+    # accepted by an older check_serve_args.py (one that did not run ServeSubcommand.cmd): asked again
+    older = _image_has(None, ASCEND, accepted={argv_digest(CHECK_ARGS["argv"]): {"verdict": "accepted"}})
+    (check,) = changes(run_op(image_ops.command_accepted, older, **CHECK_ARGS)[0], PROBE)
+    assert "check_serve_args.py" in check and f'"checker": "{image_ops.checker_digest()}"' in check
 
 
 def test_a_new_command_is_checked_by_the_images_own_vllm():
@@ -804,6 +833,30 @@ def test_a_new_command_is_checked_by_the_images_own_vllm():
         "mounts": []})[0], PROBE)[0]
     assert "--entrypoint python3 vllm/vllm-openai:v0.18.0-cu130 /usr/local/lib/fleetserve-check/check_serve_args.py" \
         " --cpu -- /data/models/Qwen3-30B" in cpu
+
+
+def test_an_image_whose_vllm_is_not_the_catalogs_fails_before_any_check():
+    # issue 15: the probe read vLLM 0.18.0 in the image; the catalog says 0.17.0 (a mislabelled image)
+    commands, state = run_op(image_ops.command_accepted, _image_has(None, ASCEND),
+                             **{**CHECK_ARGS, "vllm_version": "0.17.0"})
+    (failing,) = changes(commands, PROBE)
+    assert ("fleetserve: quay.io/ascend/vllm-ascend:v0.18.0 carries vLLM 0.18.0, but its catalog entry says "
+            'image.vllm_version "0.17.0" (nothing was restarted):') in failing
+    assert 'set image.vllm_version: "0.18.0" for this image' in failing and "check_serve_args.py" not in failing
+    assert state.failed_hosts
+
+
+def test_an_image_carrying_the_catalogs_vllm_is_checked_and_then_a_noop():
+    # vllm-ascend builds vLLM with no device target: 0.18.0+empty is release 0.18.0
+    carried = {image_facts_key(ASCEND): image_facts_output(probe={"hf": "0.36.2", "modelscope": None,
+                                                                  "vllm": "0.18.0+empty", "jemalloc": None})}
+    commands, _ = run_op(image_ops.command_accepted, carried, **{**CHECK_ARGS, "vllm_version": "0.18.0"})
+    (check,) = changes(commands, PROBE)
+    assert "check_serve_args.py" in check
+    converged = _image_has(None, ASCEND, accepted={argv_digest(CHECK_ARGS["argv"]): {
+        "verdict": "accepted", "checker": image_ops.checker_digest()}})
+    commands, _ = run_op(image_ops.command_accepted, converged, **{**CHECK_ARGS, "vllm_version": "v0.18.0"})
+    assert changes(commands, PROBE) == []
 
 
 @pytest.mark.parametrize("rc,fails,recorded", [(0, False, "accepted"), (2, True, None), (1, True, None),
@@ -824,16 +877,24 @@ def test_the_check_verdict_in_a_real_shell(tmp_path, rc, fails, recorded):
 
 
 def test_check_serve_args_runs_vllms_own_command_line_without_serving(tmp_path):
-    # A vLLM module layout (as the image has it), whose serve would load a model: the check must not.
+    # A vLLM module layout (as the image has it), whose serve checks its arguments, then builds the engine
+    # arguments and would load a model: the check runs the checks and must stop before the engine.
     pkg = tmp_path / "vllm"
     (pkg / "entrypoints" / "cli").mkdir(parents=True)
     (pkg / "platforms").mkdir()
-    for init in (pkg, pkg / "entrypoints", pkg / "entrypoints" / "cli"):
+    (pkg / "engine").mkdir()
+    for init in (pkg, pkg / "entrypoints", pkg / "entrypoints" / "cli", pkg / "engine"):
         (init / "__init__.py").write_text("")
     (pkg / "platforms" / "__init__.py").write_text("_current_platform = None\n")
     (pkg / "platforms" / "cpu.py").write_text("class CpuPlatform:\n    pass\n")
+    (pkg / "engine" / "arg_utils.py").write_text(
+        "class EngineArgs:\n    @classmethod\n    def from_cli_args(cls, args):\n"
+        "        raise SystemExit('loaded a model!')\n\n\nclass AsyncEngineArgs(EngineArgs):\n    pass\n")
     (pkg / "entrypoints" / "cli" / "serve.py").write_text(
-        "class ServeSubcommand:\n    @staticmethod\n    def cmd(args):\n        raise SystemExit('loaded a model!')\n")
+        "import vllm.engine.arg_utils as arg_utils\n\n\nclass ServeSubcommand:\n    @staticmethod\n"
+        "    def cmd(args):\n        if '--headless' in args and '--api-server-count' in args:\n"
+        "            raise ValueError('--api-server-count=2 cannot be used with --headless')\n"
+        "        arg_utils.AsyncEngineArgs.from_cli_args(args)\n        raise SystemExit('loaded a model!')\n")
     (pkg / "entrypoints" / "cli" / "main.py").write_text(
         "import sys\nfrom vllm.entrypoints.cli.serve import ServeSubcommand\n"
         "def main():\n"
@@ -852,6 +913,16 @@ def test_check_serve_args_runs_vllms_own_command_line_without_serving(tmp_path):
     assert refused.returncode == 2 and "unrecognized arguments: --bogus" in refused.stderr
     late = run("--", "m", "--enable-auto-tool-choice")
     assert late.returncode == 1 and "TypeError: Error: --enable-auto-tool-choice requires" in late.stderr
+    # what ServeSubcommand.cmd refuses before it starts is vLLM's verdict too (issue 15)
+    headless = run("--", "m", "--headless", "--api-server-count", "2")
+    assert headless.returncode == 1 and "ValueError: --api-server-count=2 cannot be used with --headless" in \
+        headless.stderr
+    # a vllm package without vLLM's engine arguments (the sandbox's stand-in): cmd is not run at all
+    import shutil
+    shutil.rmtree(pkg / "engine")
+    (pkg / "entrypoints" / "cli" / "serve.py").write_text(
+        "class ServeSubcommand:\n    @staticmethod\n    def cmd(args):\n        raise SystemExit('loaded a model!')\n")
+    assert run("--", "m", "--headless").returncode == 0
     missing = run("--", "m", path=str(tmp_path / "nowhere"))
     assert missing.returncode == 3 and missing.stderr.startswith("cannot check here: ModuleNotFoundError")
 

@@ -99,6 +99,33 @@ def test_model_source_without_repo_id_or_path():
         {**A2, "service_overrides": {"qwen3-vl-8b": {"model": {"host_dir": "/root/.cache"}}}})
 
 
+@pytest.mark.parametrize("flags,first", [
+    ({"max-num-seqs": True}, "service qwen3-30b: flags: max-num-seqs: true: --max-num-seqs given no value: it takes "
+                             "an integer; vLLM 0.18.0 would refuse it: vllm serve: error: argument --max-num-seqs: "
+                             "expected one argument"),
+    ({"compilation-config": {"cudagraph_mode": "FULL_DECODE"}},
+     "service qwen3-30b: flags: compilation-config: {\"cudagraph_mode\": \"FULL_DECODE\"}: --compilation-config field "
+     "cudagraph_mode: 'FULL_DECODE' is refused: it takes one of NONE, PIECEWISE, FULL, FULL_DECODE_ONLY, "
+     "FULL_AND_PIECEWISE (any case); vLLM 0.18.0 crashes on it; vLLM 0.18.0 would refuse it: KeyError: 'FULL_DECODE'"),
+    ({"compilation-config": {"pass_config": {"bogus": True}}},
+     "--compilation-config field pass_config.bogus: True is refused: there is no such field"),
+    ({"speculative-config": {"methods": "mtp"}}, "--speculative-config field methods: 'mtp' is refused: there is no "
+                                                 "such field"),
+])
+def test_what_vllm_refuses_is_said_in_fleetserves_words_first(flags, first):
+    # issue 15: the line names the host, the service, the flag as written, its value and what vLLM takes
+    message = error_of({**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": flags}}}, ["qwen3"])
+    line = next(ln for ln in message.splitlines() if "qwen3-30b" in ln)
+    assert line.startswith("host a2-01: workload qwen3: ") and first in line, line
+    assert "Traceback" not in message
+
+
+def test_valid_cudagraph_modes_from_the_tutorials_pass():
+    for mode in ("FULL_DECODE_ONLY", "full_and_piecewise", "PIECEWISE"):
+        plan_host("a2-01", {**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {
+            "compilation-config": {"cudagraph_mode": mode}}}}}, ["qwen3"])
+
+
 def test_unknown_override_names_and_bad_shapes():
     message = error_of({**A2, "service_overrides": {"qwen3-vl-80b": {"port": 9000}}})
     assert ("host a2-01: service_overrides['qwen3-vl-80b']: no catalog service has this name (did you mean "
@@ -110,8 +137,8 @@ def test_unknown_override_names_and_bad_shapes():
 
 def test_flags_vllm_would_refuse_fail_before_any_host():
     message = error_of({**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"enable-magic": True}}}}, ["qwen3"])
-    assert ("service qwen3-30b: vLLM 0.18.0 would refuse it: vllm: error: unrecognized arguments: --enable-magic"
-            in message)
+    assert ("service qwen3-30b: flags: enable-magic: true: --enable-magic is not an option of vLLM 0.18.0; "
+            "vLLM 0.18.0 would refuse it: vllm: error: unrecognized arguments: --enable-magic" in message)
     message = error_of({**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"dtype": "bf17"}}}}, ["qwen3"])
     assert "argument --dtype: invalid choice: 'bf17'" in message
     typed = error_of({**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"port": 9}}}}, ["qwen3"])

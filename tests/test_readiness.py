@@ -123,6 +123,17 @@ def test_the_driver_must_suit_the_cann_in_the_image():
     assert ascend_image_needs("0.14.0rc1")["cann"] == "8.5.0" and ascend_image_needs("0.99.0") is None
 
 
+def test_each_vllm_ascend_release_has_the_cann_of_its_own_dockerfile():
+    # issue 15: CANN does not follow the release order; each row comes from the tag's Dockerfile
+    assert ascend_image_needs("v0.23.0")["cann"] == "9.1.0" and ascend_image_needs("0.23.0rc1")["cann"] == "9.0.1"
+    assert ascend_image_needs("0.24.0rc1")["cann"] == "9.0.1"
+    rc2, rc3 = ascend_image_needs("0.13.0rc2"), ascend_image_needs("0.13.0rc3")
+    assert (rc2["cann"], rc2["hdk_min"], rc2["verified"]) == ("8.5.0", "25.5.0", True)
+    assert (rc3["cann"], rc3["hdk_min"]) == ("8.5.1", "25.5.1")
+    assert "v0.13.0rc3 Dockerfile:18" in rc3["source"]
+    assert ascend_image_needs("0.9.1")["hdk_min"] is None  # CANN 8.2.RC1: no release note gives a floor
+
+
 def _nvidia(kind: str = "nvidia-gb200x4", **data):
     plan = plan_host("gpu-01", {"hardware": kind, "workloads": ["qwen3.5"], "secrets": {"qwen35_api_key": "k"}, **data},
                      ["qwen3.5"])

@@ -13,6 +13,7 @@ import pytest
 
 import fleetserve.vllm as vllm_args
 from fleetserve.vllm.checker import _late_errors, _parse
+from fleetserve.vllm.cmdchecks import cmd_errors, start_up_errors
 from fleetserve.vllm import (
     ServeArgsError,
     UnknownVersionError,
@@ -86,14 +87,20 @@ def _lines(text: str) -> list[str]:
 
 @pytest.mark.parametrize("version,case", list(_argv_cases()))
 def test_edge_cases_get_the_real_parsers_verdict_and_words(version, case):
-    """Corner cases, judged by each version's real parser + validate_parsed_serve_args (no plugin)."""
+    """Corner cases, judged by each version's real parser + validate_parsed_serve_args +
+    ServeSubcommand.cmd up to where it would start, and the fields of JSON options vLLM validates as a
+    config class at start-up (no plugin)."""
     table = load_table(version)
 
     def parse():
         parsed = _parse(case["argv"], table, None, None)
         cli_checks = {c["error"] for c in table.post_parse_checks["requires"]}
+        cli_checks |= {e.message for e in cmd_errors(table, parsed.values)}
+        cli_checks |= {e.message for e in start_up_errors(table, parsed.values, parsed.explicit)}
         for err in _late_errors(parsed, table, None):
-            if err.message in cli_checks:  # the checks `vllm serve` makes before anything starts
+            # the checks `vllm serve` makes before anything starts, and the start-up fields check (not the
+            # start-up ones the harness does not reach: parser names, quantization, field constraints)
+            if err.message in cli_checks:
                 raise err
 
     _assert_verdict(version, case["verdict"], parse)
@@ -271,7 +278,7 @@ def test_model_positional_and_flag():
     assert parse("--model /x --port 9").model == "/x"
     assert parse("--port 9 --model=/x").model == "/x"
     assert parse("/x").non_default() == {"model_tag": "/x"}
-    assert parse("--port 9").model is None  # vLLM serves its default model
+    assert parse("--port 9").model == "Qwen/Qwen3-0.6B"  # vLLM serves --model's default (the table's)
     err = refusal("--served-model-name x --port 1")
     assert err.exit_code == 1 and "`model` should be provided as the first positional argument" in str(err)
 
@@ -348,9 +355,9 @@ def test_tables_know_what_the_hand_table_missed():
     strings = set(table.option_strings())
     for flag in ("--mamba-cache-mode", "--cp-kv-cache-interleave-size", "--language-model-only",
                  "--no-language-model-only", "--performance-mode", "--moe-backend", "--shutdown-timeout",
-                 "--kernel-config", "--offload-backend"):
+                 "--kernel-config", "--offload-backend", "--model"):  # --model: issue 15
         assert flag in strings, flag
-    for gone in ("--disable-log-requests", "--swap-space", "--logits-processor-pattern", "--model"):
+    for gone in ("--disable-log-requests", "--swap-space", "--logits-processor-pattern"):
         assert gone not in strings, gone
     assert table.option("--max-lora-rank").choices == [1, 8, 16, 32, 64, 128, 256, 320, 512]
     assert "deepep_low_latency" in table.option("--all2all-backend").choices
@@ -427,3 +434,41 @@ def test_copy_with_its_tables_works_elsewhere(tmp_path):
     ok = subprocess.run([sys.executable, "-S", "-m", "fleetserve.vllm", "0.18.0", "/m", "-tp", "2"],
                         capture_output=True, text=True, cwd=tmp_path, env=env)
     assert ok.returncode == 0, ok.stderr
+
+
+# --- issue 15: what real vLLM refuses, in fleetserve's words first ---------------------------------------
+
+
+@pytest.mark.parametrize("argv,summary", [
+    ("/m --headless --api-server-count 2",
+     "--headless with --api-server-count 2: vLLM 0.18.0 refuses them together before starting anything"),
+    ("/m --data-parallel-rank 1 --data-parallel-start-rank 1",
+     "--data-parallel-rank 1 with --data-parallel-start-rank 1: vLLM 0.18.0 refuses them together before starting "
+     "anything"),
+    ("/m --max-num-seqs", "--max-num-seqs given no value: it takes an integer"),
+    ("/m --dtype fp16", "--dtype given 'fp16': it takes one of auto, bfloat16, float, float16, float32, half"),
+    ("/m --enable-prefix-caching=yes", "--enable-prefix-caching given 'yes': it takes no value (a switch; "
+                                       "--no-enable-prefix-caching turns it off)"),
+    ("/m --swap-space 4", "--swap-space is not an option of vLLM 0.18.0 (given: --swap-space 4)"),
+    ("/m --gpu-memory-utilization 1.5", "--gpu-memory-utilization given 1.5: it takes a value less than or equal to 1"),
+    ('/m --compilation-config \'{"cudagraph_mode": 7}\'',
+     "--compilation-config field cudagraph_mode: 7 is refused: it takes 0, 1, 2, (2, 0) or (2, 1)"),
+])
+def test_refusals_say_the_option_the_value_and_what_it_takes(argv, summary):
+    (err,) = vllm_args.refusals(shlex.split(argv), version="0.18.0")
+    assert err.summary == summary
+
+
+def test_the_config_checks_hold_for_every_release_table():
+    # cudagraph_mode names in any case pass, an unknown one crashes vLLM (KeyError) in every release that
+    # has the field; a nested unknown key is refused where PassConfig forbids extras (not in 0.12.0)
+    for version in known_versions():
+        table = load_table(version)
+        fields = table.config_classes["CompilationConfig"]["fields"]
+        assert parse('/m -cc \'{"cudagraph_mode": "full_decode_only"}\'', version=version)
+        assert str(refusal('/m -cc \'{"cudagraph_mode": "FULL_DECODE"}\'', version=version)) == "KeyError: 'FULL_DECODE'"
+        forbids = table.config_classes["PassConfig"]["extra"] == "forbid"
+        assert fields["pass_config"]["validator_behaviour"]["objects"] == "validated as the nested config"
+        bogus = vllm_args.validate_serve_flags(["/m", "-cc", '{"pass_config": {"bogus": true}}'], version=version)
+        assert bool(bogus) == forbids, version
+        assert table.option("--model") is not None and table.data["serve_cmd_checks"]["checks"]

@@ -3,7 +3,8 @@
 # The cases below exercise the parser's corners (spellings, abbreviations, --no-/--disable- forms,
 # dotted JSON keys, types, choices, removed flags, pydantic-validated config JSON). For each vLLM
 # version the real parser (tools/gen_vllm_serve_table.py's sdist + CPU venv, plain vLLM: no platform
-# plugin) parses each argv as vllm/entrypoints/cli/main.py does and runs ServeSubcommand.validate.
+# plugin) parses each argv as vllm/entrypoints/cli/main.py does, runs ServeSubcommand.validate, then
+# ServeSubcommand.cmd up to where it would start and SpeculativeConfig's field validation.
 # Writes tests/fixtures/vllm-argv-cases.json.
 #
 #   python3.11 tools/gen_vllm_argv_cases.py 0.12.0 0.17.0 0.18.0 0.33.0
@@ -107,6 +108,42 @@ CASES = [
     "/m --data-parallel-size-local 2 -dpa 10.0.0.1 -dpr 1 --headless",
     "/m --distributed-executor-backend torchrun",
     "/m --reasoning-parser qwen3",
+    # config fields with their own validators (issue 15): enum names in any case, nested configs
+    "/m --compilation-config '{\"cudagraph_mode\": \"FULL_DECODE\"}'",
+    "/m --compilation-config '{\"cudagraph_mode\": \"full_and_piecewise\"}'",
+    "/m --compilation-config '{\"cudagraph_mode\": \"PIECEWISE\"}'",
+    "/m --compilation-config '{\"cudagraph_mode\": 7}'",
+    "/m --compilation-config '{\"pass_config\": {\"bogus\": true}}'",
+    "/m --compilation-config '{\"pass_config\": {\"fuse_norm_quant\": \"maybe\"}}'",
+    "/m --compilation-config '{\"mode\": \"vllm_compile\"}'",
+    "/m --compilation-config '{\"mode\": \"fast\"}'",
+    "/m --compilation-config '{\"level\": 3}'",
+    "/m --compilation-config.cudagraph_mode FULL_DECODE",
+    "/m -cc.cudagraph_mode FULL_DECODE_ONLY",
+    "/m --compilation-config '{\"compile_cache_save_format\": \"zip\"}'",
+    "/m --attention-config '{\"backend\": \"flash_attn\"}'",
+    "/m --attention-config '{\"backend\": \"FAST_ATTN\"}'",
+    # --speculative-config: JSON for the parser, SpeculativeConfig's fields at start-up
+    "/m --speculative-config '{\"method\": \"mtpx\", \"num_speculative_tokens\": 1}'",
+    "/m --speculative-config '{\"method\": \"ngram\", \"num_speculative_tokens\": 2, \"prompt_lookup_max\": 4}'",
+    "/m --speculative-config '{\"methods\": \"mtp\"}'",
+    "/m --speculative-config '{\"method\": \"eagle3\", \"num_speculative_tokens\": \"two\"}'",
+    "/m --speculative-config.method qwen3_5_mtp --speculative-config.num_speculative_tokens 1",
+    # what ServeSubcommand.cmd refuses before it starts anything
+    "/m --headless --api-server-count 2",
+    "/m --headless --api-server-count 1",
+    "/m --headless",
+    "/m --api-server-count 2",
+    "/m --data-parallel-rank 1 --data-parallel-start-rank 1",
+    "/m --data-parallel-size 2 --data-parallel-rank 1",
+    "/m --data-parallel-size 4 --data-parallel-size-local 2 --data-parallel-start-rank 2 --headless",
+    "/m --data-parallel-external-lb --data-parallel-hybrid-lb",
+    # --model is one of vLLM's options (moved to the positional before argparse; abbreviations reach argparse)
+    "/m --model /x",
+    "/m --mod /x",
+    "--model=/x --tensor-parallel-size 2",
+    # a boolean given to an integer flag: the flag alone
+    "/m --max-num-seqs",
 ]
 
 
@@ -122,7 +159,10 @@ def main(argv: list[str] | None = None) -> None:
                      "command": "python tools/gen_vllm_argv_cases.py " + " ".join(args.versions),
                      "generated": _dt.date.today().isoformat(),
                      "verdicts_by": "each vLLM release's own parser (PyPI sdist, CPU, no platform plugin) "
-                                    "then ServeSubcommand.validate, chat-template file check disabled",
+                                    "then ServeSubcommand.validate (chat-template file check disabled), "
+                                    "ServeSubcommand.cmd up to where it would start (files/check_serve_args.py's "
+                                    "stops) and the fields of JSON options vLLM validates as a config class at "
+                                    "start-up (SpeculativeConfig)",
                      "sources": {}},
             "cases": {}}
     for version in args.versions:

@@ -10,9 +10,11 @@
 #    tools/gen_vllm_serve_table.py's helpers (same sdist + throwaway venv), with vllm-ascend's one
 #    parser change applied (pre_register_and_update appends its method to the --quantization choices,
 #    from fleetserve/vllm/data/vllm-ascend-<version>.json), parses each argv exactly as
-#    vllm/entrypoints/cli/main.py does and runs ServeSubcommand.validate (vLLM's
+#    vllm/entrypoints/cli/main.py does, runs ServeSubcommand.validate (vLLM's
 #    validate_parsed_serve_args) with its chat-template file check disabled (it looks at the
-#    image's file system).
+#    image's file system), then ServeSubcommand.cmd up to where it would start serving (the stops of
+#    files/check_serve_args.py) and the field validation of JSON options vLLM builds a config class
+#    from at start-up (--speculative-config as SpeculativeConfig).
 #
 #   python tools/gen_vllm_ascend_docs_fixtures.py --git-dir <vllm-ascend git dir> --tag v0.18.0 --vllm 0.18.0
 
@@ -131,6 +133,23 @@ def inner_verdicts(src: Path, added_quantization: list[str]) -> None:
             quant.choices.append(method)
     validate = sys.modules[type(cmd).__module__].validate_parsed_serve_args
     validate.__globals__["validate_chat_template"] = lambda chat_template: None  # the image's files, not ours
+    # ServeSubcommand.cmd runs up to the point it would start serving (files/check_serve_args.py's stops,
+    # the same the in-image check uses), then the JSON options vLLM validates as a config class at
+    # start-up have their fields validated by that class (what needs the model is not reached here).
+    import importlib
+    import importlib.util
+
+    import vllm_source_checks
+
+    spec = importlib.util.spec_from_file_location("check_serve_args", REPO / "files" / "check_serve_args.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    serve_module = sys.modules[type(cmd).__module__]
+    check.stop_before_starting(serve_module)
+    arg_utils = importlib.import_module("vllm.engine.arg_utils")
+    vcfg = importlib.import_module("vllm.config")
+    start_up = vllm_source_checks.start_up_configs(
+        arg_utils, lambda name: getattr(vcfg, name, None) or getattr(arg_utils, name, None))
     results = []
     for argv in request["argvs"]:
         err = io.StringIO()
@@ -139,7 +158,20 @@ def inner_verdicts(src: Path, added_quantization: list[str]) -> None:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                 namespace = top.parse_args(["serve", *argv])
                 cmd.validate(namespace)
+                try:
+                    type(cmd).cmd(namespace)
+                except check.Started:
+                    pass
             verdict = {"accepted": True}
+            for dest, built in start_up.items():
+                value = getattr(namespace, dest, None)
+                if not isinstance(value, dict):  # options parsed as a config class are checked by then
+                    continue
+                problem = vllm_source_checks.start_up_field_errors(
+                    getattr(vcfg, built["class"], None) or getattr(arg_utils, built["class"]), value)
+                if problem:
+                    verdict = {"accepted": False, "exit_code": 1, "stage": "start-up", "error": problem}
+                    break
         except SystemExit as exc:
             lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
             error_at = next((k for k, ln in enumerate(lines) if ": error: " in ln), len(lines) - 1)
@@ -205,7 +237,9 @@ def main(argv: list[str] | None = None) -> None:
             "docs": "docs/source/**/*.md, fenced code blocks",
             "verdicts_by": f"vLLM {args.vllm} (PyPI sdist {source['file']}, sha256 {source['sha256']}), its own "
                            "parser built on CPU as vllm/entrypoints/cli/main.py builds it, then "
-                           "ServeSubcommand.validate; vllm-ascend's added --quantization choices "
+                           "ServeSubcommand.validate, ServeSubcommand.cmd up to where it would start "
+                           "(files/check_serve_args.py's stops) and the fields of JSON options vLLM validates "
+                           "as a config class at start-up; vllm-ascend's added --quantization choices "
                            f"{added} applied; chat-template file check disabled",
             "argv": "as written in the docs: shell variables are not expanded",
             "generator": "tools/gen_vllm_ascend_docs_fixtures.py",

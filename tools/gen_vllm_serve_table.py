@@ -34,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fleetserve.versions import version_key  # noqa: E402
 from fleetserve.vllm.tables import TABLE_DIR, dumps_by_line, read_tables, write_tables  # noqa: E402,F401 (the other generators take dumps_by_line from here)
+from vllm_source_checks import serve_cmd_checks, start_up_configs, validator_behaviour  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WORKDIR = Path("/var/tmp/vllm-src")
@@ -157,6 +158,8 @@ def drive(args: argparse.Namespace) -> None:
                 "without vllm-ascend or another platform plugin: a plugin may add choices at start-up "
                 "(vllm-ascend adds --quantization ascend; see vllm-ascend-<version>.json).",
                 "Defaults are those of the CPU build; values a platform fills in at start-up are not.",
+                "validator_behaviour: what a config field's own pydantic validators do, asked of the real "
+                "class (TypeAdapter(cls).validate_json({field: probe})) with probes built from the field's shape.",
             ],
         }
         table = {"meta": table["meta"], **{k: v for k, v in table.items() if k != "meta"}}
@@ -383,6 +386,9 @@ def describe_config_class(cls: Any, classes: dict[str, Any], seen: set | None = 
                 field_entry["alias"] = info.alias
         if f.name in validated:
             field_entry["validators"] = sorted(set(validated[f.name]))
+            behaviour = validator_behaviour(cls, f.name, field_entry["shape"]) if pyd_fields else None
+            if behaviour:
+                field_entry["validator_behaviour"] = behaviour
         entry["fields"][f.name] = field_entry
 
 
@@ -550,6 +556,10 @@ def build_real_parser(src: Path) -> tuple[Any, Any, Any, list[str]]:
         from vllm.utils import FlexibleArgumentParser  # type: ignore[no-redef]
     from vllm.entrypoints.cli.serve import ServeSubcommand
 
+    importlib.import_module("vllm.engine.arg_utils")  # NEEDS_HELP is read once, at import: help texts kept
+    # EngineArgs.add_cli_args leaves --model out when `serve` and `--help` are both in sys.argv; a real
+    # `vllm serve MODEL ...` has it, so the parser is built from a command line without --help.
+    sys.argv = ["vllm", "serve"]
     # The parser vllm/entrypoints/cli/main.py builds: a top-level "vllm" parser whose subcommands
     # include serve. Other subcommands only matter for the top-level usage line; any that fail to
     # import on CPU are left out (and named).
@@ -603,6 +613,8 @@ def inner(src: Path) -> None:
         accepted.setdefault(id(act), []).append(opt)
     unknown_types: list[str] = []
     classes: dict[str, Any] = {}
+    # JSON options vLLM turns into a config class only at start-up (--speculative-config)
+    built_at_start_up = start_up_configs(arg_utils, config_class)
     options = []
     positionals = []
     groups = {}
@@ -668,6 +680,11 @@ def inner(src: Path) -> None:
                     if constraints:
                         entry["constraints"] = constraints
                 break
+        if action.dest in built_at_start_up and tname in ("json", "optional", "parse") \
+                and (inner_name or tname) == "json":  # parsed as plain JSON, validated only at start-up
+            entry["start_up_config"] = built_at_start_up[action.dest]
+            cls = config_class(built_at_start_up[action.dest]["class"])
+            describe_config_class(cls, classes)
         (options if action.option_strings else positionals).append(entry)
 
     serve_module = sys.modules[type(serve_cmd).__module__]
@@ -739,6 +756,7 @@ def inner(src: Path) -> None:
         "options": options,
         "config_classes": {k: classes[k] for k in sorted(classes)},
         "post_parse_checks": checks,
+        "serve_cmd_checks": serve_cmd_checks(serve_cmd),
         "late_choices": {"tool_call_parser": tool_parsers, "reasoning_parser": reasoning_parsers,
                          "quantization": quantization},
         "unknown_types": sorted(set(unknown_types)),

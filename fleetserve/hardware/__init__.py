@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from fleetserve.schema.base import FleetserveError
 from fleetserve.schema.hardware import HardwareKind
-from fleetserve.versions import version_key
+from fleetserve.versions import normalise_version
 
 KINDS_FILE = "kinds.yaml"
 ASCEND_CANN_FILE = "ascend_cann.yaml"
@@ -80,17 +80,24 @@ def hardware_kinds() -> dict[str, HardwareKind]:
 
 
 @cache
-def _ascend_images() -> list[dict]:
-    return yaml.safe_load(resources.files(__name__).joinpath(ASCEND_CANN_FILE).read_text(encoding="utf-8"))["releases"]
+def _ascend_images() -> dict:
+    return yaml.safe_load(resources.files(__name__).joinpath(ASCEND_CANN_FILE).read_text(encoding="utf-8"))
 
 
 def ascend_image_needs(vllm_ascend_version: str) -> dict | None:
-    """The CANN a vllm-ascend release's image carries and the HDK (driver) floor it needs, with the
-    source (ascend_cann.yaml); None for a release the table does not cover."""
-    for row in _ascend_images():
-        if version_key(row["first"]) <= version_key(vllm_ascend_version) <= version_key(row["last"]):
-            return row
-    return None
+    """The CANN a vllm-ascend release's image carries (from that tag's Dockerfile) and the HDK (driver)
+    floor that CANN needs, with their sources (ascend_cann.yaml): ``cann``, ``hdk_min`` (None when no
+    release note gives one), ``verified``, ``source``; None for a release the table does not list (CANN
+    does not follow the release order, so no neighbour's row is taken)."""
+    data = _ascend_images()
+    wanted = normalise_version(vllm_ascend_version)
+    row = next((r for r in data["releases"] if r["release"] == wanted), None)
+    if row is None:
+        return None
+    floor = (data.get("hdk_floors") or {}).get(row["cann"]) or {}
+    return {"release": row["release"], "cann": row["cann"], "hdk_min": floor.get("hdk_min"),
+            "verified": bool(floor.get("verified")),
+            "source": f"CANN {row['cann']} from {row['source']}; HDK floor: {floor.get('source', 'none known')}"}
 
 
 @cache

@@ -3,11 +3,14 @@ or pulled (mirrors, digest pinning); and the image's own vLLM asked whether it a
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import shlex
 import weakref
 from collections.abc import Iterator
+from importlib import resources
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, Host, QuoteString, State, StringCommand
@@ -16,10 +19,11 @@ from fleetserve import container, hostpaths
 from fleetserve.facts import batch
 from fleetserve.facts.host import FileModes, FileSizes
 from fleetserve.facts.image import ImageIds, argv_digest
-from fleetserve.operations import image_facts, operation, quoted, watch
+from fleetserve.operations import fail_command, image_facts, operation, quoted, watch
 from fleetserve.operations.peer import daemon_started, peer_url
 from fleetserve.schema.hardware import BindMount
 from fleetserve.schema.plan import PeerLink
+from fleetserve.versions import normalise_version
 
 FETCH_SCRIPT = hostpaths.lib_file("peer_fetch.py")
 CHECK_SCRIPT = hostpaths.lib_file("check_serve_args.py")
@@ -478,21 +482,50 @@ def pull_sources(ref: str, mirrors: tuple[str, ...] | list[str]) -> list[str]:
     return [f"{m.rstrip('/')}/{path}" for m in mirrors] + [ref]
 
 
+@functools.cache
+def checker_digest() -> str:
+    """Which in-image check a record of an accepted command came from: a command accepted by an older
+    check_serve_args.py (one that checked less) is asked again."""
+    script = resources.files("fleetserve.files").joinpath("check_serve_args.py").read_bytes()
+    return hashlib.sha256(script).hexdigest()[:16]
+
+
+def _release(version: str) -> str:
+    """A vLLM version as a release: the image's ``0.18.0+empty`` (vllm-ascend builds vLLM with no
+    device target) is release 0.18.0."""
+    return normalise_version(version.split("+", 1)[0])
+
+
+def vllm_mismatch(image: str, carried: str | None, expected: str | None) -> list[str]:
+    """Why the vLLM the image carries is not the release the catalog names, first line first (empty
+    when it is, or when either is unknown): the command was checked offline against the named release."""
+    if not carried or not expected or _release(carried) == _release(expected):
+        return []
+    return [f"fleetserve: {image} carries vLLM {carried}, but its catalog entry says image.vllm_version "
+            f"\"{expected}\" (nothing was restarted):",
+            f"the command was checked against the options of vLLM {expected}, not those of the vLLM that would run it",
+            f"set image.vllm_version: \"{_release(carried)}\" for this image (then render again: the flags are "
+            f"checked against that release), or use an image that carries vLLM {expected}"]
+
+
 @operation(is_idempotent=True)
 def command_accepted(image: str, entrypoint: str, argv: list[str], cpu: bool = False,
-                     mounts: list[BindMount] | None = None):
+                     mounts: list[BindMount] | None = None, vllm_version: str | None = None):
     """
     The image's own vLLM accepts a ``vllm serve`` command (``check_serve_args.py`` runs vLLM's real
-    parser and pre-load checks inside the image, loading nothing): checked once per image id and
-    command, remembered on the host. A refusal fails the host with vLLM's own words before anything
-    restarts; an image where the check cannot run (no vLLM module, an import failure) is noted and
-    left to fleetserve's table of that vLLM release.
+    parser and the checks vLLM makes before it starts serving inside the image, loading nothing):
+    checked once per image id, command and version of the check, remembered on the host. A refusal fails the host with
+    vLLM's own words before anything restarts; an image where the check cannot run (no vLLM module, an
+    import failure) is noted and left to fleetserve's table of that vLLM release. An image whose own
+    vLLM (as its probe read it) is not ``vllm_version`` fails the host first, naming both.
 
     + image: the serving image
     + entrypoint: ``shell`` or ``vllm-serve`` (how to run a program in the image)
     + argv: MODEL and the flags, exactly as the service passes them to ``vllm serve``
     + cpu: put vLLM on its CPU platform first (an NVIDIA image checked without its GPUs)
     + mounts: read-only mounts the image's platform plugin needs to import (the Ascend driver)
+    + vllm_version: the vLLM release the catalog says the image carries (its command was checked
+      offline with that release's table)
 
     **Example:**
 
@@ -502,17 +535,23 @@ def command_accepted(image: str, entrypoint: str, argv: list[str], cpu: bool = F
                          argv=["/data/models/Qwen3-30B", "--tensor-parallel-size", "4"])
     """
     found = image_facts(image, entrypoint)
+    mismatch = vllm_mismatch(image, (found or {}).get("vllm"), vllm_version)
+    if mismatch:
+        yield fail_command(mismatch[0], mismatch[1:])
+        return
     digest = argv_digest(argv)
-    if found and digest in found["accepted"]:
-        host.noop(f"{image}'s vLLM {found['accepted'][digest].get('verdict', 'accepted')} this command")
+    known = (found or {}).get("accepted", {}).get(digest)
+    if known and known.get("checker") == checker_digest():
+        host.noop(f"{image}'s vLLM {known.get('verdict', 'accepted')} this command")
         return
     record = hostpaths.image_accepted((found or {}).get("id", "unknown"), digest)
     check_mounts = (*(mounts or ()), BindMount(host=CHECK_SCRIPT, container=hostpaths.CHECK_IN_CONTAINER,
                                                read_only=True))
     check = quoted(container.program_argv(container.looked_into(image, entrypoint, mounts=check_mounts), "python3",
                                           [hostpaths.CHECK_IN_CONTAINER, *(["--cpu"] if cpu else []), "--", *argv]))
-    accepted = json.dumps({"image": image, "verdict": "accepted"})
-    unchecked = json.dumps({"image": image, "verdict": "could not check (fleetserve's table applies)"})
+    accepted = json.dumps({"image": image, "verdict": "accepted", "checker": checker_digest()})
+    unchecked = json.dumps({"image": image, "verdict": "could not check (fleetserve's table applies)",
+                            "checker": checker_digest()})
     yield StringCommand(
         "mkdir", "-p", QuoteString(hostpaths.IMAGES_STATE_DIR), "&&", "out=$(", check, "2>&1);", "rc=$?;",
         "case", "$rc", "in",

@@ -90,7 +90,7 @@ def _hub_download(copy: ModelCopy, image: str, entrypoint: str,
                                   f"was downloaded):", [carried["error"]])
     stage = _stage(copy)
     client = hubclient.download(copy, stage, carried.get("hf" if copy.hub == "hf" else "modelscope"),
-                                known=bool(carried.get("probed")))
+                                known=bool(carried.get("probed")), token=token_env_file is not None)
     if client.problem:
         return None, fail_command(f"fleetserve model: {copy.what} cannot be downloaded with this image:",
                                   [client.problem])

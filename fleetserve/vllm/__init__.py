@@ -15,6 +15,8 @@ from that data and runs the argv through the same steps vLLM runs:
    human_readable_int, config(<dataclass>) validated like pydantic for the parts the table records);
    unrecognized arguments are reported by the top-level ``vllm`` parser, as vLLM's subcommand set-up does;
 3. vLLM's post-parse checks recorded as data (``--enable-auto-tool-choice`` needs ``--tool-call-parser``),
+   what ``ServeSubcommand.cmd`` refuses before it starts (``--headless`` with ``--api-server-count 2``),
+   the fields of JSON options vLLM validates as a config class at start-up (``--speculative-config``),
    pydantic field constraints (``gpu_memory_utilization`` in (0, 1]), parser names, and the platform
    plugin's rules (vllm-ascend: quantization methods) from data/vllm-ascend-<version>.json.
 
@@ -30,21 +32,24 @@ API (what the planner and the stand-in use):
   load_table(version) -> ServeTable             UnknownVersionError (lists the known ones) otherwise
   parse_serve_args(argv, *, version, platform=None, platform_version=None, check=True) -> ServeArgs
   validate_serve_flags(argv, *, version, platform=None, platform_version=None) -> list[str]
+  refusals(argv, *, version, ...) -> list[ServeArgsError]   each with .summary: fleetserve's words
   ServeArgs: .model, .values (dest -> value, defaults included), .explicit (dests given),
              .given (primary option string -> value, the canonical form), .canonical_argv(),
              attribute access by dest (args.tensor_parallel_size), .served_model_names, .world_size_local
   known_platform_versions(), load_platform_rules(platform, *, vllm_version=None, version=None)
 
 Modules: ``tables`` (the generated option tables and how they are stored), ``rules`` (platform
-plugins' rules), ``values`` (vLLM's type callables), ``parser`` (argparse rebuilt, vLLM's
-pre-processing), ``checker`` (parse and check; the entry points below), ``errors``.
+plugins' rules), ``values`` (vLLM's type callables, config JSON validated as the real classes do),
+``parser`` (argparse rebuilt, vLLM's pre-processing), ``cmdchecks`` (``ServeSubcommand.cmd``'s checks,
+start-up config fields), ``words`` (fleetserve's own first line for a refusal), ``checker`` (parse and
+check; the entry points below), ``errors``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .checker import ServeArgs, format_help, main, parse_serve_args, redacted, validate_serve_flags
+from .checker import ServeArgs, format_help, main, parse_serve_args, redacted, refusals, validate_serve_flags
 from .errors import ServeArgsError, UnknownVersionError
 from .rules import PLATFORMS, PlatformRules, known_platform_versions, load_platform_rules
 from .tables import TABLE_DIR, ServeTable, known_versions, load_table
@@ -53,7 +58,7 @@ from .values import human_readable_int, human_readable_int_or_auto
 __all__ = [
     "TABLE_DIR", "PLATFORMS", "ServeArgsError", "UnknownVersionError", "ServeTable", "ServeArgs", "PlatformRules",
     "known_versions", "load_table", "known_platform_versions", "load_platform_rules", "parse_serve_args",
-    "validate_serve_flags", "human_readable_int", "human_readable_int_or_auto", "format_help", "main", "redacted",
+    "validate_serve_flags", "refusals", "human_readable_int", "human_readable_int_or_auto", "format_help", "main", "redacted",
     "portable_files",
 ]
 

@@ -14,9 +14,9 @@ from .errors import ServeArgsError, UnknownVersionError
 from .parser import parser_for, preprocess, strip_program
 from .rules import PLATFORMS, PlatformRules, load_platform_rules
 from .tables import ServeTable, known_versions, load_table
-from .values import constraint_problem, pydantic_message
-
-
+from .cmdchecks import cmd_errors, start_up_errors
+from .values import ValidatorCrash, constraint_problem, pydantic_message
+from .words import summary
 
 
 _UNSET = object()
@@ -175,7 +175,17 @@ def _parse(argv: Iterable[str], table: ServeTable, rules: PlatformRules | None,
                     argparse._ExtendAction)
     namespace = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions
                                       if a.dest != "help" and not isinstance(a, accumulating)})
-    namespace, extras = parser.parse_known_args(args, namespace)
+    try:
+        namespace, extras = parser.parse_known_args(args, namespace)
+    except ValidatorCrash as crash:  # argparse lets it through, and so does vLLM: a traceback, exit 1
+        option = next((o.primary for o in table.options
+                       if crash.config_class in (((o.data.get("type") or {}).get("config_class")),
+                                                 ((o.data.get("type") or {}).get("of") or {}).get("config_class"))),
+                      crash.config_class)
+        raise ServeArgsError(
+            str(crash), exit_code=1, hint="a config field's own validator raises it while vLLM parses the option",
+            summary=f"{option} field {crash.field}: {crash.value!r} is refused: it takes one of "
+                    f"{', '.join(crash.allowed)} (any case); vLLM {table.version} crashes on it") from None
     info = table.parser_info
     if extras:
         message = f"unrecognized arguments: {' '.join(extras)}"
@@ -214,6 +224,11 @@ def _late_errors(parsed: ServeArgs, table: ServeTable, rules: PlatformRules | No
     for check in table.post_parse_checks.get("requires", []):
         if v.get(check["when_set"]) and not v.get(check["requires"]):
             errors.append(ServeArgsError(check["error"], exit_code=1))
+    errors += cmd_errors(table, v)
+    try:
+        errors += start_up_errors(table, v, parsed.explicit)
+    except ValidatorCrash as crash:
+        errors.append(ServeArgsError(str(crash), exit_code=1, hint="vLLM raises it when it builds the engine config"))
     late = table.late_choices or {}
     tool_parsers = late.get("tool_call_parser")
     if tool_parsers and v.get("enable_auto_tool_choice") and v.get("tool_call_parser") \
@@ -288,17 +303,30 @@ def parse_serve_args(argv: Iterable[str], *, version: str, platform: str | None 
     return parsed
 
 
+def refusals(argv: Iterable[str], *, version: str, platform: str | None = None,
+             platform_version: str | None = None, table_dir: Path | str | None = None) -> list[ServeArgsError]:
+    """Every refusal vLLM ``version`` would make of this command line (empty when it would start),
+    each with fleetserve's ``summary`` (option, value, what it takes). An argparse refusal stops
+    parsing, so it comes alone."""
+    argv = [str(a) for a in argv]
+    table = load_table(version, table_dir)
+    rules = _resolve_rules(table, platform, platform_version, table_dir)
+    try:
+        found = _late_errors(_parse(argv, table, rules, platform), table, rules)
+    except ServeArgsError as exc:
+        found = [exc]
+    for err in found:
+        if not err.summary:
+            err.summary = summary(err.message, table, strip_program(argv))
+    return found
+
+
 def validate_serve_flags(argv: Iterable[str], *, version: str, platform: str | None = None,
                          platform_version: str | None = None, table_dir: Path | str | None = None) -> list[str]:
     """Every refusal vLLM ``version`` would print for this command line, each with fleetserve's hint
     (empty when it would start). An argparse refusal stops parsing, so it comes alone."""
-    table = load_table(version, table_dir)
-    rules = _resolve_rules(table, platform, platform_version, table_dir)
-    try:
-        parsed = _parse(argv, table, rules, platform)
-    except ServeArgsError as exc:
-        return [exc.describe()]
-    return [err.describe() for err in _late_errors(parsed, table, rules)]
+    return [err.describe() for err in refusals(argv, version=version, platform=platform,
+                                               platform_version=platform_version, table_dir=table_dir)]
 
 
 def format_help(version: str, table_dir: Path | str | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 class UnknownVersionError(LookupError):
     """No table for the asked version: fleetserve never guesses which table fits."""
 
@@ -15,13 +16,14 @@ class ServeArgsError(ValueError):
     """
 
     def __init__(self, message: str, *, exit_code: int = 2, prog: str = "vllm serve", usage: str = "",
-                 hint: str = ""):
+                 hint: str = "", summary: str = ""):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
         self.prog = prog
         self.usage = usage
         self.hint = hint
+        self.summary = summary  # fleetserve's words: the option, the value, what it takes (``refusals``)
 
     def __str__(self) -> str:
         if self.exit_code == 2:

@@ -53,12 +53,29 @@ def _py_type_name(value: Any) -> str:
     return _PYDANTIC_TYPES.get(type(value), type(value).__name__)
 
 
+class ValidatorCrash(Exception):
+    """A config field's own validator raised something pydantic does not catch (vLLM 0.18's
+    ``CUDAGraphMode[value.upper()]`` raises KeyError): argparse does not catch it either, so vLLM dies
+    with a traceback (exit 1). Deliberately not a ValueError: argparse must let it through."""
+
+    def __init__(self, exception: str, text: str, field: str = "", value: Any = None, allowed: list[str] = ()):
+        super().__init__(f"{exception}: {text}")
+        self.exception = exception
+        self.text = text
+        self.field = field
+        self.value = value
+        self.allowed = list(allowed)
+        self.config_class = ""  # set by the option's type callable
+
+
 class _ConfigValidator:
     """pydantic-like validation of a JSON value against a config dataclass recorded in the table.
 
     Checked: object-ness, unknown keys when the class forbids extras, Literal and Enum values, JSON
-    kinds of plain fields (with pydantic's lax conversions), numeric constraints, nested configs.
-    Fields with their own pydantic validators and model-level validators are not modelled (accepted).
+    kinds of plain fields (with pydantic's lax conversions), numeric constraints, nested configs, and
+    fields with their own validators where the table records what those do (``validator_behaviour``,
+    probed from the real class: enum member names in any case, nested configs, None let through).
+    Other fields with validators, and model-level validators, are accepted as given.
     """
 
     def __init__(self, classes: dict[str, Any]):
@@ -87,10 +104,40 @@ class _ConfigValidator:
                 continue
             spec = fields[name]
             if spec.get("validators"):
-                continue
+                behaviour = spec.get("validator_behaviour")
+                if behaviour is None or self._validated(behaviour, spec["shape"], item, where, errors):
+                    continue
             self._shape(spec["shape"], item, where, errors)
             if not errors and spec.get("constraints"):
                 self._constraints(spec["constraints"], item, where, errors)
+
+    def _validated(self, behaviour: dict[str, Any], shape: dict[str, Any], value: Any, loc: str,
+                   errors: list) -> bool:
+        """Apply what the field's own validators were seen to do; False: the plain shape check follows."""
+        alts = shape.get("any_of", [shape])
+        if value is None:
+            return behaviour.get("none") == "accepted"
+        enum = next((a for a in alts if "enum" in a), None)
+        if isinstance(value, str) and enum is not None and "strings" in behaviour:
+            names = enum["names"]
+            wanted = value.upper() if behaviour["strings"] == "member names in any case" else value
+            if wanted in names:
+                return True
+            unknown = behaviour.get("unknown_string") or {}
+            fill = {"value": value, "upper": value.upper()}
+            if unknown.get("raises") == "ValidationError":
+                for err in unknown["errors"]:
+                    where = ".".join([loc, *err["loc"]]) if err["loc"] else loc
+                    errors.append((where, err["msg"].replace("{value}", fill["value"]).replace("{upper}", fill["upper"]),
+                                   err["type"], value))
+                return True
+            text = unknown.get("text", "").replace("{value}", fill["value"]).replace("{upper}", fill["upper"])
+            raise ValidatorCrash(unknown.get("raises", "Exception"), text, loc, value, names)
+        config = next((a for a in alts if "config" in a), None)
+        if isinstance(value, dict) and config is not None and behaviour.get("objects"):
+            self._config(config["config"], value, loc, errors)
+            return True
+        return False
 
     def _shape(self, shape: dict[str, Any], value: Any, loc: str, errors: list) -> None:
         if "any_of" in shape:
@@ -120,8 +167,9 @@ class _ConfigValidator:
             return
         if "enum" in shape:
             if value not in shape["values"]:
-                errors.append((loc, "Input should be " + _or_list([repr(v) for v in shape["values"]]), "enum",
-                               value))
+                # JSON keeps a tuple value (CUDAGraphMode.FULL_DECODE_ONLY) as a list; pydantic shows the tuple
+                shown = [repr(tuple(v)) if isinstance(v, list) else repr(v) for v in shape["values"]]
+                errors.append((loc, "Input should be " + _or_list(shown), "enum", value))
             return
         if "config" in shape:
             self._config(shape["config"], value, loc, errors)
@@ -154,6 +202,8 @@ def _json_kind_ok(kind: str, value: Any) -> tuple[bool, str, str]:
         ok = isinstance(value, bool) or value in (0, 1) or (
             isinstance(value, str) and value.lower() in ("0", "1", "true", "false", "yes", "no", "on", "off",
                                                          "t", "f", "y", "n"))
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):  # parsed, but not 0/1/yes/no...
+            return ok, "Input should be a valid boolean, unable to interpret input", "bool_parsing"
         return ok, "Input should be a valid boolean", "bool_type"
     if kind == "integer":
         if isinstance(value, bool) or isinstance(value, int):
@@ -283,7 +333,11 @@ def build_type(t: dict[str, Any] | None, table: ServeTable) -> Callable[[str], A
                 raise argparse.ArgumentTypeError(pydantic_message(
                     cls_name, [("", f"Invalid JSON: {_serde_wording(exc.msg)} at line {exc.lineno} column {exc.colno}",
                                 "json_invalid", val)])) from None
-            errors = validator.validate(cls_name, data)
+            try:
+                errors = validator.validate(cls_name, data)
+            except ValidatorCrash as crash:
+                crash.config_class = cls_name
+                raise
             if errors:
                 raise argparse.ArgumentTypeError(pydantic_message(cls_name, errors))
             return data

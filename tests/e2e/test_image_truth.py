@@ -34,20 +34,27 @@ def state_of(fleet, node: str, service: str) -> dict:
     return json.loads(fleet.ssh(node, f"cat /var/lib/fleetserve/releases/{service}/state.json").stdout)
 
 
-def test_the_images_own_vllm_refuses_a_flag_and_nothing_restarts(fleet):
+def test_an_image_whose_own_vllm_is_not_the_catalogs_is_refused_and_nothing_restarts(fleet):
     first = fleet.pyinfra("deploys/qwen35.py", "--limit", B4)
     assert first.returncode == 0, first.stdout[-4000:]
     before, started = state_of(fleet, B4, "qwen35-2b-base"), fleet.ssh(
         B4, "systemctl show -p ActiveEnterTimestamp --value fleetserve-qwen35-2b-base").stdout
-    # A private build at vLLM 0.12 under a catalog that says 0.18: fleetserve's table accepts the flag,
-    # the image's own parser does not.
+    # A private build at vLLM 0.12 under a catalog that says 0.18: fleetserve's 0.18 table accepts the
+    # flag, which the image's vLLM does not have. The image's probe reads its vLLM: refused before the
+    # image's own check (issue 15), naming both versions and what to change.
     private = {"qwen35-2b-base": {"image": image(fleet, "ascend-private", vllm_version="0.18.0",
                                                  vllm_ascend_version="0.18.0rc1"),
                                   "flags": {"mamba-cache-mode": "align"}}}
     refused = fleet.pyinfra("deploys/qwen35.py", "--limit", B4, overrides=private)
     assert refused.returncode == 1
-    assert "refuses the command (nothing was restarted)" in refused.stdout
-    assert "unrecognized arguments: --mamba-cache-mode align" in refused.stdout  # vLLM's own words
+    assert ('carries vLLM 0.12.0, but its catalog entry says image.vllm_version "0.18.0" (nothing was restarted)'
+            in refused.stdout)
+    assert 'set image.vllm_version: "0.12.0" for this image' in refused.stdout
+    # labelled right, the same flag is refused offline by vLLM 0.12.0's table, before any host
+    labelled = {"qwen35-2b-base": {**private["qwen35-2b-base"], "image": image(fleet, "ascend-private")}}
+    offline = fleet.pyinfra("deploys/qwen35.py", "--limit", B4, overrides=labelled)
+    said = offline.stdout + offline.stderr
+    assert offline.returncode != 0 and "--mamba-cache-mode" in said and "of vLLM 0.12.0" in said, said[-4000:]
     assert state_of(fleet, B4, "qwen35-2b-base") == before
     assert fleet.ssh(B4, "systemctl show -p ActiveEnterTimestamp --value fleetserve-qwen35-2b-base").stdout == started
     assert_serving(fleet, B4, "qwen35-2b-base", 8000, "/opt/atomgit/Qwen3.5-2B-Base")
