@@ -142,7 +142,7 @@ def _q(word: str) -> str:
 
 def rebuild_once() -> dict:
     doc = fleet_doc()
-    must(cli(str(BIN / "pyinfra"), "-y", "inventories/sandbox.py", DEPLOY, "--limit", f"{NODE},{PEER}"), "deploy")
+    must(cli(str(BIN / "pyinfra"), "-y", "inventories/sandbox.py", DEPLOY, "--limit", NODE, "--limit", PEER), "deploy")
     measured = floor(doc)
     _, out, _ = must(fleetserve("sandbox", "wipe", NODE, "--json"), "wipe")
     report = json.loads(out[out.index("{"):])

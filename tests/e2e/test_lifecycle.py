@@ -174,7 +174,7 @@ def test_a_wiped_node_is_rebuilt_from_its_peer_with_no_byte_from_the_hub(fleet):
     from fleetserve_sandbox.hub.traffic import client_counters
 
     node, peer = "sbx-bench-910b4-02", "sbx-bench-910b4-01"
-    converged = fleet.pyinfra(DEPLOY, "--limit", f"{node},{peer}")
+    converged = fleet.pyinfra(DEPLOY, "--limit", node, "--limit", peer)
     assert converged.returncode == 0, converged.stdout[-6000:]
     ref = fleet.doc["images"]["ascend"]["registry_ref"]  # the stand-in the sandbox serves 910B4 from (a pull)
     peer_image = fleet.ssh(peer, f"docker image inspect --format '{{{{.Id}}}}' {ref}").stdout.strip()
