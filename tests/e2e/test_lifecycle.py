@@ -195,6 +195,10 @@ def test_a_wiped_node_is_rebuilt_from_its_peer_with_no_byte_from_the_hub(fleet):
     assert fleet.ssh(node, "test -e /etc/systemd/system/fleetserve-qwen35-2b-base.service", check=False).returncode != 0
 
     fleet.hub("/_sandbox/reset", body={}, method="POST")
+    from fleetserve_sandbox.constants import LOGS_DIR
+
+    registry_log = LOGS_DIR / "registry.log"  # the sandbox registry's access log (client addresses)
+    registry_offset = registry_log.stat().st_size
     rebuilt = run_cli("rebuild", "inventories/sandbox.py", DEPLOY, node)
     assert rebuilt.returncode == 0, rebuilt.stdout[-8000:]
     serving(fleet, node)
@@ -202,9 +206,11 @@ def test_a_wiped_node_is_rebuilt_from_its_peer_with_no_byte_from_the_hub(fleet):
     assert client_counters(stats, fleet.nodes[node].address) == {"requests": 0, "bytes": 0}
     # The image is the peer's very image, loaded from the peer's archive, not pulled.
     assert fleet.ssh(node, f"docker image inspect --format '{{{{.Id}}}}' {ref}").stdout.strip() == peer_image
-    # The engine's own record of what happened to images on the rebuilt node: loaded, never pulled.
+    # The engine loaded it from an archive, and the registry was never asked by the rebuilt node.
     events = fleet.ssh(node, "podman events --stream=false --since 60m --filter type=image --format '{{.Status}}'").stdout
-    assert "load" in events.split() and "pull" not in events.split(), events
+    assert "loadfromarchive" in events.split(), events
+    asked = registry_log.read_bytes()[registry_offset:].decode(errors="replace")
+    assert f"{fleet.nodes[node].address}:" not in asked, asked[-2000:]
     # The peer served on throughout and keeps nothing of the transfer; the rebuilt node converges.
     serving(fleet, peer)
     assert fleet.ssh(peer, "ls -a /var/cache/fleetserve/images 2>/dev/null | grep -c '^.peer-' || true").stdout.strip() in ("", "0")
