@@ -206,11 +206,12 @@ def test_a_wiped_node_is_rebuilt_from_its_peer_with_no_byte_from_the_hub(fleet):
     assert client_counters(stats, fleet.nodes[node].address) == {"requests": 0, "bytes": 0}
     # The image is the peer's very image, loaded from the peer's archive, not pulled.
     assert fleet.ssh(node, f"docker image inspect --format '{{{{.Id}}}}' {ref}").stdout.strip() == peer_image
-    # The engine loaded it from an archive, and the registry was never asked by the rebuilt node.
+    # The engine loaded it from an archive, and the registry was asked nothing while the node was rebuilt
+    # (its access log, of every node's requests: they reach it through the host's bridge address).
     events = fleet.ssh(node, "podman events --stream=false --since 60m --filter type=image --format '{{.Status}}'").stdout
     assert "loadfromarchive" in events.split(), events
     asked = registry_log.read_bytes()[registry_offset:].decode(errors="replace")
-    assert f"{fleet.nodes[node].address}:" not in asked, asked[-2000:]
+    assert "GET /v2/" not in asked, asked[-2000:]
     # The peer served on throughout and keeps nothing of the transfer; the rebuilt node converges.
     serving(fleet, peer)
     assert fleet.ssh(peer, "ls -a /var/cache/fleetserve/images 2>/dev/null | grep -c '^.peer-' || true").stdout.strip() in ("", "0")
