@@ -156,7 +156,7 @@ def _lifecycle(args: argparse.Namespace) -> int:
     monkey.patch_all()
     import os
 
-    from fleetserve.lifecycle.progress import Reporter
+    from fleetserve.progress import Reporter
 
     reporter = Reporter()
     try:

@@ -14,6 +14,7 @@ from pyinfra.api.exceptions import PyinfraError
 from fleetserve.plan import plan_inventory
 from fleetserve.plan.feeds import fed
 from fleetserve.plan.hostdata import host_address
+from fleetserve.progress import watch_cli_run
 from fleetserve.pyinfra_config import apply_to_run
 from fleetserve.schema.base import FleetserveError
 from fleetserve.schema.plan import HostPlan
@@ -97,6 +98,8 @@ def host_plan(workloads: list[str]) -> HostPlan:
             raise InvalidFleetData(f"nothing to do: no host of this inventory serves {', '.join(workloads)} "
                                    f"(each host's `workloads` names what it serves)")
         _whole_groups(state, plans)
+        if state not in _MODES:  # a plain pyinfra run: say how long steps get on (lifecycle runs show their own)
+            watch_cli_run(state)
         cached = (key, {plan.host: plan for plan in plans})
         _PLANS[state] = cached
     return cached[1][host.name]

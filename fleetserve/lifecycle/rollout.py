@@ -22,7 +22,7 @@ from fleetserve.builder import DEFAULT_ENGINE, model_copy, service_files
 from fleetserve.hostos import image_jemalloc_paths
 from fleetserve.lifecycle import runner
 from fleetserve.lifecycle.fleet import Fleet, Unit, batches
-from fleetserve.lifecycle.progress import Reporter
+from fleetserve.progress import Reporter
 from fleetserve.schema.plan import Engine, HostPlan, ServiceInstance
 from fleetserve.schema.run import RunMode
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from fleetserve import hostlock
 from fleetserve.lifecycle.fleet import Fleet
-from fleetserve.lifecycle.progress import Reporter
+from fleetserve.progress import Reporter
 from fleetserve.schema.run import RunMode
 
 _LOGGING_READY = False

@@ -18,7 +18,7 @@ from typing import Any
 from fleetserve import hostpaths
 from fleetserve.lifecycle import runner
 from fleetserve.lifecycle.fleet import CommandError, Fleet
-from fleetserve.lifecycle.progress import Reporter
+from fleetserve.progress import Reporter
 from fleetserve.lifecycle.status_rows import (HostView, Seat, Target, discovered, exit_code, host_row,
                                               instance_row)
 from fleetserve.lifecycle.status_table import render

@@ -1,10 +1,12 @@
-"""What a lifecycle command shows while it works: never silence for more than ``QUIET_S`` seconds.
+"""What a run shows while it works: never silence for more than ``QUIET_S`` seconds.
 
-On a terminal, a live panel under pyinfra's own lines shows what each busy host is doing, for how
-long, and what its long step reports (bytes and files of a download, the service's last journal
-line while the model loads). Elsewhere (a log, CI) the same comes as timestamped lines every
-``QUIET_S`` seconds while anything is busy. The per-host figures come from the probe an operation
-names for its long command (``fleetserve.operations.watch``), run over the host's own connection.
+A lifecycle command (``fleetserve rollout`` ...): on a terminal, a live panel under pyinfra's own lines
+shows what each busy host is doing, for how long, and what its long step reports (bytes and files of
+a download, the service's last journal line while the model loads); elsewhere (a log, CI) the same
+comes as timestamped lines every ``QUIET_S`` seconds while anything is busy. A plain ``pyinfra
+INVENTORY DEPLOY`` run of fleetserve's deploys gets the timestamped lines among pyinfra's own
+(``watch_cli_run``). The per-host figures come from the probe an operation names for its long
+command (``fleetserve.operations.watch``), run over the host's own connection.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,7 +22,7 @@ from typing import Any
 import gevent
 import gevent.event
 from pyinfra.api import StringCommand
-from pyinfra.api.state import BaseStateCallback
+from pyinfra.api.state import BaseStateCallback, StateStage
 from pyinfra.context import ctx_config, ctx_host
 from rich.console import Console, Group
 from rich.live import Live
@@ -52,14 +55,17 @@ class Reporter:
     console: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
     busy: dict[Any, _Busy] = field(default_factory=dict)  # pyinfra Host -> what it is doing
     title: str = ""
+    emit: Callable[[str], None] | None = None  # where lines go instead of the console (a pyinfra CLI run)
 
     @property
     def live(self) -> bool:
-        return self.console.is_terminal
+        return self.emit is None and self.console.is_terminal
 
     def say(self, text: str, style: str | None = None) -> None:
         """One line: styled on a terminal, with the time in a log."""
-        if self.live:
+        if self.emit is not None:
+            self.emit(f"[{stamp()}] {text}")
+        elif self.live:
             self.console.print(Text(text, style=style or ""))
         else:
             self.console.print(f"[{stamp()}] {text}", markup=False, highlight=False, soft_wrap=True)
@@ -89,7 +95,7 @@ class Reporter:
 
     def _beat(self, state: Any, stop: Any, show: Any, every: float) -> None:
         last = time.monotonic()
-        while not stop.wait(timeout=1.0):
+        while not stop.wait(timeout=1.0) and state.current_stage < StateStage.Disconnect:
             self._probe(state)
             if time.monotonic() - last >= every:
                 last = time.monotonic()
@@ -138,7 +144,8 @@ class Reporter:
     def _print_busy(self) -> None:
         lines = self._lines()
         if not lines:
-            self.say(f"{self.title}: working")
+            if self.emit is None:  # pyinfra's own lines say enough between steps
+                self.say(f"{self.title}: working")
             return
         for line in lines[:20]:
             self.say(f"{self.title}: {line}")
@@ -163,3 +170,17 @@ class _Callback(BaseStateCallback):
     def operation_host_error(self, state: Any, host: Any, op_hash: str, retry_count: int = 0,  # type: ignore[override]
                              max_retries: int = 0) -> None:
         self.reporter.busy.pop(host, None)
+
+
+def watch_cli_run(state: Any) -> None:
+    """For a plain ``pyinfra`` run (once per run): while a host is in a long step, a timestamped line
+    through pyinfra's log at least every ``QUIET_S`` seconds. A no-op for a lifecycle command's runs
+    (they show their own) and for runs without hosts to watch."""
+    if getattr(state, "_fleetserve_watched", False):
+        return
+    state._fleetserve_watched = True
+    from pyinfra import logger
+
+    reporter = Reporter(emit=lambda text: logger.info(f"    fleetserve {text}"), title="still working")
+    state.add_callback_handler(_Callback(reporter))
+    gevent.spawn(reporter._beat, state, gevent.event.Event(), reporter._print_busy, float(QUIET_S))
