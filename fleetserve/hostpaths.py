@@ -8,6 +8,7 @@ kinds in fleetserve/hardware/kinds.yaml.
 from __future__ import annotations
 
 import posixpath
+import re
 
 ENGINE = "docker"  # the container engine's CLI as a shell finds it (Docker, or podman-docker)
 DOCKER = "/usr/bin/docker"  # its path where a unit names it and the host was not asked (fleetserve render)
@@ -21,7 +22,8 @@ RUN_DIR = "/run/fleetserve"  # the host lock (one run per host) and who holds it
 CONTAINER_ID_FILE = "container.id"
 LOCK_FILE = f"{RUN_DIR}/host.lock"
 LOCK_OWNER_FILE = f"{RUN_DIR}/host.lock.owner"
-IMAGE_CACHE_DIR = "/var/cache/fleetserve/images"  # image archives before `docker load` (host data image_remote_dir)
+CACHE_DIR = "/var/cache/fleetserve"
+IMAGE_CACHE_DIR = f"{CACHE_DIR}/images"  # image archives before `docker load` (host data image_remote_dir)
 VERIFIED_MARKER = ".fleetserve-verified.json"  # written into a model dir only after verification
 MODEL_STORE_SUFFIX = ".fleetserve"  # <parent>/.<name>.fleetserve/<key>/: one verified copy per revision
 STAGING_PREFIX = ".partial-"  # <store>/.partial-<key>/: a download in progress, resumed by the next run
@@ -34,11 +36,14 @@ SUMS_FILE = ".fleetserve-sha256sums"
 # Peer mode: the rsync daemon serving this host's copies to the next host, only during a run.
 PEER_UNIT = "fleetserve-peer-source"  # a transient unit (systemd-run), never a file
 PEER_CONFIG = f"{RUN_DIR}/peer-rsyncd.conf"
+PEER_LOCK = f"{RUN_DIR}/peer-rsyncd.lock"  # the daemon's own lock file (its `lock file`)
 # What a host checked of a copy in a shared filesystem (the copy is another host's download).
 SHARED_CHECKS_DIR = f"{STATE_DIR}/shared"
 UNIT_PREFIX = "fleetserve-"
 # Every unit fleetserve installs, for a glob on the host (other deploys' services included).
 UNIT_GLOB = f"{SYSTEMD_DIR}/{UNIT_PREFIX}*.service"
+# Every .mount unit file on the host; fleetserve's are those whose first line is MOUNT_UNIT_HEADER.
+MOUNT_UNIT_GLOB = f"{SYSTEMD_DIR}/*.mount"
 # Each unit carries a one-line JSON manifest after this prefix (devices, port) for other deploys.
 MANIFEST_PREFIX = "# fleetserve-manifest: "
 # The first line of the .mount unit fleetserve writes for host data shared_mount: a unit file there
@@ -88,9 +93,14 @@ def runtime_dir(service: str) -> str:
     return f"{RUN_DIR.removeprefix('/run/')}/{service}"
 
 
+def service_run_dir(service: str) -> str:
+    """The unit's RuntimeDirectory as a path (systemd removes it when the service stops)."""
+    return f"{RUN_DIR}/{service}"
+
+
 def container_id_file(service: str) -> str:
     """Where the engine writes the id of the container a service's unit runs."""
-    return f"{RUN_DIR}/{service}/{CONTAINER_ID_FILE}"
+    return f"{service_run_dir(service)}/{CONTAINER_ID_FILE}"
 
 
 def env_file(service: str) -> str:
@@ -123,6 +133,12 @@ def staging_dir(host_dir: str, key: str) -> str:
     """Where a copy downloads and is verified before it is published; kept across failed attempts so
     an interrupted download resumes."""
     return f"{model_store(host_dir)}/{STAGING_PREFIX}{key}"
+
+
+def promote_link(host_dir: str, host: str) -> str:
+    """The temporary symlink a host renames onto host_dir to point it at a copy (named per host: in a
+    shared cache every host renames its own at once)."""
+    return f"{host_dir}.fleetserve-link-{re.sub(r'[^A-Za-z0-9_.-]', '_', host)}"
 
 
 def model_marker(model_dir: str) -> str:
@@ -208,6 +224,11 @@ def peer_image_dir(remote_dir: str, key: str) -> str:
     SUMS_FILE), for the next host of the chain: only this directory is served, never the rest of
     remote_dir. Removed once the step is over (the archive itself stays only with image_keep_archive)."""
     return f"{remote_dir}/.peer-{key}"
+
+
+def peer_image_glob(remote_dir: str) -> str:
+    """A shell glob matching every peer_image_dir in remote_dir (left by an interrupted peer step)."""
+    return peer_image_dir(remote_dir, peer_image_key("")) + "*"
 
 
 def provided_by_the_system(path: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -62,6 +63,30 @@ def probe_of(host: Any) -> tuple[str, str] | None:
 def failures(state: Any) -> dict[str, list[str]]:
     """Why each host failed in this run, as its ``fail_command`` said (title first)."""
     return _FAILURES.get(state, {})
+
+
+# What operations said they did or left on each host (``note``), for whoever collects it (``noting``).
+_NOTES: list[dict[str, list[str]]] = []
+
+
+@contextmanager
+def noting() -> Iterator[dict[str, list[str]]]:
+    """Collect, per host name, the lines operations ``note`` while the block runs (a lifecycle command
+    prints them after its run: what was removed and what was kept, host by host)."""
+    said: dict[str, list[str]] = {}
+    _NOTES.append(said)
+    try:
+        yield said
+    finally:
+        _NOTES.remove(said)
+
+
+def note(line: str) -> None:
+    """Tell the operator what this operation did or left on the host (one line), when the run executes.
+    Said after the operation's last command, it is told only once every command succeeded."""
+    if current_host.state.is_executing:
+        for said in _NOTES:
+            said.setdefault(current_host.name, []).append(line)
 
 
 def fail_command(title: str, lines: list[str]) -> StringCommand:

@@ -29,7 +29,7 @@ def daemon_config(address: str, port: int, served: list[tuple[str, str, str, str
     lines = ["# fleetserve: model copies and image archives for the next host of a peer chain, during a run only",
              f"address = {address}", f"port = {int(port)}", "use chroot = yes", "read only = yes", "list = no",
              "reverse lookup = no", "timeout = 300", "max connections = 16",
-             f"lock file = {hostpaths.RUN_DIR}/peer-rsyncd.lock", ""]
+             f"lock file = {hostpaths.PEER_LOCK}", ""]
     for key, published_path, staging_path, receiver_address in served:
         published, partial = hostpaths.peer_modules(key)
         for module, path in ((published, published_path), (partial, staging_path)):

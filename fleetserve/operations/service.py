@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shlex
 from io import BytesIO
 from pathlib import PurePosixPath
@@ -151,10 +150,6 @@ def prune_plan(records: dict[str, dict], shared_dir: str | None = None) -> tuple
     return dirs, copies, images
 
 
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-
-
 def _promoted(service: str, releases: dict, candidate: str) -> dict:
     """The release state once `candidate` is proven. Going back to the previous release (a rollback, or
     deploying its inputs again) leaves no previous one: there is nothing further back to go to, and
@@ -260,7 +255,7 @@ def _promote(service: str, records: dict, candidate: str, host_dir: str, model_c
     yield _state_command(service, _promoted(service, releases, candidate))
     # Named per host: in a shared cache every host of the run renames its own link onto host_dir at
     # once (rename is atomic; one shared temporary name is not).
-    link = f"{host_dir}.fleetserve-link-{_safe_name(host.name)}"
+    link = hostpaths.promote_link(host_dir, host.name)
     # host_dir (absent, empty, or fleetserve's symlink: preflight refused anything else) now names
     # the current copy, for operators and tools that read the model directory.
     yield StringCommand("{", "[", "-L", QuoteString(host_dir), "]", "||", "rmdir", QuoteString(host_dir),
