@@ -15,7 +15,7 @@ from typing import Any
 
 from fleetserve.lifecycle import runner
 from fleetserve.lifecycle.fleet import Fleet
-from fleetserve.lifecycle.progress import Reporter
+from fleetserve.progress import Reporter
 from fleetserve.lifecycle.rollout import _failed
 from fleetserve.operations import noting
 from fleetserve.schema.run import RunMode
