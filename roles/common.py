@@ -88,7 +88,9 @@ def host_plan(workloads: list[str]) -> HostPlan:
         # A --limit run: peer chains are made of the hosts this run reaches.
         running = [h.name for h in state.inventory if state.is_host_in_limit(h)]
         try:
-            plans = plan_inventory(hosts, workloads, running=running)
+            # Starting nothing new, a rollback or a teardown needs no image archive here (as `render`).
+            preview = run_mode().action in ("rollback", "teardown")
+            plans = plan_inventory(hosts, workloads, preview=preview, running=running)
             feeds = run_mode().feeds
             if feeds:  # a rebuild: the rebuilt hosts take weights and images from their peers
                 plans = fed(plans, feeds, {h.name: host_address(h.name, h.data.dict()) for h in state.inventory})

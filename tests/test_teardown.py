@@ -205,5 +205,5 @@ def test_invalid_data_stops_the_teardown_in_one_line_before_connecting_anywhere(
 def test_a_selection_that_splits_a_group_is_refused_naming_the_member_left_out():
     result = fleetserve("teardown", "inventories/a3x2.py", "deploys/qwen35.py", "--limit", "a3-01")
     assert result.returncode == 2
-    assert ("fleetserve teardown: group qwen35-397b-a3x2: the selection leaves out a3-02 (--limit); a group is deployed "
-            "whole (members: a3-01, a3-02)") in result.stderr
+    assert ("fleetserve teardown: group qwen35-397b-a3x2: the selection leaves out a3-02 (--limit); a group is deployed, "
+            "rolled back and torn down whole (members: a3-01, a3-02)") in result.stderr

@@ -48,7 +48,9 @@ class Fleet:
 
     @classmethod
     def load(cls, inventory: str, deploy: str | None, data: dict[str, Any] | None = None,
-             limit: list[str] | None = None, need_services: bool = True) -> Fleet:
+             limit: list[str] | None = None, need_services: bool = True, preview: bool = False) -> Fleet:
+        """`preview`: plan as `render` does (image archives and secrets need not be on this machine), for
+        commands that start nothing new (rollback, teardown)."""
         data = dict(data or {})
         loaded = load_inventory(inventory, data)
         hosts = [(host.name, host.data.dict()) for host in loaded]
@@ -61,7 +63,7 @@ class Fleet:
         workloads = deploy_workloads(deploy) if deploy else []
         plans: dict[str, HostPlan] = {}
         if workloads:
-            plans = {p.host: p for p in plan_inventory(hosts, workloads, running=selected)}
+            plans = {p.host: p for p in plan_inventory(hosts, workloads, preview=preview, running=selected)}
             if need_services and not any(plans[name].services for name in selected):
                 raise CommandError(f"nothing to do: no selected host serves {', '.join(workloads)} (each host's "
                                    f"`workloads` names what it serves)")
@@ -84,7 +86,8 @@ class Fleet:
                 left_out = [m for m in members if m not in chosen]
                 if instance.group and left_out and instance.member(name).is_head:
                     problems.append(f"group {instance.group}: the selection leaves out {', '.join(left_out)} "
-                                    f"(--limit); a group is deployed whole (members: {', '.join(members)})")
+                                    f"(--limit); a group is deployed, rolled back and torn down whole (members: "
+                                    f"{', '.join(members)})")
         if problems:
             raise CommandError("\n".join(problems))
 

@@ -37,7 +37,7 @@ def rollback(inventory: str, deploy: str, reporter: Reporter, limit: list[str] |
              data: dict[str, Any] | None = None, verbosity: int = 0) -> int:
     from fleetserve.facts.service import ReleaseRecords
 
-    fleet = Fleet.load(inventory, deploy, {**(data or {}), "on_failure": "rollback"}, limit)
+    fleet = Fleet.load(inventory, deploy, {**(data or {}), "on_failure": "rollback"}, limit, preview=True)
     hosts = fleet.serving
     reporter.say(f"rollback of {', '.join(fleet.workloads)} on {len(hosts)} host(s): {', '.join(hosts)}", style="bold")
     records, problems = runner.read(fleet, hosts, lambda host: host.get_fact(ReleaseRecords), reporter,

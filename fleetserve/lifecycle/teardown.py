@@ -23,7 +23,7 @@ from fleetserve.schema.run import RunMode
 
 def teardown(inventory: str, deploy: str, reporter: Reporter, purge_weights: bool = False, purge_images: bool = False,
              limit: list[str] | None = None, data: dict[str, Any] | None = None, verbosity: int = 0) -> int:
-    fleet = Fleet.load(inventory, deploy, data, limit)
+    fleet = Fleet.load(inventory, deploy, data, limit, preview=True)
     hosts = fleet.serving
     kept = [what for what, purged in (("weights", purge_weights), ("images", purge_images)) if not purged]
     reporter.say(f"teardown of {', '.join(fleet.workloads)} on {len(hosts)} host(s): {', '.join(hosts)}"
