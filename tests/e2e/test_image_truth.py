@@ -53,7 +53,7 @@ def test_an_image_whose_own_vllm_is_not_the_catalogs_is_refused_and_nothing_rest
     # labelled right, the same flag is refused offline by vLLM 0.12.0's table, before any host
     labelled = {"qwen35-2b-base": {**private["qwen35-2b-base"], "image": image(fleet, "ascend-private")}}
     offline = fleet.pyinfra("deploys/qwen35.py", "--limit", B4, overrides=labelled)
-    said = offline.stdout + offline.stderr
+    said = offline.stdout  # stderr is merged into it
     assert offline.returncode != 0 and "--mamba-cache-mode" in said and "of vLLM 0.12.0" in said, said[-4000:]
     assert state_of(fleet, B4, "qwen35-2b-base") == before
     assert fleet.ssh(B4, "systemctl show -p ActiveEnterTimestamp --value fleetserve-qwen35-2b-base").stdout == started
