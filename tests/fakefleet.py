@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import shlex
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,6 +22,7 @@ from pyinfra.context import ctx_state
 from importlib import resources
 
 from fleetserve import hostpaths
+from fleetserve.catalog import load_catalog
 from fleetserve.builder import created_mount_dirs, group_release, model_copy, service_files
 from fleetserve.facts import batch
 from fleetserve.facts.base import split_sections
@@ -46,6 +49,19 @@ SMI_OUTPUT = {
 
 
 IMAGE_ID = "sha256:" + "ab" * 32
+
+
+@functools.cache
+def image_store() -> str:
+    """A controller image store holding every built-in catalog's image archive (empty files), for plans
+    of `source: load` images: a missing archive is refused offline, by render as by the deploy."""
+    store = Path(tempfile.mkdtemp(prefix="fleetserve-images-"))
+    for entry in load_catalog().values():
+        for variant in entry.document["variants"]:
+            for service in variant["services"]:
+                if service["image"].get("tarball"):
+                    (store / service["image"]["tarball"]).write_bytes(b"archive")
+    return str(store)
 
 
 def host_report(kind: str, *, npu_smi: str | None = None, driver: str = "25.5.1", toolkit: str | None = "8.5.1",
