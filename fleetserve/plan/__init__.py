@@ -50,11 +50,12 @@ def plan_inventory(hosts: Iterable[tuple[str, Mapping[str, Any]]], workloads: It
             known[name] = HostData.model_validate({k: v for k, v in data.items() if k in HostData.model_fields})
         except ValidationError:
             pass  # plan_host reports it with the host's name
-    groups = plan_groups(known, {name: host_address(name, data) for name, data in hosts}, errors)
-    errors += shared_mount_agreement(known)
     # A group with a member whose data is invalid is not planned further: its other members would be
     # planned as a smaller group, and their errors would only be consequences of that member's.
     broken = {data.get("group") for name, data in hosts if name not in known and isinstance(data.get("group"), str)}
+    whole = {name: settings for name, settings in known.items() if settings.group not in broken}
+    groups = plan_groups(whole, {name: host_address(name, data) for name, data in hosts}, errors)
+    errors += shared_mount_agreement(known)
     for name, data in hosts:
         host_catalog = catalog or _catalog_for(name, data.get("catalog_dir"), catalogs, errors)
         if host_catalog is None:

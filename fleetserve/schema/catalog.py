@@ -312,7 +312,7 @@ class ServiceSpec(StrictModel):
         """Ports and mounts the service itself would give twice (the host's are the planner's)."""
         if self.head_port is not None and self.head_port == self.port:
             key = "data_parallel_rpc_port" if self.multi_node == "data-parallel" else "master_port"
-            raise ValueError(f"{key}: {self.head_port} is also the API port (port); the head listens on both")
+            raise ValueError(f"{key}: the same port as the API (port); the head listens on both")
         seen: dict[str, str] = {}
         model_dir = self.model.serve_path
         for text, mount in zip(self.mounts, self.extra_mounts()):
