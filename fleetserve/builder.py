@@ -20,6 +20,7 @@ from fleetserve import container, hostpaths
 from fleetserve.hardware import device_way
 from fleetserve.schema.hardware import BindMount
 from fleetserve.schema.plan import Engine, HostPlan, Jemalloc, Member, ServiceFiles, ServiceInstance
+from fleetserve.serveenv import API_KEY_ENV, own_env
 
 # What `fleetserve render` assumes offline; a deploy asks the host (fact EngineInfo).
 DEFAULT_ENGINE = Engine(path=hostpaths.DOCKER, service_unit="docker.service")
@@ -43,20 +44,15 @@ def container_env(instance: ServiceInstance, jemalloc: Jemalloc | None,
     """Non-secret environment for the container, in order: catalog env, a group member's own network
     (its address and NIC, as the hardware's multi-node needs name them), what the hardware's way of
     handing devices over needs (visible devices of a privileged container), jemalloc."""
-    spec, hardware = instance.spec, instance.hardware
-    env = list(spec.env.items())
-    if instance.group and member is not None:
-        env += [(name, member.address if source == "address" else member.nic or "")
-                for name, source in hardware.multi_node.member_env.items()]
-    env += device_way(hardware).container_env(hardware, spec.devices, spec.device_mode)
-    if jemalloc:
-        # The image's .bashrc sets LD_PRELOAD only for interactive shells (vllm-ascend #6949).
-        env.append(("LD_PRELOAD", jemalloc.preload))
-    return env
+    spec = instance.spec
+    seat = (member.address, member.nic) if instance.group and member is not None else None
+    # The image's .bashrc sets LD_PRELOAD only for interactive shells (vllm-ascend #6949).
+    return list(spec.env.items()) + own_env(instance.hardware, spec.devices, spec.device_mode, seat,
+                                            jemalloc.preload if jemalloc else None)
 
 
 def secret_env_names(instance: ServiceInstance) -> list[str]:
-    return ["VLLM_API_KEY"] if instance.spec.api_key_key else []
+    return [API_KEY_ENV] if instance.spec.api_key_key else []
 
 
 def env_file_path(instance: ServiceInstance) -> str | None:
@@ -68,7 +64,7 @@ def env_file_text(instance: ServiceInstance, plan: HostPlan) -> str:
     """The EnvironmentFile (mode 0600): secrets only, read by systemd and passed by name to docker."""
     lines = ["# fleetserve: secrets for " + hostpaths.unit_name(instance.name) + " (mode 0600; never in the unit)"]
     if instance.spec.api_key_key:
-        lines.append(f"VLLM_API_KEY={env_file_value(plan.secrets[instance.spec.api_key_key])}")
+        lines.append(f"{API_KEY_ENV}={env_file_value(plan.secrets[instance.spec.api_key_key])}")
     return "\n".join(lines) + "\n"
 
 

@@ -152,12 +152,38 @@ def write_sums(out: Path) -> int:
     return len(lines)
 
 
+def out_dir(text: str) -> Path:
+    """The bundle's directory as given to --out: a directory (made, or resumed when it exists); never
+    the working directory by accident (an empty value) nor a file."""
+    if not text.strip():
+        raise BundleError("--out: empty; give the bundle's directory (made when missing, resumed when it exists)")
+    out = Path(text).expanduser()
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"--out {text}: is a file; give the bundle's directory (made when missing, resumed when "
+                          f"it exists)")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if not out.exists() and parent is not None and (not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK)):
+        raise BundleError(f"--out {text}: cannot be made: {parent} is not a directory this user can write in")
+    return out
+
+
 def make_bundle(plans: list[HostPlan], out: Path, say=print) -> dict:
     """Fill `out` with what the plans need from the internet; return bundle.json's content."""
     need = wanted(plans)
     if not need.models and not need.images:
         raise BundleError("the deploy needs nothing on these hosts (no services planned)")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fill(need, out, say)
+    except OSError as exc:  # a full disk, a directory made read-only meanwhile: said in one line
+        raise BundleError(f"{out}: {exc.strerror or exc} ({exc.filename or out}); what was complete stays, run "
+                          f"again to resume") from None
+
+
+def _fill(need: Wanted, out: Path, say) -> dict:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BundleError(f"--out {out}: cannot be made: {exc.strerror or exc}") from None
     (out / SUMS).unlink(missing_ok=True)  # complete only once written again at the end
     index = {"models": [add_model(out, model, token, say) for model, token in need.models.values()],
              "images": [add_image(out, ref, archive, sha, say) for ref, (archive, sha) in need.images.items()],

@@ -9,18 +9,21 @@ operator's directory whose entries add to them or replace one of the same worklo
 from __future__ import annotations
 
 import copy
-import difflib
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from fleetserve.flagkeys import identity, same_option, table_for
 from fleetserve.hardware import get_kind
 from fleetserve.schema.base import CatalogError
 from fleetserve.schema.catalog import Catalog, CatalogEntry, ServiceSpec, Variant, WorkloadFile
+from fleetserve.validation import did_you_mean, format_validation_error
+from fleetserve.yamlfile import YamlError, load_file
+
+# Service fields that are mappings of vLLM flags: merged by the option each key sets.
+FLAG_FIELDS = ("flags", "head_flags")
 
 BUILTIN_PACKAGE = "fleetserve.catalog_entries"
 
@@ -48,25 +51,53 @@ def _load_dir(directory: Path) -> Catalog:
     entries: Catalog = {}
     for path in sorted(directory.glob("*.yaml")):
         try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise CatalogError(f"{path}: cannot read it as YAML: {exc}") from None
+            document = load_file(path)
+        except YamlError as exc:
+            raise CatalogError(str(exc)) from None
         if not isinstance(document, dict) or "workload" not in document:
             raise CatalogError(f"{path}: not a catalog entry (needs a top-level 'workload' key)")
         try:
             shape = WorkloadFile.model_validate(document)
         except ValidationError as exc:
-            raise CatalogError(format_validation_error(exc, str(path))) from None
-        for index, variant in enumerate(shape.variants):
-            for kind in variant.hardware:
-                try:
-                    get_kind(kind)
-                except KeyError as err:
-                    raise CatalogError(f"{path}: variants.{index}.hardware: {err.args[0]}") from None
+            raise CatalogError(format_validation_error(exc, str(path), model=WorkloadFile)) from None
+        problems = _variant_problems(shape) + _flag_problems(shape)
+        if problems:
+            raise CatalogError("\n".join(f"{path}: {problem}" for problem in problems))
         if shape.workload in entries:
             raise CatalogError(f"{path}: workload {shape.workload!r} is defined twice in {directory}")
         entries[shape.workload] = CatalogEntry(shape.workload, str(path), document)
     return entries
+
+
+def _variant_problems(shape: WorkloadFile) -> list[str]:
+    """Unknown hardware kinds, and two variants for one kind and node count (the first would win)."""
+    problems, taken = [], {}
+    for index, variant in enumerate(shape.variants):
+        for kind in variant.hardware:
+            try:
+                name = get_kind(kind).kind
+            except KeyError as err:
+                problems.append(f"variants.{index}.hardware: {err.args[0]}")
+                continue
+            first = taken.setdefault((name, variant.nodes), index)
+            if first != index:
+                nodes = f" x{variant.nodes} nodes" if variant.nodes > 1 else ""
+                problems.append(f"variants.{index}.hardware: {kind}{nodes} is also variant {first}'s (one variant "
+                                f"per hardware kind and node count; the first would always be chosen)")
+    return problems
+
+
+def _flag_problems(shape: WorkloadFile) -> list[str]:
+    """Two keys of one service's flags that set the same vLLM option (the release's table says)."""
+    problems = []
+    for index, variant in enumerate(shape.variants):
+        for service in variant.services:
+            table = table_for(service.image.vllm_version)
+            for field in FLAG_FIELDS:
+                for first, second, option in same_option(table, getattr(service, field)):
+                    problems.append(f"variants.{index}: service {service.name}: {field}: {first!r} and {second!r} "
+                                    f"are both vLLM's {option} (give it once)")
+    return problems
 
 
 def service_names(catalog: Catalog) -> set[str]:
@@ -100,7 +131,41 @@ def apply_overrides(service: dict[str, Any], overrides: dict[str, Any]) -> dict[
     merged = service
     for key in ("*", service.get("name")):
         if key in overrides:
-            merged = deep_merge(merged, overrides[key])
+            merged = _override(merged, overrides[key])
+    return merged
+
+
+def _override(service: Any, layer: Any) -> Any:
+    """One override layer over a service: fields as deep_merge does, flags by the vLLM option they set."""
+    if not isinstance(service, dict) or not isinstance(layer, dict):
+        return deep_merge(service, layer)
+    merged = deep_merge(service, {k: v for k, v in layer.items() if k not in FLAG_FIELDS})
+    table = table_for((merged.get("image") or {}).get("vllm_version") if isinstance(merged.get("image"), dict) else None)
+    for field in FLAG_FIELDS:
+        if field in layer:
+            merged[field] = merge_flags(service.get(field), layer[field], table)
+    return merged
+
+
+def merge_flags(base: Any, override: Any, table: Any) -> Any:
+    """`override`'s flags over `base`'s, one entry per vLLM option: a key setting an option the base
+    already sets (another spelling, an abbreviation, the negative form) replaces that entry in its
+    place; null/false there drops the flag; a mapping over a mapping (a JSON option) merges key by key.
+    Within `override` a later key of the same option wins, as on vLLM's command line."""
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return deep_merge(base, override)
+    merged = dict(base)
+    holder = {identity(table, key): key for key in merged}  # option -> the key that sets it now
+    for key, value in override.items():
+        option = identity(table, key)
+        old = holder.get(option)
+        if old is None:
+            merged[key] = copy.deepcopy(value)
+        else:
+            new = deep_merge(merged[old], value) if isinstance(merged[old], dict) and isinstance(value, dict) \
+                else copy.deepcopy(value)
+            merged = {(key if k == old else k): (new if k == old else v) for k, v in merged.items()}
+        holder[option] = key
     return merged
 
 
@@ -122,38 +187,6 @@ def _unknown_keys(layer: dict[str, Any], model: type[BaseModel], prefix: str) ->
     return problems
 
 
-def did_you_mean(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def format_validation_error(error: ValidationError, where: str, service_names: list[str] | None = None) -> str:
-    """pydantic errors as `where: service NAME: field.path: message (got value)` lines."""
-    lines = []
-    for item in error.errors():
-        loc = [str(part) for part in item["loc"]]
-        prefix = where
-        if service_names and len(loc) >= 2 and loc[0] == "services" and loc[1].isdigit() \
-                and int(loc[1]) < len(service_names):
-            prefix = f"{where}: service {service_names[int(loc[1])]}"
-            loc = loc[2:]
-        value = item.get("input")
-        message = item["msg"].removeprefix("Value error, ")
-        if not loc or (len(loc) == 2 and loc[0] == "services"):
-            # A check across keys names its key first ("key: message"); the value shown is that key's.
-            key, sep, rest = message.partition(": ")
-            if sep and re.fullmatch(r"[a-z_]+", key) and isinstance(value, dict):
-                loc, message, value = [*loc, key], rest, value.get(key)
-        if item["type"] == "missing":
-            shown = ""
-        elif isinstance(value, (dict, list)):
-            shown = f" (got a {'mapping' if isinstance(value, dict) else 'list'})"
-        else:
-            shown = f" (got {value!r})"
-        lines.append(f"{prefix}: {'.'.join(loc) or '(top level)'}: {message}{shown}")
-    return "\n".join(lines)
-
-
 def select_variant(entry: CatalogEntry, hardware_kind: str, nodes: int = 1) -> dict[str, Any] | None:
     """The raw variant for this hardware (aliases resolved) spanning `nodes` hosts, or None."""
     kind = get_kind(hardware_kind).kind
@@ -171,4 +204,4 @@ def parse_variant(entry: CatalogEntry, raw: dict[str, Any], overrides: dict[str,
         return Variant.model_validate(raw)
     except ValidationError as exc:
         names = [str(s.get("name")) for s in raw["services"]]
-        raise CatalogError(format_validation_error(exc, where, names)) from None
+        raise CatalogError(format_validation_error(exc, where, names, model=Variant)) from None

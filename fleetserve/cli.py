@@ -4,6 +4,7 @@ installed plugins (group `fleetserve.cli`)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib.metadata import entry_points
 
@@ -74,28 +75,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in LIFECYCLE:
         return _lifecycle(args)
+    try:
+        return _command(args)
+    except FleetserveError as exc:
+        print(f"fleetserve {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fleetserve {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - an operator gets one line; FLEETSERVE_DEBUG=1 shows the rest
+        if os.environ.get("FLEETSERVE_DEBUG"):
+            raise
+        print(f"fleetserve {args.command}: unexpected error: {type(exc).__name__}: {exc} (FLEETSERVE_DEBUG=1 shows "
+              f"where)", file=sys.stderr)
+        return 1
+
+
+def _command(args: argparse.Namespace) -> int:
+    """render, bundle, keys, explain and the plugins' commands; FleetserveError says what is wrong."""
     if args.command == "render":
         from fleetserve.render import render
 
-        try:
-            sys.stdout.write(render(args.inventory, args.deploy, host=args.host, override_data=_parse_data(args.data)))
-        except FleetserveError as exc:
-            print(f"fleetserve render: {exc}", file=sys.stderr)
-            return 2
+        sys.stdout.write(render(args.inventory, args.deploy, host=args.host, override_data=_parse_data(args.data)))
         return 0
     if args.command == "bundle":
-        from pathlib import Path
-
-        from fleetserve.bundle import make_bundle
+        from fleetserve.bundle import make_bundle, out_dir
         from fleetserve.plan import plan_inventory
         from fleetserve.loader import deploy_workloads, load_hosts
 
-        try:
-            hosts = load_hosts(args.inventory, _parse_data(args.data))
-            make_bundle(plan_inventory(hosts, deploy_workloads(args.deploy)), Path(args.out))
-        except FleetserveError as exc:
-            print(f"fleetserve bundle: {exc}", file=sys.stderr)
-            return 2
+        out = out_dir(args.out)  # before the plan: a wrong --out is said first
+        hosts = load_hosts(args.inventory, _parse_data(args.data))
+        make_bundle(plan_inventory(hosts, deploy_workloads(args.deploy)), out)
         return 0
     if args.command in ("keys", "explain"):
         return _keys(args)

@@ -5,11 +5,11 @@ and the line, never with a traceback."""
 
 from __future__ import annotations
 
-import runpy
 import traceback
 from pathlib import Path
 from typing import Any
 
+from fleetserve.plan.layers import inventory_hosts as layered_hosts
 from fleetserve.schema.base import FleetserveError
 
 
@@ -51,8 +51,9 @@ def load_inventory(path: str | Path, override_data: dict[str, Any] | None = None
 
 
 def inventory_hosts(inventory: Any) -> list[tuple[str, dict[str, Any]]]:
-    """Every host of a pyinfra Inventory with its merged data (groups, group data, --data)."""
-    return [(host.name, host.data.dict()) for host in inventory]
+    """Every host of a pyinfra Inventory with its data, layered as the deploy reads it
+    (fleetserve.plan.layers: service_overrides and secrets merged across the layers)."""
+    return layered_hosts(inventory)
 
 
 def load_hosts(path: str | Path, override_data: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -62,18 +63,17 @@ def load_hosts(path: str | Path, override_data: dict[str, Any] | None = None) ->
 def deploy_calls(path: str | Path) -> list[tuple[str, list[str]]]:
     """What a deploy file deploys: its calls of fleetserve's deploys (`serve`, `readiness_report`) with
     their workloads, in order, found by running it with the calls only noted."""
-    from fleetserve.roles.common import recording
+    from fleetserve.roles.common import read_calls
 
     path = Path(path)
     if not path.is_file():
         raise LoadError(f"deploy file {path} not found")
-    with recording() as calls:
-        try:
-            runpy.run_path(str(path), run_name="__fleetserve_deploy__")
-        except SyntaxError as exc:
-            raise LoadError(f"deploy {path}:{exc.lineno}: SyntaxError: {exc.msg}") from None
-        except Exception as exc:  # noqa: BLE001 - whatever the operator's file raises, said in one line
-            raise LoadError(f"deploy {_where(exc, path)}") from None
+    try:
+        calls = read_calls(str(path))
+    except SyntaxError as exc:
+        raise LoadError(f"deploy {path}:{exc.lineno}: SyntaxError: {exc.msg}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the operator's file raises, said in one line
+        raise LoadError(f"deploy {_where(exc, path)}") from None
     if not calls:
         raise LoadError(f"deploy {path} deploys nothing: it must call serve([...workloads]) "
                         f"(from fleetserve.roles.serve import serve)")

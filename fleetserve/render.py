@@ -8,7 +8,7 @@ from typing import Any
 from fleetserve import hostpaths
 from fleetserve.builder import DEFAULT_ENGINE, masked_env_text, mount_unit_text, service_files, shell_command
 from fleetserve.loader import deploy_workloads, load_hosts
-from fleetserve.plan import plan_inventory
+from fleetserve.plan import nothing_to_do, plan_inventory
 from fleetserve.schema.base import FleetserveError
 from fleetserve.schema.plan import HostPlan
 
@@ -67,4 +67,7 @@ def render(inventory_file: str, deploy_file: str, host: str | None = None,
             raise RenderError(f"host {host!r} is not in {inventory_file} (hosts: {', '.join(names)})")
     # Validate the whole inventory (as the deploy does), then show the requested host(s).
     plans = plan_inventory(hosts, workloads, preview=True)
+    idle = nothing_to_do(plans, workloads)
+    if idle:
+        raise RenderError(idle)
     return "\n".join(render_host(p) for p in plans if host is None or p.host == host)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from fleetserve.flagkeys import identity
 from fleetserve.schema.catalog import GROUP_FLAGS, TYPED_FLAGS, ServiceSpec
 from fleetserve.vllm import (
+    ServeArgs,
     ServeArgsError,
     UnknownVersionError,
     known_platform_versions,
@@ -16,6 +18,7 @@ from fleetserve.vllm import (
     parse_serve_args,
     refusals,
 )
+from fleetserve.vllm.values import constraint_problem
 
 # Typed fields -> vllm flag, emitted when the catalog sets them or they differ from vLLM's default.
 # The port is always spelled out: it is the service's identity on the host.
@@ -143,15 +146,47 @@ def serve_args(spec: ServiceSpec, platform: str, seat: GroupSeat | None = None) 
         args += [option] if value is True else [option, _flag_value(value)]
     if seat is not None:
         args += group_flags(spec, seat)
+    unknown: list[str] = []
+    errors: list[ServeArgsError] = []
+    parsed = None
     try:
-        refused = [_in_words(err, version, written)
-                   for err in refusals(args, version=version, platform=platform,
-                                       platform_version=spec.image.vllm_ascend_version)]
+        errors = refusals(args, version=version, platform=platform, platform_version=spec.image.vllm_ascend_version)
+        parsed = parse_serve_args(args, version=version, platform=platform,
+                                  platform_version=spec.image.vllm_ascend_version, check=False)
     except UnknownVersionError as exc:  # no vllm-ascend rules for this vLLM release
-        refused = [f"image.vllm_ascend_version: {exc}"]
-    if refused:
-        problems += refused
+        unknown = [f"image.vllm_ascend_version: {exc}"]
+    except ServeArgsError:  # argparse refused it: `errors` says so, in vLLM's words
+        parsed = None
+    # Out-of-range values in fleetserve's words (the same table constraints vLLM's pydantic checks, whose
+    # own refusal starts with its class name); vLLM's other refusals with fleetserve's words first.
+    ranged = range_problems(parsed, spec) if parsed is not None else []
+    problems += ranged
+    refused = unknown + [_in_words(err, version, written) for err in errors
+                         if not (ranged and err.describe().startswith(_PYDANTIC_REFUSAL))]
+    problems += refused
+    if refused or ranged or parsed is None:
         return ServeArgsResult(tuple(args), spec.world_size, tuple(problems))
-    parsed = parse_serve_args(args, version=version, platform=platform,
-                              platform_version=spec.image.vllm_ascend_version, check=False)
     return ServeArgsResult(tuple(args), parsed.world_size_local, tuple(problems))
+
+
+_PYDANTIC_REFUSAL = "pydantic_core._pydantic_core.ValidationError: "
+_BOUNDS = {"gt": "greater than", "ge": "at least", "lt": "less than", "le": "at most"}
+
+
+def range_problems(parsed: ServeArgs, spec: ServiceSpec) -> list[str]:
+    """Flags outside the bounds the release's table records for them (vLLM's pydantic field
+    constraints), one line each naming the flag as written, the value and the bounds."""
+    table = parsed.table
+    written = {identity(table, key): key for key in [*spec.flags, *spec.head_flags]}
+    problems = []
+    for option in table.options:
+        bounds = option.data.get("constraints") or {}
+        if option.dest not in parsed.explicit or constraint_problem(bounds, parsed.values.get(option.dest)) is None:
+            continue
+        where = option.data.get("config_field") or {}
+        owner = f"{where['class']}.{where['field']}" if where else option.dest
+        rule = " and ".join(f"{_BOUNDS[k]} {v}" for k, v in bounds.items() if k in _BOUNDS)
+        key = written.get(option.dest) or TYPED_FLAGS.get(option.primary[2:]) or option.primary[2:]
+        problems.append(f"flags: {key}: {parsed.values.get(option.dest)!r} is out of range (vLLM {spec.image.vllm_version}: "
+                        f"{owner} must be {rule})")
+    return problems

@@ -45,7 +45,7 @@ def _overrides(kind: str, node: str) -> dict:
                     "model": {"repo_id": _TINY_REPO, "revision": None, "endpoint": _fleet["hub_url"], "size_gb": 0.05},
                 }
     # Extra per-run changes on top, for every node and then per node (the e2e tests use them;
-    # `--data service_overrides=...` would replace the swap above instead of adding to it).
+    # `--data service_overrides=...` adds to the swap above as well: fleetserve.plan.layers).
     extra = json.loads(os.environ.get("FLEETSERVE_SANDBOX_OVERRIDES") or "{}")
     per_node = json.loads(os.environ.get("FLEETSERVE_SANDBOX_NODE_OVERRIDES") or "{}").get(node, {})
     return deep_merge(deep_merge(overrides, extra), per_node)

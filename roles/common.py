@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import runpy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import replace
 from weakref import WeakKeyDictionary
 
 from pyinfra import host
 from pyinfra.api import State
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.context import ctx_host, ctx_state
 
-from fleetserve.plan import plan_inventory
+from fleetserve.plan import nothing_to_do, plan_inventory
 from fleetserve.plan.feeds import fed
 from fleetserve.plan.hostdata import host_address
 from fleetserve.progress import watch_cli_run
+from fleetserve.plan.layers import inventory_hosts
 from fleetserve.pyinfra_config import apply_to_run
 from fleetserve.schema.base import FleetserveError
 from fleetserve.schema.plan import HostPlan
@@ -74,17 +78,59 @@ def recorded(call: str, workloads: object) -> bool:
     return True
 
 
+def read_calls(path: str) -> list[tuple[str, object]]:
+    """The deploy calls a deploy file makes, found by running it with the calls only noted (whatever
+    the file raises is the caller's to say; fleetserve.loader says it in one line)."""
+    with recording() as calls:
+        runpy.run_path(str(path), run_name="__fleetserve_deploy__")
+    return calls
+
+
+def _file_workloads(state: State, workloads: list[str]) -> list[str]:
+    """Every workload the run's deploy file deploys: its serve() calls are planned together, as
+    `fleetserve render` and the lifecycle commands plan them (devices and ports checked across all of
+    them), each call then deploying its own. `workloads` alone when the file cannot be read apart
+    from the run (pyinfra operations of its own at the top level, or no file: the API)."""
+    path = getattr(state, "current_deploy_filename", None)
+    if not path:
+        return list(workloads)
+    contexts = [(ctx, ctx.get()) for ctx in (ctx_state, ctx_host)]
+    try:
+        for ctx, _ in contexts:  # outside the run, so an operation in the file is not added twice
+            ctx.set(None)
+        calls = read_calls(path)
+    except Exception:  # noqa: BLE001 - such a file is planned call by call, as before
+        return list(workloads)
+    finally:
+        for ctx, module in contexts:  # (pyinfra's ContextManager.use does not restore on an error)
+            ctx.set(module)
+    found = list(dict.fromkeys(w for _, ws in calls if isinstance(ws, list) for w in ws if isinstance(w, str)))
+    return found if set(workloads) <= set(found) else list(workloads)
+
+
 def host_plan(workloads: list[str]) -> HostPlan:
-    """This host's plan. The first call validates every host of the inventory, so one bad host
-    stops the run before any operation executes anywhere, with every problem listed."""
+    """This host's plan for `workloads`. The first call validates every host of the inventory for
+    every workload of the deploy file, so one bad host stops the run before any operation executes
+    anywhere, with every problem listed."""
     state = host.state
+    planned = _PLANS.get(state)
+    wanted = list(planned[0]) if planned and set(workloads) <= set(planned[0]) else _file_workloads(state, workloads)
+    plan = _fleet_plan(state, wanted)[host.name]
+    if set(wanted) == set(workloads):
+        return plan
+    return replace(plan, services=tuple(i for i in plan.services if i.workload in workloads),
+                   skipped_workloads=tuple(w for w in plan.skipped_workloads if w in workloads))
+
+
+def _fleet_plan(state: State, workloads: list[str]) -> dict[str, HostPlan]:
+    """Every host's plan for these workloads, made once per run."""
     key = tuple(workloads)
     cached = _PLANS.get(state)
     if cached is None or cached[0] != key:
         stop = apply_to_run(state)  # config.py's settings, wherever pyinfra runs
         if stop:
             raise PyinfraError(stop)
-        hosts = [(h.name, h.data.dict()) for h in state.inventory]
+        hosts = inventory_hosts(state.inventory)  # layered as render reads them (fleetserve.plan.layers)
         # A --limit run: peer chains are made of the hosts this run reaches.
         running = [h.name for h in state.inventory if state.is_host_in_limit(h)]
         try:
@@ -96,15 +142,15 @@ def host_plan(workloads: list[str]) -> HostPlan:
                 plans = fed(plans, feeds, {h.name: host_address(h.name, h.data.dict()) for h in state.inventory})
         except FleetserveError as exc:
             raise InvalidFleetData("invalid fleet data, no host was changed:\n" + str(exc)) from None
-        if not any(plan.services for plan in plans):
-            raise InvalidFleetData(f"nothing to do: no host of this inventory serves {', '.join(workloads)} "
-                                   f"(each host's `workloads` names what it serves)")
+        idle = nothing_to_do(plans, workloads)
+        if idle:
+            raise InvalidFleetData(idle)
         _whole_groups(state, plans)
         if state not in _MODES:  # a plain pyinfra run: say how long steps get on (lifecycle runs show their own)
             watch_cli_run(state)
         cached = (key, {plan.host: plan for plan in plans})
         _PLANS[state] = cached
-    return cached[1][host.name]
+    return cached[1]
 
 
 def _whole_groups(state: State, plans: list[HostPlan]) -> None:

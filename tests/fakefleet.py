@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import shlex
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,6 +22,7 @@ from pyinfra.context import ctx_state
 from importlib import resources
 
 from fleetserve import hostpaths
+from fleetserve.catalog import load_catalog
 from fleetserve.builder import created_mount_dirs, group_release, model_copy, service_files
 from fleetserve.facts import batch
 from fleetserve.facts.base import split_sections
@@ -47,6 +50,19 @@ SMI_OUTPUT = {
 
 
 IMAGE_ID = "sha256:" + "ab" * 32
+
+
+@functools.cache
+def image_store() -> str:
+    """A controller image store holding every built-in catalog's image archive (empty files), for plans
+    of `source: load` images: a missing archive is refused offline, by render as by the deploy."""
+    store = Path(tempfile.mkdtemp(prefix="fleetserve-images-"))
+    for entry in load_catalog().values():
+        for variant in entry.document["variants"]:
+            for service in variant["services"]:
+                if service["image"].get("tarball"):
+                    (store / service["image"]["tarball"]).write_bytes(b"archive")
+    return str(store)
 
 
 def host_report(kind: str, *, npu_smi: str | None = None, driver: str = "25.5.1", toolkit: str | None = "8.5.1",
@@ -428,3 +444,84 @@ def status_output(kind: str, services: dict[str, dict], *, driver: str = "24.1.r
         if part["image"]:
             lines += [f"@@image {part['image']}", "@@probe", json.dumps(part["probe"]) if part["probe"] else "", ""]
     return lines
+
+# --- a fresh Python for what imports pyinfra's CLI package ----------------------------------------------
+# Importing pyinfra_cli patches the standard library for gevent (its __init__ calls monkey.patch_all()):
+# done inside the test process, later tests that block on a pipe while a thread serves (the hub of
+# test_cache_shell) would stall. What reads inventories or deploy files as pyinfra does runs here instead.
+
+def in_fresh_python(name: str, *args: Any) -> Any:
+    """`name(*args)` of this module, run in a new interpreter; arguments and result as JSON."""
+    import subprocess
+    import sys
+
+    code = ("import json, sys; import tests.fakefleet as f; "
+            f"print(json.dumps(getattr(f, {name!r})(*json.loads(sys.argv[1]))))")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(args)], cwd=root, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def plan_as_the_deploy(inventory: Path, deploy: Path, data: dict | None = None) -> tuple[str, dict[str, list]]:
+    """What the deploy's own planning makes of an inventory and a deploy file: pyinfra loads both as its
+    CLI does (every host taken as connected, nothing runs), each serve() call asking roles.common.host_plan
+    for its host's plan. Returns the first problem line ("" when it plans) and, per host, each call's
+    [workloads, [[service, serve args]]]."""
+    problem, calls = in_fresh_python("_plan_as_the_deploy", str(inventory), str(deploy), data)
+    return problem, calls
+
+
+def loaded_hosts(inventory: Path, data: dict | None = None) -> list[list]:
+    """fleetserve.loader.load_hosts: every host with its data as render and the deploy read it."""
+    return in_fresh_python("_loaded_hosts", str(inventory), data)
+
+
+def rendered_services(inventory: Path, deploy: Path, data: dict | None = None) -> dict[str, list]:
+    """Render's planning (fleetserve.render): per host, [service, serve args] of each service it shows."""
+    return in_fresh_python("_rendered_services", str(inventory), str(deploy), data)
+
+
+def _loaded_hosts(inventory: str, data: dict | None) -> list:
+    from fleetserve.loader import load_hosts
+
+    return [[name, values] for name, values in load_hosts(inventory, data)]
+
+
+def _rendered_services(inventory: str, deploy: str, data: dict | None) -> dict:
+    from fleetserve.loader import deploy_workloads, load_hosts
+    from fleetserve.plan import plan_inventory
+
+    plans = plan_inventory(load_hosts(inventory, data), deploy_workloads(deploy), preview=True)
+    return {p.host: [[i.name, list(i.member(p.host).serve_args)] for i in p.services] for p in plans if p.services}
+
+
+def _plan_as_the_deploy(inventory: str, deploy: str, data: dict | None) -> list:
+    from pyinfra import host
+    from pyinfra_cli.util import load_deploy_file
+
+    from fleetserve.loader import load_inventory
+    from fleetserve.roles import serve as serve_role
+    from fleetserve.roles.common import host_plan
+
+    calls: dict[str, list] = {}
+
+    def noted(workloads: list[str]) -> None:
+        plan = host_plan(workloads)
+        calls.setdefault(host.name, []).append(
+            [list(workloads), [[i.name, list(i.member(plan.host).serve_args)] for i in plan.services]])
+
+    loaded = load_inventory(inventory, data)
+    state = State(check_for_changes=False)
+    state.init(loaded, Config())
+    for each in loaded:
+        state.activate_host(each)
+    serve_role._serve = noted
+    try:
+        with ctx_state.use(state):
+            load_deploy_file(state, deploy)
+    except PyinfraError as exc:
+        lines = str(exc).splitlines()
+        return [lines[1] if lines[0].startswith("invalid fleet data") else lines[0], calls]
+    return ["", calls]

@@ -9,8 +9,9 @@ from fleetserve import hostpaths
 from fleetserve.plan import PlanError, plan_inventory
 from fleetserve.render import render_host
 from fleetserve.schema.plan import PeerLink
+from tests.fakefleet import image_store
 
-A3 = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"]}
+A3 = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"], "image_store": image_store()}
 HOST_DIR = "/root/.cache/modelscope/hub/models/vllm-ascend/Qwen3.5-27B"  # the catalog's, on A3
 KEY = "master-"  # modelscope's default revision starts every copy key
 

@@ -15,7 +15,7 @@ from fleetserve.hardware import get_kind
 from fleetserve.plan import plan_host
 from fleetserve.readiness import expectations_for
 from fleetserve.schema.checks import Expectations, ModelNeed
-from tests.fakefleet import host_report, image_facts_output, report_of
+from tests.fakefleet import host_report, image_facts_output, image_store, report_of
 
 A2_PATHS = ["/usr/local/dcmi", "/usr/local/bin/npu-smi"]
 
@@ -63,7 +63,7 @@ def test_host_report_model_dir_states():
 
 
 def test_host_report_without_npu_smi_or_toolkit():
-    expect = expectations_for(plan_host("a3", {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"]}, ["qwen3.5"],
+    expect = expectations_for(plan_host("a3", {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"], "image_store": image_store()}, ["qwen3.5"],
                                         preview=True))
     lines = host_report("atlas-800-a3", toolkit=None)
     lines = lines[: lines.index("@@smi")] + ["@@smi-rc missing"]

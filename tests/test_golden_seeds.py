@@ -15,6 +15,7 @@ import pytest
 
 from fleetserve.builder import container_run_argv
 from fleetserve.plan import plan_inventory
+from tests.fakefleet import image_store
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT.parent / "shared" / "seeds"
@@ -96,8 +97,8 @@ def rendered(inventory: str, workload: str, service: str, image_jemalloc: str | 
     """The container command fleetserve runs; `image_jemalloc`: where the image carries jemalloc (the
     deploy asks the image; vllm-ascend >= 0.17 images have Debian's libjemalloc2)."""
     namespace = runpy.run_path(str(ROOT / "inventories" / inventory))
-    hosts = [(n, {**d, **data}) for k, v in namespace.items() if not k.startswith("_") and isinstance(v, list)
-             for n, d in v]
+    hosts = [(n, {**d, "image_store": image_store(), **data}) for k, v in namespace.items()
+             if not k.startswith("_") and isinstance(v, list) for n, d in v]
     plans = plan_inventory(hosts, [workload], preview=True)
     instance = next(i for p in plans for i in p.services if i.spec.name == service)
     plan = next(p for p in plans if instance in p.services)

@@ -10,6 +10,7 @@ import pytest
 
 from fleetserve.builder import container_run_argv, masked_env_text, service_files
 from fleetserve.plan import PlanError, plan_host, plan_inventory
+from tests.fakefleet import image_store
 
 A2 = {"hardware": "atlas-800-a2", "workloads": ["qwen3-vl"]}
 A2_QWEN3 = {"hardware": "atlas-800-a2", "workloads": ["qwen3"]}
@@ -84,16 +85,16 @@ def test_unhealthy_devices():
 
 
 def test_no_image_source_and_incomplete_sources():
-    assert "image.source: Input should be 'load' or 'pull' (got None)" in error_of(
+    assert "image.source: must be 'load' or 'pull' (got None)" in error_of(
         {**A2, "service_overrides": {"qwen3-vl-8b": {"image": {"source": None}}}})
     assert "image: source 'load' needs a tarball" in error_of(
         {**A2, "service_overrides": {"qwen3-vl-8b": {"image": {"source": "load"}}}})
 
 
 def test_model_source_without_repo_id_or_path():
-    assert "model.repo_id: Input should be a valid string (got None)" in error_of(
+    assert "model.repo_id: must be text (got None)" in error_of(
         {**A2, "service_overrides": {"qwen3-vl-8b": {"model": {"repo_id": None}}}})
-    assert "model.host_dir: Input should be a valid string (got None)" in error_of(
+    assert "model.host_dir: must be text (got None)" in error_of(
         {**A2, "service_overrides": {"qwen3-vl-8b": {"model": {"host_dir": None}}}})
     assert "model.host_dir: must be a model's own directory" in error_of(
         {**A2, "service_overrides": {"qwen3-vl-8b": {"model": {"host_dir": "/root/.cache"}}}})
@@ -130,8 +131,8 @@ def test_unknown_override_names_and_bad_shapes():
     message = error_of({**A2, "service_overrides": {"qwen3-vl-80b": {"port": 9000}}})
     assert ("host a2-01: service_overrides['qwen3-vl-80b']: no catalog service has this name (did you mean "
             "'qwen3-vl-8b'?) (catalog services:") in message
-    assert "host a2-01: npu_ids: Input should be a valid tuple (got '0-7')" in error_of({**A2, "npu_ids": "0-7"})
-    assert ("host a2-01: arch: Input should be 'aarch64' or 'x86_64' (got 'ppc64le')"
+    assert "host a2-01: npu_ids: must be a list (got '0-7')" in error_of({**A2, "npu_ids": "0-7"})
+    assert ("host a2-01: arch: must be 'aarch64' or 'x86_64' (got 'ppc64le')"
             in error_of({**A2, "arch": "ppc64le"}))
 
 
@@ -175,7 +176,7 @@ def test_parallel_flags_vllm_reads_count_against_the_devices():
 
 def test_flags_follow_the_vllm_release_the_image_carries():
     # Qwen3.5 on the A3 (vLLM 0.17): the vLLM-Ascend Qwen3.5-27B tutorial's --mamba-cache-mode align
-    a3 = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"],
+    a3 = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"], "image_store": image_store(),
           "service_overrides": {"qwen35-27b": {"flags": {"enable-prefix-caching": True, "mamba-cache-mode": "align"}}}}
     args = plan_host("a3-01", a3, ["qwen3.5"], preview=True).services[0].serve_args
     assert args[-2:] == ("--mamba-cache-mode", "align")
@@ -213,7 +214,7 @@ def test_every_host_problem_is_reported_at_once():
                        ["qwen3-vl"], preview=True)
     text = str(info.value)
     assert "host a: hardware: unknown hardware kind 'nope'" in text
-    assert "host b: workload qwen3-vl: service qwen3-vl-8b: port: Input should be greater than or equal to 1 (got 0)" in text
+    assert "host b: workload qwen3-vl: service qwen3-vl-8b: port: must be greater than or equal to 1 (got 0)" in text
 
 
 def test_image_archive_must_exist_on_the_controller_for_a_deploy(tmp_path):
@@ -296,16 +297,16 @@ def test_secrets_stay_out_of_the_unit_and_are_masked_in_previews():
 # --- every host data key is validated (role tunables too), unknown keys refused ----------------
 
 @pytest.mark.parametrize("key,value,needle", [
-    ("verify_timeout_s", "soon", "host a2-01: verify_timeout_s: Input should be a valid integer (got 'soon')"),
-    ("verify_timeout_s", True, "host a2-01: verify_timeout_s: Input should be a valid integer (got True)"),
-    ("verify_timeout_s", 5, "host a2-01: verify_timeout_s: Input should be greater than or equal to 10 (got 5)"),
-    ("model_download_attempts", 2.5, "host a2-01: model_download_attempts: Input should be a valid integer (got 2.5)"),
-    ("model_download_attempts", 0, "host a2-01: model_download_attempts: Input should be greater than or equal to 1"),
-    ("model_verify_sha256", "yes", "host a2-01: model_verify_sha256: Input should be a valid boolean (got 'yes')"),
-    ("image_keep_archive", 1, "host a2-01: image_keep_archive: Input should be a valid boolean (got 1)"),
+    ("verify_timeout_s", "soon", "host a2-01: verify_timeout_s: must be a whole number (got 'soon')"),
+    ("verify_timeout_s", True, "host a2-01: verify_timeout_s: must be a whole number (got True)"),
+    ("verify_timeout_s", 5, "host a2-01: verify_timeout_s: must be greater than or equal to 10 (got 5)"),
+    ("model_download_attempts", 2.5, "host a2-01: model_download_attempts: must be a whole number (got 2.5)"),
+    ("model_download_attempts", 0, "host a2-01: model_download_attempts: must be greater than or equal to 1"),
+    ("model_verify_sha256", "yes", "host a2-01: model_verify_sha256: must be true or false (got 'yes')"),
+    ("image_keep_archive", 1, "host a2-01: image_keep_archive: must be true or false (got 1)"),
     ("image_remote_dir", "/var", "host a2-01: image_remote_dir: must be an absolute directory of its own"),
-    ("unhealthy_devices", [True], "host a2-01: unhealthy_devices.0: Input should be a valid integer (got True)"),
-    ("jemalloc", "false", "host a2-01: jemalloc: Input should be a valid boolean (got 'false')"),
+    ("unhealthy_devices", [True], "host a2-01: unhealthy_devices.0: must be a whole number (got True)"),
+    ("jemalloc", "false", "host a2-01: jemalloc: must be true or false (got 'false')"),
 ])
 def test_role_tunables_are_validated_before_any_host(key, value, needle):
     assert needle in error_of({**A2, key: value})
@@ -386,11 +387,11 @@ def test_an_operator_catalog_adds_a_workload_and_replaces_one(tmp_path):
 def test_catalog_type_errors_name_the_file_the_path_and_the_type(tmp_path):
     (tmp_path / "bad.yaml").write_text(OWN_ENTRY.format(workload="bad", name="bad", devices="{a: 1}", port=8100))
     message = error_of({"hardware": "atlas-800-a2", "catalog_dir": str(tmp_path)}, ["bad"])
-    assert f"{tmp_path / 'bad.yaml'}: variants.0.services.0.devices: Input should be a valid tuple (got a mapping)" \
+    assert f"{tmp_path / 'bad.yaml'}: variants.0.services.0.devices: must be a list (got a mapping)" \
         in message
     (tmp_path / "bad.yaml").write_text("workload: bad\nvariants: {hardware: x}\n")
     message = error_of({"hardware": "atlas-800-a2", "catalog_dir": str(tmp_path)}, ["bad"])
-    assert f"{tmp_path / 'bad.yaml'}: variants: Input should be a valid tuple (got a mapping)" in message
+    assert f"{tmp_path / 'bad.yaml'}: variants: must be a list (got a mapping)" in message
 
 
 def test_a_missing_catalog_dir_is_named(tmp_path):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakefleet import image_store
+
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = [("a3.py", "qwen35.py", ["qwen35-27b"]), ("910b4.py", "qwen35.py", ["qwen35-2b-base"]),
          ("gb200.py", "qwen35.py", ["qwen35-397b"]), ("a2.py", "qwen3_vl.py", ["qwen3-vl-8b", "qwen25-vl-32b"]),
@@ -20,7 +22,7 @@ def render(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("inventory,deploy,services", SEEDS)
 def test_every_seed_system_renders_offline(inventory, deploy, services):
-    result = render(f"inventories/{inventory}", f"deploys/{deploy}")
+    result = render(f"inventories/{inventory}", f"deploys/{deploy}", "--data", f"image_store={image_store()}")
     assert result.returncode == 0, result.stderr
     for service in services:
         assert f"# --- /etc/systemd/system/fleetserve-{service}.service" in result.stdout

@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakefleet import image_store
+
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden" / "render"
 EXAMPLES = [("a3", "qwen35"), ("910b4", "qwen35"), ("gb200", "qwen35"), ("h100", "qwen35"), ("a2", "qwen3_vl"),
             ("a2", "qwen3"), ("a3x2", "qwen35"), ("gb200x2", "qwen35")]
-# Image archives are looked up under image_store; pin it so the output names no machine path.
-PINNED = ["--data", "image_store=/srv/fleetserve/images"]
+# Image archives are looked up under image_store: one holding every catalog archive (a missing one is
+# refused, by render as by the deploy); with them all there the output names no machine path.
+PINNED = ["--data", f"image_store={image_store()}"]
 
 
 def render(python: str, inventory: str, deploy: str, cwd: Path, env: dict | None = None) -> str:

@@ -17,9 +17,10 @@ from fleetserve.facts.host import MountAt
 from fleetserve.operations import host as host_ops
 from fleetserve.plan import PlanError, plan_inventory
 from fleetserve.render import render_host
-from tests.fakefleet import run_op
+from tests.fakefleet import image_store, run_op
 
-A3 = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"], "model_cache": "shared", "shared_dir": "/root/.cache"}
+A3 = {"hardware": "atlas-800-a3", "workloads": ["qwen3.5"], "model_cache": "shared", "shared_dir": "/root/.cache",
+      "image_store": image_store()}
 GLUSTER = {"source": "storage:/fleet-cache", "fstype": "glusterfs"}
 WHERE = "/root/.cache"
 UNIT = "root-.cache.mount"
@@ -52,16 +53,16 @@ def test_a_shared_mount_is_planned_and_rendered_as_the_unit_a_deploy_writes():
 
 
 @pytest.mark.parametrize(("mount", "expected"), [
-    ({**GLUSTER, "fstype": "cifs"}, "host a3-01: shared_mount.fstype: Input should be 'glusterfs', 'nfs' or 'nfs4' "
+    ({**GLUSTER, "fstype": "cifs"}, "host a3-01: shared_mount.fstype: must be 'glusterfs', 'nfs' or 'nfs4' "
                                     "(got 'cifs')"),
     ({**GLUSTER, "source": "storage"}, "host a3-01: shared_mount.source: must be server:/export (nfs) or "
                                        "server:/volume (glusterfs)"),
     ({**GLUSTER, "source": "storage:/a b"}, "(got 'storage:/a b')"),
     ({**GLUSTER, "options": "ro,x-systemd.automount\nExecStart=/bin/sh"}, "host a3-01: shared_mount.options: must be "
                                                                           "comma-separated mount options"),
-    ({**GLUSTER, "opts": "ro"}, "host a3-01: shared_mount.opts: Extra inputs are not permitted (got 'ro')"),
-    ({"source": "storage:/fleet-cache"}, "host a3-01: shared_mount.fstype: Field required"),
-    ("storage:/fleet-cache", "host a3-01: shared_mount: Input should be a valid dictionary"),
+    ({**GLUSTER, "opts": "ro"}, "host a3-01: shared_mount.opts: not a known key (did you mean 'options'?) (allowed: source, fstype, options)"),
+    ({"source": "storage:/fleet-cache"}, "host a3-01: shared_mount.fstype: missing (required)"),
+    ("storage:/fleet-cache", "host a3-01: shared_mount: must be a mapping"),
 ])
 def test_a_shared_mount_that_cannot_be_mounted_is_refused_naming_host_key_and_value(mount, expected):
     assert expected in refused(hosts(1, shared_mount=mount))

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fleetserve.loader import deploy_workloads, load_inventory
+from fleetserve.loader import deploy_workloads, inventory_hosts, load_inventory
 from fleetserve.plan import plan_inventory
 from fleetserve.schema.base import FleetserveError
 from fleetserve.schema.plan import HostPlan
@@ -53,7 +53,7 @@ class Fleet:
         commands that start nothing new (rollback, teardown)."""
         data = dict(data or {})
         loaded = load_inventory(inventory, data)
-        hosts = [(host.name, host.data.dict()) for host in loaded]
+        hosts = inventory_hosts(loaded)
         groups: dict[str, list[str]] = {}
         for host in loaded:
             for group in host.groups:

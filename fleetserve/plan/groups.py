@@ -3,6 +3,7 @@ any of their services is planned, and every member's services alike after."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 
 from fleetserve.hardware import get_kind
@@ -55,8 +56,26 @@ def plan_groups(settings: Mapping[str, HostData], addresses: Mapping[str, str],
                 errors.append(f"{where}: {key}: members of different {what} ({shown}); a group is alike everywhere")
         seats = sorted((GroupSeatInfo(host, data.group_rank or 0, data.cluster_address or addresses[host], data.nic)
                         for host, data in hosts), key=lambda seat: seat.rank)
+        errors += _address_problems(where, seats, {host: data for host, data in hosts})
         groups[name] = GroupInfo(name, tuple(seats))
     return groups
+
+
+def _address_problems(where: str, seats: list[GroupSeatInfo], settings: Mapping[str, HostData]) -> list[str]:
+    """Each member needs an address of its own that the others reach (vLLM's head address, HCCL_IF_IP)."""
+    problems, holders = [], {}
+    for seat in seats:
+        key = "cluster_address" if settings[seat.host].cluster_address else "ssh_hostname"
+        if is_ip(seat.address) and (ipaddress.ip_address(seat.address).is_loopback
+                                    or ipaddress.ip_address(seat.address).is_unspecified):
+            problems.append(f"{where}: member {seat.host}: {key}: {seat.address} is a loopback or wildcard address; "
+                            f"the other members cannot reach it (set cluster_address to its address on the "
+                            f"cluster network)")
+        if seat.address in holders and is_ip(seat.address):
+            problems.append(f"{where}: member {seat.host}: {key}: {seat.address} is also member {holders[seat.address]}'s "
+                            f"(each member needs its own cluster address)")
+        holders.setdefault(seat.address, seat.host)
+    return problems
 
 
 def group_agreement(plans: list[HostPlan], groups: dict[str, GroupInfo]) -> list[str]:

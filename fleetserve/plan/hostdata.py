@@ -11,10 +11,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fleetserve.catalog import did_you_mean, format_validation_error, secret_keys, service_names, unknown_override_keys
+from fleetserve.catalog import secret_keys, service_names, unknown_override_keys
 from fleetserve.hardware import known_kinds
 from fleetserve.schema.catalog import Catalog
 from fleetserve.schema.hostdata import HostData
+from fleetserve.validation import did_you_mean, format_validation_error
 
 # Secrets named by the catalog were top-level host data keys before host data `secrets` (0.1): still
 # read there, with a warning, until 0.3.
@@ -59,6 +60,22 @@ def _override_secret_keys(data: Mapping[str, Any]) -> set[str]:
     return {k for k in keys if isinstance(k, str)}
 
 
+def _text_secrets(name: str, secrets: dict[Any, Any], errors: list[str]) -> dict[Any, Any]:
+    """Secrets are text. pyinfra's --data turns digits into a number (dropping leading zeros), so a
+    number is refused with how to pass it as text; no value is ever shown."""
+    kept = {}
+    for key, value in secrets.items():
+        if value is None or isinstance(value, str):
+            kept[key] = value
+        else:
+            what = "a number" if isinstance(value, (int, float)) and not isinstance(value, bool) else \
+                f"a {type(value).__name__}"
+            errors.append(f"host {name}: secrets[{key!r}]: must be text, got {what} (pyinfra's --data reads digits as "
+                          f"a number: pass --data 'secrets={{\"{key}\": \"...\"}}', or read it from the "
+                          f"environment in the inventory)")
+    return kept
+
+
 def host_data(name: str, data: Mapping[str, Any], catalog: Catalog, errors: list[str],
               warnings: list[str]) -> HostData | None:
     """The host's fleetserve keys, typed; unknown keys refused with a guess. A secret the catalog names
@@ -69,8 +86,12 @@ def host_data(name: str, data: Mapping[str, Any], catalog: Catalog, errors: list
     moved = {k: v for k, v in data.items() if k in named and k not in allowed}
     if moved:
         given = ours.get("secrets")
-        ours["secrets"] = {**moved, **(given if isinstance(given, dict) else {})}
+        # An unset value in `secrets` (os.environ.get of a missing variable) does not hide one given.
+        ours["secrets"] = {**moved, **{k: v for k, v in (given if isinstance(given, dict) else {}).items()
+                                       if v is not None or k not in moved}}
         warnings += [f"host {name}: " + SECRETS_MOVED.format(key=key) for key in sorted(moved)]
+    if isinstance(ours.get("secrets"), dict):
+        ours["secrets"] = _text_secrets(name, ours["secrets"], errors)
     for key in sorted(set(data) - allowed - set(moved)):
         errors.append(f"host {name}: {key}: not a key fleetserve or pyinfra reads{did_you_mean(key, allowed | named)} "
                       f"(every host data key: fleetserve keys)")
@@ -80,7 +101,7 @@ def host_data(name: str, data: Mapping[str, Any], catalog: Catalog, errors: list
     try:
         return HostData.model_validate(ours)
     except ValidationError as exc:
-        errors.append(format_validation_error(exc, f"host {name}"))
+        errors.append(format_validation_error(exc, f"host {name}", model=HostData))
         return None
 
 

@@ -8,9 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fleetserve.catalog import did_you_mean, load_catalog, parse_variant, select_variant
+from fleetserve.catalog import load_catalog, parse_variant, select_variant
 from fleetserve.hardware import device_way, get_kind
 from fleetserve.hostos import jemalloc_library, jemalloc_package
+from fleetserve.plan.clashes import (
+    env_problems,
+    head_flag_problems,
+    host_ports,
+    mount_problems,
+    peer_port_problems,
+    service_ports,
+)
 from fleetserve.plan.hostdata import check_overrides, host_address, host_data
 from fleetserve.plan.secrets import host_secrets
 from fleetserve.serveargs import GroupSeat, serve_args
@@ -19,6 +27,7 @@ from fleetserve.schema.catalog import Catalog, ServiceSpec
 from fleetserve.schema.hardware import HardwareKind
 from fleetserve.schema.hostdata import HostData
 from fleetserve.schema.plan import GroupInfo, GroupSeatInfo, HostPlan, Member, ServiceInstance
+from fleetserve.validation import did_you_mean
 
 
 @dataclass
@@ -26,7 +35,7 @@ class _Claims:
     """What the host's services have taken so far: each device, port, name and model directory once."""
 
     devices: dict[int, str] = field(default_factory=dict)
-    ports: dict[int, str] = field(default_factory=dict)
+    ports: dict[int, str] = field(default_factory=dict)  # port -> who holds it ("service x", "the SSH port")
     names: set[str] = field(default_factory=set)
     model_dirs: dict[str, ServiceSpec] = field(default_factory=dict)
 
@@ -36,7 +45,8 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], cata
     """Validate one host for the given workloads; raise PlanError listing every problem.
 
     `catalog` defaults to the built-in entries plus the host's `catalog_dir`. `preview` (offline
-    render): a missing image archive or secret becomes a warning and the secret a placeholder."""
+    render): a missing secret becomes a warning and a placeholder (render masks secrets anyway); a
+    missing image archive is refused as the deploy refuses it."""
     if catalog is None:
         try:
             catalog = load_catalog(data.get("catalog_dir"))
@@ -48,10 +58,10 @@ def plan_host(name: str, data: Mapping[str, Any], workloads: Iterable[str], cata
     requested = list(workloads)
     active, skipped, clash_scope = _workloads(name, settings, requested, catalog, errors)
     instances: list[ServiceInstance] = []
-    claims = _Claims()
+    claims = _Claims(ports=host_ports(data, settings))
     for workload in clash_scope:
         instances += _workload(name, data, settings, hardware, catalog, workload, workload in active, group, claims,
-                               warnings if preview else errors, errors)
+                               errors)
     secrets = host_secrets(name, settings, instances, preview, errors, warnings)
     if errors:
         raise PlanError("\n".join(dict.fromkeys(errors)))
@@ -73,6 +83,12 @@ def _host(name: str, data: Mapping[str, Any], catalog: Catalog, errors: list[str
     except KeyError as exc:
         raise PlanError("\n".join([*errors, f"host {name}: hardware: {exc.args[0]}"])) from None
     check_overrides(name, settings.service_overrides, catalog, errors)
+    errors += peer_port_problems(name, data, settings)
+    ids = settings.npu_ids or hardware.device_ids
+    strange = [d for d in settings.unhealthy_devices if d not in ids]
+    if strange:
+        errors.append(f"host {name}: unhealthy_devices: {strange} not among the host's {hardware.accelerator_word} ids "
+                      f"{hardware.describe_ids(ids)}" + ("" if settings.npu_ids else " (npu_ids unset: the kind's)"))
     if settings.gpu_devices:
         if hardware.vendor != "nvidia":
             errors.append(f"host {name}: gpu_devices: {settings.gpu_devices!r} is for NVIDIA hosts ({hardware.kind} is "
@@ -103,7 +119,7 @@ def _workloads(name: str, settings: HostData, requested: list[str], catalog: Cat
 
 
 def _workload(name: str, data: Mapping[str, Any], settings: HostData, hardware: HardwareKind, catalog: Catalog,
-              workload: str, active: bool, group: GroupInfo | None, claims: _Claims, archive_problems: list[str],
+              workload: str, active: bool, group: GroupInfo | None, claims: _Claims,
               errors: list[str]) -> list[ServiceInstance]:
     """The services of one workload on this host, each checked; planned only when deployed now."""
     entry, where = catalog[workload], f"host {name}: workload {workload}"
@@ -125,18 +141,22 @@ def _workload(name: str, data: Mapping[str, Any], settings: HostData, hardware: 
     for spec in variant.services:
         svc = f"{where}: service {spec.name}"
         errors.extend(check_service(svc, spec, hardware, host_ids, set(settings.unhealthy_devices), nodes))
-        errors.extend(_claim(svc, spec, hardware, claims))
+        errors.extend(mount_problems(svc, spec, hardware, settings.jemalloc))
+        errors.extend(env_problems(svc, spec, hardware, group is not None, settings.jemalloc))
+        errors.extend(head_flag_problems(svc, spec))
+        errors.extend(_claim(svc, spec, hardware, claims, group is not None))
         if not active:
             continue
         members, args = _members(svc, spec, hardware, name, data, group, errors)
-        archive = image_archive(spec, settings.image_store, svc, archive_problems)
+        archive = image_archive(spec, settings.image_store, svc, errors)
         instances.append(ServiceInstance(workload, spec, hardware, members, args, archive, variant.follows,
                                          group.name if group else None))
     return instances
 
 
-def _claim(svc: str, spec: ServiceSpec, hardware: HardwareKind, claims: _Claims) -> list[str]:
-    """Each device, port, name and model directory belongs to one service of the host."""
+def _claim(svc: str, spec: ServiceSpec, hardware: HardwareKind, claims: _Claims, in_group: bool) -> list[str]:
+    """Each device, port, name and model directory belongs to one service of the host (and no port to
+    the host's SSH or peer daemon)."""
     errors = []
     if spec.name in claims.names:
         errors.append(f"{svc}: name is used by another service on this host")
@@ -146,10 +166,14 @@ def _claim(svc: str, spec: ServiceSpec, hardware: HardwareKind, claims: _Claims)
             errors.append(f"{svc}: devices: {hardware.accelerator_word} {device} is also given to service "
                           f"{claims.devices[device]} (each device belongs to one service)")
         claims.devices.setdefault(device, spec.name)
-    if spec.port in claims.ports:
-        errors.append(f"{svc}: port: {spec.port} is also used by service {claims.ports[spec.port]} "
-                      f"(ports must be distinct per host)")
-    claims.ports.setdefault(spec.port, spec.name)
+    for port, key in service_ports(spec, in_group):
+        holder = claims.ports.get(port)
+        if holder is None:
+            claims.ports[port] = f"service {spec.name}" + ("" if key == "port" else f" (its {key})")
+        elif holder.startswith("service "):
+            errors.append(f"{svc}: {key}: {port} is also used by {holder} (ports must be distinct per host)")
+        else:
+            errors.append(f"{svc}: {key}: {port} is {holder} (allowed: any other port 1..65535)")
     return errors + _check_model_dir(svc, spec, claims.model_dirs)
 
 

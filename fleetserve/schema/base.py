@@ -27,8 +27,12 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# Names that end up in unit names, container names and paths: keep them boring.
-SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# Names that end up in unit names, container names, labels and paths: keep them boring. Matched
+# whole (fullmatch: `$` would let a trailing newline through into a unit).
+SAFE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+SAFE_NAME_RULE = "must be lowercase letters, digits, . _ - (max 63), starting with a letter or digit"
+# A version a requirement names: digits first (an optional v), then parts of letters and digits.
+VERSION = re.compile(r"[vV]?[0-9]+(?:[.+_-]?[A-Za-z0-9]+)*")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 SHM_SIZE = re.compile(r"^[0-9]+[bkmgBKMG]?$")  # --shm-size: digits and an optional unit
 # Characters that never belong in a path, image reference, repo id or env value we pass on.
@@ -54,6 +58,21 @@ def _real_number(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_whole_number)]
 Real = Annotated[float, BeforeValidator(_real_number)]
+
+
+def safe_name(value: str) -> str:
+    """A name fleetserve writes into a unit, a label or a path (workload, service)."""
+    if not SAFE_NAME.fullmatch(value):
+        raise ValueError(SAFE_NAME_RULE)
+    return value
+
+
+def not_empty(value: Any, item: str) -> Any:
+    """A list that must hold at least one `item`, checked before its items are (pydantic's own length
+    check counts only the items that validated, so one bad item would also read as an empty list)."""
+    if isinstance(value, (list, tuple)) and not value:
+        raise ValueError(f"must list at least one {item}")
+    return value
 
 
 def no_control_chars(value: str, what: str) -> str:

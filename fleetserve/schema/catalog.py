@@ -13,14 +13,16 @@ from pydantic import Field, field_validator, model_validator
 
 from fleetserve.schema.base import (
     HOST_PATH,
-    SAFE_NAME,
     SHA256_HEX,
     SHARED_TOP_DIRS,
     SHM_SIZE,
     Int,
     Real,
+    VERSION,
     StrictModel,
     no_control_chars,
+    not_empty,
+    safe_name,
 )
 from fleetserve.schema.hardware import BindMount, Entrypoint
 
@@ -163,6 +165,15 @@ class Requirements(StrictModel):
     vllm_ascend: str | None = Field(None, description="minimum vllm-ascend release the image must carry (documented)")
     free_disk_factor: Real = Field(1.1, description="free space needed at the model dir = size_gb x this", ge=1)
 
+    @field_validator("driver", "cann", "vllm_ascend")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        # Anything else would order below every real version (version_key reads no digits): a
+        # requirement of nothing.
+        if value is not None and not VERSION.fullmatch(value):
+            raise ValueError("must be a version such as 8.5.1, 7.0.RC1 or 0.18.0rc1")
+        return value
+
 
 FlagValue = bool | int | float | str | dict | list | None
 
@@ -212,7 +223,9 @@ class ServiceSpec(StrictModel):
     data_parallel_rpc_port: Int = Field(13389, ge=1, le=65535, description="data-parallel: the head's RPC port")
     master_port: Int = Field(29500, ge=1, le=65535, description="nnodes: the head's rendezvous port")
     flags: dict[str, FlagValue] = Field(
-        default_factory=dict, description="further vllm serve flags in order: true = switch, false/null = omit"
+        default_factory=dict, description="further vllm serve flags in order, spelt any way vLLM takes them (an "
+                                          "override replaces the catalog's flag for the same vLLM option): true = "
+                                          "switch, false/null = not passed, `no-<flag>: true` = vLLM's --no- form"
     )
     head_flags: dict[str, FlagValue] = Field(
         default_factory=dict, description="flags only the head of a service spanning nodes gets (its API servers, "
@@ -229,9 +242,7 @@ class ServiceSpec(StrictModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not SAFE_NAME.match(value):
-            raise ValueError("must be lowercase letters, digits, . _ - (max 63), starting with a letter or digit")
-        return value
+        return safe_name(value)
 
     @field_validator("served_model_name", "host")
     @classmethod
@@ -295,6 +306,25 @@ class ServiceSpec(StrictModel):
         if value is not None and not SHM_SIZE.match(value):
             raise ValueError("must be a size like 1g, 512m or 100g")
         return value
+
+    @model_validator(mode="after")
+    def _no_clashes(self) -> ServiceSpec:
+        """Ports and mounts the service itself would give twice (the host's are the planner's)."""
+        if self.head_port is not None and self.head_port == self.port:
+            key = "data_parallel_rpc_port" if self.multi_node == "data-parallel" else "master_port"
+            raise ValueError(f"{key}: the same port as the API (port); the head listens on both")
+        seen: dict[str, str] = {}
+        model_dir = self.model.serve_path
+        for text, mount in zip(self.mounts, self.extra_mounts()):
+            where = mount.container_path  # docker compares mount points as paths: /x/ and /x are one
+            if where in seen:
+                raise ValueError(f"mounts: {seen[where]!r} and {text!r} both mount onto {where} (one mount per "
+                                 f"container path)")
+            seen[where] = text
+            if where == model_dir or where.startswith(model_dir + "/"):
+                raise ValueError(f"mounts: {text!r} mounts onto the model's directory {model_dir} in the container, "
+                                 f"where fleetserve mounts the verified copy of the weights")
+        return self
 
     @property
     def world_size(self) -> int:
@@ -365,6 +395,11 @@ class Variant(StrictModel):
     follows: str | None = Field(None, description="the tutorial or write-up this variant reproduces")
     notes: str | None = None
 
+    @field_validator("services", mode="before")
+    @classmethod
+    def _some_services(cls, value: Any) -> Any:
+        return not_empty(value, "service")  # a variant of none would plan nothing and exit 0
+
 
 class WorkloadFile(StrictModel):
     """A catalog entry file's shape, checked when it is loaded (services in full once overrides apply)."""
@@ -372,6 +407,16 @@ class WorkloadFile(StrictModel):
     workload: str
     description: str = ""
     variants: tuple[Variant, ...]
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _some_variants(cls, value: Any) -> Any:
+        return not_empty(value, "variant")
+
+    @field_validator("workload")
+    @classmethod
+    def _workload(cls, value: str) -> str:
+        return safe_name(value)  # in unit comments, container labels and messages
 
 
 # Filesystems fleetserve can mount at shared_dir (host data shared_mount) and what findmnt calls each

@@ -22,6 +22,11 @@ class BindMount(StrictModel):
     def docker_arg(self) -> str:
         return f"{self.host}:{self.container}" + (":ro" if self.read_only else "")
 
+    @property
+    def container_path(self) -> str:
+        """The mount point as the engine compares it (/x/ and /x are one)."""
+        return self.container.rstrip("/") or "/"
+
 
 class MultiNodeNeeds(StrictModel):
     """What every member of a service spanning nodes needs on top of a single-node service."""

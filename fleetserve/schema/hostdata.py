@@ -75,7 +75,9 @@ class HostData(StrictModel):
     distro_family: Literal["debian", "rhel"] = Field(
         "debian", description="debian (Ubuntu) or rhel (openEuler, Kylin); preflight checks the host agrees")
     service_overrides: dict[str, dict[str, Any]] = Field(
-        {}, description='`{"*" or service name: {any service field}}`, merged over the catalog entry')
+        {}, description='`{"*" or service name: {any service field}}`, merged over the catalog entry; set at '
+                        'several layers (all hosts, groups, host, --data) they add up, the higher layer winning '
+                        'key by key (a service name given null drops the lower layers\' overrides of it)')
     image_store: str = Field("images", description="controller directory holding image archives for `source: load` "
                                                    "(relative: to the directory pyinfra runs in)")
     jemalloc: StrictBool = Field(True, description="install jemalloc and preload it in the serving container")
@@ -144,7 +146,8 @@ class HostData(StrictModel):
     secrets: dict[str, SecretStr | None] = Field(
         {}, description="secret values by name, as the catalog names them (a service's api_key_key, its "
                         "model.token_key), e.g. `{\"qwen35_api_key\": os.environ[\"FLEETSERVE_QWEN35_API_KEY\"]}`: "
-                        "written only to 0600 files on the host, never shown")
+                        "written only to 0600 files on the host, never shown; set at several layers they add "
+                        "up by name (a secret is text: pyinfra's --data reads digits as a number)")
 
     @field_validator("image_remote_dir")
     @classmethod
@@ -181,9 +184,23 @@ class HostData(StrictModel):
         if value is None:
             return value
         try:
-            ipaddress.ip_address(value)
+            address = ipaddress.ip_address(value)
         except ValueError:
             raise ValueError("must be an IP address (vLLM and HCCL bind and connect to it)") from None
+        if address.is_loopback or address.is_unspecified or address.is_multicast:
+            raise ValueError("must be the host's own address on the cluster network that the other hosts reach, "
+                             "not a loopback, wildcard or multicast address")
+        return value
+
+    @field_validator("npu_ids")
+    @classmethod
+    def _npu_ids(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"lists an id twice: {list(value)} (each accelerator once)")
+        if value is not None and any(v < 0 for v in value):
+            raise ValueError("ids are >= 0")
+        if value is not None and not value:
+            raise ValueError("must list at least one id (unset it to use the kind's)")
         return value
 
     @field_validator("bundle_dir")
