@@ -17,7 +17,7 @@ from fleetserve.plan import plan_host, plan_inventory
 from fleetserve.readiness import expectations_for
 from fleetserve.roles.common import InvalidFleetData
 from fleetserve.roles.serve import serve
-from tests.fakefleet import HOST_REPORT, converged_responses, group_responses, host_report, run_fake_deploy
+from tests.fakefleet import HOST_REPORT, converged_responses, group_responses, host_report, run_fake_deploy, unquoted
 
 BATCH = "echo '@@@fleetserve-fact 0'"
 VERIFY = hostpaths.lib_file("verify-endpoint.sh")
@@ -87,18 +87,19 @@ def test_fresh_ready_host_gets_everything(name, data, workload, image_store):
     state, commands = run_fake_deploy([(name, {**data, "fake_responses": ready_only})], serve, [workload])
     assert not state.failed_hosts
     _, changes = _fact_or_change(commands[f"@fake/{name}"])
-    text = "\n".join(changes)
+    text = "\n".join(unquoted(c) for c in changes)
     assert "apt-get install -y -q --no-install-recommends libjemalloc2" in text
     assert "<upload /usr/local/lib/fleetserve/verify_model.py>" in text
     image = plan.services[0].spec.image
     assert (f"docker load -i /var/cache/fleetserve/images/{image.tarball}" in text if image.source == "load"
-            else "docker pull \"$src\"" in text)
+            else "docker pull $src" in text)
     for instance in plan.services:
         spec = instance.spec
         unit = hostpaths.unit_name(spec.name)
         client = "hf" if spec.model.hub == "hf" else "modelscope"
-        assert (f"--entrypoint {client} {spec.image.ref} download" if instance.entrypoint == "vllm-serve"
-                else f"{spec.image.ref} {client} download") in text
+        # the download and its verifier: one container of the image
+        assert (f"--entrypoint sh {spec.image.ref} -c {client} download" if instance.entrypoint == "vllm-serve"
+                else f"{spec.image.ref} sh -c {client} download") in text
         key = spec.model.copy_key
         # published as a copy beside whatever is served; host_dir names it only once it is verified
         assert f"mv -T {hostpaths.staging_dir(spec.model.host_dir, key)} {model_copy(instance)}" in text
