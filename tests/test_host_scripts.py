@@ -211,3 +211,38 @@ def test_a_head_that_never_answers_fails_the_member_naming_the_head(tmp_path):
     out = _verify_member(tmp_path, port, _member_tools(tmp_path), timeout=1)
     assert out[0] == "@@result fail health"
     assert "/health of the group's head 127.0.0.1 did not answer 200 within 1s" in "\n".join(out)
+
+
+class _SlowHead(_HeadAPI):
+    """A head whose /health answers 503 three times (the model loading), then 200."""
+
+    health_calls = 0
+
+    def do_GET(self):  # noqa: N802
+        if self.path == "/health":
+            type(self).health_calls += 1
+            if type(self).health_calls <= 3:
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        super().do_GET()
+
+
+def test_health_is_asked_again_soon_at_first_then_every_second(tmp_path):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHead)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = _member_tools(tmp_path)
+        pauses = tmp_path / "pauses"
+        sleep = tmp_path / "bin" / "sleep"  # records each pause instead of sleeping it
+        sleep.write_text(f"#!/bin/sh\necho \"$1\" >> {pauses}\n")
+        sleep.chmod(0o755)
+        out = _verify_member(tmp_path, server.server_address[1], env, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out[0] == "@@result ok api"
+    # a service that starts fast is seen a tenth of a second after it answers; a slow one costs one look a second
+    assert pauses.read_text().split() == ["0.1", "0.2", "0.4"]
+    _SlowHead.health_calls = 0
