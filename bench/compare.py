@@ -518,8 +518,8 @@ def save(results: dict, args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 16], choices=[4, 16],
-                        help="fleet sizes (the sandbox's bench4 and bench16 layouts)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 16],
+                        help="fleet sizes (the sandbox's benchN layouts, N up to 64)")
     parser.add_argument("--tools", nargs="+", default=list(TOOLS), choices=TOOLS)
     parser.add_argument("--repeats", type=int, default=3, help="fresh fleets per tool and size (timed)")
     parser.add_argument("--noop-runs", type=int, default=3, help="no-op re-runs after each first run")

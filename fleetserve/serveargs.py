@@ -112,9 +112,25 @@ def group_flags(spec: ServiceSpec, seat: GroupSeat) -> list[str]:
     return flags + (["--headless"] if seat.rank else [])
 
 
+# serve_args per (service as the catalog and host data made it, platform, seat): the hosts of a kind share one
+# command, and parsing it with vLLM's tables is most of the planner's work per host (bench/controller_cost.py).
+_MADE: dict[tuple, ServeArgsResult] = {}
+
+
 def serve_args(spec: ServiceSpec, platform: str, seat: GroupSeat | None = None) -> ServeArgsResult:
     """MODEL followed by the serve flags in a stable order (typed fields first, then catalog flags,
     then a group member's wiring), every flag in vLLM's own spelling, and what vLLM would refuse."""
+    # Which fields were set, not only their values: a typed field set to its default is still written.
+    key = (spec.model_dump_json(), tuple(sorted(spec.model_fields_set)), platform, seat)
+    made = _MADE.get(key)
+    if made is None:
+        if len(_MADE) > 4096:
+            _MADE.clear()
+        made = _MADE[key] = _serve_args(spec, platform, seat)
+    return made
+
+
+def _serve_args(spec: ServiceSpec, platform: str, seat: GroupSeat | None) -> ServeArgsResult:
     problems: list[str] = []
     version = spec.image.vllm_version
     if version not in known_versions():

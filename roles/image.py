@@ -8,6 +8,9 @@ and for peer chains `peer_port`, `shared_wait_s`, `model_download_attempts`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from pyinfra import host
 from pyinfra.api import deploy
 
@@ -57,17 +60,27 @@ def image(plan: HostPlan) -> None:
                                       record=dict(fed.record) if fed.record else None)
         elif spec.source == "load" and instance.image_archive and chain:
             kept.append(_peer_loaded(plan, instance, chain, remote_dir))
-        elif spec.source == "load":
-            image_ops.loaded(name=f"Image {spec.ref} loaded", ref=spec.ref, entrypoint=instance.entrypoint,
-                             archive=instance.image_archive, remote_dir=remote_dir,
-                             fingerprint=archive_fingerprint(instance.image_archive, spec.sha256),
-                             sha256=spec.sha256, keep_archive=plan.data.image_keep_archive)
         else:
-            image_ops.pulled(name=f"Image {spec.ref} pulled", ref=spec.ref, entrypoint=instance.entrypoint,
-                             sources=image_ops.pull_sources(spec.ref, spec.mirrors), digest=spec.digest)
+            # One call line for both ways: pyinfra makes one operation of it (it tells operations apart by
+            # the lines calling them), so the hosts that load and those that pull do it at the same time.
+            fetch, how = _loaded_or_pulled(plan, instance, remote_dir)
+            fetch(**how)
     if kept:
         peer_ops.peer_source_stopped(name="Image archives no longer served to peers")
         image_ops.peer_archives_removed(name="Image archives kept for peers removed", directories=kept)
+
+
+def _loaded_or_pulled(plan: HostPlan, instance: ServiceInstance, remote_dir: str) -> tuple[Callable, dict[str, Any]]:
+    """The operation that brings the image from its archive (``loaded``) or its registry (``pulled``),
+    and its arguments."""
+    spec = instance.spec.image
+    if spec.source == "load":
+        return image_ops.loaded, dict(name=f"Image {spec.ref} loaded", ref=spec.ref, entrypoint=instance.entrypoint,
+                                      archive=instance.image_archive, remote_dir=remote_dir,
+                                      fingerprint=archive_fingerprint(instance.image_archive, spec.sha256),
+                                      sha256=spec.sha256, keep_archive=plan.data.image_keep_archive)
+    return image_ops.pulled, dict(name=f"Image {spec.ref} pulled", ref=spec.ref, entrypoint=instance.entrypoint,
+                                  sources=image_ops.pull_sources(spec.ref, spec.mirrors), digest=spec.digest)
 
 
 def _peer_loaded(plan: HostPlan, instance: ServiceInstance, chain: ImageCache, remote_dir: str) -> str:

@@ -323,6 +323,12 @@ def run_fake_deploy(hosts: list[tuple[str, dict]], deploy: Callable, *args, chec
     return state, commands
 
 
+def unquoted(command: str) -> str:
+    """A command with the shell's quoting taken off, so what a container's `sh -c SCRIPT` runs reads as
+    its words (assertions on substrings; not for running)."""
+    return " ".join(shlex.split(command))
+
+
 def run_op(op: Callable, responses: dict[str, Any] | None = None, **kwargs) -> tuple[list[str], State]:
     """Run one operation (no change detection pass, as with `pyinfra -y`) on one fake host."""
     state, commands = run_fake_deploy([("h", {"fake_responses": responses or {}})], lambda: op(**kwargs),

@@ -39,11 +39,10 @@ pytestmark = pytest.mark.skipif(not shutil.which("rsync") or not shutil.which("f
                                 reason="needs rsync and flock (scripts/setup.sh installs rsync)")
 
 # `docker run [options] IMAGE PROGRAM ARGS` (or --entrypoint PROGRAM IMAGE ARGS) -> PROGRAM ARGS here,
-# with the container's -e/--env-file variables. FAKE_DOCKER_GATE (a FIFO): a download first says it
-# started on FAKE_DOCKER_STARTED, then waits for a word on the gate: "before" (then it downloads) or
-# "after" (it downloads, says so on FAKE_DOCKER_STARTED, and waits on the gate again).
+# with the container's -e/--env-file variables; PROGRAM found on the PATH (`machine`'s first: python3 and
+# hf as the image has them, so a shell the container runs finds them too).
 SHIM = r'''#!PYTHON
-import os, sys
+import os, shutil, sys
 args = sys.argv[2:]  # after "run"
 env = dict(os.environ)
 program = None
@@ -61,20 +60,27 @@ while args and args[0].startswith("-"):
 image = args.pop(0)
 if program is None:
     program = args.pop(0)
-tools = {"python3": sys.executable, "hf": os.path.join(os.path.dirname(sys.executable), "hf")}
-argv = [tools.get(program, program), *args]
-gate = env.get("FAKE_DOCKER_GATE")
-if gate and program == "hf":
-    with open(env["FAKE_DOCKER_STARTED"], "w") as started:
+path = shutil.which(program, path=env.get("PATH")) or program
+os.execve(path, [path, *args], env)
+'''
+
+# The hub client in the "image". FAKE_DOCKER_GATE (a FIFO): a download first says it started on
+# FAKE_DOCKER_STARTED, then waits for a word on the gate: "before" (then it downloads) or "after" (it
+# downloads, says so on FAKE_DOCKER_STARTED, and waits on the gate again).
+HF = r'''#!PYTHON
+import os, subprocess, sys
+argv = [os.path.join(os.path.dirname("PYTHON"), "hf"), *sys.argv[1:]]
+gate = os.environ.get("FAKE_DOCKER_GATE")
+if gate:
+    with open(os.environ["FAKE_DOCKER_STARTED"], "w") as started:
         started.write(str(os.getpid()))
     if open(gate).read().strip() == "after":
-        import subprocess
-        code = subprocess.call(argv, env=env)
-        with open(env["FAKE_DOCKER_STARTED"], "w") as done:
+        code = subprocess.call(argv)
+        with open(os.environ["FAKE_DOCKER_STARTED"], "w") as done:
             done.write(str(code))
         open(gate).read()  # held here, the download done, until the test says
         sys.exit(code)
-os.execve(argv[0], argv, env)
+os.execv(argv[0], argv)
 '''
 
 
@@ -83,9 +89,9 @@ def machine(tmp_path, hub, monkeypatch):
     """A PATH with the docker shim, isolated hub client homes, and fleetserve's state under tmp_path."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    shim = bin_dir / "docker"
-    shim.write_text(SHIM.replace("PYTHON", sys.executable))
-    shim.chmod(0o755)
+    for name, text in (("docker", SHIM), ("hf", HF), ("python3", '#!/bin/sh\nexec PYTHON "$@"\n')):
+        (bin_dir / name).write_text(text.replace("PYTHON", sys.executable))
+        (bin_dir / name).chmod(0o755)
     monkeypatch.setattr(hostpaths, "SHARED_CHECKS_DIR", str(tmp_path / "state" / "shared"))
     hub.reset()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HF_HOME": str(tmp_path / "hf-home"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from fleetserve.plan import plan_host, plan_inventory
 from fleetserve.readiness import expectations_for
 from fleetserve.roles.common import InvalidFleetData
 from fleetserve.roles.serve import serve
-from tests.fakefleet import HOST_REPORT, converged_responses, group_responses, host_report, run_fake_deploy
+from tests.fakefleet import HOST_REPORT, converged_responses, group_responses, host_report, run_fake_deploy, unquoted
 
 BATCH = "echo '@@@fleetserve-fact 0'"
 VERIFY = hostpaths.lib_file("verify-endpoint.sh")
@@ -87,18 +88,19 @@ def test_fresh_ready_host_gets_everything(name, data, workload, image_store):
     state, commands = run_fake_deploy([(name, {**data, "fake_responses": ready_only})], serve, [workload])
     assert not state.failed_hosts
     _, changes = _fact_or_change(commands[f"@fake/{name}"])
-    text = "\n".join(changes)
+    text = "\n".join(unquoted(c) for c in changes)
     assert "apt-get install -y -q --no-install-recommends libjemalloc2" in text
     assert "<upload /usr/local/lib/fleetserve/verify_model.py>" in text
     image = plan.services[0].spec.image
     assert (f"docker load -i /var/cache/fleetserve/images/{image.tarball}" in text if image.source == "load"
-            else "docker pull \"$src\"" in text)
+            else "docker pull $src" in text)
     for instance in plan.services:
         spec = instance.spec
         unit = hostpaths.unit_name(spec.name)
         client = "hf" if spec.model.hub == "hf" else "modelscope"
-        assert (f"--entrypoint {client} {spec.image.ref} download" if instance.entrypoint == "vllm-serve"
-                else f"{spec.image.ref} {client} download") in text
+        # the download and its verifier: one container of the image
+        assert (f"--entrypoint sh {spec.image.ref} -c {client} download" if instance.entrypoint == "vllm-serve"
+                else f"{spec.image.ref} sh -c {client} download") in text
         key = spec.model.copy_key
         # published as a copy beside whatever is served; host_dir names it only once it is verified
         assert f"mv -T {hostpaths.staging_dir(spec.model.host_dir, key)} {model_copy(instance)}" in text
@@ -150,6 +152,33 @@ def test_the_pyinfra_cli_runs_a_deploy_file_with_config_and_reports_invalid_data
     output = result.stdout + result.stderr
     assert "invalid fleet data, no host was changed" in output
     assert "needs 16 devices but the host has 8" in output
+
+
+def test_hosts_that_load_their_image_and_hosts_that_pull_it_do_so_in_one_operation(tmp_path):
+    # pyinfra tells operations apart by the lines calling them (CLI mode) and runs one operation on every host
+    # before the next: a load and a pull from two lines would take turns instead of running side by side.
+    (tmp_path / "Vllm-ascend-Qwen3_5-A3-Ubuntu-v0.tar").write_bytes(b"archive")
+    (tmp_path / "inv.py").write_text(textwrap.dedent(f'''
+        hosts = [("@fake/a3-01", {{"hardware": "atlas-800-a3", "workloads": ["qwen3.5"], "image_store": {str(tmp_path)!r}}}),
+                 ("@fake/910b4-01", {{"hardware": "ascend-910b4", "npu_ids": [3], "workloads": ["qwen3.5"]}})]
+    '''))
+    (tmp_path / "deploy.py").write_text(textwrap.dedent('''
+        import json
+        from pyinfra import host
+        from fleetserve.roles.serve import serve
+        serve(["qwen3.5"])
+        done = host.state.__dict__.setdefault("test_hosts_done", set())  # hosts load the file side by side
+        done.add(host.name)
+        if len(done) == 2:  # every operation of both hosts is known
+            print("OPS " + json.dumps([sorted(m.names) for m in host.state.op_meta.values()]))
+    '''))
+    result = subprocess.run([sys.executable, "-m", "pyinfra", "-y", "--dry", "inv.py", "deploy.py"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYINFRA_FAKE_DELAY": "0"})
+    line = next((x for x in result.stdout.splitlines() if x.startswith("OPS ")), None)
+    assert line, result.stdout[-2000:] + result.stderr[-2000:]
+    images = [names for names in json.loads(line[4:]) if any("fleetserve image" in n for n in names)]
+    assert images == [["fleetserve serve | fleetserve image | Image quay.io/ascend/vllm-ascend:v0.18.0rc1 pulled",
+                       "fleetserve serve | fleetserve image | Image vllm-ascend:qwen3_5-v0-a3 loaded"]]
 
 
 # --- a service spanning two nodes ----------------------------------------------------------------

@@ -211,3 +211,40 @@ def test_a_head_that_never_answers_fails_the_member_naming_the_head(tmp_path):
     out = _verify_member(tmp_path, port, _member_tools(tmp_path), timeout=1)
     assert out[0] == "@@result fail health"
     assert "/health of the group's head 127.0.0.1 did not answer 200 within 1s" in "\n".join(out)
+
+
+class _SlowHead(_HeadAPI):
+    """A head whose /health answers 503 `slow` times (the model loading), then 200."""
+
+    health_calls = 0
+    slow = 3
+
+    def do_GET(self):  # noqa: N802
+        if self.path == "/health":
+            type(self).health_calls += 1
+            if type(self).health_calls <= type(self).slow:
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        super().do_GET()
+
+
+@pytest.mark.parametrize("slow,pauses", [(3, ["0.2"] * 3), (17, ["0.2"] * 15 + ["1"] * 2)])
+def test_health_is_asked_again_soon_at_first_then_every_second(tmp_path, slow, pauses):
+    _SlowHead.health_calls, _SlowHead.slow = 0, slow
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHead)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = _member_tools(tmp_path)
+        recorded = tmp_path / "pauses"
+        sleep = tmp_path / "bin" / "sleep"  # records each pause instead of sleeping it
+        sleep.write_text(f"#!/bin/sh\necho \"$1\" >> {recorded}\n")
+        sleep.chmod(0o755)
+        out = _verify_member(tmp_path, server.server_address[1], env, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out[0] == "@@result ok api"
+    # a service that starts fast is seen a fifth of a second after it answers; a slow one costs one look a second
+    assert recorded.read_text().split() == pauses

@@ -31,9 +31,10 @@ from fleetserve.facts.image import argv_digest
 from fleetserve.schema.hardware import BindMount
 from fleetserve.schema.plan import ModelCopy
 from tests.fakefleet import (health_key, healthy, host_report, image_facts_key, image_facts_output, run_fake_deploy,
-                             run_op)
+                             run_op, unquoted)
 
 LIB = "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2"
+VERIFY_MODEL = "/usr/local/lib/fleetserve/verify_model.py"
 FILES = Path(__file__).resolve().parent.parent / "files"
 
 
@@ -286,7 +287,7 @@ def _probed(hf=None, modelscope=None) -> dict:
 ])
 def test_hf_patterns_are_given_the_way_the_images_client_reads_them(version, form):
     commands, _ = _weights(_probed(hf=version), include=("*.json", "*.safetensors"))
-    fetch = changes(commands, "echo @@marker", PROBE)[1]
+    fetch = unquoted(changes(commands, "echo @@marker", PROBE)[1])
     assert f"--local-dir {STAGE} {form} &&" in fetch
 
 
@@ -295,8 +296,8 @@ def test_hf_patterns_are_given_the_way_the_images_client_reads_them(version, for
 def test_hf_download_is_the_command_the_images_client_has(version, program):
     # issue 15: `hf` arrived in huggingface_hub 0.34.0; 0.17.0 .. 0.33.x download with huggingface-cli
     commands, _ = _weights(_probed(hf=version))
-    fetch = changes(commands, "echo @@marker", PROBE)[1]
-    assert f"{IMAGE} {program} download Qwen/Qwen3.5-2B-Base --revision main --local-dir {STAGE}" in fetch
+    fetch = unquoted(changes(commands, "echo @@marker", PROBE)[1])
+    assert f"{IMAGE} sh -c {program} download Qwen/Qwen3.5-2B-Base --revision main --local-dir {STAGE}" in fetch
     converged, _ = _weights({**_probed(hf=version), **_model_state(MARKER, {"max_position_embeddings": 32768,
                                                                            "num_attention_heads": 16})})
     assert changes(converged, "echo @@marker", PROBE) == []
@@ -311,7 +312,7 @@ def test_an_hf_client_without_download_or_token_support_fails_clearly():
     (failing,) = changes(commands, "echo @@marker", PROBE)
     assert "reads its token only from HUGGING_FACE_HUB_TOKEN (HF_TOKEN from 0.19.0)" in failing
     commands, _ = _weights(_probed(hf="0.18.0"))  # no token needed: that client downloads
-    assert f"{IMAGE} huggingface-cli download" in changes(commands, "echo @@marker", PROBE)[1]
+    assert f"{IMAGE} sh -c huggingface-cli download" in unquoted(changes(commands, "echo @@marker", PROBE)[1])
 
 
 @pytest.mark.parametrize("version,endpoint,env", [
@@ -362,15 +363,17 @@ def test_missing_weights_download_into_staging_are_checked_then_published_beside
     assert mkdir == (f"mkdir -p {STAGE} && printf %s '{{\"host_dir\": \"/opt/atomgit/Qwen3.5-2B-Base\", \"hub\": \"hf\", "
                      f"\"repo_id\": \"Qwen/Qwen3.5-2B-Base\"}}' > /opt/atomgit/.Qwen3.5-2B-Base.fleetserve/.fleetserve-store.json")
     assert fetch.startswith("ok=; for attempt in 1 2 3 ; do if docker run")
-    download, verify = fetch.split(" && ", 1)
-    assert (f"docker run --rm --net=host -v {STAGE}:{STAGE} -e HF_ENDPOINT=https://hf-mirror.com "
+    # the download, then the verifier, in one container of the image: one start per attempt
+    assert fetch.count("docker run") == 1
+    download, verify = unquoted(fetch).split(" && ", 1)
+    assert (f"docker run --rm --net=host -v {STAGE}:{STAGE} -v {VERIFY_MODEL}:{VERIFY_MODEL}:ro -e HF_ENDPOINT=https://hf-mirror.com "
             f"-e HF_HUB_DISABLE_TELEMETRY=1 -e HF_HUB_DISABLE_UPDATE_CHECK=1 quay.io/ascend/vllm-ascend:v0.18.0rc1 "
-            f"hf download Qwen/Qwen3.5-2B-Base --revision main --local-dir {STAGE} --include '*.json' "
+            f"sh -c hf download Qwen/Qwen3.5-2B-Base --revision main --local-dir {STAGE} --include '*.json' "
             f"--include '*.safetensors'") in download  # not probed yet: as the newest client takes them
-    assert (f"quay.io/ascend/vllm-ascend:v0.18.0rc1 python3 /usr/local/lib/fleetserve/verify_model.py {STAGE} "
-            f"--marker .fleetserve-verified.json --hub hf --repo Qwen/Qwen3.5-2B-Base --revision main --endpoint "
-            f"https://hf-mirror.com --include '*.json' --include '*.safetensors' --manifest .fleetserve-manifest.json "
-            f"--sums .fleetserve-sha256sums ; then ok=1; break; fi; sleep 3; done;") in verify
+    assert verify.startswith(
+        f"python3 {VERIFY_MODEL} {STAGE} --marker .fleetserve-verified.json --hub hf --repo Qwen/Qwen3.5-2B-Base "
+        f"--revision main --endpoint https://hf-mirror.com --include '*.json' --include '*.safetensors' --manifest "
+        f".fleetserve-manifest.json --sums .fleetserve-sha256sums ; then ok=1; break; fi; sleep 3; done;")
     assert "files already complete stay in" in fetch
     # nothing served is moved or deleted: the verified copy is renamed into the store
     assert publish == f"mv -T {STAGE} {COPY}"
@@ -398,10 +401,10 @@ def test_modelscope_download_in_an_entrypoint_image_uses_entrypoint_and_token_fi
     commands, _ = _weights(hub="modelscope", repo_id="Qwen/Qwen3-VL-8B-Instruct", revision="master",
                            host_dir="/root/.cache/modelscope/hub/models/Qwen/Qwen3-VL-8B-Instruct",
                            entrypoint="vllm-serve", token_env_file="/etc/fleetserve/x.hub.env")
-    download = changes(commands, "echo @@marker", PROBE)[1]
+    download = unquoted(changes(commands, "echo @@marker", PROBE)[1])
     assert "-e MODELSCOPE_ENDPOINT=https://www.modelscope.cn" in download
-    assert "--env-file /etc/fleetserve/x.hub.env --entrypoint modelscope quay.io/ascend/vllm-ascend:v0.18.0rc1" in download
-    assert "download --model Qwen/Qwen3-VL-8B-Instruct --revision master --local_dir" in download
+    assert "--env-file /etc/fleetserve/x.hub.env --entrypoint sh quay.io/ascend/vllm-ascend:v0.18.0rc1 -c modelscope " \
+           "download --model Qwen/Qwen3-VL-8B-Instruct --revision master --local_dir" in download
 
 
 def test_a_marker_for_another_revision_downloads_again():

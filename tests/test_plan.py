@@ -449,3 +449,16 @@ def test_an_image_vllm_ascend_release_without_rules_is_said_plainly():
     data = {**A2_QWEN3, "service_overrides": {"qwen3-30b": {"image": {"vllm_ascend_version": "0.14.0rc1"}}}}
     assert ("image.vllm_ascend_version: '0.14.0rc1' has no table of vllm-ascend's platform rules (known: "
             "0.12.0rc1, 0.17.0rc1, 0.18.0rc1, 0.18.0;") in error_of(data, ["qwen3"])
+
+
+def test_hosts_of_a_kind_share_one_parse_of_their_command_and_any_difference_is_parsed_again():
+    first = plan_host("a2-01", A2_QWEN3, ["qwen3"]).services[0]
+    again = plan_host("a2-02", A2_QWEN3, ["qwen3"]).services[0]
+    assert again.serve_args == first.serve_args
+    # max_model_len set to what the catalog says is written all the same: the set fields count, not only values
+    same_value = {**A2_QWEN3, "service_overrides": {"qwen3-30b": {"max_model_len": first.spec.max_model_len}}}
+    assert plan_host("a2-03", same_value, ["qwen3"]).services[0].serve_args == first.serve_args
+    other = {**A2_QWEN3, "service_overrides": {"qwen3-30b": {"flags": {"seed": 7}}}}
+    changed = plan_host("a2-04", other, ["qwen3"]).services[0].serve_args
+    assert "--seed" in changed and "--seed" not in first.serve_args
+    assert plan_host("a2-05", A2_QWEN3, ["qwen3"]).services[0].serve_args == first.serve_args

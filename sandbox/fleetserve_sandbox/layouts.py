@@ -208,6 +208,13 @@ def numbered_layout(n: int) -> Layout:
     return Layout(f"nodes{n}", f"{n} nodes cycling {', '.join(CYCLE_KINDS)}", _numbered(nodes))
 
 
+def bench_layout(n: int) -> Layout:
+    """`benchN`: N idle qwen3.5 nodes cycling A3 / 910B4 / GB200 (bench4 and bench16 are two of them)."""
+    if not 1 <= n <= C.MAX_NODES:
+        raise ValueError(f"bench{n}: between 1 and {C.MAX_NODES} nodes")
+    return Layout(f"bench{n}", f"{n} idle qwen3.5 nodes (A3 / 910B4 / GB200)", _numbered(_bench(n)))
+
+
 def get_layout(name: str | None = None, nodes: int | None = None) -> Layout:
     if nodes is not None and name is not None:
         raise ValueError("give either a layout name or a node count, not both")
@@ -219,10 +226,13 @@ def get_layout(name: str | None = None, nodes: int | None = None) -> Layout:
     m = re.fullmatch(r"nodes(\d+)", name)
     if m:
         return numbered_layout(int(m.group(1)))
+    m = re.fullmatch(r"bench(\d+)", name)
+    if m:
+        return bench_layout(int(m.group(1)))
     m = re.fullmatch(r"cache-(\d+)", name)
     if m:
         return cache_layout(int(m.group(1)))
-    raise ValueError(f"unknown layout {name!r} (known: {', '.join(LAYOUTS)}, nodesN, cache-N)")
+    raise ValueError(f"unknown layout {name!r} (known: {', '.join(LAYOUTS)}, nodesN, benchN, cache-N)")
 
 
 def custom_layout(name: str, specs: list[NodeSpec], description: str = "", *, cluster_network: bool = False,

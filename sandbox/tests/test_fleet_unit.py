@@ -69,7 +69,7 @@ def test_default_layout_is_one_node_per_seed_system():
     assert all(n.distro == "debian" for n in lay.nodes)
 
 
-@pytest.mark.parametrize("name,count", [("bench16", 16), ("bench4", 4)])
+@pytest.mark.parametrize("name,count", [("bench16", 16), ("bench4", 4), ("bench32", 32), ("bench64", 64)])
 def test_bench_layouts(name, count):
     lay = layouts.get_layout(name)
     assert len(lay.nodes) == count
@@ -77,6 +77,11 @@ def test_bench_layouts(name, count):
     assert all(n.workloads == ("qwen3.5",) and n.idle for n in lay.nodes)
     assert len({n.name for n in lay.nodes}) == count
     layouts.validate(lay)
+
+
+def test_bench_layouts_stop_at_the_node_limit():
+    with pytest.raises(ValueError, match="between 1 and 64"):
+        layouts.get_layout("bench65")
 
 
 def test_numbered_layout_cycles_kinds_and_addresses():
