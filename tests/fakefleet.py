@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
 import re
 import shlex
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -57,6 +59,7 @@ def image_store() -> str:
     """A controller image store holding every built-in catalog's image archive (empty files), for plans
     of `source: load` images: a missing archive is refused offline, by render as by the deploy."""
     store = Path(tempfile.mkdtemp(prefix="fleetserve-images-"))
+    atexit.register(shutil.rmtree, store, True)  # one per test process, gone when it ends
     for entry in load_catalog().values():
         for variant in entry.document["variants"]:
             for service in variant["services"]:
