@@ -138,6 +138,13 @@ class ControllerCgroup:
         stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines())
         return int(stat["usage_usec"]) / 1e6
 
+    def peak_mib(self) -> float | None:
+        """The group's peak memory (cgroup v2 memory.peak, kernel 5.19+), if the kernel reports it."""
+        try:
+            return int((self.path / "memory.peak").read_text()) / 2**20 if self.path is not None else None
+        except (OSError, ValueError):
+            return None
+
     def close(self) -> None:
         """End what is left (bounded), then remove the group."""
         if self.path is None:
@@ -167,6 +174,7 @@ class Run:
     wall_s: float = 0.0
     controller_cpu_s: float | None = None  # the run's cgroup (falls back to the rusage)
     controller_rusage_s: float = 0.0  # the child and the descendants it waited for
+    controller_peak_mib: float | None = None  # the run's cgroup memory.peak (falls back to the largest process)
     node_cpu_s: float = 0.0
     changes: int | None = None
     errors: int | None = None
@@ -233,9 +241,11 @@ def timed_run(run: Run, work: Path, names: list[str], args: argparse.Namespace, 
         run.wall_s = round(time.monotonic() - began, 2)
     proc.returncode = run.returncode = os.waitstatus_to_exitcode(status)
     cpu1 = group.usage_s()
+    peak = group.peak_mib()
     group.close()
     after = node_cpu_s(names)
     run.controller_rusage_s = round(usage.ru_utime + usage.ru_stime, 2)
+    run.controller_peak_mib = round(peak if peak is not None else usage.ru_maxrss / 1024, 1)
     run.controller_cpu_s = round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else run.controller_rusage_s
     run.node_cpu_s = round(sum(after.get(n, 0) - before.get(n, 0) for n in names), 2)
     run.changes, run.errors = count_changes(run.tool, log.read_text(errors="replace"))
