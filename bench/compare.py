@@ -324,8 +324,8 @@ def summarise(runs: list[dict]) -> dict[str, Any]:
             mine = [r for r in runs if r["tool"] == tool and r["kind"] == kind and r["repeat"] > 0]
             if mine:
                 out.setdefault(tool, {})[kind] = {
-                    metric: stats([r[metric] for r in mine if r[metric] is not None])
-                    for metric in ("wall_s", "controller_cpu_s", "node_cpu_s", "changes")}
+                    metric: stats([r[metric] for r in mine if r.get(metric) is not None])
+                    for metric in ("wall_s", "controller_cpu_s", "node_cpu_s", "changes", "controller_peak_mib")}
     return out
 
 
