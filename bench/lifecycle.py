@@ -98,7 +98,7 @@ def healthy(address: str, port: int, timeout: float = 2.0) -> bool:
 # --- rebuild -------------------------------------------------------------------------------------
 
 NODE, PEER = "sbx-bench-910b4-02", "sbx-bench-910b4-01"
-SERVICE, PORT, REF = "qwen35-2b-base", 8000, "quay.io/ascend/vllm-ascend:v0.18.0rc1"
+SERVICE, PORT = "qwen35-2b-base", 8000
 PHASES = (("connect and read", "--> Starting operation"), ("preflight", "fleetserve preflight"),
           ("image", "fleetserve image"), ("jemalloc", "fleetserve jemalloc"), ("weights", "fleetserve model"),
           ("command check", "fleetserve command check"), ("release and verify", "fleetserve service"))
@@ -108,7 +108,7 @@ def floor(doc: dict) -> dict:
     """One copy of the weights and of the image between PEER and NODE, and the service's own start."""
     state = json.loads(ssh(doc, PEER, f"cat /var/lib/fleetserve/releases/{SERVICE}/state.json").stdout)
     record = json.loads(ssh(doc, PEER, f"cat /var/lib/fleetserve/releases/{SERVICE}/{state['current']}/release.json").stdout)
-    source = record["model_copy"]
+    source, ref = record["model_copy"], record["image_ref"]  # the sandbox serves its own image, not the catalog's
     ssh(doc, NODE, "rm -rf /tmp/floor-weights && mkdir -p /tmp/floor-weights", check=True)
     started = time.monotonic()
     subprocess.run(" ".join([*map(_q, ssh_argv(doc, PEER)), _q(f"tar -C {source} -cf - .")]) + " | "
@@ -117,7 +117,7 @@ def floor(doc: dict) -> dict:
     weights_s = time.monotonic() - started
     ssh(doc, NODE, "rm -rf /tmp/floor-weights", check=True)
     ssh(doc, NODE, f"docker rmi -f floor/{SERVICE}:copy >/dev/null 2>&1; true")
-    ssh(doc, PEER, f"docker tag {REF} floor/{SERVICE}:copy", check=True)
+    ssh(doc, PEER, f"docker tag {ref} floor/{SERVICE}:copy", check=True)
     started = time.monotonic()
     subprocess.run(" ".join([*map(_q, ssh_argv(doc, PEER)), _q(f"docker save floor/{SERVICE}:copy")]) + " | "
                    + " ".join([*map(_q, ssh_argv(doc, NODE)), _q("docker load")]), shell=True, check=True,
