@@ -233,3 +233,79 @@ def test_a_fresh_group_starts_every_member_and_settles_one_release():
         assert "systemctl restart fleetserve-qwen35-397b-bf16.service" in text and flags in text
         # made current only by the group's settle step, after every member's check
         assert text.count('"current": "c1"') == 1
+
+
+def _drifted(responses: dict, key_part: str, change) -> dict:
+    """The converged responses with the one answer whose command contains `key_part` changed."""
+    (key,) = [k for k in responses if isinstance(k, str) and key_part in k]
+    return {**responses, key: change(responses[key])}
+
+
+def _swap(old_prefix: str, new: str):
+    return lambda lines: [new if line.startswith(old_prefix) else line for line in lines]
+
+
+# One axis of a converged host moved by hand each: the one-round-trip read must still see it.
+# (axis, host, the answers changed, a command the run must then send to repair it). The fake host keeps
+# answering as before the repair, so what a repair itself needs afterwards (the new copy's config read
+# after its download) is not judged here: tests/e2e do it on real hosts.
+def _unit_fact(plan) -> str:
+    return f"{hostpaths.unit_path(plan.services[0].spec.name)} 2>/dev/null"
+
+
+DRIFT = [
+    ("unit", "910b4-01", lambda plan, r: _drifted(r, _unit_fact(plan), _swap("@@unit ", "@@unit " + "0" * 64)),
+     "install -m 644"),
+    ("env file", "gb200-01", lambda plan, r: _drifted(r, _unit_fact(plan), _swap("@@env ", "@@env " + "0" * 64 + " 600")),
+     ".env"),
+    ("env file mode", "gb200-01", lambda plan, r: _drifted(
+        r, _unit_fact(plan),
+        lambda lines: [line.rsplit(" ", 1)[0] + " 644" if line.startswith("@@env ") else line for line in lines]), ".env"),
+    # Another image under the reference: a new release of it, started and verified before it becomes current.
+    ("image id", "910b4-01", lambda plan, r: _drifted(r, "docker image inspect --format",
+                                                     _swap("@@id ", "@@id sha256:" + "ef" * 32)), "systemctl restart"),
+    ("model marker", "910b4-01", lambda plan, r: _drifted(r, "cat " + hostpaths.model_marker(model_copy(plan.services[0])),
+                                                         lambda lines: []), "docker run"),
+    # systemd's answer is read once and given to both facts that ask it.
+    ("stopped service", "910b4-01", lambda plan, r: _drifted(
+        _drifted(r, "/health 2>/dev/null", _swap("@@active ", "@@active inactive")),
+        _unit_fact(plan), _swap("@@active ", "@@active inactive")), "systemctl restart"),
+]
+REPAIR_NEEDS_NEW_ANSWERS = {"model marker", "stopped service"}  # the fake still says: no copy, inactive
+
+
+@pytest.mark.parametrize("check_for_changes", [True, False], ids=["default", "-y"])
+@pytest.mark.parametrize("axis,name,drift,done", DRIFT, ids=[d[0] for d in DRIFT])
+def test_a_converged_host_moved_on_one_axis_is_caught_by_its_one_read(axis, name, drift, done, image_store,
+                                                                      check_for_changes):
+    data, workload = next((d, w) for n, d, w in SEED_HOSTS if n == name)
+    data = {**data, "image_store": image_store}
+    plan = plan_host(f"@fake/{name}", data, [workload])
+    responses = drift(plan, converged_responses(plan))
+    state, commands = run_fake_deploy([(name, {**data, "fake_responses": responses})], serve, [workload],
+                                      check_for_changes=check_for_changes)
+    facts, changes = _fact_or_change(commands[f"@fake/{name}"])
+    # Seen by the one read taken with the lock (once more in the execute pass without -y), and repaired.
+    assert facts[0].startswith(BATCH) and (not check_for_changes or facts[1].startswith(BATCH)), axis
+    assert any(done in command for command in changes), (axis, changes)
+    if axis not in REPAIR_NEEDS_NEW_ANSWERS:
+        assert not state.failed_hosts, axis
+    if check_for_changes:  # pyinfra counts changes only when it detects them (not with -y)
+        (meta,) = state.meta.values()
+        assert meta.ops_change >= 1, axis
+
+
+def test_a_foreign_listener_on_a_converged_service_port_fails_the_host_and_changes_nothing(image_store):
+    data, workload = next((d, w) for n, d, w in SEED_HOSTS if n == "910b4-01")
+    data = {**data, "image_store": image_store}
+    plan = plan_host("@fake/910b4-01", data, [workload])
+    responses = _drifted(converged_responses(plan), "/health 2>/dev/null",
+                         lambda lines: [*lines, "foreign 77 python3 -m http.server 8000"])
+    state, commands = run_fake_deploy([("910b4-01", {**data, "fake_responses": responses})], serve, [workload])
+    assert {h.name for h in state.failed_hosts} == {"@fake/910b4-01"}
+    facts, changes = _fact_or_change(commands["@fake/910b4-01"])
+    # Nothing changed: the read, the endpoint check, and the refusal naming the other process first.
+    assert [c for c in changes if not c.startswith("printf")] == []
+    (refusal,) = [c for c in changes if c.startswith("printf")]
+    assert "not serving (this run changed nothing of it):' '  - port 8000 is also held by a process outside the " \
+           "service'\"'\"'s container: 77 python3 -m http.server 8000'" in refusal

@@ -214,8 +214,13 @@ def release_verified(service: str, port: int, model: str, serve_path: str, timeo
     releases = entry["state"]
     candidate = releases.get("candidate")
     where = f" through the group's head {head_address}" if head_address else ""
-    if not candidate and ServiceHealth.serving(batch.read(ServiceHealth, service=service, port=port,
-                                                          head_address=head_address), bool(head_address)):
+    # Read for a release already running (a new one is judged by the endpoint check alone); another
+    # process on its port is said first, whatever the endpoint check finds after.
+    health = (batch.read(ServiceHealth, service=service, port=port, head_address=head_address) or {}) \
+        if not candidate else {}
+    foreign = [f"port {port} is also held by a process outside the service's container: {who}"
+               for who in health.get("foreign") or []]
+    if not candidate and ServiceHealth.serving(health, bool(head_address)):
         # Nothing new started here: the running release was proven when it started; that it still runs in
         # its own container and answers /health is what a converged run needs (status asks the model).
         host.noop(f"{model} is healthy on port {port}{where}, release {releases.get('current')}")
@@ -238,7 +243,7 @@ def release_verified(service: str, port: int, model: str, serve_path: str, timeo
         return
     if not candidate:
         yield fail_command(f"fleetserve verify: {model} on port {port}{where} is not serving (this run changed "
-                           f"nothing of it):", _failure_lines(result, unit))
+                           f"nothing of it):", [*foreign, *_failure_lines(result, unit)])
         return
     yield from _undo(service, entry, on_failure, env_path, check, serve_path,
                      f"release {candidate} of {service} failed", _failure_lines(result, unit))
