@@ -195,6 +195,32 @@ def _write_json(path: Path, doc: dict) -> None:
 # --- up -------------------------------------------------------------------------------------
 
 
+# Every node's systemd (and its units, podman, sshd) takes inotify instances of the same user (root) on
+# the host kernel; with the usual default of 128, about 20 nodes exhaust it and the next node's systemd
+# stops with "Failed to allocate manager object: Too many open files". Raised, never lowered.
+INOTIFY_INSTANCES_PER_NODE = 16
+INOTIFY_WATCHES_PER_NODE = 16384
+
+
+def raise_inotify_limits(node_count: int, root: Path = Path("/proc/sys/fs/inotify")) -> dict[str, int]:
+    """Raise the host's inotify limits to what `node_count` nodes need (kept if already higher);
+    returns the limits in force."""
+    wanted = {"max_user_instances": 128 + INOTIFY_INSTANCES_PER_NODE * node_count,
+              "max_user_watches": 65536 + INOTIFY_WATCHES_PER_NODE * node_count}
+    now = {}
+    for name, value in wanted.items():
+        path = root / name
+        try:
+            current = int(path.read_text())
+            if current < value:
+                path.write_text(str(value))
+                current = value
+        except (OSError, ValueError):
+            current = -1  # not readable or not writable here: the nodes' own errors will say so
+        now[name] = current
+    return now
+
+
 def up(
     layout: Layout,
     *,
@@ -215,6 +241,7 @@ def up(
             _teardown()
         for d in (C.NODES_DIR, C.LOGS_DIR, C.PIDS_DIR):
             d.mkdir(parents=True, exist_ok=True)
+        raise_inotify_limits(len(layout.nodes) + (1 if layout.storage is not None else 0))
         _write_json(C.LAYOUT_FILE, layout_to_dict(layout))
         apt = aptsources.read_host_apt()
         with sw.step("network_and_proxy"):

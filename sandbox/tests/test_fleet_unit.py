@@ -562,3 +562,16 @@ def test_never_runs_sudo():
     invocation = re.compile(r"""[frb]?["']sudo(?:\s|["']\s*,\s*[frb]?["'])""")
     assert [str(p.relative_to(package)) for p in sources if invocation.search(p.read_text(errors="replace"))] == []
     assert invocation.search('run(["sudo", "ip", "link"])') and invocation.search('sh("sudo -n true")')
+
+
+def test_inotify_limits_are_raised_for_the_nodes_and_never_lowered(tmp_path):
+    from fleetserve_sandbox.fleet import raise_inotify_limits
+
+    (tmp_path / "max_user_instances").write_text("128\n")
+    (tmp_path / "max_user_watches").write_text("10000000\n")
+    limits = raise_inotify_limits(64, root=tmp_path)
+    assert limits == {"max_user_instances": 128 + 16 * 64, "max_user_watches": 10000000}
+    assert (tmp_path / "max_user_instances").read_text() == str(128 + 16 * 64)
+    assert (tmp_path / "max_user_watches").read_text() == "10000000\n"  # higher already: untouched
+    # Already enough: nothing written.
+    assert raise_inotify_limits(4, root=tmp_path)["max_user_instances"] == 128 + 16 * 64
