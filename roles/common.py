@@ -14,6 +14,9 @@ from pyinfra.api import State
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_host, ctx_state
 
+from fleetserve.facts import batch
+from fleetserve.facts.batch import Want
+from fleetserve.operations import host as host_ops
 from fleetserve.plan import nothing_to_do, plan_inventory
 from fleetserve.plan.feeds import fed
 from fleetserve.plan.hostdata import host_address
@@ -51,6 +54,14 @@ def lock_wait_s(plan: HostPlan) -> int:
     """How long this run waits for the host's lock: host data `lock_wait_s`, at least what the run's
     mode asks (a lifecycle command's later runs)."""
     return max(plan.data.lock_wait_s, run_mode().lock_wait_min_s)
+
+
+def locked_and_read(plan: HostPlan, wants: list[Want]) -> None:
+    """Take the host's lock (one fleetserve run per host, held until this run's connection ends) and
+    read everything `wants` names in the same round trip (``fleetserve.facts.batch``): what every
+    role that changes a host does first."""
+    batch.want(wants)
+    host_ops.run_lock(name="One fleetserve run on this host", problem=batch.read_under_lock(host, lock_wait_s(plan)))
 
 
 # While a deploy file is read to know what it deploys (fleetserve.loader), its calls are recorded here

@@ -13,13 +13,11 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from fleetserve.builder import env_file_path
-from fleetserve.facts import batch
 from fleetserve.facts.batch import Want
 from fleetserve.facts.service import ReleaseRecords
-from fleetserve.operations import host as host_ops
 from fleetserve.operations import service as service_ops
 from fleetserve.roles import verify as verify_role
-from fleetserve.roles.common import host_plan, lock_wait_s
+from fleetserve.roles.common import host_plan, locked_and_read
 from fleetserve.schema.plan import HostPlan
 
 
@@ -33,9 +31,7 @@ def rollback(workloads: list[str]) -> None:
     if not plan.services:
         host.noop(f"no services for {', '.join(workloads)} on this host")
         return
-    batch.want(reads(plan))
-    host_ops.run_lock(name="One fleetserve run on this host",
-                      problem=batch.read_under_lock(host, lock_wait_s(plan)))
+    locked_and_read(plan, reads(plan))
     for instance in host.loop(plan.services):
         service_ops.release_rolled_back(name=f"Previous release of {instance.name} started again",
                                         service=instance.name, env_path=env_file_path(instance))

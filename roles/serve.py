@@ -18,7 +18,6 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from fleetserve import hostpaths
-from fleetserve.facts import batch
 from fleetserve.facts.batch import Want
 from fleetserve.facts.host import FileDigests
 from fleetserve.operations import host as host_ops
@@ -29,7 +28,7 @@ from fleetserve.roles import preflight as preflight_role
 from fleetserve.roles import service as service_role
 from fleetserve.roles import shared_mount as shared_mount_role
 from fleetserve.roles import verify as verify_role
-from fleetserve.roles.common import host_plan, lock_wait_s, recorded, run_mode
+from fleetserve.roles.common import host_plan, locked_and_read, recorded, run_mode
 from fleetserve.roles.group import group_content, group_network
 from fleetserve.schema.plan import HostPlan
 
@@ -76,10 +75,7 @@ def _serve(workloads: list[str]) -> None:
         host.noop(f"no services for {', '.join(workloads)} on this host "
                   f"(its workloads: {', '.join(plan.data.workloads or []) or 'none'})")
         return
-    batch.want(reads(plan))
-    # One run per host, held until this run's connection ends; the host is read in the same round trip.
-    host_ops.run_lock(name="One fleetserve run on this host",
-                      problem=batch.read_under_lock(host, lock_wait_s(plan)))
+    locked_and_read(plan, reads(plan))
     preflight_role.preflight(plan)
     group_network(plan)  # every member ready and the group's network sound, or no member goes on
     host_ops.files_present(name=f"Helper scripts in {hostpaths.LIB_DIR}", directory=hostpaths.LIB_DIR,

@@ -16,16 +16,14 @@ from pyinfra import host
 from pyinfra.api import deploy
 
 from fleetserve import hostpaths
-from fleetserve.facts import batch
 from fleetserve.facts.batch import Want
 from fleetserve.facts.host import PathsExist
 from fleetserve.facts.peer import PeerDaemon
 from fleetserve.facts.service import ReleaseRecords
 from fleetserve.facts.teardown import EngineImages, HostLeftovers, ImageArchives, ModelStore, ServiceUnit
-from fleetserve.operations import host as host_ops
 from fleetserve.operations import peer as peer_ops
 from fleetserve.operations import teardown as teardown_ops
-from fleetserve.roles.common import host_plan, run_mode
+from fleetserve.roles.common import host_plan, locked_and_read, run_mode
 from fleetserve.schema.plan import HostPlan
 
 
@@ -71,9 +69,7 @@ def teardown(workloads: list[str]) -> None:
         host.noop(f"no services for {', '.join(workloads)} on this host")
         return
     mode = run_mode()
-    batch.want(reads(plan))
-    host_ops.run_lock(name="One fleetserve run on this host",
-                      problem=batch.read_under_lock(host, plan.data.lock_wait_s))
+    locked_and_read(plan, reads(plan))
     services = [i.name for i in plan.services]
     for service in host.loop(services):
         teardown_ops.service_torn_down(name=f"Service {service} stopped, its unit and container removed",
